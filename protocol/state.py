@@ -1,0 +1,151 @@
+"""Canonical encoding of a full training state, its chunks and its Merkle root.
+
+A state is a flat dict of named tensors: `param/<name>`, `opt/<slot>/<name>` and the int64 scalar
+`step`. Tensors are taken in sorted name order; each tensor's little-endian bytes are cut into
+CHUNK_SIZE pieces and every piece becomes one leaf, prefixed by a header naming the tensor, its
+dtype, shape and the piece's index — so a disputed chunk always names the tensor it belongs to.
+Leaf hashes are computed over memoryviews of the tensors themselves: no copies, which is what
+keeps state roots within reach of raw SHA-256 throughput.
+"""
+
+import hashlib
+import struct
+import sys
+from dataclasses import dataclass
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+
+from protocol.errors import CheckpointCorrupt, InternalError
+from protocol.merkle import LEAF_PREFIX, root_from_leaf_hashes
+from protocol.types import Root
+
+TrainingState = dict[str, torch.Tensor]
+
+CHUNK_SIZE = 1 << 16  # bytes of tensor data per leaf
+STEP_KEY = "step"
+PARAM_PREFIX = "param/"
+ALLOWED_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
+FORMAT_TAG = "veritrain-state-v1"
+
+
+@dataclass(frozen=True)
+class ChunkRef:
+    """Where leaf `index` of a state tree comes from."""
+
+    index: int
+    tensor: str
+    chunk_in_tensor: int
+    start: int  # byte offset inside the tensor
+    end: int
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
+    if tensor.dtype not in ALLOWED_DTYPES:
+        raise InternalError(f"state tensors must be float32, float64 or int64, not {tensor.dtype}")
+    flat = tensor.detach().contiguous().reshape(-1)
+    if sys.byteorder != "little":  # canonical encoding is little-endian everywhere
+        flat = flat.numpy().byteswap()
+        return memoryview(flat.view("uint8"))
+    return memoryview(flat.view(torch.uint8).numpy())
+
+
+def _chunk_header(name: str, tensor: torch.Tensor, chunk: int, chunks: int) -> bytes:
+    encoded_name = name.encode()
+    shape = tuple(tensor.shape)
+    return b"".join([
+        b"VTCHUNK1",
+        struct.pack("<H", len(encoded_name)), encoded_name,
+        ALLOWED_DTYPES[tensor.dtype].encode(),
+        struct.pack("<B", len(shape)), struct.pack(f"<{len(shape)}Q", *shape),
+        struct.pack("<II", chunk, chunks),
+    ])
+
+
+def _chunk_bounds(num_bytes: int) -> list[tuple[int, int]]:
+    if num_bytes == 0:
+        return [(0, 0)]
+    return [(s, min(s + CHUNK_SIZE, num_bytes)) for s in range(0, num_bytes, CHUNK_SIZE)]
+
+
+def compute_chunk_layout(state: TrainingState) -> list[ChunkRef]:
+    layout: list[ChunkRef] = []
+    for name in sorted(state):
+        tensor = state[name]
+        bounds = _chunk_bounds(tensor.numel() * tensor.element_size())
+        for chunk, (start, end) in enumerate(bounds):
+            layout.append(ChunkRef(len(layout), name, chunk, start, end))
+    return layout
+
+
+def compute_chunk_hashes(state: TrainingState) -> list[bytes]:
+    """Leaf hashes H(0x00 ‖ header ‖ bytes) of every chunk, in tree order."""
+    hashes: list[bytes] = []
+    for name in sorted(state):
+        tensor = state[name]
+        data = _tensor_bytes(tensor)
+        bounds = _chunk_bounds(len(data))
+        for chunk, (start, end) in enumerate(bounds):
+            digest = hashlib.sha256(LEAF_PREFIX)
+            digest.update(_chunk_header(name, tensor, chunk, len(bounds)))
+            digest.update(data[start:end])
+            hashes.append(digest.digest())
+    return hashes
+
+
+def compute_state_root(state: TrainingState) -> Root:
+    return root_from_leaf_hashes(compute_chunk_hashes(state))
+
+
+def get_model_params(state: TrainingState) -> TrainingState:
+    return {k: v for k, v in state.items() if k.startswith(PARAM_PREFIX)}
+
+
+def compute_model_root(state: TrainingState) -> Root:
+    """Root over the parameters alone: what a submitter downloads as the trained model."""
+    return compute_state_root(get_model_params(state))
+
+
+def get_step(state: TrainingState) -> int:
+    return int(state[STEP_KEY].item())
+
+
+def encode_state(state: TrainingState) -> bytes:
+    """safetensors bytes of the state (deterministic for a given state)."""
+    tensors = {name: state[name].detach().contiguous() for name in sorted(state)}
+    return safetensors_save(tensors, metadata={"format": FORMAT_TAG})
+
+
+def decode_state(data: bytes) -> TrainingState:
+    """Parse safetensors bytes from a peer (never pickle) and check the state's shape."""
+    try:
+        state = safetensors_load(data)
+    except (SafetensorError, ValueError, RuntimeError, OSError) as err:
+        raise CheckpointCorrupt(f"unreadable safetensors data ({err})") from err
+    validate_state_layout(state)
+    return state
+
+
+def validate_state_layout(state: TrainingState) -> None:
+    step = state.get(STEP_KEY)
+    if step is None or step.dtype != torch.int64 or step.dim() != 0:
+        raise CheckpointCorrupt("state has no int64 scalar 'step' tensor")
+    for name, tensor in state.items():
+        if tensor.dtype not in ALLOWED_DTYPES:
+            raise CheckpointCorrupt(f"tensor {name!r} has unsupported dtype {tensor.dtype}", tensor=name)
+        if name != STEP_KEY and not name.startswith((PARAM_PREFIX, "opt/")):
+            raise CheckpointCorrupt(f"unexpected tensor {name!r} in state", tensor=name)
+
+
+def locate_bad_chunk(state: TrainingState, expected_hashes: list[bytes]) -> ChunkRef | None:
+    """First chunk whose hash differs from `expected_hashes`, or None if all match."""
+    actual = compute_chunk_hashes(state)
+    layout = compute_chunk_layout(state)
+    for ref, got, want in zip(layout, actual, expected_hashes, strict=False):
+        if got != want:
+            return ref
+    if len(actual) != len(expected_hashes):
+        return layout[min(len(actual), len(expected_hashes)) - 1] if layout else None
+    return None
