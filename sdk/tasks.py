@@ -1,0 +1,112 @@
+"""What the training worker does, once its profile is pinned: train, replay, or compute one step.
+
+Runs only inside `sdk.worker`'s child process (torch was imported under the profile's settings).
+"""
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from protocol.errors import InvalidInput
+from protocol.spec import parse_job_spec
+from protocol.state import compute_chunk_hashes, compute_state_root, decode_state, encode_state, get_step
+from protocol.training import TrainingProgram, build_program
+from sdk.store import CheckpointStore, verify_state_bytes, write_atomically
+
+Progress = Callable[[dict[str, Any]], None]
+PROGRESS_INTERVAL_S = 0.1
+
+
+def _read_optional(path: str | None) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+def _throttled(progress: Progress) -> Callable[..., None]:
+    last = [0.0]
+
+    def report(force: bool = False, **fields: Any) -> None:
+        now = time.monotonic()
+        if force or now - last[0] >= PROGRESS_INTERVAL_S:
+            last[0] = now
+            progress(fields)
+
+    return report
+
+
+def train(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Train (or resume) a job into a run directory, committing every checkpoint."""
+    spec = parse_job_spec(request["spec"])
+    blob = _read_optional(request.get("dataset_path"))
+    program = build_program(spec, blob)
+    store = CheckpointStore.open_or_create(Path(request["dir"]), spec, blob)
+    state = _resume_point(store, program)
+    report = _throttled(progress)
+    resumed_from = get_step(state)
+    while get_step(state) < spec.steps:
+        state, metrics = program.step_with_metrics(state)
+        step = get_step(state)
+        if step in store.checkpoint_steps:
+            store.write_checkpoint(state)
+        report(force=step == spec.steps, step=step, steps=spec.steps, loss=metrics["loss"])
+    return {**store.summary(), "resumed_from_step": resumed_from}
+
+
+def _resume_point(store: CheckpointStore, program: TrainingProgram):
+    entries = store.entries()
+    if not entries:
+        state = program.initial_state()
+        store.write_checkpoint(state)
+        return state
+    return store.load_checkpoint(entries[-1].index)
+
+
+def replay(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """Replay checkpoint i → i+1 and compare with the committed root (optionally every step's root)."""
+    store = CheckpointStore.open(Path(request["dir"]))
+    segment = request["segment"]
+    entries = store.entries()
+    if not isinstance(segment, int) or not 0 <= segment < len(entries) - 1:
+        raise InvalidInput(f"must be between 0 and {len(entries) - 2}", "segment")
+    program = build_program(store.spec, store.dataset_blob())
+    state = store.load_checkpoint(segment)
+    target = entries[segment + 1]
+    step_roots = []
+    report = _throttled(progress)
+    while get_step(state) < target.step:
+        state = program.step(state)
+        if request.get("step_roots"):
+            step_roots.append(compute_state_root(state).hex())
+        report(step=get_step(state), steps=target.step)
+    computed = compute_state_root(state)
+    result = {"segment": segment, "match": computed == target.state_root,
+              "expected": target.state_root.hex(), "computed": computed.hex(),
+              "from_step": entries[segment].step, "to_step": target.step}
+    if request.get("step_roots"):
+        result["step_roots"] = step_roots
+    return result
+
+
+def compute_single_step(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The referee's one step: verify the agreed state against its root, then step once."""
+    spec = parse_job_spec(request["spec"])
+    program = build_program(spec, _read_optional(request.get("dataset_path")))
+    data = Path(request["state_path"]).read_bytes()
+    state = decode_state(data)
+    if request.get("expected_root"):
+        verify_state_bytes(state, data, bytes.fromhex(request["expected_root"]), get_step(state), None)
+    next_state = program.step(state)
+    if request.get("out_path"):
+        write_atomically(Path(request["out_path"]), encode_state(next_state))
+    hashes = compute_chunk_hashes(next_state)
+    return {"step": get_step(next_state), "state_root": compute_state_root(next_state).hex(),
+            "chunk_hashes": [h.hex() for h in hashes]}
+
+
+TASKS = {"train": train, "replay": replay, "step": compute_single_step}
+
+
+def run_task(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    if not isinstance(request, dict) or request.get("command") not in TASKS:
+        raise InvalidInput(f"unknown worker command (known: {', '.join(TASKS)})", "command")
+    return TASKS[request["command"]](request, progress)
