@@ -1,0 +1,1 @@
+"""Accounts keep no rows of their own: balances are ledger rows (coordinator.ledger.repository)."""

@@ -1,0 +1,80 @@
+"""The coordinator's FastAPI application factory."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from coordinator import system
+from coordinator.accounts import endpoints as accounts
+from coordinator.clock import Clock
+from coordinator.db import Database, upgrade_database
+from coordinator.ledger import endpoints as ledger
+from coordinator.limits import BodyLimitMiddleware
+from coordinator.log import endpoints as log_endpoints
+from coordinator.log.repository import get_log_state
+from coordinator.problems import Problem, install_problem_handlers
+from coordinator.runtime import Runtime
+from coordinator.settings import Settings
+from coordinator.sweeper import SweeperThread
+
+log = logging.getLogger("veritrain.coordinator")
+
+
+def _load_clock(db: Database, dev: bool) -> Clock:
+    # Only a dev server honours a stored offset: production deadlines are wall-clock time.
+    with db.read() as session:
+        offset = get_log_state(session).clock_offset if dev else 0.0
+    return Clock(offset)
+
+
+def create_runtime(settings: Settings) -> Runtime:
+    key = settings.load_signing_key()
+    db = Database(settings.database_url)
+    upgrade_database(db.engine)
+    return Runtime(settings=settings, db=db, key=key, clock=_load_clock(db, settings.dev))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app: migrate the database to head, load the log key, mount every slice."""
+    settings = settings or Settings()
+    rt = create_runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        sweeper = SweeperThread(rt) if settings.run_sweeper else None
+        if sweeper:
+            sweeper.start()
+        yield
+        if sweeper:
+            sweeper.stop()
+        rt.db.dispose()
+
+    app = FastAPI(title="veritrain coordinator", version="1", lifespan=lifespan)
+    app.state.runtime = rt
+    install_problem_handlers(app)
+    for router in (system.router, accounts.router, ledger.router, log_endpoints.router):
+        app.include_router(router)
+    if settings.dev:
+        app.include_router(accounts.dev_router)
+        app.include_router(system.dev_router)
+    app.add_middleware(BodyLimitMiddleware, max_json=settings.max_json_body,
+                       max_checkpoint=settings.max_checkpoint_body)
+    _register_problem_schema(app)
+    return app
+
+
+def _register_problem_schema(app: FastAPI) -> None:
+    """Put the Problem schema into components so every documented 4xx can reference it."""
+    original = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = \
+            Problem.model_json_schema()
+        return schema
+
+    app.openapi = openapi

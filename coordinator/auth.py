@@ -1,0 +1,163 @@
+"""Signed requests: who sent it, that nobody altered it, and that it is not a replay.
+
+The signature check runs as a FastAPI dependency (before any database work). Nonce consumption
+and idempotency run inside the request's own write transaction (`execute_signed`), so the happy
+path costs one transaction; a request that fails still burns its nonce in a short second one.
+"""
+
+import contextlib
+import hashlib
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import Response
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from coordinator.errors import IdempotencyKeyReused, NonceReused, Unauthenticated
+from coordinator.models import IdempotencyRecord, Nonce
+from coordinator.runtime import Runtime
+from protocol.errors import VeritrainError
+from protocol.signing import DOMAIN_REQUEST, is_valid_signature
+from sdk.client import (
+    HEADER_IDEMPOTENCY,
+    HEADER_KEY,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    compute_request_message,
+)
+
+NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+HEX_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    public_key: str  # lowercase hex
+    nonce: str
+    timestamp: int
+    idempotency_key: str | None
+    request_hash: str  # identifies "the same request" across retries (no nonce, no time)
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def _target(request: Request) -> str:
+    target = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string") or b""
+    return (target + b"?" + query if query else target).decode("latin-1")
+
+
+def _parse_headers(key: str | None, timestamp: str | None, nonce: str | None,
+                   signature: str | None) -> tuple[bytes, int, bytes]:
+    if not (key and timestamp and nonce and signature):
+        raise Unauthenticated("request must be signed: X-Veritrain-Key, -Timestamp, -Nonce and "
+                              "-Signature headers are required")
+    if not HEX_KEY_RE.match(key):
+        raise Unauthenticated("X-Veritrain-Key must be 64 lowercase hex digits", "X-Veritrain-Key")
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise Unauthenticated("must be integer Unix seconds", "X-Veritrain-Timestamp")
+    if not NONCE_RE.match(nonce):
+        raise Unauthenticated("must be 16-64 characters of [A-Za-z0-9_-]", "X-Veritrain-Nonce")
+    try:
+        sig = bytes.fromhex(signature)
+    except ValueError as err:
+        raise Unauthenticated("must be hex", "X-Veritrain-Signature") from err
+    return bytes.fromhex(key), int(timestamp), sig
+
+
+async def get_signed_request(
+    request: Request,
+    key: Annotated[str | None, Header(alias=HEADER_KEY)] = None,
+    timestamp: Annotated[str | None, Header(alias=HEADER_TIMESTAMP)] = None,
+    nonce: Annotated[str | None, Header(alias=HEADER_NONCE)] = None,
+    signature: Annotated[str | None, Header(alias=HEADER_SIGNATURE)] = None,
+    idempotency_key: Annotated[str | None, Header(alias=HEADER_IDEMPOTENCY)] = None,
+) -> SignedRequest:
+    public_key, ts, sig = _parse_headers(key, timestamp, nonce, signature)
+    if idempotency_key is not None and not IDEMPOTENCY_RE.match(idempotency_key):
+        raise Unauthenticated("must be 1-128 printable ASCII characters", HEADER_IDEMPOTENCY)
+    skew = get_runtime(request).settings.request_max_skew_s
+    if abs(time.time() - ts) > skew:
+        raise Unauthenticated(f"timestamp is more than {skew}s from the server's clock", HEADER_TIMESTAMP)
+    body = await request.body()
+    target = _target(request)
+    message = compute_request_message(request.method, target, body, ts, nonce, idempotency_key or "")
+    if not is_valid_signature(public_key, DOMAIN_REQUEST, message, sig):
+        raise Unauthenticated("signature does not match the request", HEADER_SIGNATURE)
+    request_hash = hashlib.sha256(
+        b"\n".join([request.method.encode(), target.encode(), hashlib.sha256(body).digest()])).hexdigest()
+    return SignedRequest(key, nonce, ts, idempotency_key, request_hash)
+
+
+Signed = Annotated[SignedRequest, Depends(get_signed_request)]
+
+
+def _consume_nonce(session: Session, rt: Runtime, signed: SignedRequest) -> None:
+    if session.get(Nonce, (signed.public_key, signed.nonce)) is not None:
+        raise NonceReused("this nonce was already used: the request is a replay", HEADER_NONCE)
+    expires = signed.timestamp + rt.settings.request_max_skew_s + 1
+    session.add(Nonce(public_key=signed.public_key, nonce=signed.nonce, expires_at=expires))
+    session.flush()
+
+
+def _stored_response(session: Session, signed: SignedRequest) -> IdempotencyRecord | None:
+    if signed.idempotency_key is None:
+        return None
+    record = session.get(IdempotencyRecord, (signed.public_key, signed.idempotency_key))
+    if record is not None and record.request_hash != signed.request_hash:
+        raise IdempotencyKeyReused("this idempotency key was used for a different request",
+                                   HEADER_IDEMPOTENCY)
+    return record
+
+
+def execute_signed(rt: Runtime, signed: SignedRequest, fn: Callable[[Session], Any],
+                   status_code: int = 200) -> Response:
+    """Run `fn` once per idempotency key, in one transaction with the nonce check."""
+
+    def transaction(session: Session) -> tuple[int, str, bool]:
+        _consume_nonce(session, rt, signed)
+        record = _stored_response(session, signed)
+        if record is not None:
+            return record.status_code, record.response_body, True
+        body = json.dumps(jsonable_encoder(fn(session)), separators=(",", ":"))
+        if signed.idempotency_key is not None:
+            session.add(IdempotencyRecord(
+                public_key=signed.public_key, key=signed.idempotency_key,
+                request_hash=signed.request_hash, status_code=status_code, response_body=body,
+                created_at=time.time()))
+        return status_code, body, False
+
+    try:
+        status, body, replayed = rt.db.write(transaction)
+    except VeritrainError as error:
+        if not isinstance(error, NonceReused):
+            _burn_nonce(rt, signed)
+        raise
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(content=body, status_code=status, headers=headers, media_type="application/json")
+
+
+def _burn_nonce(rt: Runtime, signed: SignedRequest) -> None:
+    def transaction(session: Session) -> None:
+        if session.get(Nonce, (signed.public_key, signed.nonce)) is None:
+            _consume_nonce(session, rt, signed)
+
+    # best effort: the timestamp window still bounds any replay of a failed request
+    with contextlib.suppress(VeritrainError):
+        rt.db.write(transaction)
+
+
+def process_expired_nonces(session: Session, now: float) -> int:
+    result = session.execute(delete(Nonce).where(Nonce.expires_at < now))
+    return result.rowcount or 0

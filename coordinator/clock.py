@@ -1,0 +1,15 @@
+"""The protocol clock: wall time, plus an offset that only a dev server lets anyone move.
+
+Deadlines (bidding, heartbeats, moves, challenge windows) use this clock; request signatures
+always use the real one, so moving protocol time never weakens replay protection.
+"""
+
+import time
+
+
+class Clock:
+    def __init__(self, offset_s: float = 0.0):
+        self.offset_s = offset_s
+
+    def now(self) -> float:
+        return time.time() + self.offset_s

@@ -1,0 +1,61 @@
+"""Double-entry movements: balanced legs, checked in the transaction, logged publicly.
+
+Every movement is one public log entry whose `postings` are exactly the legs applied here, so
+an auditor replaying the log recomputes every balance. Non-negativity is checked on locked rows
+before the update (a typed error for the caller) and again by the database's CHECK constraint.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy.orm import Session
+
+from coordinator.errors import InsufficientFunds
+from coordinator.ledger import repository
+from coordinator.ledger.accounts import AccountKey
+from coordinator.log.service import process_log_append
+from coordinator.models import LogEntry
+from coordinator.runtime import Runtime
+from protocol.errors import InternalError, InvalidInput
+
+Leg = tuple[AccountKey, int]
+
+
+def compute_net_legs(legs: Sequence[Leg]) -> list[Leg]:
+    """Merge legs per account, drop zeros, sort by account (deterministic log bodies)."""
+    net: dict[AccountKey, int] = defaultdict(int)
+    for key, delta in legs:
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise InternalError(f"posting amount must be an int, got {delta!r}")
+        net[key] += delta
+    return sorted((k, d) for k, d in net.items() if d != 0)
+
+
+def transfer(source: AccountKey, target: AccountKey, amount: int) -> list[Leg]:
+    if amount < 0:
+        raise InvalidInput("amount must not be negative", "amount")
+    return [(source, -amount), (target, amount)]
+
+
+def process_movement(session: Session, rt: Runtime, kind: str, data: dict,
+                     legs: Sequence[Leg]) -> LogEntry:
+    """Apply balanced `legs` and log them as one entry of `kind` (also when no money moves)."""
+    net = compute_net_legs(legs)
+    if sum(d for _, d in net) != 0:
+        raise InternalError(f"unbalanced movement {kind}: {net}")
+    accounts = repository.lock_accounts(session, [k for k, _ in net])
+    for key, delta in net:
+        account = accounts[key]
+        if account.balance + delta < 0 and not key.may_go_negative:
+            raise InsufficientFunds(str(key), account.balance, -delta)
+    for key, delta in net:
+        accounts[key].balance += delta
+    session.flush()  # the CHECK constraint fires here, inside our transaction
+    entry = process_log_append(session, rt.key, rt.clock.now(), kind, data,
+                               [(str(k), d) for k, d in net])
+    repository.add_postings(session, entry.index, [(accounts[k], d) for k, d in net])
+    return entry
+
+
+def get_balance(session: Session, key: AccountKey) -> int:
+    return repository.get_balance(session, key)

@@ -1,0 +1,215 @@
+"""SQLAlchemy 2.0 typed models of every table; the schema itself is owned by the Alembic migrations.
+
+Keys and hashes are stored as lowercase hex strings (what the API speaks) so rows read the same
+in psql, sqlite3 and the JSON log. Amounts are BIGINT micro-units. Times are epoch seconds.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+HEX64 = String(64)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# --- ledger ----------------------------------------------------------------------------------
+
+
+class LedgerAccount(Base):
+    """One balance. `kind` is available | escrow | stake | burn | fees | mint; mint alone may go
+    negative (it is where deposits and faucet money come from)."""
+
+    __tablename__ = "ledger_accounts"
+    __table_args__ = (
+        UniqueConstraint("kind", "owner", "job_id", name="uq_ledger_accounts_key"),
+        CheckConstraint("balance >= 0 OR kind = 'mint'", name="ck_ledger_accounts_nonnegative"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    job_id: Mapped[str] = mapped_column(String(64), default="")
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Posting(Base):
+    """One leg of a balanced movement; the movement is identified by its public log entry."""
+
+    __tablename__ = "postings"
+    __table_args__ = (Index("ix_postings_account", "account_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    log_index: Mapped[int] = mapped_column(BigInteger)
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    delta: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+class Nonce(Base):
+    __tablename__ = "nonces"
+    __table_args__ = (Index("ix_nonces_expires_at", "expires_at"),)
+
+    public_key: Mapped[str] = mapped_column(HEX64, primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+
+    public_key: Mapped[str] = mapped_column(HEX64, primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(HEX64)
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+# --- public log ------------------------------------------------------------------------------
+
+
+class LogEntry(Base):
+    __tablename__ = "log_entries"
+
+    index: Mapped[int] = mapped_column("idx", BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # canonical JSON, exactly the signed bytes
+    leaf_hash: Mapped[str] = mapped_column(HEX64)
+    signature: Mapped[str] = mapped_column(String(128))
+
+
+class LogState(Base):
+    """Singleton row: the log's size, last leaf hash and RFC 9162 frontier. Locking it
+    serialises appends, so the log is one chain however many writers there are."""
+
+    __tablename__ = "log_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(HEX64)
+    frontier: Mapped[str] = mapped_column(Text, default="")  # comma-separated hex subtree roots
+    clock_offset: Mapped[float] = mapped_column(Float, default=0.0)  # dev-only protocol clock
+
+
+# --- market ----------------------------------------------------------------------------------
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_state_deadline", "state", "deadline"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(HEX64, unique=True)
+    submitter: Mapped[str] = mapped_column(HEX64)
+    spec_json: Mapped[str] = mapped_column(Text)
+    profile_label: Mapped[str] = mapped_column(String(128))
+    bounty: Mapped[int] = mapped_column(BigInteger)
+    min_stake: Mapped[int] = mapped_column(BigInteger)
+    verifier_fee: Mapped[int] = mapped_column(BigInteger)  # per verifier, out of the bounty
+    num_verifiers: Mapped[int] = mapped_column(Integer)
+    num_segments: Mapped[int] = mapped_column(Integer)
+    num_checkpoints: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[float] = mapped_column(Float)
+    bidding_deadline: Mapped[float] = mapped_column(Float)
+    solver: Mapped[str | None] = mapped_column(HEX64, nullable=True)
+    price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    stake: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    deadline: Mapped[float] = mapped_column(Float)  # next move due (bidding: its deadline)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trajectory_root: Mapped[str | None] = mapped_column(HEX64, nullable=True)
+    final_model_root: Mapped[str | None] = mapped_column(HEX64, nullable=True)
+    commitment_signature: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    selection_seed: Mapped[str | None] = mapped_column(HEX64, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Bid(Base):
+    __tablename__ = "bids"
+    __table_args__ = (UniqueConstraint("job_id", "bidder", name="uq_bids_job_bidder"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"))
+    bidder: Mapped[str] = mapped_column(HEX64)
+    price: Mapped[int] = mapped_column(BigInteger)
+    stake: Mapped[int] = mapped_column(BigInteger)
+    profile_label: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+
+
+class Blob(Base):
+    """Content-addressed checkpoint bytes (key: SHA-256 of the bytes)."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(HEX64, primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"), primary_key=True)
+    index: Mapped[int] = mapped_column("idx", Integer, primary_key=True, autoincrement=False)
+    step: Mapped[int] = mapped_column(BigInteger)
+    state_root: Mapped[str] = mapped_column(HEX64)
+    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+
+
+class Verifier(Base):
+    __tablename__ = "verifiers"
+
+    public_key: Mapped[str] = mapped_column(HEX64, primary_key=True)
+    profiles: Mapped[str] = mapped_column(Text)  # JSON list of profile labels
+    registered_at: Mapped[float] = mapped_column(Float)
+
+
+class Assignment(Base):
+    """Verifier `verifier` replays segment `segment` (checkpoint i -> i+1) of `job_id`."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("job_id", "verifier", "segment", name="uq_assignments_job_verifier_segment"),
+        Index("ix_assignments_state_deadline", "state", "deadline"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"))
+    verifier: Mapped[str] = mapped_column(HEX64)
+    segment: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    commit_hash: Mapped[str | None] = mapped_column(HEX64, nullable=True)
+    claimed_root: Mapped[str | None] = mapped_column(HEX64, nullable=True)
+    deadline: Mapped[float] = mapped_column(Float)
+
+
+class Dispute(Base):
+    """A bisection game; `state_json` is protocol.dispute's JSON-serialisable state."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (Index("ix_disputes_status_deadline", "status", "deadline"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"))
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    state_json: Mapped[str] = mapped_column(Text)
+    deadline: Mapped[float] = mapped_column(Float)
+    winner: Mapped[str | None] = mapped_column(String(16), nullable=True)

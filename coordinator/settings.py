@@ -1,0 +1,84 @@
+"""Runtime settings from the environment (prefix VERITRAIN_), plus the constants they default to.
+
+The coordinator's signing key comes from a key file (created 0600 on first start, like
+ssh-keygen) or from VERITRAIN_SIGNING_KEY_HEX; a placeholder value refuses to start, so a
+copy-pasted example config can never sign a public log.
+"""
+
+import os
+from pathlib import Path
+
+from nacl.signing import SigningKey
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.errors import InvalidInput
+from protocol.signing import generate_signing_key
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "placeholder", "secret", "xxx", "0" * 64}
+
+# Limits a client can rely on (also served by GET /v1/info).
+MAX_JSON_BODY = 256 * 1024
+MAX_CHECKPOINT_BODY = 64 * 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VERITRAIN_", extra="ignore")
+
+    database_url: str = "sqlite:///veritrain-coordinator.db"
+    signing_key_file: Path | None = Path("veritrain-coordinator.key")
+    signing_key_hex: SecretStr | None = None
+    dev: bool = False  # enables the faucet and the protocol-clock offset; never in production
+    # Signed requests: how far a timestamp may be from the server's clock, both ways.
+    request_max_skew_s: int = Field(default=300, ge=1, le=3600)
+    max_json_body: int = Field(default=MAX_JSON_BODY, ge=1024)
+    max_checkpoint_body: int = Field(default=MAX_CHECKPOINT_BODY, ge=1024)
+    # Market timing (seconds); a tiny preset for tests lowers them.
+    min_bidding_s: int = Field(default=1, ge=0)
+    heartbeat_timeout_s: int = Field(default=600, ge=1)
+    commit_timeout_s: int = Field(default=24 * 3600, ge=1)
+    move_timeout_s: int = Field(default=3600, ge=1)
+    challenge_window_s: int = Field(default=3600, ge=0)
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    run_sweeper: bool = True
+    referee_timeout_s: int = Field(default=600, ge=1)
+
+    def load_signing_key(self) -> SigningKey:
+        """The coordinator's log key; refuses placeholders and world-readable key files."""
+        if self.signing_key_hex is not None:
+            return _parse_key_hex(self.signing_key_hex.get_secret_value(), "VERITRAIN_SIGNING_KEY_HEX")
+        if self.signing_key_file is None:
+            raise InvalidInput("set VERITRAIN_SIGNING_KEY_FILE or VERITRAIN_SIGNING_KEY_HEX", "signing_key")
+        return _load_or_create_key_file(self.signing_key_file)
+
+
+def _parse_key_hex(text: str, field: str) -> SigningKey:
+    text = text.strip()
+    if text.lower() in PLACEHOLDER_SECRETS or len(set(text)) <= 1:
+        raise InvalidInput("refusing to start with a placeholder signing key", field)
+    try:
+        seed = bytes.fromhex(text)
+    except ValueError as err:
+        raise InvalidInput("signing key must be 64 hex digits", field) from err
+    if len(seed) != 32:
+        raise InvalidInput("signing key must be 64 hex digits", field)
+    return generate_signing_key(seed)
+
+
+def _load_or_create_key_file(path: Path) -> SigningKey:
+    if path.exists():
+        return _parse_key_hex(path.read_text(), str(path))
+    key = generate_signing_key()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(bytes(key).hex() + "\n")
+    return key
+
+
+def tiny_preset(**overrides) -> Settings:
+    """Settings for tests: short deadlines, dev features on, no background sweeper."""
+    values = dict(dev=True, min_bidding_s=0, heartbeat_timeout_s=60, commit_timeout_s=120,
+                  move_timeout_s=60, challenge_window_s=30, run_sweeper=False)
+    values.update(overrides)
+    return Settings(**values)
