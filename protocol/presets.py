@@ -1,5 +1,6 @@
 """Presets: example job specs per model, sized to train in seconds on a laptop."""
 
+import copy
 from typing import Any
 
 from protocol.errors import InvalidSpec
@@ -24,7 +25,7 @@ def example_job_spec_json(model: str, steps: int | None = None, profile: str = "
     profile_json: dict[str, Any] = {"kind": profile}
     if profile == "pinned":
         profile_json.update(intra_op_threads=1, cpu_capability="avx2")
-    return {
+    return copy.deepcopy({
         "version": 1,
         "model": {"name": model, "config": _MODEL_CONFIGS[model]},
         "dataset": _DATASETS[model],
@@ -35,7 +36,7 @@ def example_job_spec_json(model: str, steps: int | None = None, profile: str = "
         "seed": 42,
         "checkpoint_interval": max(1, min(10, steps)),
         "profile": profile_json,
-    }
+    })
 
 
 def example_job_spec(model: str, steps: int | None = None, profile: str = "pinned") -> JobSpec:
