@@ -19,7 +19,13 @@ from typing import Any
 
 from protocol.errors import CheckpointCorrupt, InvalidInput
 from protocol.merkle import root_from_leaf_hashes
-from protocol.spec import JobSpec, compute_checkpoint_steps, compute_job_id, parse_job_spec, spec_to_json
+from protocol.spec import (
+    JobSpec,
+    compute_checkpoint_steps,
+    compute_job_id,
+    parse_job_spec,
+    spec_to_json,
+)
 from protocol.state import (
     CHUNK_SIZE,
     TrainingState,

@@ -10,7 +10,13 @@ from typing import Any
 
 from protocol.errors import InvalidInput
 from protocol.spec import parse_job_spec
-from protocol.state import compute_chunk_hashes, compute_state_root, decode_state, encode_state, get_step
+from protocol.state import (
+    compute_chunk_hashes,
+    compute_state_root,
+    decode_state,
+    encode_state,
+    get_step,
+)
 from protocol.training import TrainingProgram, build_program
 from sdk.store import CheckpointStore, verify_state_bytes, write_atomically
 

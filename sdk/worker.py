@@ -9,6 +9,7 @@ Protocol: one JSON request on stdin; JSON lines on stdout — `progress` events,
 or `error`.
 """
 
+import contextlib
 import ctypes
 import json
 import os
@@ -132,10 +133,8 @@ def _result_or_raise(outcome: dict[str, Any] | None, returncode: int, stderr_lin
 
 def _die_with_parent() -> None:
     """A worker orphaned by a killed daemon must not keep writing into its run directory."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: best effort only
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def apply_and_check_profile(profile: ExecutionProfile) -> None:

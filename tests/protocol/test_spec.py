@@ -9,7 +9,13 @@ from safetensors.torch import save
 
 from protocol.errors import InvalidSpec
 from protocol.presets import example_job_spec_json
-from protocol.spec import MODELS, compute_checkpoint_steps, compute_job_id, encode_job_spec, parse_job_spec
+from protocol.spec import (
+    MODELS,
+    compute_checkpoint_steps,
+    compute_job_id,
+    encode_job_spec,
+    parse_job_spec,
+)
 from protocol.training import build_program
 
 
