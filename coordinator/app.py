@@ -10,6 +10,8 @@ from coordinator import system
 from coordinator.accounts import endpoints as accounts
 from coordinator.clock import Clock
 from coordinator.db import Database, upgrade_database
+from coordinator.disputes import endpoints as disputes
+from coordinator.jobs import endpoints as jobs
 from coordinator.ledger import endpoints as ledger
 from coordinator.limits import BodyLimitMiddleware
 from coordinator.log import endpoints as log_endpoints
@@ -18,6 +20,7 @@ from coordinator.problems import Problem, install_problem_handlers
 from coordinator.runtime import Runtime
 from coordinator.settings import Settings
 from coordinator.sweeper import SweeperThread
+from coordinator.verification import endpoints as verification
 
 log = logging.getLogger("veritrain.coordinator")
 
@@ -54,7 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="veritrain coordinator", version="1", lifespan=lifespan)
     app.state.runtime = rt
     install_problem_handlers(app)
-    for router in (system.router, accounts.router, ledger.router, log_endpoints.router):
+    for router in (system.router, accounts.router, ledger.router, log_endpoints.router, jobs.router,
+                   verification.router, disputes.router):
         app.include_router(router)
     if settings.dev:
         app.include_router(accounts.dev_router)

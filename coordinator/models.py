@@ -131,6 +131,7 @@ class Job(Base):
     price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     stake: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     deadline: Mapped[float] = mapped_column(Float)  # next move due (bidding: its deadline)
+    commit_deadline: Mapped[float | None] = mapped_column(Float, nullable=True)
     heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     trajectory_root: Mapped[str | None] = mapped_column(HEX64, nullable=True)
     final_model_root: Mapped[str | None] = mapped_column(HEX64, nullable=True)

@@ -28,12 +28,14 @@ def _insert_missing(session: Session, keys: Iterable[AccountKey]) -> None:
 def lock_accounts(session: Session, keys: list[AccountKey]) -> dict[AccountKey, LedgerAccount]:
     """Get-or-create the accounts and lock them FOR UPDATE in id order (no deadlock cycles)."""
     stmt = _select_accounts(keys).order_by(LedgerAccount.id).with_for_update()
-    found = {AccountKey(a.kind, a.owner, a.job_id): a for a in session.execute(stmt).scalars()}
+    fresh = {"populate_existing": True}  # rows read earlier in this session may be stale
+    found = {AccountKey(a.kind, a.owner, a.job_id): a
+             for a in session.execute(stmt, execution_options=fresh).scalars()}
     missing = [k for k in keys if k not in found]
     if missing:
         _insert_missing(session, missing)
         found = {AccountKey(a.kind, a.owner, a.job_id): a
-                 for a in session.execute(stmt, execution_options={"populate_existing": True}).scalars()}
+                 for a in session.execute(stmt, execution_options=fresh).scalars()}
     return found
 
 

@@ -50,6 +50,7 @@ def upgrade() -> None:
     sa.Column('price', sa.BigInteger(), nullable=True),
     sa.Column('stake', sa.BigInteger(), nullable=True),
     sa.Column('deadline', sa.Float(), nullable=False),
+    sa.Column('commit_deadline', sa.Float(), nullable=True),
     sa.Column('heartbeat_at', sa.Float(), nullable=True),
     sa.Column('trajectory_root', sa.String(length=64), nullable=True),
     sa.Column('final_model_root', sa.String(length=64), nullable=True),

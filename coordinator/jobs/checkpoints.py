@@ -1,0 +1,112 @@
+"""Content-addressed checkpoint upload and download, checked against the committed trajectory.
+
+The expensive part (decoding safetensors, hashing every chunk) runs before the write
+transaction; inside it only the Merkle proof against the job's committed trajectory root and
+the bookkeeping remain.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from coordinator.errors import Forbidden, InvalidState, NotFound
+from coordinator.jobs import repository
+from coordinator.jobs.schemas import CheckpointView
+from coordinator.jobs.service import VERIFYING
+from coordinator.ledger.service import process_movement
+from coordinator.models import Checkpoint
+from coordinator.runtime import Runtime
+from coordinator.verification import repository as verification_repository
+from coordinator.verification.service import ASSIGNED, COMMITTED, REVEALABLE, WAIT_START
+from protocol.errors import CheckpointCorrupt, InvalidInput
+from protocol.spec import compute_checkpoint_steps, parse_job_spec
+from protocol.state import compute_state_root, decode_state, get_step
+from protocol.trajectory import is_valid_trajectory_proof
+from protocol.types import Root, StepIndex
+
+
+@dataclass(frozen=True)
+class DecodedCheckpoint:
+    data: bytes
+    sha256: str
+    step: int
+    state_root: bytes
+
+
+def compute_decoded_checkpoint(data: bytes, step: int) -> DecodedCheckpoint:
+    state = decode_state(data)  # safetensors only: never unpickles
+    if get_step(state) != step:
+        raise CheckpointCorrupt(f"state is at step {get_step(state)}, not {step}")
+    return DecodedCheckpoint(data, hashlib.sha256(data).hexdigest(), step, bytes(compute_state_root(state)))
+
+
+def parse_proof(text: str) -> list[bytes]:
+    try:
+        proof = [bytes.fromhex(h) for h in text.split(",") if h]
+    except ValueError as err:
+        raise InvalidInput("proof must be comma-separated hex hashes", "proof") from err
+    if len(proof) > 64 or any(len(p) != 32 for p in proof):
+        raise InvalidInput("proof must be at most 64 hashes of 32 bytes", "proof")
+    return proof
+
+
+def _check_against_commitment(session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint,
+                              proof: list[bytes]):
+    job = repository.lock_job(session, job_id)
+    if job.state != VERIFYING:
+        raise InvalidState(f"job is {job.state}: checkpoints are uploaded while verifying")
+    steps = compute_checkpoint_steps(parse_job_spec(json.loads(job.spec_json)))
+    if not 0 <= index < len(steps) or steps[index] != ckpt.step:
+        raise InvalidInput(f"checkpoint {index} is not at step {ckpt.step}", "step")
+    if not is_valid_trajectory_proof(StepIndex(ckpt.step), Root(ckpt.state_root), index,
+                                     job.num_checkpoints, proof, Root(bytes.fromhex(job.trajectory_root))):
+        raise CheckpointCorrupt("state root and proof do not match the committed trajectory root")
+    return job
+
+
+def process_upload(session: Session, rt: Runtime, who: str, job_id: str, index: int,
+                   ckpt: DecodedCheckpoint, proof: list[bytes]) -> CheckpointView:
+    job = _check_against_commitment(session, job_id, index, ckpt, proof)
+    if who != job.solver:
+        raise Forbidden("only the job's solver uploads its checkpoints")
+    existing = repository.get_checkpoint(session, job_id, index)
+    if existing is not None:
+        return get_checkpoint_view(existing, len(ckpt.data))  # content is bound by the proof
+    assignments = verification_repository.get_job_assignments(session, job_id)
+    if any(a.segment == index - 1 and a.state in (WAIT_START, ASSIGNED) for a in assignments):
+        raise InvalidState(f"verifiers of segment {index - 1} have not committed yet")
+    repository.add_blob_if_missing(session, ckpt.sha256, ckpt.data)
+    row = Checkpoint(job_id=job_id, index=index, step=ckpt.step, state_root=ckpt.state_root.hex(),
+                     blob_sha256=ckpt.sha256)
+    session.add(row)
+    deadline = rt.clock.now() + rt.settings.move_timeout_s
+    for a in assignments:
+        if a.segment == index and a.state == WAIT_START:
+            a.state, a.deadline = ASSIGNED, deadline
+        elif a.segment == index - 1 and a.state == COMMITTED:
+            a.state, a.deadline = REVEALABLE, deadline
+    process_movement(session, rt, "checkpoint.uploaded",
+                     {"job_id": job_id, "index": index, "step": ckpt.step,
+                      "state_root": ckpt.state_root.hex(), "sha256": ckpt.sha256}, [])
+    return get_checkpoint_view(row, len(ckpt.data))
+
+
+def get_checkpoint_row(session: Session, job_id: str, index: int) -> Checkpoint:
+    row = repository.get_checkpoint(session, job_id, index)
+    if row is None:
+        raise NotFound(f"checkpoint {index} of job {job_id} has not been uploaded")
+    return row
+
+
+def get_checkpoint_bytes(session: Session, job_id: str, index: int) -> bytes:
+    row = get_checkpoint_row(session, job_id, index)
+    return repository.get_blob(session, row.blob_sha256).data
+
+
+def get_checkpoint_view(row: Checkpoint, size: int) -> CheckpointView:
+    return CheckpointView(job_id=row.job_id, index=row.index, step=row.step, state_root=row.state_root,
+                          sha256=row.blob_sha256, size=size)
+
+

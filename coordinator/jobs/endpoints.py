@@ -1,0 +1,110 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from coordinator.auth import Signed, execute_signed, get_runtime
+from coordinator.jobs import checkpoints, repository, service
+from coordinator.jobs.schemas import (
+    BidRequest,
+    CheckpointView,
+    CommitmentRequest,
+    EmptyRequest,
+    JobEventView,
+    JobPage,
+    JobView,
+    SubmitJobRequest,
+)
+from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
+from coordinator.runtime import Runtime
+from coordinator.verification import repository as verification_repository
+from coordinator.verification.schemas import AssignmentPage
+from coordinator.verification.service import get_assignment_view, process_commitment
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+RT = Annotated[Runtime, Depends(get_runtime)]
+JobIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+IndexPath = Annotated[int, Path(ge=0, le=10_000_000)]
+
+
+@router.post("", response_model=JobEventView, status_code=201, responses=WRITE_PROBLEMS)
+def post_job(body: SubmitJobRequest, signed: Signed, rt: RT) -> Response:
+    """Post a job: the spec is validated, its id is the hash of its canonical form, the bounty
+    is moved to the job's escrow."""
+    return execute_signed(rt, signed, lambda s: service.process_submit(s, rt, signed.public_key, body), 201)
+
+
+@router.get("", response_model=JobPage, responses=READ_PROBLEMS)
+def get_jobs(rt: RT, state: Annotated[str | None, Query(max_length=16)] = None,
+             after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+             limit: Annotated[int, Query(ge=1, le=500)] = 100) -> JobPage:
+    with rt.db.read() as session:
+        return JobPage(jobs=[service.get_job_view(j) for j in repository.get_jobs_page(session, state, after, limit)])
+
+
+@router.get("/{job_id}", response_model=JobView, responses=READ_PROBLEMS)
+def get_job(job_id: JobIdPath, rt: RT) -> JobView:
+    with rt.db.read() as session:
+        job = repository.get_job(session, job_id)
+        return service.get_job_view(job, repository.get_bids(session, job_id), with_spec=True)
+
+
+@router.post("/{job_id}/bids", response_model=JobEventView, responses=WRITE_PROBLEMS)
+def post_bid(job_id: JobIdPath, body: BidRequest, signed: Signed, rt: RT) -> Response:
+    return execute_signed(rt, signed, lambda s: service.process_bid(s, rt, signed.public_key, job_id, body))
+
+
+@router.post("/{job_id}/award", response_model=JobEventView, responses=WRITE_PROBLEMS)
+def post_award(job_id: JobIdPath, _body: EmptyRequest, signed: Signed, rt: RT) -> Response:
+    """Close bidding (anyone may call once the deadline has passed; the sweeper also does)."""
+    return execute_signed(rt, signed, lambda s: service.process_award(s, rt, job_id))
+
+
+@router.post("/{job_id}/heartbeat", response_model=JobEventView, responses=WRITE_PROBLEMS)
+def post_heartbeat(job_id: JobIdPath, _body: EmptyRequest, signed: Signed, rt: RT) -> Response:
+    return execute_signed(rt, signed, lambda s: service.process_heartbeat(s, rt, signed.public_key, job_id))
+
+
+@router.post("/{job_id}/commitment", response_model=JobEventView, responses=WRITE_PROBLEMS)
+def post_commitment(job_id: JobIdPath, body: CommitmentRequest, signed: Signed, rt: RT) -> Response:
+    return execute_signed(rt, signed, lambda s: process_commitment(s, rt, signed.public_key, job_id, body))
+
+
+@router.get("/{job_id}/assignments", response_model=AssignmentPage, responses=READ_PROBLEMS)
+def get_job_assignments(job_id: JobIdPath, rt: RT) -> AssignmentPage:
+    with rt.db.read() as session:
+        repository.get_job(session, job_id)
+        rows = verification_repository.get_job_assignments(session, job_id)
+        return AssignmentPage(assignments=[get_assignment_view(a) for a in rows])
+
+
+@router.put("/{job_id}/checkpoints/{index}", response_model=CheckpointView, responses=WRITE_PROBLEMS,
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+async def put_checkpoint(job_id: JobIdPath, index: IndexPath, request: Request, signed: Signed, rt: RT,
+                         step: Annotated[int, Query(ge=0, le=10_000_000)],
+                         proof: Annotated[str, Query(max_length=64 * 65)] = "") -> Response:
+    """Upload checkpoint `index` (safetensors bytes) with its proof of inclusion in the committed
+    trajectory; stored under its SHA-256."""
+    data = await request.body()
+    parsed_proof = checkpoints.parse_proof(proof)
+    decoded = await run_in_threadpool(checkpoints.compute_decoded_checkpoint, data, step)
+    return await run_in_threadpool(execute_signed, rt, signed, lambda s: checkpoints.process_upload(
+        s, rt, signed.public_key, job_id, index, decoded, parsed_proof))
+
+
+@router.get("/{job_id}/checkpoints/{index}", responses={
+    **READ_PROBLEMS, 200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+def get_checkpoint(job_id: JobIdPath, index: IndexPath, rt: RT) -> Response:
+    with rt.db.read() as session:
+        data = checkpoints.get_checkpoint_bytes(session, job_id, index)
+    return Response(content=data, media_type="application/octet-stream")
+
+
+@router.get("/{job_id}/checkpoints/{index}/info", response_model=CheckpointView, responses=READ_PROBLEMS)
+def get_checkpoint_info(job_id: JobIdPath, index: IndexPath, rt: RT) -> CheckpointView:
+    with rt.db.read() as session:
+        row = checkpoints.get_checkpoint_row(session, job_id, index)
+        blob = repository.get_blob(session, row.blob_sha256)
+        return checkpoints.get_checkpoint_view(row, blob.size)

@@ -1,0 +1,61 @@
+"""SQL access for jobs, bids and checkpoints. Every lookup on the hot path is by key or index."""
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coordinator.errors import NotFound
+from coordinator.models import Bid, Blob, Checkpoint, Job
+
+
+def lock_job(session: Session, job_id: str) -> Job:
+    stmt = select(Job).where(Job.job_id == job_id).with_for_update()
+    job = session.execute(stmt, execution_options={"populate_existing": True}).scalar_one_or_none()
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.execute(select(Job).where(Job.job_id == job_id)).scalar_one_or_none()
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def is_existing_job(session: Session, job_id: str) -> bool:
+    return session.execute(select(Job.id).where(Job.job_id == job_id)).first() is not None
+
+
+def get_jobs_page(session: Session, state: str | None, after: int, limit: int) -> list[Job]:
+    stmt = select(Job).where(Job.id > after)
+    if state is not None:
+        stmt = stmt.where(Job.state == state)
+    return list(session.execute(stmt.order_by(Job.id).limit(limit)).scalars())
+
+
+def get_overdue_job_ids(session: Session, state: str, now: float, limit: int) -> list[str]:
+    stmt = (select(Job.job_id).where(Job.state == state, Job.deadline <= now)
+            .order_by(Job.deadline).limit(limit))
+    return list(session.execute(stmt).scalars())
+
+
+def get_bid(session: Session, job_id: str, bidder: str) -> Bid | None:
+    return session.execute(select(Bid).where(Bid.job_id == job_id, Bid.bidder == bidder)).scalar_one_or_none()
+
+
+def get_bids(session: Session, job_id: str) -> list[Bid]:
+    return list(session.execute(select(Bid).where(Bid.job_id == job_id).order_by(Bid.id)).scalars())
+
+
+def get_checkpoint(session: Session, job_id: str, index: int) -> Checkpoint | None:
+    return session.get(Checkpoint, (job_id, index))
+
+
+def get_blob(session: Session, sha256: str) -> Blob | None:
+    return session.get(Blob, sha256)
+
+
+def add_blob_if_missing(session: Session, sha256: str, data: bytes) -> None:
+    if session.get(Blob, sha256) is None:
+        session.add(Blob(sha256=sha256, size=len(data), data=data))
+        session.flush()

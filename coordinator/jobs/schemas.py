@@ -1,0 +1,83 @@
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from coordinator.schemas import Amount, HexKey, Request
+
+
+class SubmitJobRequest(Request):
+    spec: dict[str, Any]
+    bounty: Amount
+    min_stake: Amount = 0
+    verifier_fee: Amount = 0
+    num_verifiers: int = Field(default=1, strict=True, ge=0, le=8)
+    num_segments: int = Field(default=1, strict=True, ge=1, le=64)
+    bidding_s: float = Field(default=60.0, ge=0, le=30 * 86400, allow_inf_nan=False)
+
+
+class BidRequest(Request):
+    price: Amount
+    stake: Amount
+    profile: str = Field(min_length=1, max_length=128)
+
+
+class CommitmentRequest(Request):
+    commitment: dict[str, Any]
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+
+
+class EmptyRequest(Request):
+    pass
+
+
+class BidView(BaseModel):
+    bidder: str
+    price: int
+    stake: int
+    profile: str
+    status: str
+
+
+class JobView(BaseModel):
+    job_id: str
+    submitter: str
+    state: str
+    profile: str
+    bounty: int
+    min_stake: int
+    verifier_fee: int
+    num_verifiers: int
+    num_segments: int
+    num_checkpoints: int
+    created_at: float
+    deadline: float
+    solver: str | None = None
+    price: int | None = None
+    stake: int | None = None
+    trajectory_root: str | None = None
+    final_model_root: str | None = None
+    outcome: str | None = None
+    spec: dict[str, Any] | None = None
+    bids: list[BidView] | None = None
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+
+
+class JobEventView(BaseModel):
+    job_id: str
+    state: str
+    log_index: int
+
+
+class CheckpointView(BaseModel):
+    job_id: str
+    index: int
+    step: int
+    state_root: str
+    sha256: str
+    size: int
+
+
+JobId = HexKey

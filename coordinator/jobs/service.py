@@ -1,0 +1,170 @@
+"""The job market: submit, bid, award, heartbeat, commit, settle, and the solver's deadlines.
+
+Award rule: when bidding closes, among bids whose profile equals the job's and whose stake is at
+least `min_stake`, the lowest price wins; ties go to the earliest bid. Losing stakes are released
+in the same transaction. Every transition locks the job row first (then ledger rows, then the
+log), so two concurrent awards serialise and the second sees the job already awarded.
+"""
+
+import json
+
+from sqlalchemy.orm import Session
+
+from coordinator.errors import Forbidden, InvalidState
+from coordinator.jobs import repository
+from coordinator.jobs.payouts import (
+    compute_escrow_split,
+    compute_slash_legs,
+    compute_stake_release,
+)
+from coordinator.jobs.schemas import BidRequest, BidView, JobEventView, JobView, SubmitJobRequest
+from coordinator.ledger.accounts import available, escrow, stake
+from coordinator.ledger.service import get_balance, process_movement, transfer
+from coordinator.models import Bid, Job
+from coordinator.runtime import Runtime
+from protocol.errors import InvalidInput, ProfileMismatch
+from protocol.spec import compute_checkpoint_steps, compute_job_id, parse_job_spec, spec_to_json
+
+BIDDING, AWARDED, VERIFYING = "bidding", "awarded", "verifying"
+SETTLED, FAILED, CANCELLED = "settled", "failed", "cancelled"
+FAR_FUTURE = 1e15
+
+
+def _event(job: Job, entry) -> JobEventView:
+    return JobEventView(job_id=job.job_id, state=job.state, log_index=entry.index)
+
+
+def process_submit(session: Session, rt: Runtime, submitter: str, req: SubmitJobRequest) -> JobEventView:
+    spec = parse_job_spec(req.spec)
+    job_id = compute_job_id(spec).hex()
+    if repository.is_existing_job(session, job_id):
+        raise InvalidState(f"job {job_id} already exists (change the seed to post the same work twice)")
+    checkpoints = len(compute_checkpoint_steps(spec))
+    if req.num_segments > checkpoints - 1:
+        raise InvalidInput(f"the job has only {checkpoints - 1} segments", "num_segments")
+    if req.verifier_fee * req.num_verifiers > req.bounty:
+        raise InvalidInput("bounty must cover num_verifiers × verifier_fee", "bounty")
+    now = rt.clock.now()
+    job = Job(job_id=job_id, submitter=submitter, spec_json=json.dumps(spec_to_json(spec), sort_keys=True),
+              profile_label=spec.profile.label, bounty=req.bounty, min_stake=req.min_stake,
+              verifier_fee=req.verifier_fee, num_verifiers=req.num_verifiers,
+              num_segments=req.num_segments, num_checkpoints=checkpoints, state=BIDDING,
+              created_at=now, bidding_deadline=now + max(req.bidding_s, rt.settings.min_bidding_s),
+              deadline=now + max(req.bidding_s, rt.settings.min_bidding_s))
+    session.add(job)
+    session.flush()
+    data = {"job_id": job_id, "submitter": submitter, "bounty": req.bounty, "profile": job.profile_label,
+            "min_stake": req.min_stake, "verifier_fee": req.verifier_fee,
+            "bidding_deadline": job.bidding_deadline}
+    entry = process_movement(session, rt, "job.submitted", data,
+                             transfer(available(submitter), escrow(job_id), req.bounty))
+    return _event(job, entry)
+
+
+def compute_max_price(job: Job) -> int:
+    return job.bounty - job.verifier_fee * job.num_verifiers
+
+
+def process_bid(session: Session, rt: Runtime, bidder: str, job_id: str, req: BidRequest) -> JobEventView:
+    job = repository.lock_job(session, job_id)
+    if job.state != BIDDING or rt.clock.now() >= job.bidding_deadline:
+        raise InvalidState("bidding on this job is closed")
+    if bidder == job.submitter:
+        raise Forbidden("a submitter cannot bid on its own job")
+    if req.profile != job.profile_label:
+        raise ProfileMismatch(f"job needs profile {job.profile_label}, bid offers {req.profile}")
+    if req.stake < job.min_stake:
+        raise InvalidInput(f"stake must be at least {job.min_stake}", "stake")
+    if req.price > compute_max_price(job):
+        raise InvalidInput(f"price must not exceed {compute_max_price(job)}", "price")
+    if repository.get_bid(session, job_id, bidder) is not None:
+        raise InvalidState("this account already bid on this job")
+    session.add(Bid(job_id=job_id, bidder=bidder, price=req.price, stake=req.stake,
+                    profile_label=req.profile, created_at=rt.clock.now()))
+    session.flush()
+    entry = process_movement(session, rt, "job.bid",
+                             {"job_id": job_id, "bidder": bidder, "price": req.price, "stake": req.stake},
+                             transfer(available(bidder), stake(bidder, job_id), req.stake))
+    return _event(job, entry)
+
+
+def compute_winner(bids: list[Bid]) -> Bid | None:
+    """Lowest price; ties by earliest bid (lowest id)."""
+    return min(bids, key=lambda b: (b.price, b.id), default=None)
+
+
+def process_award(session: Session, rt: Runtime, job_id: str) -> JobEventView:
+    job = repository.lock_job(session, job_id)
+    if job.state != BIDDING:
+        raise InvalidState(f"job is {job.state}, not bidding")
+    now = rt.clock.now()
+    if now < job.bidding_deadline:
+        raise InvalidState("bidding is still open")
+    bids = repository.get_bids(session, job_id)
+    winner = compute_winner(bids)
+    legs = []
+    for bid in bids:
+        bid.status = "won" if bid is winner else "lost"
+        if bid is not winner:
+            legs += compute_stake_release(bid.bidder, job_id, bid.stake)
+    if winner is None:
+        job.state, job.outcome, job.deadline = CANCELLED, "no_bids", FAR_FUTURE
+        legs += compute_escrow_split(job_id, job.bounty, job.submitter, [])
+        entry = process_movement(session, rt, "job.cancelled", {"job_id": job_id, "reason": "no_bids"}, legs)
+        return _event(job, entry)
+    job.state, job.solver, job.price, job.stake = AWARDED, winner.bidder, winner.price, winner.stake
+    job.heartbeat_at = now
+    job.commit_deadline = now + rt.settings.commit_timeout_s
+    job.deadline = min(job.commit_deadline, now + rt.settings.heartbeat_timeout_s)
+    data = {"job_id": job_id, "solver": winner.bidder, "price": winner.price, "stake": winner.stake,
+            "bids": len(bids), "commit_deadline": job.commit_deadline}
+    return _event(job, process_movement(session, rt, "job.awarded", data, legs))
+
+
+def _require_solver(job: Job, who: str, state: str) -> None:
+    if job.solver != who:
+        raise Forbidden("only the job's solver may do this")
+    if job.state != state:
+        raise InvalidState(f"job is {job.state}, not {state}")
+
+
+def process_heartbeat(session: Session, rt: Runtime, solver: str, job_id: str) -> JobEventView:
+    job = repository.lock_job(session, job_id)
+    _require_solver(job, solver, AWARDED)
+    now = rt.clock.now()
+    job.heartbeat_at = now
+    job.deadline = min(job.commit_deadline or now, now + rt.settings.heartbeat_timeout_s)
+    return _event(job, process_movement(session, rt, "job.heartbeat", {"job_id": job_id}, []))
+
+
+def process_solver_fault(session: Session, rt: Runtime, job: Job, reason: str,
+                         victim: str | None, paid_verifiers: list[str]) -> JobEventView:
+    """Slash the solver's stake, pay verifiers that worked, refund the submitter; job fails."""
+    legs = compute_slash_legs(stake(job.solver, job.job_id), job.stake or 0, victim or job.submitter)
+    legs += compute_escrow_split(job.job_id, get_balance(session, escrow(job.job_id)), job.submitter,
+                                 [(v, job.verifier_fee) for v in paid_verifiers])
+    job.state, job.outcome, job.deadline = FAILED, reason, FAR_FUTURE
+    data = {"job_id": job.job_id, "solver": job.solver, "reason": reason, "slashed": job.stake}
+    return _event(job, process_movement(session, rt, "job.solver_slashed", data, legs))
+
+
+def process_settlement(session: Session, rt: Runtime, job: Job, paid_verifiers: list[str]) -> JobEventView:
+    legs = compute_escrow_split(job.job_id, get_balance(session, escrow(job.job_id)), job.submitter,
+                                [(job.solver, job.price or 0)] + [(v, job.verifier_fee) for v in paid_verifiers])
+    legs += compute_stake_release(job.solver, job.job_id, job.stake or 0)
+    job.state, job.outcome, job.deadline = SETTLED, "accepted", FAR_FUTURE
+    data = {"job_id": job.job_id, "solver": job.solver, "price": job.price, "verifiers": paid_verifiers}
+    return _event(job, process_movement(session, rt, "job.settled", data, legs))
+
+
+def get_job_view(job: Job, bids: list[Bid] | None = None, with_spec: bool = False) -> JobView:
+    return JobView(
+        job_id=job.job_id, submitter=job.submitter, state=job.state, profile=job.profile_label,
+        bounty=job.bounty, min_stake=job.min_stake, verifier_fee=job.verifier_fee,
+        num_verifiers=job.num_verifiers, num_segments=job.num_segments,
+        num_checkpoints=job.num_checkpoints, created_at=job.created_at, deadline=job.deadline,
+        solver=job.solver, price=job.price, stake=job.stake, trajectory_root=job.trajectory_root,
+        final_model_root=job.final_model_root, outcome=job.outcome,
+        spec=json.loads(job.spec_json) if with_spec else None,
+        bids=[BidView(bidder=b.bidder, price=b.price, stake=b.stake, profile=b.profile_label,
+                      status=b.status) for b in bids] if bids is not None else None)

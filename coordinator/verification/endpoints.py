@@ -1,0 +1,46 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+
+from coordinator.auth import Signed, execute_signed, get_runtime
+from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
+from coordinator.runtime import Runtime
+from coordinator.verification import repository, service
+from coordinator.verification.schemas import (
+    AssignmentPage,
+    AssignmentView,
+    CommitVerificationRequest,
+    RegisterVerifierRequest,
+    RevealVerificationRequest,
+    VerifierView,
+)
+
+router = APIRouter(prefix="/v1", tags=["verification"])
+RT = Annotated[Runtime, Depends(get_runtime)]
+AssignmentId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@router.post("/verifiers", response_model=VerifierView, responses=WRITE_PROBLEMS)
+def post_verifier(body: RegisterVerifierRequest, signed: Signed, rt: RT) -> Response:
+    return execute_signed(rt, signed, lambda s: service.process_register_verifier(s, rt, signed.public_key, body))
+
+
+@router.get("/assignments", response_model=AssignmentPage, responses=READ_PROBLEMS)
+def get_assignments(rt: RT, verifier: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")]) -> AssignmentPage:
+    with rt.db.read() as session:
+        rows = repository.get_verifier_assignments(session, verifier)
+        return AssignmentPage(assignments=[service.get_assignment_view(a) for a in rows])
+
+
+@router.post("/assignments/{assignment_id}/commit", response_model=AssignmentView, responses=WRITE_PROBLEMS)
+def post_commit(assignment_id: AssignmentId, body: CommitVerificationRequest, signed: Signed, rt: RT) -> Response:
+    """Commit H(tag ‖ root ‖ salt) to the replayed end root before the solver reveals its own."""
+    return execute_signed(rt, signed, lambda s: service.process_verification_commit(
+        s, rt, signed.public_key, assignment_id, body.commit_hash))
+
+
+@router.post("/assignments/{assignment_id}/reveal", response_model=AssignmentView, responses=WRITE_PROBLEMS)
+def post_reveal(assignment_id: AssignmentId, body: RevealVerificationRequest, signed: Signed, rt: RT) -> Response:
+    return execute_signed(rt, signed, lambda s: service.process_verification_reveal(
+        s, rt, signed.public_key, assignment_id, body.root, body.salt))

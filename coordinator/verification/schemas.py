@@ -1,0 +1,40 @@
+from pydantic import BaseModel, Field
+
+from coordinator.schemas import Amount, Request
+
+ProfileLabel = Field(min_length=1, max_length=128)
+
+
+class RegisterVerifierRequest(Request):
+    profiles: list[str] = Field(min_length=1, max_length=16)
+    stake: Amount
+
+
+class VerifierView(BaseModel):
+    public_key: str
+    profiles: list[str]
+    stake: int
+    log_index: int | None = None
+
+
+class CommitVerificationRequest(Request):
+    commit_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class RevealVerificationRequest(Request):
+    root: str = Field(pattern=r"^[0-9a-f]{64}$")
+    salt: str = Field(pattern=r"^[0-9a-f]{2,128}$")
+
+
+class AssignmentView(BaseModel):
+    id: int
+    job_id: str
+    verifier: str
+    segment: int
+    state: str
+    deadline: float
+    claimed_root: str | None = None
+
+
+class AssignmentPage(BaseModel):
+    assignments: list[AssignmentView]

@@ -1,0 +1,48 @@
+"""Verifier and segment selection from a public seed (pure).
+
+The seed is H(tag ‖ trajectory root ‖ solver's commitment signature ‖ log head before the
+commitment): fixed only after the solver committed, and recomputable by anyone from the log.
+Verifiers are drawn stake-weighted without replacement; segments uniformly without replacement.
+`protocol.sampling` (being written) is meant to replace this module; its results must be
+reproducible from the same public inputs.
+"""
+
+import hashlib
+from collections.abc import Sequence
+
+SELECTION_TAG = b"VTSELECT1"
+
+
+def compute_selection_seed(trajectory_root: bytes, commitment_signature: bytes, log_head: bytes) -> bytes:
+    return hashlib.sha256(SELECTION_TAG + trajectory_root + commitment_signature + log_head).digest()
+
+
+def _draw(seed: bytes, purpose: bytes, counter: int, bound: int) -> int:
+    """Uniform integer in [0, bound) from (seed, purpose, counter); 256-bit draw, negligible bias."""
+    digest = hashlib.sha256(seed + purpose + counter.to_bytes(8, "little")).digest()
+    return int.from_bytes(digest, "little") % bound
+
+
+def compute_verifier_choice(seed: bytes, candidates: Sequence[tuple[str, int]], count: int) -> list[str]:
+    """Up to `count` distinct candidates (key, stake>0), each draw weighted by stake."""
+    pool = sorted((key, weight) for key, weight in candidates if weight > 0)
+    chosen: list[str] = []
+    for counter in range(min(count, len(pool))):
+        total = sum(w for _, w in pool)
+        point = _draw(seed, b"verifier", counter, total)
+        for i, (key, weight) in enumerate(pool):
+            if point < weight:
+                chosen.append(key)
+                pool.pop(i)
+                break
+            point -= weight
+    return chosen
+
+
+def compute_segment_choice(seed: bytes, num_segments_total: int, count: int) -> list[int]:
+    """`count` distinct segment indices out of `num_segments_total`, sorted."""
+    remaining = list(range(num_segments_total))
+    picked = []
+    for counter in range(min(count, num_segments_total)):
+        picked.append(remaining.pop(_draw(seed, b"segment", counter, len(remaining))))
+    return sorted(picked)

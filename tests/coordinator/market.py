@@ -1,0 +1,75 @@
+"""Helpers for market tests: a tiny job trained once by the real worker, and funded parties."""
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from protocol.presets import example_job_spec_json
+from protocol.spec import compute_job_id, parse_job_spec
+from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
+from protocol.types import JobId, Root, StepIndex
+from sdk.client import CoordinatorClient, compute_verification_commit
+from sdk.store import CheckpointStore
+from sdk.worker import run_worker
+
+
+def tiny_spec_json(seed: int = 42) -> dict:
+    spec = example_job_spec_json("mlp", steps=2)
+    spec.update(checkpoint_interval=1, seed=seed, batch_size=8)
+    spec["model"]["config"] = {"hidden": [8], "dropout": 0.0}
+    return spec
+
+
+@dataclass
+class TrainedJob:
+    spec_json: dict
+    store: CheckpointStore
+
+    @property
+    def job_id(self) -> str:
+        return compute_job_id(parse_job_spec(self.spec_json)).hex()
+
+    @property
+    def profile(self) -> str:
+        return parse_job_spec(self.spec_json).profile.label
+
+    def entries(self) -> list[tuple[StepIndex, Root]]:
+        return [(e.step, e.state_root) for e in self.store.entries()]
+
+    def checkpoint_bytes(self, index: int) -> bytes:
+        return self.store.checkpoint_path(index).read_bytes()
+
+    def proof(self, index: int) -> list[bytes]:
+        return compute_trajectory_proof(self.entries(), index)
+
+    def commitment(self) -> Commitment:
+        m = self.store.manifest
+        return Commitment(JobId(bytes.fromhex(self.job_id)), Root(bytes.fromhex(m["trajectory_root"])),
+                          len(self.entries()), Root(bytes.fromhex(m["final_model_root"])))
+
+
+def train_tiny_job(directory: Path, seed: int = 42) -> TrainedJob:
+    spec_json = tiny_spec_json(seed)
+    run_worker({"command": "train", "spec": spec_json, "dir": str(directory)},
+               parse_job_spec(spec_json).profile, timeout=120)
+    return TrainedJob(spec_json, CheckpointStore.open(directory))
+
+
+def funded(make_client, amount: int = 10_000) -> CoordinatorClient:
+    client = make_client(SigningKey.generate())
+    client.faucet(amount)
+    return client
+
+
+def commit_signed(solver: CoordinatorClient, job: TrainedJob, commitment: Commitment | None = None) -> dict:
+    commitment = commitment or job.commitment()
+    return solver.commit(job.job_id, commitment.to_json(), sign_commitment(solver.key, commitment))
+
+
+def verify_segment(verifier: CoordinatorClient, assignment_id: int, root: bytes) -> bytes:
+    """Commit to `root` with a fresh salt; returns the salt for the reveal."""
+    salt = secrets.token_bytes(16)
+    verifier.commit_verification(assignment_id, compute_verification_commit(root, salt))
+    return salt

@@ -1,0 +1,174 @@
+"""The job market end to end on a real server: award rule, stakes, commitment, checkpoints,
+commit/reveal, settlement, no-show slashing, restarts — and the audit agrees every time."""
+
+import pytest
+from nacl.signing import SigningKey
+
+from cli.audit_cmd import compute_audit
+from sdk.client import CoordinatorClient, CoordinatorError
+from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
+from tests.coordinator.server import ServerThread, database_url, make_settings
+
+BOUNTY, FEE, STAKE = 1000, 50, 400
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_tiny_job(tmp_path_factory.mktemp("solver"))
+
+
+def _post_job(submitter, trained, **kwargs):
+    params = dict(min_stake=STAKE, verifier_fee=FEE, num_verifiers=1, num_segments=1, bidding_s=30)
+    params.update(kwargs)
+    return submitter.submit_job(trained.spec_json, BOUNTY, **params)
+
+
+def _award(client, job_id):
+    client.advance_clock(31)
+    return client.award(job_id)
+
+
+def _assert_audit_ok(client):
+    report = compute_audit(client)
+    assert report.ok, report.problems
+    return report
+
+
+def test_award_rule_lowest_price_then_earliest(server, make_client, trained):
+    submitter = funded(make_client)
+    job = _post_job(submitter, trained)
+    assert job["job_id"] == trained.job_id and submitter.get_balance() == 10_000 - BOUNTY
+    a, b, c = (funded(make_client) for _ in range(3))
+    a.bid(trained.job_id, 700, STAKE, trained.profile)
+    b.bid(trained.job_id, 600, STAKE + 10, trained.profile)
+    c.bid(trained.job_id, 600, STAKE, trained.profile)  # same price as b, later
+    with pytest.raises(CoordinatorError) as err:
+        a.award(trained.job_id)
+    assert err.value.status == 409  # bidding still open
+    assert _award(a, trained.job_id)["state"] == "awarded"
+    view = a.get_job(trained.job_id)
+    assert view["solver"] == b.public_key and view["price"] == 600
+    assert {x["bidder"]: x["status"] for x in view["bids"]} == {
+        a.public_key: "lost", b.public_key: "won", c.public_key: "lost"}
+    assert a.get_balance() == 10_000 and c.get_balance() == 10_000  # losing stakes released
+    assert b.get_balance() == 10_000 - STAKE - 10
+    _assert_audit_ok(a)
+
+
+def test_bids_are_validated(server, make_client, trained):
+    submitter, solver = funded(make_client), funded(make_client, 100)
+    _post_job(submitter, trained)
+    cases = [(dict(price=10, stake=STAKE, profile="repro:torch-2.13.0:float32"), 409, "profile_mismatch"),
+             (dict(price=10, stake=STAKE - 1, profile=trained.profile), 422, "invalid_input"),
+             (dict(price=BOUNTY, stake=STAKE, profile=trained.profile), 422, "invalid_input"),
+             (dict(price=10, stake=STAKE, profile=trained.profile), 409, "insufficient_funds")]
+    for kwargs, status, code in cases:
+        with pytest.raises(CoordinatorError) as err:
+            solver.bid(trained.job_id, **kwargs)
+        assert (err.value.status, err.value.problem_code) == (status, code)
+    with pytest.raises(CoordinatorError) as err:
+        submitter.bid(trained.job_id, 10, STAKE, trained.profile)
+    assert err.value.status == 403
+    with pytest.raises(CoordinatorError) as err:
+        submitter.submit_job({"model": {"name": "nope"}}, 10)
+    assert err.value.status == 422 and err.value.problem_code == "invalid_spec"
+
+
+def test_honest_lifecycle_settles_and_pays_everyone(server, make_client, trained):
+    submitter, solver, verifier = funded(make_client), funded(make_client), funded(make_client)
+    verifier.register_verifier([trained.profile], 500)
+    _post_job(submitter, trained)
+    solver.bid(trained.job_id, 600, STAKE, trained.profile)
+    _award(solver, trained.job_id)
+    solver.heartbeat(trained.job_id)
+    committed = commit_signed(solver, trained)
+    assert committed["state"] == "verifying"
+    [assignment] = verifier.get_assignments()
+    seg = assignment["segment"]
+    assert assignment["state"] == "awaiting_start" and seg in (0, 1)
+    with pytest.raises(CoordinatorError) as err:  # the end root may not be revealed before commits
+        solver.upload_checkpoint(trained.job_id, seg + 1, seg + 1, trained.checkpoint_bytes(seg + 1),
+                                 trained.proof(seg + 1))
+    assert err.value.status == 409
+    solver.upload_checkpoint(trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg))
+    assert verifier.download_checkpoint(trained.job_id, seg) == trained.checkpoint_bytes(seg)
+    salt = verify_segment(verifier, assignment["id"], trained.entries()[seg + 1][1])
+    solver.upload_checkpoint(trained.job_id, seg + 1, seg + 1, trained.checkpoint_bytes(seg + 1),
+                             trained.proof(seg + 1))
+    agreed = verifier.reveal_verification(assignment["id"], trained.entries()[seg + 1][1], salt)
+    assert agreed["state"] == "agreed"
+    solver.advance_clock(server.settings.challenge_window_s + 1)
+    assert solver.sweep()["resolved"] >= 1
+    assert solver.get_job(trained.job_id)["state"] == "settled"
+    assert solver.get_balance() == 10_000 + 600
+    assert verifier.get_balance() == 10_000 - 500 + FEE
+    assert submitter.get_balance() == 10_000 - 600 - FEE
+    _assert_audit_ok(solver)
+
+
+def test_checkpoint_not_matching_the_commitment_is_rejected(server, make_client, trained):
+    submitter, solver = funded(make_client), funded(make_client)
+    _post_job(submitter, trained, num_verifiers=0, verifier_fee=0)
+    solver.bid(trained.job_id, 600, STAKE, trained.profile)
+    _award(solver, trained.job_id)
+    commit_signed(solver, trained)
+    with pytest.raises(CoordinatorError) as err:  # checkpoint 1's bytes with checkpoint 0's proof
+        solver.upload_checkpoint(trained.job_id, 0, 1, trained.checkpoint_bytes(1), trained.proof(0))
+    assert err.value.status == 422
+    with pytest.raises(CoordinatorError) as err:
+        solver.upload_checkpoint(trained.job_id, 1, 1, b"not safetensors", trained.proof(1))
+    assert err.value.problem_code == "checkpoint_corrupt"
+
+
+def test_no_show_solver_is_slashed_and_audit_agrees(server, make_client, trained):
+    submitter, solver = funded(make_client), funded(make_client)
+    _post_job(submitter, trained)
+    solver.bid(trained.job_id, 600, STAKE, trained.profile)
+    _award(solver, trained.job_id)
+    solver.advance_clock(server.settings.heartbeat_timeout_s + 1)
+    solver.sweep()
+    view = solver.get_job(trained.job_id)
+    assert view["state"] == "failed" and view["outcome"] == "solver_missed_heartbeat"
+    assert solver.get_balance() == 10_000 - STAKE
+    assert submitter.get_balance() == 10_000 + STAKE // 2  # bounty back plus half the slash
+    burned = {a["account"]: a["balance"] for a in solver.iter_ledger_accounts()}["burn::"]
+    assert burned == STAKE - STAKE // 2
+    _assert_audit_ok(solver)
+
+
+def test_late_verifier_times_out_and_job_still_settles(server, make_client, trained):
+    submitter, solver, verifier = funded(make_client), funded(make_client), funded(make_client)
+    verifier.register_verifier([trained.profile], 500)
+    _post_job(submitter, trained)
+    solver.bid(trained.job_id, 600, STAKE, trained.profile)
+    _award(solver, trained.job_id)
+    commit_signed(solver, trained)
+    [assignment] = verifier.get_assignments()
+    seg = assignment["segment"]
+    solver.upload_checkpoint(trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg))
+    solver.advance_clock(server.settings.move_timeout_s + 1)
+    solver.sweep()
+    assert verifier.get_assignments()[0]["state"] == "timed_out"
+    solver.advance_clock(server.settings.challenge_window_s + 1)
+    solver.sweep()
+    assert solver.get_job(trained.job_id)["state"] == "settled"
+    assert verifier.get_account()["escrow_and_stakes"]["stake:"] == 500 - FEE
+    _assert_audit_ok(solver)
+
+
+def test_state_survives_a_restart(backend, tmp_path, trained):
+    keys = [SigningKey.generate() for _ in range(2)]
+    with database_url(backend, tmp_path) as url:
+        settings = make_settings(url, tmp_path)
+        with ServerThread(settings) as first:
+            submitter, solver = (CoordinatorClient(first.url, k) for k in keys)
+            submitter.faucet(5000)
+            solver.faucet(5000)
+            _post_job(submitter, trained)
+            solver.bid(trained.job_id, 600, STAKE, trained.profile)
+            solver.advance_clock(31)
+        with ServerThread(settings) as second:
+            client = CoordinatorClient(second.url, keys[1])
+            client.sweep()  # the restarted server finds the overdue bidding and awards it
+            assert client.get_job(trained.job_id)["solver"] == client.public_key
+            _assert_audit_ok(client)
