@@ -216,7 +216,7 @@ def process_conclusion(session: Session, rt: Runtime, job: Job) -> bool:
     if job.state != VERIFYING or job.deadline > rt.clock.now():
         return False
     if any(a.state in ACTIVE for a in assignments):
-        job.deadline = rt.clock.now() + rt.settings.move_timeout_s  # look again later
+        job.deadline = rt.clock.now() + rt.settings.sweep_interval_s  # look again next sweep
         return False
     process_settlement(session, rt, job, get_paid_verifiers(assignments))
     return True
