@@ -75,6 +75,8 @@ def _from_validation(_request: Request, error: RequestValidationError) -> JSONRe
 
 
 def _from_http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    if error.status_code == 400:  # FastAPI's "error parsing the body": a malformed body, like any other
+        return problem_response(422, "invalid_input", str(error.detail))
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
     return problem_response(error.status_code, code, str(error.detail))
 

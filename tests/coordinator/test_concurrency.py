@@ -38,3 +38,49 @@ def test_racing_spenders_cannot_overspend(server, make_client, backend):
     assert sum(reader.get_balance(r) for r in receivers) == 1000
     report = compute_audit(reader)
     assert report.ok, report.problems
+
+
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
+def test_racing_bidders_and_awarders_give_exactly_one_award(server, make_client, backend, tmp_path):
+    from protocol.spec import compute_job_id, parse_job_spec
+    from tests.coordinator.market import tiny_spec_json
+
+    spec = tiny_spec_json(seed=7)
+    job_id = compute_job_id(parse_job_spec(spec)).hex()
+    profile = parse_job_spec(spec).profile.label
+    submitter = make_client(SigningKey.generate())
+    submitter.faucet(10_000)
+    submitter.submit_job(spec, 1000, min_stake=100, bidding_s=30)
+    keys = [SigningKey.generate() for _ in range(CLIENTS)]
+
+    def bid(i: int) -> str:
+        with CoordinatorClient(server.url, keys[i]) as client:
+            client.faucet(150)
+            client.bid(job_id, 500 + i % 4, 100 + i, profile)  # 8 bids tie at the lowest price
+            return "ok"
+
+    assert _race(bid) == ["ok"] * CLIENTS
+    submitter.advance_clock(31)
+
+    def award(i: int) -> str:
+        with CoordinatorClient(server.url, keys[i]) as client:
+            try:
+                client.award(job_id)
+                return "ok"
+            except CoordinatorError as err:
+                return err.problem_code
+
+    outcomes = _race(award)
+    assert outcomes.count("ok") == 1 and outcomes.count("invalid_state") == CLIENTS - 1, outcomes
+    job = submitter.get_job(job_id)
+    cheapest = [b for b in job["bids"] if b["price"] == 500]
+    assert job["solver"] == cheapest[0]["bidder"]  # earliest of the tied lowest bids (id order)
+    assert [b["status"] for b in job["bids"]].count("won") == 1
+    awards = [e for e in submitter.iter_log_entries(submitter.get_tree_head().size)
+              if '"kind":"job.awarded"' in e["body"]]
+    assert len(awards) == 1
+    for i, key in enumerate(keys):
+        expected = 150 - (100 + i) if bytes(key.verify_key).hex() == job["solver"] else 150
+        assert submitter.get_balance(bytes(key.verify_key).hex()) == expected
+    report = compute_audit(submitter)
+    assert report.ok, report.problems
