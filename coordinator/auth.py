@@ -17,7 +17,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response
-from sqlalchemy import delete
+from pydantic import BaseModel
+from sqlalchemy import bindparam, delete, select
+from sqlalchemy import insert as insert_record
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from coordinator.errors import IdempotencyKeyReused, NonceReused, Unauthenticated
@@ -103,22 +107,40 @@ async def get_signed_request(
 Signed = Annotated[SignedRequest, Depends(get_signed_request)]
 
 
+# RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING through SQLAlchemy.
+NONCE_INSERT = {name: insert(Nonce.__table__).on_conflict_do_nothing().returning(Nonce.__table__.c.nonce)
+                for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+_IDEMPOTENCY = IdempotencyRecord.__table__
+IDEMPOTENCY_SELECT = select(_IDEMPOTENCY.c.request_hash, _IDEMPOTENCY.c.status_code,
+                            _IDEMPOTENCY.c.response_body).where(
+    _IDEMPOTENCY.c.public_key == bindparam("pk"), _IDEMPOTENCY.c.key == bindparam("key"))
+IDEMPOTENCY_INSERT = insert_record(_IDEMPOTENCY)
+
+
 def _consume_nonce(session: Session, rt: Runtime, signed: SignedRequest) -> None:
-    if session.get(Nonce, (signed.public_key, signed.nonce)) is not None:
-        raise NonceReused("this nonce was already used: the request is a replay", HEADER_NONCE)
+    """Insert the nonce; a conflict means this exact request was seen before."""
     expires = signed.timestamp + rt.settings.request_max_skew_s + 1
-    session.add(Nonce(public_key=signed.public_key, nonce=signed.nonce, expires_at=expires))
-    session.flush()
+    params = {"public_key": signed.public_key, "nonce": signed.nonce, "expires_at": expires}
+    inserted = session.connection().execute(NONCE_INSERT[session.bind.dialect.name], params).first()
+    if inserted is None:
+        raise NonceReused("this nonce was already used: the request is a replay", HEADER_NONCE)
 
 
-def _stored_response(session: Session, signed: SignedRequest) -> IdempotencyRecord | None:
+def _stored_response(session: Session, signed: SignedRequest):
     if signed.idempotency_key is None:
         return None
-    record = session.get(IdempotencyRecord, (signed.public_key, signed.idempotency_key))
+    record = session.connection().execute(
+        IDEMPOTENCY_SELECT, {"pk": signed.public_key, "key": signed.idempotency_key}).first()
     if record is not None and record.request_hash != signed.request_hash:
         raise IdempotencyKeyReused("this idempotency key was used for a different request",
                                    HEADER_IDEMPOTENCY)
     return record
+
+
+def _encode(result: Any) -> str:
+    if isinstance(result, BaseModel):
+        return result.model_dump_json()  # pydantic's Rust encoder: the hot path
+    return json.dumps(jsonable_encoder(result), separators=(",", ":"))
 
 
 def execute_signed(rt: Runtime, signed: SignedRequest, fn: Callable[[Session], Any],
@@ -130,12 +152,12 @@ def execute_signed(rt: Runtime, signed: SignedRequest, fn: Callable[[Session], A
         record = _stored_response(session, signed)
         if record is not None:
             return record.status_code, record.response_body, True
-        body = json.dumps(jsonable_encoder(fn(session)), separators=(",", ":"))
+        body = _encode(fn(session))
         if signed.idempotency_key is not None:
-            session.add(IdempotencyRecord(
-                public_key=signed.public_key, key=signed.idempotency_key,
-                request_hash=signed.request_hash, status_code=status_code, response_body=body,
-                created_at=time.time()))
+            session.connection().execute(IDEMPOTENCY_INSERT, {
+                "public_key": signed.public_key, "key": signed.idempotency_key,
+                "request_hash": signed.request_hash, "status_code": status_code,
+                "response_body": body, "created_at": time.time()})
         return status_code, body, False
 
     try:
@@ -150,7 +172,7 @@ def execute_signed(rt: Runtime, signed: SignedRequest, fn: Callable[[Session], A
 
 def _burn_nonce(rt: Runtime, signed: SignedRequest) -> None:
     def transaction(session: Session) -> None:
-        if session.get(Nonce, (signed.public_key, signed.nonce)) is None:
+        with contextlib.suppress(NonceReused):
             _consume_nonce(session, rt, signed)
 
     # best effort: the timestamp window still bounds any replay of a failed request

@@ -36,6 +36,7 @@ class LedgerAccount(Base):
     __table_args__ = (
         UniqueConstraint("kind", "owner", "job_id", name="uq_ledger_accounts_key"),
         CheckConstraint("balance >= 0 OR kind = 'mint'", name="ck_ledger_accounts_nonnegative"),
+        Index("ix_ledger_accounts_owner", "owner"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

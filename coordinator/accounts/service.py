@@ -6,7 +6,7 @@ from coordinator.accounts.schemas import AccountView, MovementResponse
 from coordinator.errors import InvalidState
 from coordinator.ledger import repository as ledger_repository
 from coordinator.ledger.accounts import AVAILABLE, MINT_ACCOUNT, available
-from coordinator.ledger.service import get_balance, process_movement, transfer
+from coordinator.ledger.service import process_movement, transfer
 from coordinator.runtime import Runtime
 
 
@@ -14,7 +14,7 @@ def process_faucet(session: Session, rt: Runtime, owner: str, amount: int) -> Mo
     """Dev-only money from nowhere (a recorded mint, so the audit still balances)."""
     entry = process_movement(session, rt, "faucet", {"owner": owner, "amount": amount},
                              transfer(MINT_ACCOUNT, available(owner), amount))
-    return MovementResponse(log_index=entry.index, available=get_balance(session, available(owner)))
+    return MovementResponse(log_index=entry.index, available=entry.balances[available(owner)])
 
 
 def process_transfer(session: Session, rt: Runtime, sender: str, to: str, amount: int) -> MovementResponse:
@@ -22,7 +22,7 @@ def process_transfer(session: Session, rt: Runtime, sender: str, to: str, amount
         raise InvalidState("cannot transfer to yourself")
     entry = process_movement(session, rt, "transfer", {"from": sender, "to": to, "amount": amount},
                              transfer(available(sender), available(to), amount))
-    return MovementResponse(log_index=entry.index, available=get_balance(session, available(sender)))
+    return MovementResponse(log_index=entry.index, available=entry.balances[available(sender)])
 
 
 def get_account_view(session: Session, owner: str) -> AccountView:

@@ -1,8 +1,10 @@
 """SQL access for ledger accounts and postings, with row locks taken in id order."""
 
+import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -10,11 +12,24 @@ from sqlalchemy.orm import Session
 from coordinator.ledger.accounts import AccountKey
 from coordinator.models import LedgerAccount, Posting
 
+_ACCOUNTS = LedgerAccount.__table__
 
-def _select_accounts(keys: list[AccountKey]):
-    wanted = [(k.kind, k.owner, k.job_id) for k in keys]
-    return select(LedgerAccount).where(
-        tuple_(LedgerAccount.kind, LedgerAccount.owner, LedgerAccount.job_id).in_(wanted))
+
+@functools.cache
+def _select_accounts_stmt(count: int):
+    """SELECT … FOR UPDATE of `count` accounts by key, built once per count (hot path).
+    OR of equalities, not a row-value IN: SQLite answers the latter with a full table scan."""
+    t = _ACCOUNTS
+    return (select(t.c.id, t.c.kind, t.c.owner, t.c.job_id, t.c.balance).where(or_(*[
+        and_(t.c.kind == bindparam(f"k{i}"), t.c.owner == bindparam(f"o{i}"), t.c.job_id == bindparam(f"j{i}"))
+        for i in range(count)])).order_by(t.c.id).with_for_update())
+
+
+def _key_params(keys: list[AccountKey]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for i, k in enumerate(keys):
+        params.update({f"k{i}": k.kind, f"o{i}": k.owner, f"j{i}": k.job_id})
+    return params
 
 
 def _insert_missing(session: Session, keys: Iterable[AccountKey]) -> None:
@@ -25,22 +40,40 @@ def _insert_missing(session: Session, keys: Iterable[AccountKey]) -> None:
     session.execute(insert(LedgerAccount).values(rows).on_conflict_do_nothing())
 
 
-def lock_accounts(session: Session, keys: list[AccountKey]) -> dict[AccountKey, LedgerAccount]:
-    """Get-or-create the accounts and lock them FOR UPDATE in id order (no deadlock cycles)."""
-    stmt = _select_accounts(keys).order_by(LedgerAccount.id).with_for_update()
-    fresh = {"populate_existing": True}  # rows read earlier in this session may be stale
-    found = {AccountKey(a.kind, a.owner, a.job_id): a
-             for a in session.execute(stmt, execution_options=fresh).scalars()}
+@dataclass(frozen=True)
+class LockedAccount:
+    id: int
+    balance: int
+
+
+def lock_accounts(session: Session, keys: list[AccountKey]) -> dict[AccountKey, LockedAccount]:
+    """Get-or-create the accounts and lock them FOR UPDATE in id order (no deadlock cycles).
+    Core statements, not the ORM: this is the hot path of every movement."""
+    stmt, params, conn = _select_accounts_stmt(len(keys)), _key_params(keys), session.connection()
+    found = {AccountKey(r.kind, r.owner, r.job_id): LockedAccount(r.id, r.balance)
+             for r in conn.execute(stmt, params)}
     missing = [k for k in keys if k not in found]
     if missing:
         _insert_missing(session, missing)
-        found = {AccountKey(a.kind, a.owner, a.job_id): a
-                 for a in session.execute(stmt, execution_options=fresh).scalars()}
+        found = {AccountKey(r.kind, r.owner, r.job_id): LockedAccount(r.id, r.balance)
+                 for r in conn.execute(stmt, params)}
     return found
 
 
-def add_postings(session: Session, log_index: int, legs: list[tuple[LedgerAccount, int]]) -> None:
-    session.add_all([Posting(log_index=log_index, account_id=a.id, delta=d) for a, d in legs])
+BALANCE_UPDATE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("account_id"))
+                  .values(balance=bindparam("new_balance")))
+POSTING_INSERT = insert(Posting.__table__)
+
+
+def update_balances(session: Session, balances: dict[int, int]) -> None:
+    session.connection().execute(
+        BALANCE_UPDATE, [{"account_id": k, "new_balance": v} for k, v in balances.items()])
+
+
+def add_postings(session: Session, log_index: int, legs: list[tuple[int, int]]) -> None:
+    if legs:
+        session.connection().execute(
+            POSTING_INSERT, [{"log_index": log_index, "account_id": a, "delta": d} for a, d in legs])
 
 
 def get_balance(session: Session, key: AccountKey) -> int:

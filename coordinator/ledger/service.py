@@ -7,6 +7,7 @@ before the update (a typed error for the caller) and again by the database's CHE
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
@@ -14,11 +15,17 @@ from coordinator.errors import InsufficientFunds
 from coordinator.ledger import repository
 from coordinator.ledger.accounts import AccountKey
 from coordinator.log.service import process_log_append
-from coordinator.models import LogEntry
 from coordinator.runtime import Runtime
 from protocol.errors import InternalError, InvalidInput
 
 Leg = tuple[AccountKey, int]
+
+
+@dataclass(frozen=True)
+class AppendedEntry:
+    index: int
+    leaf_hash: str
+    balances: dict[AccountKey, int]
 
 
 def compute_net_legs(legs: Sequence[Leg]) -> list[Leg]:
@@ -38,23 +45,27 @@ def transfer(source: AccountKey, target: AccountKey, amount: int) -> list[Leg]:
 
 
 def process_movement(session: Session, rt: Runtime, kind: str, data: dict,
-                     legs: Sequence[Leg]) -> LogEntry:
-    """Apply balanced `legs` and log them as one entry of `kind` (also when no money moves)."""
+                     legs: Sequence[Leg]) -> AppendedEntry:
+    """Apply balanced `legs` and log them as one entry of `kind` (also when no money moves).
+    Returns the log entry, with every touched account's new balance."""
     net = compute_net_legs(legs)
     if sum(d for _, d in net) != 0:
         raise InternalError(f"unbalanced movement {kind}: {net}")
-    accounts = repository.lock_accounts(session, [k for k, _ in net])
-    for key, delta in net:
-        account = accounts[key]
-        if account.balance + delta < 0 and not key.may_go_negative:
-            raise InsufficientFunds(str(key), account.balance, -delta)
-    for key, delta in net:
-        accounts[key].balance += delta
-    session.flush()  # the CHECK constraint fires here, inside our transaction
+    balances: dict[AccountKey, int] = {}
+    if net:
+        session.flush()  # pending ORM rows (a job, a bid) go first: lock order job -> accounts
+        accounts = repository.lock_accounts(session, [k for k, _ in net])
+        for key, delta in net:
+            if accounts[key].balance + delta < 0 and not key.may_go_negative:
+                raise InsufficientFunds(str(key), accounts[key].balance, -delta)
+            balances[key] = accounts[key].balance + delta
+        # the CHECK constraint re-checks this inside the same transaction
+        repository.update_balances(session, {accounts[k].id: v for k, v in balances.items()})
     entry = process_log_append(session, rt.key, rt.clock.now(), kind, data,
                                [(str(k), d) for k, d in net])
-    repository.add_postings(session, entry.index, [(accounts[k], d) for k, d in net])
-    return entry
+    if net:
+        repository.add_postings(session, entry.index, [(accounts[k].id, d) for k, d in net])
+    return AppendedEntry(entry.index, entry.leaf_hash, balances)
 
 
 def get_balance(session: Session, key: AccountKey) -> int:

@@ -34,19 +34,23 @@ class TreeHead:
     public_key: bytes
 
 
+@dataclass(frozen=True)
+class NewEntry:
+    index: int
+    leaf_hash: str
+
+
 def process_log_append(session: Session, key: SigningKey, now: float, kind: str, data: dict,
-                       postings: Sequence[tuple[str, int]] = ()) -> LogEntry:
+                       postings: Sequence[tuple[str, int]] = ()) -> NewEntry:
     """Append one signed entry. Locks the log state row: call it last in a transaction, after
     every other row lock, so lock order stays job -> ledger accounts -> log."""
-    state = repository.lock_log_state(session)
-    body = encode_entry(state.size, state.last_hash, now, kind, data, postings)
+    size, last_hash, frontier_text = repository.lock_log_head(session)
+    body = encode_entry(size, last_hash, now, kind, data, postings)
     leaf = compute_entry_leaf_hash(body)
-    entry = LogEntry(index=state.size, kind=kind, body=body.decode(), leaf_hash=leaf.hex(),
-                     signature=sign_entry(key, body).hex())
-    session.add(entry)
-    frontier = compute_frontier_append(Frontier.decode(state.size, state.frontier), leaf)
-    state.size, state.last_hash, state.frontier = frontier.size, leaf.hex(), frontier.encode()
-    return entry
+    frontier = compute_frontier_append(Frontier.decode(size, frontier_text), leaf)
+    repository.insert_entry(session, size, kind, body.decode(), leaf.hex(), sign_entry(key, body).hex())
+    repository.update_log_head(session, frontier.size, leaf.hex(), frontier.encode())
+    return NewEntry(size, leaf.hex())
 
 
 def get_tree_head(session: Session, key: SigningKey, now: float) -> TreeHead:

@@ -1,9 +1,10 @@
 """SQL access for verifiers and assignments."""
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from coordinator.errors import NotFound
+from coordinator.ledger.accounts import STAKE
 from coordinator.models import Assignment, LedgerAccount, Verifier
 
 
@@ -12,12 +13,14 @@ def get_verifier(session: Session, public_key: str) -> Verifier | None:
 
 
 def get_verifier_stakes(session: Session) -> list[tuple[Verifier, int]]:
-    """Every registered verifier with its standing stake (grows with verifiers, not history)."""
-    stmt = (select(Verifier, LedgerAccount.balance)
-            .join(LedgerAccount, (LedgerAccount.owner == Verifier.public_key)
-                  & (LedgerAccount.kind == "stake") & (LedgerAccount.job_id == ""))
-            .order_by(Verifier.public_key))
-    return [(v, balance) for v, balance in session.execute(stmt).all()]
+    """Every registered verifier with its standing stake (grows with verifiers, not history):
+    each stake is looked up by its full account key, never by scanning stake accounts."""
+    verifiers = list(session.execute(select(Verifier).order_by(Verifier.public_key)).scalars())
+    stake_balance = (select(LedgerAccount.balance)
+                     .where(LedgerAccount.kind == STAKE, LedgerAccount.owner == bindparam("owner"),
+                            LedgerAccount.job_id == "").scalar_subquery())
+    return [(v, session.execute(select(stake_balance), {"owner": v.public_key}).scalar() or 0)
+            for v in verifiers]
 
 
 def lock_assignment(session: Session, assignment_id: int) -> Assignment:

@@ -73,6 +73,9 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('kind', 'owner', 'job_id', name='uq_ledger_accounts_key')
     )
+    with op.batch_alter_table('ledger_accounts', schema=None) as batch_op:
+        batch_op.create_index('ix_ledger_accounts_owner', ['owner'], unique=False)
+
     op.create_table('log_entries',
     sa.Column('idx', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('kind', sa.String(length=64), nullable=False),
@@ -198,6 +201,9 @@ def downgrade() -> None:
     op.drop_table('nonces')
     op.drop_table('log_state')
     op.drop_table('log_entries')
+    with op.batch_alter_table('ledger_accounts', schema=None) as batch_op:
+        batch_op.drop_index('ix_ledger_accounts_owner')
+
     op.drop_table('ledger_accounts')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_state_deadline')
