@@ -121,17 +121,20 @@ def process_award(session: Session, rt: Runtime, job_id: str) -> JobEventView:
     return _event(job, process_movement(session, rt, "job.awarded", data, legs))
 
 
-def _require_solver(job: Job, who: str, state: str) -> None:
+def _require_solver(job: Job, who: str, state: str, now: float | None = None) -> None:
+    """The caller is the solver, the job is in `state` and (given `now`) its deadline is ahead."""
     if job.solver != who:
         raise Forbidden("only the job's solver may do this")
     if job.state != state:
         raise InvalidState(f"job is {job.state}, not {state}")
+    if now is not None and now >= job.deadline:
+        raise InvalidState("the deadline for this move has passed")
 
 
 def process_heartbeat(session: Session, rt: Runtime, solver: str, job_id: str) -> JobEventView:
     job = repository.lock_job(session, job_id)
-    _require_solver(job, solver, AWARDED)
     now = rt.clock.now()
+    _require_solver(job, solver, AWARDED, now)
     job.heartbeat_at = now
     job.deadline = min(job.commit_deadline or now, now + rt.settings.heartbeat_timeout_s)
     return _event(job, process_movement(session, rt, "job.heartbeat", {"job_id": job_id}, []))

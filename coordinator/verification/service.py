@@ -15,7 +15,7 @@ import json
 
 from sqlalchemy.orm import Session
 
-from coordinator.errors import Forbidden, InvalidState
+from coordinator.errors import Forbidden, InvalidState, NotFound
 from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs.payouts import compute_slash_legs
 from coordinator.jobs.schemas import CommitmentRequest, JobEventView
@@ -97,7 +97,7 @@ def _eligible_verifiers(session: Session, job: Job) -> list[tuple[str, int]]:
 def process_commitment(session: Session, rt: Runtime, solver: str, job_id: str,
                        req: CommitmentRequest) -> JobEventView:
     job = jobs_repository.lock_job(session, job_id)
-    _require_solver(job, solver, AWARDED)
+    _require_solver(job, solver, AWARDED, rt.clock.now())
     commitment, signature = _parse_commitment(job, solver, req)
     # The seed uses the log head this very entry will link to: fixed by the log lock, public.
     prev = bytes.fromhex(lock_log_state(session).last_hash)
@@ -122,16 +122,19 @@ def process_commitment(session: Session, rt: Runtime, solver: str, job_id: str,
 # --- commit / reveal ---------------------------------------------------------------------------
 
 
-def _lock_for_move(session: Session, assignment_id: int, who: str, state: str) -> tuple[Job, Assignment]:
-    job_id = session.get(Assignment, assignment_id)
-    if job_id is None:
-        raise InvalidInput(f"no assignment {assignment_id}", "assignment_id")
-    job = jobs_repository.lock_job(session, job_id.job_id)
+def _lock_for_move(session: Session, rt: Runtime, assignment_id: int, who: str,
+                   state: str) -> tuple[Job, Assignment]:
+    unlocked = session.get(Assignment, assignment_id)
+    if unlocked is None:
+        raise NotFound(f"no assignment {assignment_id}")
+    job = jobs_repository.lock_job(session, unlocked.job_id)
     assignment = repository.lock_assignment(session, assignment_id)
     if assignment.verifier != who:
         raise Forbidden("this assignment belongs to another verifier")
     if assignment.state != state:
         raise InvalidState(f"assignment is {assignment.state}, not {state}")
+    if rt.clock.now() >= assignment.deadline:
+        raise InvalidState("the deadline for this move has passed")
     return job, assignment
 
 
@@ -146,7 +149,7 @@ def process_refresh_segment(session: Session, rt: Runtime, job_id: str, segment:
 
 def process_verification_commit(session: Session, rt: Runtime, who: str, assignment_id: int,
                                 commit_hash: str) -> AssignmentView:
-    job, assignment = _lock_for_move(session, assignment_id, who, ASSIGNED)
+    job, assignment = _lock_for_move(session, rt, assignment_id, who, ASSIGNED)
     assignment.commit_hash, assignment.state = commit_hash, COMMITTED
     session.flush()
     process_refresh_segment(session, rt, job.job_id, assignment.segment)
@@ -158,7 +161,7 @@ def process_verification_commit(session: Session, rt: Runtime, who: str, assignm
 
 def process_verification_reveal(session: Session, rt: Runtime, who: str, assignment_id: int,
                                 root: str, salt: str) -> AssignmentView:
-    job, assignment = _lock_for_move(session, assignment_id, who, REVEALABLE)
+    job, assignment = _lock_for_move(session, rt, assignment_id, who, REVEALABLE)
     if compute_verification_commit(bytes.fromhex(root), bytes.fromhex(salt)).hex() != assignment.commit_hash:
         raise InvalidInput("(root, salt) does not open the committed hash", "root")
     end = jobs_repository.get_checkpoint(session, job.job_id, assignment.segment + 1)
