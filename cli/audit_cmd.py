@@ -20,13 +20,15 @@ from coordinator.log.format import (
     is_valid_entry_signature,
     is_valid_tree_head,
 )
-from protocol.merkle import root_from_leaf_hashes
+from protocol.errors import InvalidInput
+from protocol.merkle import root_from_leaf_hashes, verify_consistency
 from sdk.client import CoordinatorClient
 
 
 @dataclass
 class AuditReport:
     log_size: int = 0
+    root: str = ""  # pass "log_size:root" as --previous next time
     accounts_checked: int = 0
     problems: list[str] = field(default_factory=list)
     balances: dict[str, int] = field(default_factory=dict)
@@ -36,8 +38,8 @@ class AuditReport:
         return not self.problems
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "log_size": self.log_size, "accounts_checked": self.accounts_checked,
-                "problems": self.problems}
+        return {"ok": self.ok, "log_size": self.log_size, "root": self.root,
+                "accounts_checked": self.accounts_checked, "problems": self.problems}
 
 
 def _check_entry(entry: dict, expected_index: int, prev: str, key: bytes, report: AuditReport) -> str:
@@ -62,11 +64,24 @@ def _check_entry(entry: dict, expected_index: int, prev: str, key: bytes, report
     return leaf
 
 
-def compute_audit(client: CoordinatorClient, pinned_key: bytes | None = None) -> AuditReport:
+def _check_previous_head(client: CoordinatorClient, previous: tuple[int, bytes], size: int,
+                         root: bytes, report: AuditReport) -> None:
+    """A tree head seen earlier must be a prefix of today's log (RFC 9162 consistency)."""
+    old_size, old_root = previous
+    if old_size > size:
+        report.problems.append(f"log shrank from {old_size} to {size} entries")
+        return
+    proof = client.get_consistency_proof(old_size, size) if old_size < size else []
+    if not verify_consistency(old_size, size, proof, old_root, root):
+        report.problems.append(f"the log is not an extension of the earlier head of size {old_size}")
+
+
+def compute_audit(client: CoordinatorClient, pinned_key: bytes | None = None,
+                  previous: tuple[int, bytes] | None = None) -> AuditReport:
     report = AuditReport()
     key = pinned_key or bytes.fromhex(client.get_info()["public_key"])
     head = client.get_tree_head()
-    report.log_size = head.size
+    report.log_size, report.root = head.size, head.root.hex()
     if head.public_key != key:
         report.problems.append("tree head is signed by a different key than the pinned one")
     if not is_valid_tree_head(key, head.size, head.timestamp_ms, head.root, head.signature):
@@ -80,6 +95,8 @@ def compute_audit(client: CoordinatorClient, pinned_key: bytes | None = None) ->
         report.problems.append(f"server served {len(leaves)} entries for a tree of {head.size}")
     if root_from_leaf_hashes(leaves) != head.root:
         report.problems.append("Merkle root over the entries differs from the signed tree head")
+    if previous is not None:
+        _check_previous_head(client, previous, head.size, head.root, report)
     _compare_balances(client, report)
     return report
 
@@ -95,15 +112,28 @@ def _compare_balances(client: CoordinatorClient, report: AuditReport) -> None:
             report.problems.append(f"balance of {account}: log says {mine}, server says {theirs}")
 
 
+def _parse_previous(text: str) -> tuple[int, bytes]:
+    size, _, root = text.partition(":")
+    try:
+        parsed = int(size), bytes.fromhex(root)
+    except ValueError as err:
+        raise InvalidInput("expected SIZE:ROOTHEX from an earlier audit", "--previous") from err
+    if parsed[0] < 1 or len(parsed[1]) != 32:
+        raise InvalidInput("expected SIZE:ROOTHEX from an earlier audit", "--previous")
+    return parsed
+
+
 def run_audit(args: argparse.Namespace) -> int:
     key = bytes.fromhex(args.key) if args.key else None
+    previous = _parse_previous(args.previous) if args.previous else None
     with CoordinatorClient(args.url, timeout=httpx.Timeout(args.timeout)) as client:
-        report = compute_audit(client, key)
+        report = compute_audit(client, key, previous)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
         status = "OK" if report.ok else "FAILED"
-        print(f"audit {status}: {report.log_size} log entries, {report.accounts_checked} accounts")
+        print(f"audit {status}: {report.log_size} log entries (root {report.root}), "
+              f"{report.accounts_checked} accounts")
         for problem in report.problems:
             print(f"  - {problem}")
     return 0 if report.ok else 1
@@ -114,6 +144,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("url", help="coordinator base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     parser.add_argument("--key", help="pin the coordinator's public key (hex) instead of asking it")
+    parser.add_argument("--previous", metavar="SIZE:ROOT",
+                        help="a tree head from an earlier audit: check today's log extends it")
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.set_defaults(func=run_audit)
 

@@ -15,3 +15,7 @@ class Request(BaseModel):
     """Base of every request body: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class EmptyRequest(Request):
+    """Body of a request whose meaning is all in its path (still signed, still JSON: `{}`)."""

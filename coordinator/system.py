@@ -12,7 +12,7 @@ from coordinator.auth import Signed, execute_signed, get_runtime
 from coordinator.log.repository import lock_log_state
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
-from coordinator.schemas import Request
+from coordinator.schemas import EmptyRequest, Request
 from protocol.signing import get_public_key
 
 router = APIRouter(prefix="/v1", tags=["system"])
@@ -40,10 +40,6 @@ class ClockRequest(Request):
 class ClockView(BaseModel):
     offset_s: float
     now: float
-
-
-class EmptyRequest(Request):
-    pass
 
 
 @router.get("/info", response_model=InfoView, responses=READ_PROBLEMS)

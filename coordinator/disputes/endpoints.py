@@ -9,15 +9,11 @@ from coordinator.disputes import repository, service
 from coordinator.disputes.schemas import DisputeView
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
-from coordinator.schemas import Request
+from coordinator.schemas import EmptyRequest
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
 RT = Annotated[Runtime, Depends(get_runtime)]
 DisputeId = Annotated[int, Path(ge=1, le=2**62)]
-
-
-class EmptyRequest(Request):
-    pass
 
 
 @router.get("/{dispute_id}", response_model=DisputeView, responses=READ_PROBLEMS)

@@ -10,7 +10,6 @@ from coordinator.jobs.schemas import (
     BidRequest,
     CheckpointView,
     CommitmentRequest,
-    EmptyRequest,
     JobEventView,
     JobPage,
     JobView,
@@ -18,6 +17,7 @@ from coordinator.jobs.schemas import (
 )
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
+from coordinator.schemas import EmptyRequest
 from coordinator.verification import repository as verification_repository
 from coordinator.verification.schemas import AssignmentPage
 from coordinator.verification.service import get_assignment_view, process_commitment

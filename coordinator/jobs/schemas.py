@@ -26,10 +26,6 @@ class CommitmentRequest(Request):
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
 
 
-class EmptyRequest(Request):
-    pass
-
-
 class BidView(BaseModel):
     bidder: str
     price: int

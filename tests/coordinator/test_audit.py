@@ -54,3 +54,15 @@ def test_audit_rejects_a_different_pinned_key(server, make_client, capsys):
     other = bytes(SigningKey.generate().verify_key).hex()
     assert audit_main(["audit", server.url, "--key", other]) == 1
     assert "signed by a different key" in capsys.readouterr().out
+
+
+def test_audit_checks_an_earlier_head_is_a_prefix(server, make_client, capsys):
+    alice, bob = _some_movements(make_client)
+    assert audit_main(["audit", server.url, "--json"]) == 0
+    earlier = json.loads(capsys.readouterr().out)
+    alice.transfer(bob.public_key, 1)
+    previous = f"{earlier['log_size']}:{earlier['root']}"
+    assert audit_main(["audit", server.url, "--previous", previous]) == 0
+    forged = f"{earlier['log_size']}:{'00' * 32}"
+    assert audit_main(["audit", server.url, "--previous", forged]) == 1
+    assert "not an extension" in capsys.readouterr().out
