@@ -4,13 +4,13 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from coordinator.ledger.accounts import AccountKey
-from coordinator.models import LedgerAccount, Posting
+from coordinator.models import LedgerAccount
 
 _ACCOUNTS = LedgerAccount.__table__
 
@@ -62,18 +62,12 @@ def lock_accounts(session: Session, keys: list[AccountKey]) -> dict[AccountKey, 
 
 BALANCE_UPDATE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("account_id"))
                   .values(balance=bindparam("new_balance")))
-POSTING_INSERT = insert(Posting.__table__)
 
 
 def update_balances(session: Session, balances: dict[int, int]) -> None:
     session.connection().execute(
         BALANCE_UPDATE, [{"account_id": k, "new_balance": v} for k, v in balances.items()])
 
-
-def add_postings(session: Session, log_index: int, legs: list[tuple[int, int]]) -> None:
-    if legs:
-        session.connection().execute(
-            POSTING_INSERT, [{"log_index": log_index, "account_id": a, "delta": d} for a, d in legs])
 
 
 def get_balance(session: Session, key: AccountKey) -> int:

@@ -62,9 +62,8 @@ def process_movement(session: Session, rt: Runtime, kind: str, data: dict,
         # the CHECK constraint re-checks this inside the same transaction
         repository.update_balances(session, {accounts[k].id: v for k, v in balances.items()})
     entry = process_log_append(session, rt.key, rt.clock.now(), kind, data,
-                               [(str(k), d) for k, d in net])
-    if net:
-        repository.add_postings(session, entry.index, [(accounts[k].id, d) for k, d in net])
+                               [(str(k), d) for k, d in net],
+                               [(accounts[k].id, d) for k, d in net] if net else [])
     return AppendedEntry(entry.index, entry.leaf_hash, balances)
 
 

@@ -41,15 +41,19 @@ class NewEntry:
 
 
 def process_log_append(session: Session, key: SigningKey, now: float, kind: str, data: dict,
-                       postings: Sequence[tuple[str, int]] = ()) -> NewEntry:
-    """Append one signed entry. Locks the log state row: call it last in a transaction, after
-    every other row lock, so lock order stays job -> ledger accounts -> log."""
+                       postings: Sequence[tuple[str, int]] = (),
+                       posting_rows: Sequence[tuple[int, int]] = ()) -> NewEntry:
+    """Append one signed entry (and the ledger postings it records, by account id). Locks the
+    log head row: call it last in a transaction, after every other row lock, so lock order
+    stays job -> ledger accounts -> log."""
     size, last_hash, frontier_text = repository.lock_log_head(session)
     body = encode_entry(size, last_hash, now, kind, data, postings)
     leaf = compute_entry_leaf_hash(body)
     frontier = compute_frontier_append(Frontier.decode(size, frontier_text), leaf)
-    repository.insert_entry(session, size, kind, body.decode(), leaf.hex(), sign_entry(key, body).hex())
-    repository.update_log_head(session, frontier.size, leaf.hex(), frontier.encode())
+    entry = {"idx": size, "kind": kind, "body": body.decode(), "leaf_hash": leaf.hex(),
+             "signature": sign_entry(key, body).hex()}
+    repository.write_entry(session, entry, (frontier.size, leaf.hex(), frontier.encode()),
+                           list(posting_rows))
     return NewEntry(size, leaf.hex())
 
 

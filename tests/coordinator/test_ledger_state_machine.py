@@ -8,7 +8,7 @@ from pathlib import Path
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from coordinator.clock import Clock
 from coordinator.db import Database, upgrade_database
@@ -24,7 +24,7 @@ from coordinator.ledger.accounts import (
 )
 from coordinator.ledger.service import process_movement, transfer
 from coordinator.log.format import GENESIS_PREV, compute_entry_leaf_hash
-from coordinator.models import LedgerAccount, LogEntry
+from coordinator.models import LedgerAccount, LogEntry, Posting
 from coordinator.runtime import Runtime
 from coordinator.settings import tiny_preset
 from protocol.signing import generate_signing_key
@@ -104,6 +104,10 @@ class LedgerMachine(RuleBasedStateMachine):
         with self.rt.db.read() as session:
             rows = {AccountKey(a.kind, a.owner, a.job_id): a.balance
                     for a in session.execute(select(LedgerAccount)).scalars()}
+            posted = dict(session.execute(
+                select(Posting.account_id, func.sum(Posting.delta)).group_by(Posting.account_id)).all())
+            by_id = dict(session.execute(select(LedgerAccount.id, LedgerAccount.balance)).all())
+        assert {k: v for k, v in by_id.items() if v} == {k: v for k, v in posted.items() if v}
         assert sum(rows.values()) == 0
         assert all(v >= 0 for k, v in rows.items() if k != MINT_ACCOUNT)
         assert {k: v for k, v in rows.items() if v} == {k: v for k, v in self.model.items() if v}
