@@ -115,14 +115,16 @@ class CoordinatorClient:
 
     def _send(self, method: str, path: str, *, json_body: Any = None, content: bytes | None = None,
               params: dict | None = None, signed: bool = False, idempotency_key: str | None = None,
-              content_type: str = "application/json") -> httpx.Response:
+              content_type: str = "application/json",
+              timeout: httpx.Timeout | None = None) -> httpx.Response:
         body = content if content is not None else (
             b"" if json_body is None else json.dumps(json_body).encode())
         if signed and idempotency_key is None:
             idempotency_key = uuid.uuid4().hex  # one key for every retry of this call
         for attempt in range(self.retries + 1):
             request = self._http.build_request(method, path, content=body, params=params,
-                                               headers={"Content-Type": content_type} if body else {})
+                                               headers={"Content-Type": content_type} if body else {},
+                                               **({"timeout": timeout} if timeout else {}))
             if signed:
                 target = request.url.raw_path.decode()
                 request.headers.update(
@@ -275,6 +277,15 @@ class CoordinatorClient:
 
     def commit_verification(self, assignment_id: int, commit_hash: bytes) -> dict:
         return self._post(f"/v1/assignments/{assignment_id}/commit", {"commit_hash": commit_hash.hex()})
+
+    def get_dispute(self, dispute_id: int) -> dict:
+        return self._get(f"/v1/disputes/{dispute_id}")
+
+    def rule_dispute(self, dispute_id: int, timeout_s: float = 600.0) -> dict:
+        """Ask the referee to rule now; it replays a segment, so this may take minutes.
+        Idempotent: a retry returns the ruling already made."""
+        return self._send("POST", f"/v1/disputes/{dispute_id}/rule", json_body={}, signed=True,
+                          timeout=httpx.Timeout(timeout_s, connect=5.0)).json()
 
     def reveal_verification(self, assignment_id: int, root: bytes, salt: bytes) -> dict:
         return self._post(f"/v1/assignments/{assignment_id}/reveal",

@@ -53,8 +53,8 @@ def process_ruling(session: Session, rt: Runtime, dispute_id: int, referee_root:
     dispute = repository.get_dispute(session, dispute_id)
     job = jobs_repository.lock_job(session, dispute.job_id)
     dispute = repository.lock_dispute(session, dispute_id)
-    if dispute.status != "open":
-        raise InvalidState(f"dispute {dispute_id} is already {dispute.status}")
+    if dispute.status != "open":  # ruled meanwhile by a concurrent caller: never rule twice
+        return get_dispute_view(dispute)
     state = json.loads(dispute.state_json)
     assignment = verification_repository.lock_assignment(session, dispute.assignment_id)
     solver_right = referee_root == state["solver_root"]
@@ -84,8 +84,12 @@ def _slash_verifier(session: Session, rt: Runtime, job, verifier: str, victim: s
 
 
 def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
-    """Compute outside any transaction (seconds of training), then rule inside one."""
+    """Compute outside any transaction (seconds of training), then rule inside one. Idempotent:
+    asking again (a client retry, the sweeper racing a request) returns the ruling made."""
     with rt.db.read() as session:
+        dispute = repository.get_dispute(session, dispute_id)
+        if dispute.status != "open":
+            return get_dispute_view(dispute)
         referee_input = get_referee_input(session, dispute_id)
     root = compute_referee_root(rt, referee_input)
     return rt.db.write(lambda s: process_ruling(s, rt, dispute_id, root))

@@ -1,6 +1,7 @@
 """Disputes ruled by the referee (a real worker step under the job's profile): the party whose
 root the referee reproduces wins, the other is slashed, and the audit still agrees."""
 
+import httpx
 import pytest
 
 from cli.audit_cmd import compute_audit
@@ -32,8 +33,9 @@ def make_client(sqlite_server):
 
     clients = []
 
-    def make(key=None):
-        clients.append(CoordinatorClient(sqlite_server.url, key or SigningKey.generate()))
+    def make(key=None):  # the referee runs worker processes: allow for a loaded machine
+        clients.append(CoordinatorClient(sqlite_server.url, key or SigningKey.generate(),
+                                         timeout=httpx.Timeout(120, connect=5)))
         return clients[-1]
 
     yield make
@@ -70,7 +72,7 @@ def test_lying_verifier_loses_and_is_slashed(sqlite_server, make_client, trained
     solver.advance_clock(sqlite_server.settings.challenge_window_s + 1)
     solver.sweep()
     assert solver.get_job(trained.job_id)["state"] == "verifying"  # an open dispute blocks settlement
-    ruling = solver._post("/v1/disputes/1/rule", {})
+    ruling = solver.rule_dispute(1)
     assert ruling["winner"] == "solver" and ruling["state"]["referee_root"] == trained.entries()[seg + 1][1].hex()
     assert verifier.get_account()["escrow_and_stakes"]["stake:"] == VSTAKE - STAKE
     solver.advance_clock(sqlite_server.settings.challenge_window_s + 1)
@@ -108,8 +110,9 @@ def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, train
     salt1 = verify_segment(verifier, by_segment[1]["id"], true_root)
     _upload(solver, trained, 2, data=forged, proof=compute_trajectory_proof(entries, 2))
     assert verifier.reveal_verification(by_segment[1]["id"], true_root, salt1)["state"] == "disputed"
-    ruling = verifier._post("/v1/disputes/1/rule", {})
+    ruling = verifier.rule_dispute(1)
     assert ruling["winner"] == "verifier"
+    assert verifier.rule_dispute(1) == ruling == verifier.get_dispute(1)  # asking again changes nothing
     job = solver.get_job(trained.job_id)
     assert job["state"] == "failed" and job["outcome"] == "solver_caught_by_referee"
     assert solver.get_balance() == 10_000 - STAKE
