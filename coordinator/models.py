@@ -190,6 +190,7 @@ class Assignment(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "verifier", "segment", name="uq_assignments_job_verifier_segment"),
         Index("ix_assignments_state_deadline", "state", "deadline"),
+        Index("ix_assignments_verifier", "verifier"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -234,8 +234,10 @@ class CoordinatorClient:
                 "num_segments": num_segments, "bidding_s": bidding_s}
         return self._post("/v1/jobs", body, idempotency_key)
 
-    def list_jobs(self, state: str | None = None, after: int = 0, limit: int = 100) -> list[dict]:
-        return self._get("/v1/jobs", state=state, after=after, limit=limit)["jobs"]
+    def list_jobs(self, state: str | None = None, profile: str | None = None, after: int = 0,
+                  limit: int = 100) -> list[dict]:
+        """One page of jobs; pass the last job's `id` as `after` for the next."""
+        return self._get("/v1/jobs", state=state, profile=profile, after=after, limit=limit)["jobs"]
 
     def get_job(self, job_id: str) -> dict:
         return self._get(f"/v1/jobs/{job_id}")
@@ -271,6 +273,9 @@ class CoordinatorClient:
 
     def register_verifier(self, profiles: list[str], stake: int) -> dict:
         return self._post("/v1/verifiers", {"profiles": profiles, "stake": stake})
+
+    def withdraw_verifier_stake(self, amount: int) -> dict:
+        return self._post("/v1/verifiers/withdraw", {"amount": amount})
 
     def get_assignments(self, verifier: str | None = None) -> list[dict]:
         return self._get("/v1/assignments", verifier=verifier or self.public_key)["assignments"]

@@ -37,10 +37,14 @@ def post_job(body: SubmitJobRequest, signed: Signed, rt: RT) -> Response:
 
 @router.get("", response_model=JobPage, responses=READ_PROBLEMS)
 def get_jobs(rt: RT, state: Annotated[str | None, Query(max_length=16)] = None,
+             profile: Annotated[str | None, Query(max_length=128)] = None,
              after: Annotated[int, Query(ge=0, le=2**62)] = 0,
              limit: Annotated[int, Query(ge=1, le=500)] = 100) -> JobPage:
+    """Jobs in submission order (pass the last `id` seen as `after` for the next page), optionally
+    only those in `state` and/or needing execution profile `profile`."""
     with rt.db.read() as session:
-        return JobPage(jobs=[service.get_job_view(j) for j in repository.get_jobs_page(session, state, after, limit)])
+        rows = repository.get_jobs_page(session, state, after, limit, profile)
+        return JobPage(jobs=[service.get_job_view(j) for j in rows])
 
 
 @router.get("/{job_id}", response_model=JobView, responses=READ_PROBLEMS)

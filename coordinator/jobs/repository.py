@@ -26,10 +26,13 @@ def is_existing_job(session: Session, job_id: str) -> bool:
     return session.execute(select(Job.id).where(Job.job_id == job_id)).first() is not None
 
 
-def get_jobs_page(session: Session, state: str | None, after: int, limit: int) -> list[Job]:
+def get_jobs_page(session: Session, state: str | None, after: int, limit: int,
+                  profile: str | None = None) -> list[Job]:
     stmt = select(Job).where(Job.id > after)
     if state is not None:
         stmt = stmt.where(Job.state == state)
+    if profile is not None:
+        stmt = stmt.where(Job.profile_label == profile)
     return list(session.execute(stmt.order_by(Job.id).limit(limit)).scalars())
 
 

@@ -35,6 +35,7 @@ class BidView(BaseModel):
 
 
 class JobView(BaseModel):
+    id: int  # position in submission order: the keyset cursor for GET /v1/jobs?after=
     job_id: str
     submitter: str
     state: str

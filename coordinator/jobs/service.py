@@ -162,7 +162,7 @@ def process_settlement(session: Session, rt: Runtime, job: Job, paid_verifiers: 
 
 def get_job_view(job: Job, bids: list[Bid] | None = None, with_spec: bool = False) -> JobView:
     return JobView(
-        job_id=job.job_id, submitter=job.submitter, state=job.state, profile=job.profile_label,
+        id=job.id, job_id=job.job_id, submitter=job.submitter, state=job.state, profile=job.profile_label,
         bounty=job.bounty, min_stake=job.min_stake, verifier_fee=job.verifier_fee,
         num_verifiers=job.num_verifiers, num_segments=job.num_segments,
         num_checkpoints=job.num_checkpoints, created_at=job.created_at, deadline=job.deadline,

@@ -14,6 +14,7 @@ from coordinator.verification.schemas import (
     RegisterVerifierRequest,
     RevealVerificationRequest,
     VerifierView,
+    WithdrawStakeRequest,
 )
 
 router = APIRouter(prefix="/v1", tags=["verification"])
@@ -24,6 +25,11 @@ AssignmentId = Annotated[int, Path(ge=1, le=2**62)]
 @router.post("/verifiers", response_model=VerifierView, responses=WRITE_PROBLEMS)
 def post_verifier(body: RegisterVerifierRequest, signed: Signed, rt: RT) -> Response:
     return execute_signed(rt, signed, lambda s: service.process_register_verifier(s, rt, signed.public_key, body))
+
+
+@router.post("/verifiers/withdraw", response_model=VerifierView, responses=WRITE_PROBLEMS)
+def post_withdraw(body: WithdrawStakeRequest, signed: Signed, rt: RT) -> Response:
+    return execute_signed(rt, signed, lambda s: service.process_withdraw_stake(s, rt, signed.public_key, body.amount))
 
 
 @router.get("/assignments", response_model=AssignmentPage, responses=READ_PROBLEMS)

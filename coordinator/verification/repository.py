@@ -46,3 +46,9 @@ def get_overdue_assignments(session: Session, states: tuple[str, ...], now: floa
     stmt = (select(Assignment).where(Assignment.state.in_(states), Assignment.deadline <= now)
             .order_by(Assignment.deadline).limit(limit))
     return list(session.execute(stmt).scalars())
+
+
+def is_verifier_busy(session: Session, verifier: str, active_states: tuple[str, ...]) -> bool:
+    stmt = select(Assignment.id).where(Assignment.verifier == verifier,
+                                       Assignment.state.in_(active_states)).limit(1)
+    return session.execute(stmt).first() is not None

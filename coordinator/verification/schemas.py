@@ -1,6 +1,6 @@
 from pydantic import BaseModel, Field
 
-from coordinator.schemas import Amount, Request
+from coordinator.schemas import Amount, PositiveAmount, Request
 
 ProfileLabel = Field(min_length=1, max_length=128)
 
@@ -15,6 +15,10 @@ class VerifierView(BaseModel):
     profiles: list[str]
     stake: int
     log_index: int | None = None
+
+
+class WithdrawStakeRequest(Request):
+    amount: PositiveAmount
 
 
 class CommitVerificationRequest(Request):

@@ -73,6 +73,20 @@ def process_register_verifier(session: Session, rt: Runtime, who: str,
                         log_index=entry.index)
 
 
+def process_withdraw_stake(session: Session, rt: Runtime, who: str, amount: int) -> VerifierView:
+    """Return standing stake to the verifier's balance, never while it owes or awaits a move
+    (an assignment or dispute in progress could still slash it)."""
+    verifier = repository.get_verifier(session, who)
+    if verifier is None:
+        raise NotFound("not a registered verifier")
+    if repository.is_verifier_busy(session, who, ACTIVE):
+        raise InvalidState("finish your open assignments and disputes before withdrawing stake")
+    entry = process_movement(session, rt, "verifier.withdrew", {"verifier": who, "amount": amount},
+                             transfer(stake(who), available(who), amount))
+    return VerifierView(public_key=who, profiles=json.loads(verifier.profiles),
+                        stake=entry.balances[stake(who)], log_index=entry.index)
+
+
 # --- commitment and selection ------------------------------------------------------------------
 
 

@@ -172,3 +172,35 @@ def test_state_survives_a_restart(backend, tmp_path, trained):
             client.sweep()  # the restarted server finds the overdue bidding and awards it
             assert client.get_job(trained.job_id)["solver"] == client.public_key
             _assert_audit_ok(client)
+
+
+def test_job_listing_filters_and_pages(server, make_client, trained):
+    submitter = funded(make_client)
+    _post_job(submitter, trained)
+    other = dict(trained.spec_json, seed=99)
+    submitter.submit_job(other, 10, bidding_s=30)
+    first, second = submitter.list_jobs(limit=1), submitter.list_jobs(after=submitter.list_jobs(limit=1)[0]["id"])
+    assert [j["job_id"] for j in first] == [trained.job_id] and len(second) == 1
+    assert len(submitter.list_jobs(state="bidding", profile=trained.profile)) == 2
+    assert submitter.list_jobs(profile="repro:torch-2.13.0:float32") == []
+    assert submitter.list_jobs(state="settled") == []
+
+
+def test_verifier_withdraws_stake_only_when_idle(server, make_client, trained):
+    submitter, solver, verifier = funded(make_client), funded(make_client), funded(make_client)
+    assert verifier.register_verifier([trained.profile], 500)["stake"] == 500
+    _post_job(submitter, trained)
+    solver.bid(trained.job_id, 600, STAKE, trained.profile)
+    _award(solver, trained.job_id)
+    commit_signed(solver, trained)
+    with pytest.raises(CoordinatorError) as err:  # it holds an assignment: it could be slashed
+        verifier.withdraw_verifier_stake(100)
+    assert err.value.status == 409
+    solver.advance_clock(server.settings.move_timeout_s + 1)
+    solver.sweep()  # the solver never uploaded: it is slashed, the assignment cancelled
+    assert verifier.withdraw_verifier_stake(100)["stake"] == 400
+    with pytest.raises(CoordinatorError) as err:
+        verifier.withdraw_verifier_stake(401)
+    assert err.value.problem_code == "insufficient_funds"
+    assert verifier.get_balance() == 10_000 - 400
+    _assert_audit_ok(verifier)

@@ -127,6 +127,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('assignments', schema=None) as batch_op:
         batch_op.create_index('ix_assignments_state_deadline', ['state', 'deadline'], unique=False)
+        batch_op.create_index('ix_assignments_verifier', ['verifier'], unique=False)
 
     op.create_table('bids',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -191,6 +192,7 @@ def downgrade() -> None:
     op.drop_table('checkpoints')
     op.drop_table('bids')
     with op.batch_alter_table('assignments', schema=None) as batch_op:
+        batch_op.drop_index('ix_assignments_verifier')
         batch_op.drop_index('ix_assignments_state_deadline')
 
     op.drop_table('assignments')
