@@ -126,8 +126,11 @@ def _parse_previous(text: str) -> tuple[int, bytes]:
 def run_audit(args: argparse.Namespace) -> int:
     key = bytes.fromhex(args.key) if args.key else None
     previous = _parse_previous(args.previous) if args.previous else None
-    with CoordinatorClient(args.url, timeout=httpx.Timeout(args.timeout)) as client:
-        report = compute_audit(client, key, previous)
+    try:
+        with CoordinatorClient(args.url, timeout=httpx.Timeout(args.timeout)) as client:
+            report = compute_audit(client, key, previous)
+    except httpx.HTTPError as err:  # unreachable or broken server: say so in one line
+        raise InvalidInput(f"cannot audit {args.url}: {type(err).__name__}: {err}", "url") from err
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
