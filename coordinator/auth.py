@@ -18,7 +18,7 @@ from fastapi import Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import Response
 from pydantic import BaseModel
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy import insert as insert_record
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -126,11 +126,39 @@ def _consume_nonce(session: Session, rt: Runtime, signed: SignedRequest) -> None
         raise NonceReused("this nonce was already used: the request is a replay", HEADER_NONCE)
 
 
+# PostgreSQL: the nonce insert and the idempotency lookup in one round trip (hot path).
+PG_NONCE_AND_RECORD = text("""
+WITH fresh AS (INSERT INTO nonces (public_key, nonce, expires_at)
+               VALUES (:public_key, :nonce, :expires_at) ON CONFLICT DO NOTHING RETURNING nonce)
+SELECT (SELECT count(*) FROM fresh) AS fresh, r.request_hash, r.status_code, r.response_body
+FROM (SELECT 1) AS one
+LEFT JOIN idempotency_records AS r ON r.public_key = :public_key AND r.key = :key
+""")
+
+
+def _consume_nonce_and_find_response(session: Session, rt: Runtime, signed: SignedRequest):
+    """Burn the nonce (a conflict means a replay), then return the stored first response of this
+    idempotency key, if any."""
+    if session.bind.dialect.name != "postgresql":
+        _consume_nonce(session, rt, signed)
+        return _stored_response(session, signed)
+    row = session.connection().execute(PG_NONCE_AND_RECORD, {
+        "public_key": signed.public_key, "nonce": signed.nonce, "key": signed.idempotency_key,
+        "expires_at": signed.timestamp + rt.settings.request_max_skew_s + 1}).one()
+    if not row.fresh:
+        raise NonceReused("this nonce was already used: the request is a replay", HEADER_NONCE)
+    return _checked_record(signed, row if row.request_hash is not None else None)
+
+
 def _stored_response(session: Session, signed: SignedRequest):
     if signed.idempotency_key is None:
         return None
     record = session.connection().execute(
         IDEMPOTENCY_SELECT, {"pk": signed.public_key, "key": signed.idempotency_key}).first()
+    return _checked_record(signed, record)
+
+
+def _checked_record(signed: SignedRequest, record):
     if record is not None and record.request_hash != signed.request_hash:
         raise IdempotencyKeyReused("this idempotency key was used for a different request",
                                    HEADER_IDEMPOTENCY)
@@ -148,8 +176,7 @@ def execute_signed(rt: Runtime, signed: SignedRequest, fn: Callable[[Session], A
     """Run `fn` once per idempotency key, in one transaction with the nonce check."""
 
     def transaction(session: Session) -> tuple[int, str, bool]:
-        _consume_nonce(session, rt, signed)
-        record = _stored_response(session, signed)
+        record = _consume_nonce_and_find_response(session, rt, signed)
         if record is not None:
             return record.status_code, record.response_body, True
         body = _encode(fn(session))
