@@ -181,7 +181,9 @@ def _gpt_block(params: Params, i: int, config: dict, h: Tensor, ops, dropout) ->
 
 
 def _gpt_forward(params: Params, config: dict, tokens: Tensor, ops, dropout: DropoutGenerator | None) -> Tensor:
-    positions = torch.arange(tokens.shape[1])
+    # Positions per token, not broadcast over the batch: a broadcast add's backward reduces with
+    # torch.sum, whose order depends on the thread count (the repro profile must avoid it).
+    positions = torch.arange(tokens.shape[1]).expand(tokens.shape)
     h = ops.embedding(tokens, params["tok_emb"]) + ops.embedding(positions, params["pos_emb"])
     for i in range(config["layers"]):
         h = _gpt_block(params, i, config, h, ops, dropout)
