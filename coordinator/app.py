@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from coordinator import system
 from coordinator.accounts import endpoints as accounts
 from coordinator.clock import Clock
+from coordinator.datasets import endpoints as datasets
 from coordinator.db import Database, upgrade_database
 from coordinator.disputes import endpoints as disputes
 from coordinator.jobs import endpoints as jobs
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.runtime = rt
     install_problem_handlers(app)
     for router in (system.router, accounts.router, ledger.router, log_endpoints.router, jobs.router,
-                   verification.router, disputes.router):
+                   verification.router, disputes.router, datasets.router):
         app.include_router(router)
     if settings.dev:
         app.include_router(accounts.dev_router)

@@ -9,7 +9,8 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-CHECKPOINT_PATH = re.compile(r"^/v1/jobs/[^/]+/checkpoints/[^/]+$")
+# binary uploads (checkpoints, dataset files) get the large limit; everything else is JSON
+BINARY_PATH = re.compile(r"^/v1/(jobs/[^/]+/checkpoints/[^/]+|datasets/[^/]+)$")
 
 
 class BodyLimitMiddleware:
@@ -19,7 +20,7 @@ class BodyLimitMiddleware:
         self.max_checkpoint = max_checkpoint
 
     def _limit(self, scope: Scope) -> int:
-        if scope["method"] == "PUT" and CHECKPOINT_PATH.match(scope["path"]):
+        if scope["method"] == "PUT" and BINARY_PATH.match(scope["path"]):
             return self.max_checkpoint
         return self.max_json
 

@@ -112,6 +112,12 @@ def _user_safetensors(spec: JobSpec, blob: bytes | None, dtype: torch.dtype) -> 
         raise InvalidSpec("a safetensors dataset needs its file", "dataset")
     if hashlib.sha256(blob).hexdigest() != spec.dataset.sha256:
         raise InvalidSpec("the dataset file's SHA-256 does not match", "dataset.sha256")
+    return compute_file_dataset(blob, dtype)
+
+
+def compute_file_dataset(blob: bytes, dtype: torch.dtype = torch.float32) -> Dataset:
+    """A user's safetensors dataset file: 'inputs' (N, ...) float, 'targets' int64 (N,) labels
+    or float (N, outputs). Raises InvalidSpec naming what is wrong."""
     try:
         tensors = safetensors_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as err:

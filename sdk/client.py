@@ -265,6 +265,18 @@ class CoordinatorClient:
                               content_type="application/octet-stream")
         return response.json()
 
+    def upload_dataset(self, data: bytes) -> dict:
+        """Upload a safetensors dataset file; its address is its SHA-256."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        return self._send("PUT", f"/v1/datasets/{sha256}", content=data, signed=True,
+                          content_type="application/octet-stream").json()
+
+    def download_dataset(self, sha256: str) -> bytes:
+        data = self._send("GET", f"/v1/datasets/{sha256}").content
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise CoordinatorError(502, {"code": "bad_content", "detail": "dataset bytes do not match their SHA-256"})
+        return data
+
     def download_checkpoint(self, job_id: str, index: int) -> bytes:
         return self._send("GET", f"/v1/jobs/{job_id}/checkpoints/{index}").content
 

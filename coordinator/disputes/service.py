@@ -13,6 +13,7 @@ import json
 
 from sqlalchemy.orm import Session
 
+from coordinator.datasets.service import get_job_dataset
 from coordinator.disputes import repository
 from coordinator.disputes.referee import compute_segment_root
 from coordinator.disputes.schemas import DisputeView
@@ -37,15 +38,17 @@ def get_referee_input(session: Session, dispute_id: int) -> dict:
     state = json.loads(dispute.state_json)
     start = get_checkpoint_row(session, job.job_id, state["segment"])
     end = get_checkpoint_row(session, job.job_id, state["segment"] + 1)
-    return {"spec_json": json.loads(job.spec_json), "start_bytes": get_checkpoint_bytes(
-        session, job.job_id, state["segment"]), "start_root": start.state_root,
-        "start_step": start.step, "to_step": end.step}
+    spec_json = json.loads(job.spec_json)
+    return {"spec_json": spec_json, "dataset": get_job_dataset(session, parse_job_spec(spec_json)),
+            "start_bytes": get_checkpoint_bytes(session, job.job_id, state["segment"]),
+            "start_root": start.state_root, "start_step": start.step, "to_step": end.step}
 
 
 def compute_referee_root(rt: Runtime, referee_input: dict) -> str:
     spec = parse_job_spec(referee_input["spec_json"])
-    return compute_segment_root(referee_input["spec_json"], spec, referee_input["start_bytes"],
-                                referee_input["start_root"], referee_input["to_step"],
+    return compute_segment_root(referee_input["spec_json"], spec, referee_input["dataset"],
+                                referee_input["start_bytes"], referee_input["start_root"],
+                                referee_input["to_step"],
                                 referee_input["start_step"], rt.settings.referee_timeout_s)
 
 

@@ -10,6 +10,7 @@ import json
 
 from sqlalchemy.orm import Session
 
+from coordinator.datasets.service import check_dataset_available
 from coordinator.errors import Forbidden, InvalidState
 from coordinator.jobs import repository
 from coordinator.jobs.payouts import (
@@ -39,6 +40,7 @@ def process_submit(session: Session, rt: Runtime, submitter: str, req: SubmitJob
     job_id = compute_job_id(spec).hex()
     if repository.is_existing_job(session, job_id):
         raise InvalidState(f"job {job_id} already exists (change the seed to post the same work twice)")
+    check_dataset_available(session, spec)
     checkpoints = len(compute_checkpoint_steps(spec))
     if req.num_segments > checkpoints - 1:
         raise InvalidInput(f"the job has only {checkpoints - 1} segments", "num_segments")

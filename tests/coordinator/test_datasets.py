@@ -1,0 +1,67 @@
+"""Dataset files for jobs trained on a user's safetensors file: upload, checks, and the rule that
+a job naming a file can be posted only once the file is on the coordinator."""
+
+import hashlib
+
+import pytest
+import torch
+from safetensors.torch import save
+
+from protocol.presets import example_job_spec_json
+from sdk.client import CoordinatorError
+from tests.coordinator.market import funded
+
+
+def make_dataset_file() -> bytes:
+    generator = torch.Generator().manual_seed(3)
+    inputs = torch.rand(64, 8, generator=generator)
+    return save({"inputs": inputs, "targets": (inputs.sum(dim=1) > 4).to(torch.int64)})
+
+
+def file_job_spec(data: bytes) -> dict:
+    spec = example_job_spec_json("mlp", steps=4)
+    spec["dataset"] = {"kind": "safetensors", "sha256": hashlib.sha256(data).hexdigest()}
+    return spec
+
+
+def test_upload_is_content_addressed_and_idempotent(make_client):
+    client = funded(make_client)
+    data = make_dataset_file()
+    first = client.upload_dataset(data)
+    assert first == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert client.upload_dataset(data) == first
+    assert client.download_dataset(first["sha256"]) == data
+
+
+def test_job_on_a_file_needs_the_file_first(make_client):
+    client = funded(make_client)
+    data = make_dataset_file()
+    with pytest.raises(CoordinatorError) as refused:
+        client.submit_job(file_job_spec(data), bounty=100, min_stake=10, verifier_fee=5)
+    assert refused.value.status == 409 and "PUT /v1/datasets/" in str(refused.value)
+    client.upload_dataset(data)
+    job = client.submit_job(file_job_spec(data), bounty=100, min_stake=10, verifier_fee=5)
+    assert job["job_id"]
+
+
+@pytest.mark.parametrize("body, field", [
+    (b"not safetensors at all", "dataset"),
+    (save({"inputs": torch.zeros(4, 2)}), "dataset"),  # no targets
+])
+def test_unusable_files_are_422(make_client, body, field):
+    client = funded(make_client)
+    with pytest.raises(CoordinatorError) as refused:
+        client.upload_dataset(body)
+    assert refused.value.status == 422 and refused.value.problem.get("field") == field
+
+
+def test_wrong_address_is_422_and_unknown_is_404(make_client):
+    client = funded(make_client)
+    data = make_dataset_file()
+    with pytest.raises(CoordinatorError) as wrong:
+        client._send("PUT", f"/v1/datasets/{'0' * 64}", content=data, signed=True,
+                     content_type="application/octet-stream")
+    assert wrong.value.status == 422 and wrong.value.problem.get("field") == "sha256"
+    with pytest.raises(CoordinatorError) as missing:
+        client.download_dataset("1" * 64)
+    assert missing.value.status == 404
