@@ -18,11 +18,16 @@ import torch
 from torch import Tensor
 
 FP64_MANTISSA_BITS = 53
-# Slices per operand: enough `beta`-bit integer slices to cover the input's own mantissa.
-SLICES = {torch.float32: 2, torch.float64: 3}
-# Above this many terms per dot product, K is cut into blocks summed in a fixed order, so each
-# slice keeps at least 20 bits.
+# Slices (left operand, right operand) per dtype, and bits per right-operand slice. float32: the
+# right operand in one 24-bit slice (its own precision), the left in two; float64: three each.
+SLICES = {torch.float32: (2, 1, 24), torch.float64: (3, 3, None)}
+# Above this many terms per dot product, K is cut into blocks summed in a fixed order, so slices
+# stay wide (float32: left slices of at least 17 bits).
 MAX_EXACT_K = 4096
+# Row/column scale floor: keeps every slice unit above fp64's subnormal range, so slice products
+# never underflow (only fp64 inputs below 2**-400 are affected; they round to zero).
+MIN_EXPONENT = -400
+ROUNDING_MAGIC = 1.5 * 2.0**52  # (x + M) - M rounds x to an integer, for |x| < 2**51
 
 
 # --- reductions --------------------------------------------------------------------------------
@@ -63,8 +68,7 @@ def fixed_sum_rows(x: Tensor) -> Tensor:
 def _power_of_two_exponent(m: Tensor) -> Tensor:
     """e with m < 2**e for finite m ≥ 0 in fp64, read from the bits (frexp without a libm)."""
     biased = (m.view(torch.int64) >> 52) & 0x7FF
-    # Floor at -1000 so 2**(beta - e) stays finite: fp64 rows below 2**-1000 lose their bits.
-    return (biased - 1022).clamp(-1000, 1023)
+    return (biased - 1022).clamp(MIN_EXPONENT, 1023)
 
 
 def _power_of_two(e: Tensor) -> Tensor:
@@ -72,82 +76,93 @@ def _power_of_two(e: Tensor) -> Tensor:
     return ((e + 1023) << 52).view(torch.float64)
 
 
-def _slices(x: Tensor, dim: int, count: int, beta: int) -> tuple[list[Tensor], Tensor]:
-    """Cut fp64 x into `count` integer-valued slices of `beta` bits along a shared scale.
+def _slices(x: Tensor, dim: int, count: int, beta: int) -> Tensor:
+    """Cut fp64 x into `count` slices stacked on a new leading dim: x ≈ Σ slices.
 
-    Scale: per vector along `dim`, 2**e with e above its largest magnitude, so x·2**-e ∈ (-1, 1).
-    Then x·2**-e ≈ Σ_i slice_i·2**(-beta·(i+1)) with |slice_i| < 2**beta. Every step is an
-    exact elementwise operation (power-of-two scaling, trunc, subtraction of a float's own
-    truncation).
+    Slice i is x's remainder rounded to a multiple of 2**(e − beta·(i+1)), where 2**e bounds the
+    vector along `dim`; so each slice is an integer of at most beta bits times one power of two
+    per vector. Rounding by adding and subtracting a scaled magic constant, and taking the
+    remainder, are both exact in fp64.
     """
     exponent = _power_of_two_exponent(x.abs().amax(dim=dim, keepdim=True))
-    rest = x * _power_of_two(beta - exponent)
-    slices = []
+    out = torch.empty((count, *x.shape), dtype=torch.float64, device=x.device)
+    rest = x
     for i in range(count):
-        piece = rest.trunc()
-        slices.append(piece)
+        magic = _power_of_two(exponent - beta * (i + 1)) * ROUNDING_MAGIC
+        torch.sub(rest + magic, magic, out=out[i])
         if i + 1 < count:
-            rest = (rest - piece) * float(2**beta)
-    return slices, exponent
+            rest = rest - out[i]
+    return out
 
 
-def _slice_width(count: int, k: int) -> int:
-    """Bits per slice so a level's product, count·k terms each below 2**(2·beta), fits in 2**53."""
-    return (FP64_MANTISSA_BITS - math.ceil(math.log2(count * k))) // 2
+def _slice_widths(dtype: torch.dtype, k: int) -> tuple[int, int, int, int]:
+    """(left slices, left bits, right slices, right bits) so that any k products of one left and
+    one right slice, and all their partial sums, are integers below 2**53 in a shared unit."""
+    left_count, right_count, right_bits = SLICES[dtype]
+    k_bits = math.ceil(math.log2(k)) if k > 1 else 0
+    if right_bits is None:
+        bits = (FP64_MANTISSA_BITS - k_bits) // 2
+        return left_count, bits, right_count, bits
+    return left_count, FP64_MANTISSA_BITS - right_bits - k_bits, right_count, right_bits
 
 
-def _exact_block(a_slices: list[Tensor], b_slices: list[Tensor]) -> list[Tensor]:
-    """Integer products by level: level l = Σ_{i+j=l} A_i·B_j, one fp64 matmul each.
+def _exact_block(a: Tensor, b: Tensor, dtype: torch.dtype) -> list[Tensor]:
+    """All slice products of one K block, by level l = i + j, as exact fp64 matrices.
 
-    All terms are integers whose partial sums stay below 2**53, so every summation order gives
-    the same exact answer — that is why the BLAS may use any threads or vector width here.
+    One fp64 matmul: left slices stacked as a leading batch, right slices side by side along N.
+    Every product term is an integer times a per-(row, column) power of two, and every partial
+    sum stays below 2**53 units, so the BLAS's order of summation — threads, vector width, FMA or
+    not — cannot change a single bit.
     """
-    count = len(a_slices)
-    levels = []
-    for level in range(count):
-        left = torch.cat([a_slices[i] for i in range(level + 1)], dim=-1)
-        right = torch.cat([b_slices[level - i] for i in range(level + 1)], dim=-2)
-        levels.append(torch.matmul(left, right))
+    left_count, left_bits, right_count, right_bits = _slice_widths(dtype, a.shape[-1])
+    left = _slices(a, -1, left_count, left_bits)  # (sA, ..., M, K)
+    right = _slices(b, -2, right_count, right_bits)  # (sB, ..., K, N)
+    n = b.shape[-1]
+    products = torch.matmul(left, torch.cat(list(right), dim=-1)) if right_count > 1 else torch.matmul(left, right[0])
+    levels: list[Tensor] = []
+    for i in range(left_count):
+        for j in range(right_count):
+            if i + j < max(left_count, right_count):  # the rest is below the result's rounding
+                term = products[i][..., j * n : (j + 1) * n]
+                if i + j < len(levels):
+                    levels[i + j] = levels[i + j] + term
+                else:
+                    levels.append(term)
     return levels
 
 
 def exact_matmul(a: Tensor, b: Tensor) -> Tensor:
     """a @ b for (..., M, K) @ (..., K, N), bit-identical on any threads, ISA or device.
 
-    Ozaki-style error-free splitting: rows of a and columns of b are scaled by powers of two and
-    cut into integer slices; slice products are exact in fp64 (see `_exact_block`); the levels
-    are then combined by fixed elementwise steps and rounded once to the input dtype. Elements
-    smaller than 2**(-beta·slices) of their row/column maximum are truncated (an absolute error
-    far below float32 rounding; see docs/repro.md).
+    Ozaki-style error-free splitting (see `_slices`, `_exact_block`); the exact slice products
+    are combined by fixed elementwise steps, smallest first, and rounded to the input dtype.
+    Elements far below their row/column maximum lose low bits (float32: left operand keeps
+    ≥ 34 bits relative to its row maximum, right operand 24 bits relative to its column maximum
+    — see docs/repro.md for the measured error against torch).
     """
     dtype = a.dtype
-    count, k = SLICES[dtype], a.shape[-1]
+    k = a.shape[-1]
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
     if k == 0:
         return torch.matmul(a64, b64).to(dtype)  # all zeros
-    block = min(k, MAX_EXACT_K)
-    beta = _slice_width(count, block)
-    a_slices, a_exp = _slices(a64, -1, count, beta)
-    b_slices, b_exp = _slices(b64, -2, count, beta)
-    levels = None
-    for start in range(0, k, block):  # blocks of K in a fixed order, summed elementwise
-        stop = min(k, start + block)
-        part = _exact_block([s[..., start:stop] for s in a_slices],
-                            [s[..., start:stop, :] for s in b_slices])
+    levels: list[Tensor] | None = None
+    for start in range(0, k, MAX_EXACT_K):  # K blocks in a fixed order, summed elementwise
+        stop = min(k, start + MAX_EXACT_K)
+        part = _exact_block(a64[..., start:stop], b64[..., start:stop, :], dtype)
         levels = part if levels is None else [x + y for x, y in zip(levels, part, strict=True)]
     combined = levels[-1]
-    for level in reversed(levels[:-1]):  # smallest first: one rounding per level
-        combined = combined * (2.0**-beta) + level
-    scaled = combined * (2.0 ** (-2 * beta)) * _power_of_two(a_exp) * _power_of_two(b_exp)
-    return (scaled + 0.0).to(dtype)  # + 0.0 makes an exact -0 into +0, whatever the BLAS did
+    for level in reversed(levels[:-1]):
+        combined = combined + level
+    return (combined + 0.0).to(dtype)  # + 0.0 makes an exact -0 into +0, whatever the BLAS did
 
 
 # --- transcendental functions ------------------------------------------------------------------
 
 LN2 = math.log(2.0)
-# ln 2 split (fdlibm's constants) so n·LN2_HIGH is exact for |n| < 2**20: Cody–Waite reduction.
-LN2_HIGH = 6.93147180369123816490e-01
-LN2_LOW = 1.90821492927058770002e-10
+# ln 2 split so n·high is exact in the dtype (Cody–Waite range reduction): a Python float
+# meets a float32 tensor as float32, so float32 needs a high part with few bits (Cephes's split).
+LN2_SPLIT = {torch.float32: (0.693359375, -2.12194440e-4),
+             torch.float64: (6.93147180369123816490e-01, 1.90821492927058770002e-10)}
 # Taylor degree so the remainder on |r| ≤ ln2/2 is below half an ulp of the dtype.
 EXP_DEGREE = {torch.float32: 8, torch.float64: 14}
 # exp(x) below these is zero (or subnormal) in the dtype; above, infinity.
@@ -178,7 +193,8 @@ def exp(x: Tensor) -> Tensor:
     low, high = EXP_LIMITS[x.dtype]
     clamped = x.clamp(low, high)
     n = (clamped * (1.0 / LN2)).round()
-    r = (clamped - n * LN2_HIGH) - n * LN2_LOW
+    ln2_high, ln2_low = LN2_SPLIT[x.dtype]
+    r = (clamped - n * ln2_high) - n * ln2_low
     coefficients = [1.0 / math.factorial(i) for i in range(EXP_DEGREE[x.dtype])]
     poly = _horner(r, coefficients)
     # 2**n applied as two factors so neither leaves the dtype's normal exponent range.

@@ -1,0 +1,127 @@
+"""One matrix cell of the op-level property test, run in its own interpreter.
+
+The parent starts this with a thread count and ATEN_CPU_CAPABILITY in the environment. Hypothesis
+(derandomized, so every cell sees the same examples) draws shapes and value flavours; every repro
+op runs forward and backward on them, and the SHA-256 of each output's bytes is printed as JSON,
+with the error against the native op for inputs in the ordinary range.
+"""
+
+import hashlib
+import json
+import os
+import sys
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from protocol.ops import NATIVE_OPS
+from protocol.repro import REPRO_OPS
+from protocol.repro import kernels as K
+
+FLAVOURS = ("normal", "signed_zeros", "subnormal", "spread")
+
+
+def make_values(shape: tuple[int, ...], seed: int, flavour: str, dtype: torch.dtype) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.rand(shape, generator=generator, dtype=dtype) * 2 - 1) * 2.0
+    pick = torch.rand(shape, generator=generator, dtype=dtype)
+    if flavour == "signed_zeros":
+        x = torch.where(pick < 0.3, torch.zeros_like(x) * torch.sign(x), x)  # ±0 by sign of x
+    elif flavour == "subnormal":
+        tiny = torch.finfo(dtype).tiny
+        x = torch.where(pick < 0.3, x * (tiny / 4), x)
+    elif flavour == "spread":
+        exponent = (torch.rand(shape, generator=generator, dtype=dtype) * 80 - 40).round()
+        x = x * torch.pow(2.0, exponent)
+    return x
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def normalized_error(repro: torch.Tensor, native: torch.Tensor, floor: float) -> float:
+    """|repro − native| / max(|native|, floor): a loss near 0 is a difference of two values of
+    order log(classes), so its error is measured in nats (floor 1), not relative to itself."""
+    scale = max(native.detach().abs().max().item(), floor)
+    return (repro.detach() - native.detach()).abs().max().item() / scale
+
+
+def run_op(name, fn, inputs, upstream_seed, record, errors, compare, floor=1e-30):
+    """Forward and gradients (against a seeded upstream gradient) for repro and native."""
+    outputs = {}
+    for ops in (REPRO_OPS, NATIVE_OPS):
+        leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
+        out = fn(ops, *leaves)
+        upstream = make_values(tuple(out.shape), upstream_seed, "normal", out.dtype)
+        wanted = [t for t in leaves if t.requires_grad]
+        grads = torch.autograd.grad(out, wanted, upstream, allow_unused=True)
+        grads = [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, wanted, strict=True)]
+        outputs[ops.name] = (out, *grads)
+    record.append(f"{name}:{digest(*outputs['repro'])}")
+    if compare:
+        error = max(normalized_error(r, n, floor) for r, n in zip(outputs["repro"], outputs["native"], strict=True))
+        errors[name] = max(errors.get(name, 0.0), error)
+
+
+def check_case(dtype, m, k, n, seed, flavour, record, errors):
+    v = lambda shape, s=0: make_values(shape, seed + s, flavour, dtype)  # noqa: E731
+    compare = flavour == "normal"
+    run_op("linear", lambda o, x, w, b: o.linear(x, w, b), [v((m, k)), v((n, k), 1), v((n,), 2)], seed + 3, record, errors, compare)
+    run_op("conv2d", lambda o, x, w, b: o.conv2d(x, w, b, 2, 1), [v((2, 3, m % 7 + 3, k % 5 + 3)), v((n % 4 + 1, 3, 3, 3), 1), v((n % 4 + 1,), 2)], seed + 4, record, errors, compare)
+    indices = torch.randint(0, n, (m, 3), generator=torch.Generator().manual_seed(seed))
+    run_op("embedding", lambda o, w: o.embedding(indices, w), [v((n, k))], seed + 5, record, errors, compare)
+    # Below 8 features a row's variance can be ~0 and the layer norm gradient ill-conditioned
+    # (native's own rounding dominates), so its error is compared from 8 features up.
+    run_op("layer_norm", lambda o, x, w, b: o.layer_norm(x, w, b, 1e-5), [v((m, k)), v((k,), 1), v((k,), 2)], seed + 6, record, errors, compare and k >= 8)
+    run_op("relu", lambda o, x: o.relu(x), [v((m, k))], seed + 7, record, errors, compare)
+    run_op("gelu", lambda o, x: o.gelu(x), [v((m, k)) * 4], seed + 8, record, errors, compare)
+    shape = (2, 2, m % 9 + 1, k % 8 + 1)
+    run_op("causal_attention", lambda o, q, kk, vv: o.causal_attention(q, kk, vv), [v(shape), v(shape, 1), v(shape, 2)], seed + 9, record, errors, compare)
+    targets = torch.randint(0, n, (m,), generator=torch.Generator().manual_seed(seed + 10))
+    run_op("cross_entropy", lambda o, x: o.cross_entropy(x, targets), [v((m, n)) * 8], seed + 11, record, errors, compare, 1.0)
+    run_op("mse_loss", lambda o, x: o.mse_loss(x, v((m, n), 12)), [v((m, n))], seed + 13, record, errors, compare, 1.0)
+    x = v((m, k))
+    record.append(f"kernels:{digest(K.exp(x * 30), K.log(x.abs() + 1e-30), K.tanh(x * 5), K.fixed_sum(x, 0), K.fixed_sum(x, -1))}")
+    if compare:
+        errors["exp"] = max(errors.get("exp", 0.0), ((K.exp(x * 30) - torch.exp(x * 30)).abs() / torch.exp(x * 30)).max().item())
+
+
+def check_elementwise(dtype, seed, record):
+    """Ops REPRO_OPS inherits from NativeOps: dropout, init, optimizer updates."""
+    generator = torch.Generator().manual_seed(seed)
+    p, g, m1, m2 = (make_values((257,), seed + i, "spread", dtype) for i in range(4))
+    record.append(f"dropout:{digest(REPRO_OPS.dropout(p, 0.3, generator))}")
+    record.append(f"uniform:{digest(REPRO_OPS.uniform((33, 17), 0.5, torch.Generator().manual_seed(seed), dtype))}")
+    record.append(f"adamw:{digest(*REPRO_OPS.adamw_update(p, g, m1, m2.abs(), 3, 1e-3, 0.9, 0.999, 1e-8, 0.01))}")
+    record.append(f"sgd:{digest(*REPRO_OPS.sgd_update(p, g, m1, 0.1, 0.9, 1e-4))}")
+
+
+def main() -> int:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    examples = int(sys.argv[1]) if len(sys.argv) > 1 else 25
+    record: list[str] = []
+    errors: dict[str, float] = {}
+
+    @settings(derandomize=True, database=None, deadline=None, max_examples=examples,
+              suppress_health_check=list(HealthCheck))
+    @given(dtype=st.sampled_from([torch.float32, torch.float64]), m=st.integers(1, 40),
+           k=st.integers(1, 70), n=st.integers(2, 20), seed=st.integers(0, 2**31),
+           flavour=st.sampled_from(FLAVOURS))
+    def cases(dtype, m, k, n, seed, flavour):
+        check_case(dtype, m, k, n, seed, flavour, record, errors)
+        check_elementwise(dtype, seed, record)
+
+    cases()
+    control = torch.rand(10**6, generator=torch.Generator().manual_seed(0)).sum()  # torch's own sum
+    print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
+                      "hashes": record, "errors": errors, "control": digest(control)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
