@@ -17,6 +17,11 @@ def compute_selection_seed(trajectory_root: bytes, commitment_signature: bytes, 
     return hashlib.sha256(SELECTION_TAG + trajectory_root + commitment_signature + log_head).digest()
 
 
+def compute_replacement_seed(selection_seed: bytes, missed_assignment_id: int) -> bytes:
+    return hashlib.sha256(SELECTION_TAG + b"replace" + selection_seed
+                          + missed_assignment_id.to_bytes(8, "little")).digest()
+
+
 def _draw(seed: bytes, purpose: bytes, counter: int, bound: int) -> int:
     """Uniform integer in [0, bound) from (seed, purpose, counter); 256-bit draw, negligible bias."""
     digest = hashlib.sha256(seed + purpose + counter.to_bytes(8, "little")).digest()

@@ -35,6 +35,7 @@ from coordinator.runtime import Runtime
 from coordinator.verification import repository
 from coordinator.verification.schemas import AssignmentView, RegisterVerifierRequest, VerifierView
 from coordinator.verification.selection import (
+    compute_replacement_seed,
     compute_segment_choice,
     compute_selection_seed,
     compute_verifier_choice,
@@ -216,15 +217,34 @@ def process_solver_failure(session: Session, rt: Runtime, job: Job, reason: str,
 
 
 def process_verifier_timeout(session: Session, rt: Runtime, job: Job, assignment: Assignment) -> None:
-    """A verifier missed its move: it loses up to the fee it would have earned, and its slot."""
+    """A verifier missed its move: it loses up to the fee it would have earned, and its slot.
+    One that missed its commit is replaced while the segment's end is still secret."""
+    missed = assignment.state
     assignment.state = TIMED_OUT
     amount = min(get_balance(session, stake(assignment.verifier)), job.verifier_fee)
+    replacement = _add_replacement(session, rt, job, assignment) if missed == ASSIGNED else None
     session.flush()
     process_refresh_segment(session, rt, job.job_id, assignment.segment)
     process_movement(session, rt, "verification.timed_out",
                      {"assignment": assignment.id, "job_id": job.job_id, "verifier": assignment.verifier,
-                      "slashed": amount},
+                      "slashed": amount, "replaced_by": replacement},
                      compute_slash_legs(stake(assignment.verifier), amount, job.submitter))
+
+
+def _add_replacement(session: Session, rt: Runtime, job: Job, missed: Assignment) -> str | None:
+    """Draw another verifier for the segment from the job's public seed and the missed
+    assignment's id, so anyone can recompute it; none left → the segment keeps fewer checks.
+    Only before checkpoint i+1 is public: after it, a newcomer could copy the solver's root."""
+    taken = {a.verifier for a in repository.get_job_assignments(session, job.job_id)
+             if a.segment == missed.segment}
+    pool = [(key, w) for key, w in _eligible_verifiers(session, job) if key not in taken]
+    seed = compute_replacement_seed(bytes.fromhex(job.selection_seed), missed.id)
+    chosen = compute_verifier_choice(seed, pool, 1)
+    if not chosen:
+        return None
+    session.add(Assignment(job_id=job.job_id, verifier=chosen[0], segment=missed.segment, state=ASSIGNED,
+                           deadline=rt.clock.now() + rt.settings.move_timeout_s))
+    return chosen[0]
 
 
 def process_conclusion(session: Session, rt: Runtime, job: Job) -> bool:

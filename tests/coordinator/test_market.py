@@ -156,6 +156,35 @@ def test_late_verifier_times_out_and_job_still_settles(server, make_client, trai
     _assert_audit_ok(solver)
 
 
+def test_verifier_missing_its_commit_is_replaced_and_penalised(server, make_client, trained):
+    submitter, solver = funded(make_client), funded(make_client)
+    first, second = funded(make_client), funded(make_client)
+    first.register_verifier([trained.profile], 500)
+    _post_job(submitter, trained)
+    solver.bid(trained.job_id, 600, STAKE, trained.profile)
+    _award(solver, trained.job_id)
+    second.register_verifier([trained.profile], 500)  # after the draw: only a replacement
+    commit_signed(solver, trained)
+    [assignment] = first.get_assignments()
+    seg = assignment["segment"]
+    solver.upload_checkpoint(trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg))
+    solver.advance_clock(server.settings.move_timeout_s + 1)
+    solver.sweep()
+    assert first.get_assignments()[0]["state"] == "timed_out"
+    [replacement] = second.get_assignments()
+    assert (replacement["segment"], replacement["state"]) == (seg, "assigned")
+    salt = verify_segment(second, replacement["id"], trained.entries()[seg + 1][1])
+    solver.upload_checkpoint(trained.job_id, seg + 1, trained.entries()[seg + 1][0],
+                             trained.checkpoint_bytes(seg + 1), trained.proof(seg + 1))
+    second.reveal_verification(replacement["id"], trained.entries()[seg + 1][1], salt)
+    solver.advance_clock(server.settings.challenge_window_s + 1)
+    solver.sweep()
+    assert solver.get_job(trained.job_id)["state"] == "settled"
+    assert first.get_account()["escrow_and_stakes"]["stake:"] == 500 - FEE
+    assert second.get_account()["available"] == 10_000 - 500 + FEE
+    _assert_audit_ok(solver)
+
+
 def test_state_survives_a_restart(backend, tmp_path, trained):
     keys = [SigningKey.generate() for _ in range(2)]
     with database_url(backend, tmp_path) as url:
