@@ -163,8 +163,8 @@ def test_verifier_missing_its_commit_is_replaced_and_penalised(server, make_clie
     _post_job(submitter, trained)
     solver.bid(trained.job_id, 600, STAKE, trained.profile)
     _award(solver, trained.job_id)
-    second.register_verifier([trained.profile], 500)  # after the draw: only a replacement
     commit_signed(solver, trained)
+    second.register_verifier([trained.profile], 500)  # after the draw: only a replacement
     [assignment] = first.get_assignments()
     seg = assignment["segment"]
     solver.upload_checkpoint(trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg))
