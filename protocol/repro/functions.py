@@ -74,7 +74,7 @@ class Conv2dFunction(Function):
 
 
 class EmbeddingFunction(Function):
-    """Lookup forward; backward as one-hot(indices)ᵀ @ grad, an exact matmul (no scatter-add)."""
+    """Lookup forward; backward an exact segment sum (float32) or one-hot(indices)ᵀ @ grad (float64)."""
 
     @staticmethod
     def forward(ctx, indices: Tensor, weight: Tensor) -> Tensor:
@@ -85,10 +85,13 @@ class EmbeddingFunction(Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (indices,) = ctx.saved_tensors
+        rows = _rows(grad)
+        if rows.dtype == torch.float32:
+            return None, K.exact_segment_sum(rows, indices.reshape(-1), ctx.vocab)
         flat = indices.reshape(-1)
         one_hot = torch.zeros((flat.numel(), ctx.vocab), dtype=grad.dtype, device=grad.device)
         one_hot[torch.arange(flat.numel(), device=flat.device), flat] = 1.0
-        return None, K.exact_matmul(one_hot.t(), _rows(grad))
+        return None, K.exact_matmul(one_hot.t(), rows)
 
 
 class LayerNormFunction(Function):
@@ -143,7 +146,7 @@ class CausalAttentionFunction(Function):
         mask = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
         scores = scores.masked_fill(mask, -math.inf)
         shifted = scores - scores.amax(dim=-1, keepdim=True)  # max is exact in any order
-        weights = K.exp(shifted)
+        weights = K.exp_nonpositive(shifted)
         probs = weights / K.fixed_sum(weights, -1, keepdim=True)
         ctx.save_for_backward(q, k, v, probs)
         ctx.scale = scale
@@ -166,7 +169,7 @@ class CrossEntropyFunction(Function):
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
         shifted = logits - logits.amax(dim=-1, keepdim=True)
-        weights = K.exp(shifted)
+        weights = K.exp_nonpositive(shifted)
         total = K.fixed_sum(weights, -1, keepdim=True)
         picked = shifted.gather(-1, targets.unsqueeze(-1))
         losses = K.log(total) - picked

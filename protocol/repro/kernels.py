@@ -23,7 +23,7 @@ FP64_MANTISSA_BITS = 53
 SLICES = {torch.float32: (2, 1, 24), torch.float64: (3, 3, None)}
 # Above this many terms per dot product, K is cut into blocks summed in a fixed order, so slices
 # stay wide (float32: left slices of at least 17 bits).
-MAX_EXACT_K = 4096
+MAX_EXACT_K = 512
 # Row/column scale floor: keeps every slice unit above fp64's subnormal range, so slice products
 # never underflow (only fp64 inputs below 2**-400 are affected; they round to zero).
 MIN_EXPONENT = -400
@@ -60,6 +60,23 @@ def fixed_sum(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
 def fixed_sum_rows(x: Tensor) -> Tensor:
     """Sum over every leading dimension: (..., D) → (D,), e.g. a bias gradient."""
     return fixed_sum(x.reshape(-1, x.shape[-1]), 0)
+
+
+def exact_segment_sum(values: Tensor, index: Tensor, segments: int) -> Tensor:
+    """out[s] = Σ values[i] over i with index[i] = s, for float32 (K, D) values: (segments, D).
+
+    Each column is rounded to a whole number of units 2**(e − b), 2**e bounding the column and
+    b = min(51, 53 − ⌈log2 K⌉) (so ≥ 33 bits relative to the column maximum for K ≤ 2**20):
+    every partial sum is then an integer below 2**53 units, exact in fp64, so `index_add_` may
+    add in any order, on any number of threads (rounding makes every −0 a +0, so the sign of a
+    zero cannot depend on the order either); one rounding to float32 at the end.
+    """
+    k = values.shape[0]
+    bits = min(51, FP64_MANTISSA_BITS - (math.ceil(math.log2(k)) if k > 1 else 0))
+    rounded = _round_to_slice(values, 0, bits)
+    out = torch.zeros((segments, values.shape[1]), dtype=torch.float64, device=values.device)
+    out.index_add_(0, index, rounded)
+    return out.to(torch.float32)
 
 
 # --- exact matrix product ----------------------------------------------------------------------
@@ -131,6 +148,51 @@ def _exact_block(a: Tensor, b: Tensor, dtype: torch.dtype) -> list[Tensor]:
     return levels
 
 
+# float32: one slice per operand, `bits` wide relative to its row (left) or column (right)
+# maximum, with bits_left + bits_right + ⌈log2 K⌉ ≤ 53; never more than float32's own 24.
+FLOAT32_BITS = 24
+SMALLEST_NORMAL_FLOAT32 = 2.0**-126
+
+
+def _float32_widths(k: int) -> tuple[int, int]:
+    """(left bits, right bits) for one fp64 GEMM over k terms to be exact."""
+    total = FP64_MANTISSA_BITS - (math.ceil(math.log2(k)) if k > 1 else 0)
+    left = min(FLOAT32_BITS, (total + 1) // 2)
+    return left, min(FLOAT32_BITS, total - left)
+
+
+def _round_to_slice(x: Tensor, dim: int, bits: int) -> Tensor:
+    """float32 x as fp64, each element rounded to a multiple of 2**(e − bits), where 2**e bounds
+    x's vector along `dim` (e read from the float32 exponent bits of the vector's max |x|).
+
+    (x + M) − M with M = 1.5·2**52 units rounds x to a whole number of units, exactly, in fp64
+    (|x| < 2**bits units ≤ 2**51 units). The floor at float32's smallest normal keeps a vector of
+    zeros or subnormals on a unit of at most 2**-149, where float32 values are already whole.
+    """
+    bound = x.abs().amax(dim=dim, keepdim=True)
+    power = (bound.view(torch.int32) & 0x7F800000).view(torch.float32)  # 2**⌊log2 max⌋
+    magic = power.clamp_min(SMALLEST_NORMAL_FLOAT32).to(torch.float64) * (1.5 * 2.0 ** (53 - bits))
+    out = x.to(torch.float64)
+    out += magic
+    out -= magic
+    return out
+
+
+def _exact_matmul_float32(a: Tensor, b: Tensor) -> Tensor:
+    """One fp64 GEMM per K block of ≤ MAX_EXACT_K terms (see `exact_matmul`)."""
+    k = a.shape[-1]
+    combined: Tensor | None = None
+    for start in range(0, k, MAX_EXACT_K):  # K blocks in a fixed order, summed elementwise
+        stop = min(k, start + MAX_EXACT_K)
+        left_bits, right_bits = _float32_widths(stop - start)
+        a_block = a if stop - start == k else a[..., start:stop]
+        b_block = b if stop - start == k else b[..., start:stop, :]
+        part = torch.matmul(_round_to_slice(a_block, -1, left_bits), _round_to_slice(b_block, -2, right_bits))
+        combined = part if combined is None else combined.add_(part)
+    combined += 0.0  # makes an exact -0 into +0, whatever the BLAS did
+    return combined.to(torch.float32)
+
+
 def exact_matmul(a: Tensor, b: Tensor) -> Tensor:
     """a @ b for (..., M, K) @ (..., K, N), bit-identical on any threads, ISA or device.
 
@@ -142,6 +204,8 @@ def exact_matmul(a: Tensor, b: Tensor) -> Tensor:
     """
     dtype = a.dtype
     k = a.shape[-1]
+    if dtype == torch.float32 and k > 0:
+        return _exact_matmul_float32(a, b)
     a64, b64 = a.to(torch.float64), b.to(torch.float64)
     if k == 0:
         return torch.matmul(a64, b64).to(dtype)  # all zeros
@@ -172,9 +236,9 @@ FLOAT_LAYOUT = {torch.float32: (23, 127, torch.int32), torch.float64: (52, 1023,
 
 
 def _horner(r: Tensor, coefficients: list[float]) -> Tensor:
-    result = torch.full_like(r, coefficients[-1])
-    for c in reversed(coefficients[:-1]):
-        result = result * r + c  # two separate correctly rounded ops, never an FMA
+    result = r * coefficients[-1] + coefficients[-2]
+    for c in reversed(coefficients[:-2]):
+        result.mul_(r).add_(c)  # two separate correctly rounded ops, never an FMA
     return result
 
 
@@ -184,6 +248,17 @@ def _power_of_two_in(e: Tensor, dtype: torch.dtype) -> Tensor:
     return ((e.to(int_type) + bias) << mantissa_bits).view(dtype)
 
 
+def _exp_reduced(clamped: Tensor) -> tuple[Tensor, Tensor]:
+    """(n, P(r)) with exp(x) = 2**n · P(r), r = x − n·ln2 (Cody–Waite, |r| ≤ ln2/2)."""
+    dtype = clamped.dtype
+    n = (clamped * (1.0 / LN2)).round_()
+    ln2_high, ln2_low = LN2_SPLIT[dtype]
+    r = clamped - n * ln2_high
+    r -= n * ln2_low
+    coefficients = [1.0 / math.factorial(i) for i in range(EXP_DEGREE[dtype])]
+    return n, _horner(r, coefficients)
+
+
 def exp(x: Tensor) -> Tensor:
     """e**x from +, ×, round and exponent bits: exp(x) = 2**n · P(x − n·ln2).
 
@@ -191,18 +266,24 @@ def exp(x: Tensor) -> Tensor:
     above it, +inf. Error ≈ 1–2 ulp (checked against torch.exp in tests/repro).
     """
     low, high = EXP_LIMITS[x.dtype]
-    clamped = x.clamp(low, high)
-    n = (clamped * (1.0 / LN2)).round()
-    ln2_high, ln2_low = LN2_SPLIT[x.dtype]
-    r = (clamped - n * ln2_high) - n * ln2_low
-    coefficients = [1.0 / math.factorial(i) for i in range(EXP_DEGREE[x.dtype])]
-    poly = _horner(r, coefficients)
+    n, result = _exp_reduced(x.clamp(low, high))
     # 2**n applied as two factors so neither leaves the dtype's normal exponent range.
-    half = (n * 0.5).trunc()
-    result = poly * _power_of_two_in(half, x.dtype) * _power_of_two_in(n - half, x.dtype)
-    result = torch.where(x < low, torch.zeros_like(result), result)
-    result = torch.where(x > high, torch.full_like(result, math.inf), result)
+    half = (n * 0.5).trunc_()
+    result *= _power_of_two_in(half, x.dtype)
+    result *= _power_of_two_in(n.sub_(half), x.dtype)
+    result.masked_fill_(x < low, 0.0)
+    result.masked_fill_(x > high, math.inf)
     return torch.where(x.isnan(), x, result)
+
+
+def exp_nonpositive(x: Tensor) -> Tensor:
+    """`exp` for x ≤ 0 (or NaN), as softmax, cross-entropy and tanh use it: the same bits as
+    `exp` there, with 2**n (n ≥ −126) as a single factor."""
+    low = EXP_LIMITS[x.dtype][0]
+    n, result = _exp_reduced(x.clamp_min(low))
+    nan = x.isnan()
+    result *= _power_of_two_in(n.masked_fill_(nan, 0.0), x.dtype)
+    return result.masked_fill_(x < low, 0.0)
 
 
 def log(x: Tensor) -> Tensor:
@@ -223,8 +304,8 @@ def log(x: Tensor) -> Tensor:
 
 def tanh(x: Tensor) -> Tensor:
     """tanh(x) = sign(x)·(1 − e)/(1 + e), e = exp(−2|x|); absolute error about one ulp of 1."""
-    e = exp(x.abs() * -2.0)
-    magnitude = (1.0 - e) / (1.0 + e)
+    e = exp_nonpositive(x.abs() * -2.0)
+    magnitude = (1.0 - e) / (e + 1.0)
     return torch.where(x < 0, -magnitude, magnitude)
 
 
