@@ -38,7 +38,7 @@ class LinearFunction(Function):
         g = _rows(grad)
         grad_x = K.exact_matmul(g, weight).reshape(x.shape) if ctx.needs_input_grad[0] else None
         grad_w = K.exact_matmul(g.t(), _rows(x)) if ctx.needs_input_grad[1] else None
-        grad_b = K.fixed_sum(g, 0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        grad_b = K.fixed_sum_rows(g) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_x, grad_w, grad_b
 
 
@@ -69,7 +69,7 @@ class Conv2dFunction(Function):
         if ctx.needs_input_grad[1]:
             grad_w = K.exact_matmul(g.t(), cols).reshape(weight.shape)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = K.fixed_sum(g, 0)
+            grad_b = K.fixed_sum_rows(g)
         return grad_x, grad_w, grad_b, None, None
 
 
@@ -98,41 +98,60 @@ class LayerNormFunction(Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
         d = x.shape[-1]
-        centered = x - K.fixed_sum(x, -1, keepdim=True) / d
-        variance = K.fixed_sum(centered * centered, -1, keepdim=True) / d
-        inv_std = 1.0 / (variance + eps).sqrt()  # sqrt and / are correctly rounded; rsqrt is not
-        normalized = centered * inv_std
+        centered = x - K.fixed_sum(x, -1, keepdim=True).div_(d)
+        variance = K.fixed_sum(centered * centered, -1, keepdim=True).div_(d)
+        inv_std = torch.div(1.0, variance.add_(eps).sqrt_())  # sqrt, / correctly rounded; rsqrt is not
+        normalized = centered.mul_(inv_std)
         ctx.save_for_backward(normalized, inv_std, weight)
-        return normalized * weight + bias
+        return (normalized * weight).add_(bias)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         normalized, inv_std, weight = ctx.saved_tensors
         d = normalized.shape[-1]
         grad_norm = grad * weight
-        mean_grad = K.fixed_sum(grad_norm, -1, keepdim=True) / d
-        mean_proj = K.fixed_sum(grad_norm * normalized, -1, keepdim=True) / d
-        grad_x = (grad_norm - mean_grad - normalized * mean_proj) * inv_std
+        mean_grad = K.fixed_sum(grad_norm, -1, keepdim=True).div_(d)
+        projection = grad_norm * normalized
+        mean_proj = K.fixed_sum(projection, -1, keepdim=True).div_(d)
+        grad_x = grad_norm.sub_(mean_grad).sub_(torch.mul(normalized, mean_proj, out=projection)).mul_(inv_std)
         grad_w = K.fixed_sum_rows(grad * normalized)
         grad_b = K.fixed_sum_rows(grad)
         return grad_x, grad_w, grad_b, None
 
 
 class GeluTanhFunction(Function):
-    """GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."""
+    """GELU, tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), in place where the
+    intermediate is ours (each op still one correctly rounded elementwise step)."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        t = K.tanh((x + x * x * x * GELU_A) * GELU_C)
+        inner = x * x
+        inner *= x
+        inner *= GELU_A
+        inner += x
+        inner *= GELU_C
+        t = K.tanh(inner)
         ctx.save_for_backward(x, t)
-        return x * 0.5 * (t + 1.0)
+        out = t + 1.0
+        out *= x
+        return out.mul_(0.5)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, t = ctx.saved_tensors
-        inner_grad = (x * x * (3.0 * GELU_A) + 1.0) * GELU_C
-        local = (t + 1.0) * 0.5 + x * 0.5 * (1.0 - t * t) * inner_grad
-        return grad * local
+        inner_grad = x * x
+        inner_grad *= 3.0 * GELU_A
+        inner_grad += 1.0
+        inner_grad *= GELU_C
+        slope = t * t
+        slope.neg_().add_(1.0)  # 1 − t²
+        slope *= x
+        slope *= 0.5
+        slope *= inner_grad
+        local = t + 1.0
+        local *= 0.5
+        local += slope
+        return local.mul_(grad)
 
 
 class CausalAttentionFunction(Function):
@@ -141,13 +160,13 @@ class CausalAttentionFunction(Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         scale = 1.0 / math.sqrt(q.shape[-1])
-        scores = K.exact_matmul(q, k.transpose(-2, -1)) * scale
+        scores = K.exact_matmul(q, k.transpose(-2, -1)).mul_(scale)
         length = q.shape[-2]
-        mask = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
-        scores = scores.masked_fill(mask, -math.inf)
-        shifted = scores - scores.amax(dim=-1, keepdim=True)  # max is exact in any order
-        weights = K.exp_nonpositive(shifted)
-        probs = weights / K.fixed_sum(weights, -1, keepdim=True)
+        mask = torch.ones(length, length, dtype=torch.bool, device=q.device).triu_(1)
+        scores.masked_fill_(mask, -math.inf)
+        scores -= scores.amax(dim=-1, keepdim=True)  # max is exact in any order
+        weights = K.exp_nonpositive(scores, consume=True)
+        probs = weights.div_(K.fixed_sum(weights, -1, keepdim=True))
         ctx.save_for_backward(q, k, v, probs)
         ctx.scale = scale
         return K.exact_matmul(probs, v)
@@ -157,7 +176,8 @@ class CausalAttentionFunction(Function):
         q, k, v, probs = ctx.saved_tensors
         grad_v = K.exact_matmul(probs.transpose(-2, -1), grad)
         grad_probs = K.exact_matmul(grad, v.transpose(-2, -1))
-        grad_scores = probs * (grad_probs - K.fixed_sum(grad_probs * probs, -1, keepdim=True)) * ctx.scale
+        grad_scores = grad_probs - K.fixed_sum(grad_probs * probs, -1, keepdim=True)
+        grad_scores.mul_(probs).mul_(ctx.scale)
         grad_q = K.exact_matmul(grad_scores, k)
         grad_k = K.exact_matmul(grad_scores.transpose(-2, -1), q)
         return grad_q, grad_k, grad_v
@@ -169,11 +189,11 @@ class CrossEntropyFunction(Function):
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
         shifted = logits - logits.amax(dim=-1, keepdim=True)
-        weights = K.exp_nonpositive(shifted)
-        total = K.fixed_sum(weights, -1, keepdim=True)
         picked = shifted.gather(-1, targets.unsqueeze(-1))
-        losses = K.log(total) - picked
-        ctx.save_for_backward(weights / total, targets)
+        weights = K.exp_nonpositive(shifted, consume=True)
+        total = K.fixed_sum(weights, -1, keepdim=True)
+        losses = K.log(total).sub_(picked)
+        ctx.save_for_backward(weights.div_(total), targets)
         return K.fixed_sum(losses.reshape(-1), 0) / targets.numel()
 
     @staticmethod
@@ -182,7 +202,7 @@ class CrossEntropyFunction(Function):
         grad_logits = probs.clone()
         rows = torch.arange(targets.numel(), device=targets.device)
         grad_logits[rows, targets] -= 1.0
-        return grad_logits * (grad / targets.numel()), None
+        return grad_logits.mul_(grad / targets.numel()), None
 
 
 class MSELossFunction(Function):

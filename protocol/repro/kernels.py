@@ -51,15 +51,36 @@ def fixed_sum(x: Tensor, dim: int, keepdim: bool = False) -> Tensor:
         pad_shape = list(x.shape)
         pad_shape[dim] = width - n
         x = torch.cat([x, torch.zeros(pad_shape, dtype=x.dtype, device=x.device)], dim=dim)
-    while width > 1:
+    if width > 1:  # first level into a fresh tensor, the others in place in its first half
         width //= 2
         x = x.narrow(dim, 0, width) + x.narrow(dim, width, width)
+    while width > 1:
+        width //= 2
+        x = x.narrow(dim, 0, width).add_(x.narrow(dim, width, width))
     return x if keepdim else x.squeeze(dim)
 
 
 def fixed_sum_rows(x: Tensor) -> Tensor:
-    """Sum over every leading dimension: (..., D) → (D,), e.g. a bias gradient."""
-    return fixed_sum(x.reshape(-1, x.shape[-1]), 0)
+    """Sum over every leading dimension: (..., D) → (D,), e.g. a bias gradient.
+
+    float32: an exact sum (`exact_column_sum`); float64: the fixed pairwise tree.
+    """
+    rows = x.reshape(-1, x.shape[-1])
+    return exact_column_sum(rows) if rows.dtype == torch.float32 else fixed_sum(rows, 0)
+
+
+def _exact_sum_bits(k: int) -> int:
+    """Bits per value (relative to its column maximum) so k of them add exactly in fp64."""
+    return min(51, FP64_MANTISSA_BITS - (math.ceil(math.log2(k)) if k > 1 else 0))
+
+
+def exact_column_sum(x: Tensor) -> Tensor:
+    """Σ over rows of float32 (K, D): each column rounded to whole units 2**(e − b), 2**e bounding
+    the column, b = `_exact_sum_bits(K)` (≥ 33 bits for K ≤ 2**20), so every partial sum is an
+    integer below 2**53 units: torch's fp64 `sum`, in whatever order its threads and vectors add,
+    gives the exact sum of the rounded values; one rounding to float32 at the end."""
+    rounded = _round_to_slice(x, 0, _exact_sum_bits(x.shape[0]))
+    return rounded.sum(0).to(torch.float32)
 
 
 def exact_segment_sum(values: Tensor, index: Tensor, segments: int) -> Tensor:
@@ -71,9 +92,7 @@ def exact_segment_sum(values: Tensor, index: Tensor, segments: int) -> Tensor:
     add in any order, on any number of threads (rounding makes every −0 a +0, so the sign of a
     zero cannot depend on the order either); one rounding to float32 at the end.
     """
-    k = values.shape[0]
-    bits = min(51, FP64_MANTISSA_BITS - (math.ceil(math.log2(k)) if k > 1 else 0))
-    rounded = _round_to_slice(values, 0, bits)
+    rounded = _round_to_slice(values, 0, _exact_sum_bits(values.shape[0]))
     out = torch.zeros((segments, values.shape[1]), dtype=torch.float64, device=values.device)
     out.index_add_(0, index, rounded)
     return out.to(torch.float32)
@@ -249,12 +268,16 @@ def _power_of_two_in(e: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 def _exp_reduced(clamped: Tensor) -> tuple[Tensor, Tensor]:
-    """(n, P(r)) with exp(x) = 2**n · P(r), r = x − n·ln2 (Cody–Waite, |r| ≤ ln2/2)."""
+    """(n, P(r)) with exp(x) = 2**n · P(r), r = x − n·ln2 (Cody–Waite, |r| ≤ ln2/2).
+
+    Consumes `clamped` (a fresh tensor): r is computed in its storage.
+    """
     dtype = clamped.dtype
     n = (clamped * (1.0 / LN2)).round_()
     ln2_high, ln2_low = LN2_SPLIT[dtype]
-    r = clamped - n * ln2_high
-    r -= n * ln2_low
+    step = n * ln2_high
+    r = clamped.sub_(step)
+    r.sub_(torch.mul(n, ln2_low, out=step))
     coefficients = [1.0 / math.factorial(i) for i in range(EXP_DEGREE[dtype])]
     return n, _horner(r, coefficients)
 
@@ -276,14 +299,15 @@ def exp(x: Tensor) -> Tensor:
     return torch.where(x.isnan(), x, result)
 
 
-def exp_nonpositive(x: Tensor) -> Tensor:
+def exp_nonpositive(x: Tensor, consume: bool = False) -> Tensor:
     """`exp` for x ≤ 0 (or NaN), as softmax, cross-entropy and tanh use it: the same bits as
-    `exp` there, with 2**n (n ≥ −126) as a single factor."""
+    `exp` there, with 2**n (n ≥ −126) as a single factor. `consume`: x may be overwritten."""
     low = EXP_LIMITS[x.dtype][0]
-    n, result = _exp_reduced(x.clamp_min(low))
-    nan = x.isnan()
-    result *= _power_of_two_in(n.masked_fill_(nan, 0.0), x.dtype)
-    return result.masked_fill_(x < low, 0.0)
+    underflow = x < low
+    n, result = _exp_reduced(x.clamp_min_(low) if consume else x.clamp_min(low))
+    n.masked_fill_(n.isnan(), 0.0)  # NaN in, NaN out (through P(r)), without an undefined cast
+    result *= _power_of_two_in(n, x.dtype)
+    return result.masked_fill_(underflow, 0.0)
 
 
 def log(x: Tensor) -> Tensor:
@@ -303,10 +327,14 @@ def log(x: Tensor) -> Tensor:
 
 
 def tanh(x: Tensor) -> Tensor:
-    """tanh(x) = sign(x)·(1 − e)/(1 + e), e = exp(−2|x|); absolute error about one ulp of 1."""
-    e = exp_nonpositive(x.abs() * -2.0)
-    magnitude = (1.0 - e) / (e + 1.0)
-    return torch.where(x < 0, -magnitude, magnitude)
+    """tanh(x) = sign(x)·(1 − e)/(1 + e), e = exp(−2|x|); absolute error about one ulp of 1.
+
+    The sign is copied from x, so tanh(−0) = −0 as in IEEE libms.
+    """
+    e = exp_nonpositive(x.abs().mul_(-2.0), consume=True)
+    magnitude = torch.sub(1.0, e)
+    magnitude /= e.add_(1.0)
+    return magnitude.copysign_(x)
 
 
 # --- convolution as gather + exact matmul ------------------------------------------------------
