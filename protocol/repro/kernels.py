@@ -170,7 +170,7 @@ def _exact_block(a: Tensor, b: Tensor, dtype: torch.dtype) -> list[Tensor]:
 # float32: one slice per operand, `bits` wide relative to its row (left) or column (right)
 # maximum, with bits_left + bits_right + ⌈log2 K⌉ ≤ 53; never more than float32's own 24.
 FLOAT32_BITS = 24
-SMALLEST_NORMAL_FLOAT32 = 2.0**-126
+SMALLEST_NORMAL_BITS = 0x00800000  # float32 2**-126
 
 
 def _float32_widths(k: int) -> tuple[int, int]:
@@ -188,13 +188,10 @@ def _round_to_slice(x: Tensor, dim: int, bits: int) -> Tensor:
     (|x| < 2**bits units ≤ 2**51 units). The floor at float32's smallest normal keeps a vector of
     zeros or subnormals on a unit of at most 2**-149, where float32 values are already whole.
     """
-    bound = x.abs().amax(dim=dim, keepdim=True)
-    power = (bound.view(torch.int32) & 0x7F800000).view(torch.float32)  # 2**⌊log2 max⌋
-    magic = power.clamp_min(SMALLEST_NORMAL_FLOAT32).to(torch.float64) * (1.5 * 2.0 ** (53 - bits))
-    out = x.to(torch.float64)
-    out += magic
-    out -= magic
-    return out
+    bound = torch.maximum(x.amax(dim=dim, keepdim=True), x.amin(dim=dim, keepdim=True).neg_())  # max |x|
+    power = (bound.view(torch.int32) & 0x7F800000).clamp_min_(SMALLEST_NORMAL_BITS)  # 2**⌊log2 max⌋
+    magic = power.view(torch.float32).to(torch.float64).mul_(1.5 * 2.0 ** (53 - bits))
+    return x.to(torch.float64).add_(magic).sub_(magic)
 
 
 def _exact_matmul_float32(a: Tensor, b: Tensor) -> Tensor:
@@ -208,8 +205,7 @@ def _exact_matmul_float32(a: Tensor, b: Tensor) -> Tensor:
         b_block = b if stop - start == k else b[..., start:stop, :]
         part = torch.matmul(_round_to_slice(a_block, -1, left_bits), _round_to_slice(b_block, -2, right_bits))
         combined = part if combined is None else combined.add_(part)
-    combined += 0.0  # makes an exact -0 into +0, whatever the BLAS did
-    return combined.to(torch.float32)
+    return combined.to(torch.float32).add_(0.0)  # + 0.0 makes an exact -0 into +0, whatever the BLAS did
 
 
 def exact_matmul(a: Tensor, b: Tensor) -> Tensor:
