@@ -1,0 +1,146 @@
+"""A cheap stand-in for the training program, and players that drive the dispute game with it.
+
+A stand-in state is its list of chunk leaf hashes, given in closed form for any step (no chain
+to compute), so games over trajectories of 10^6 steps play in milliseconds. A behaviour's
+`divergence` says where its trajectory departs from the true one: from that step on its chunks
+differ (only the named chunk at the first bad step, every chunk after it: errors spread).
+
+The same `Player` logic answers a real game too: it only needs a `Trajectory` (`root(step)`,
+`chunk_hashes(step)`), which a solver or verifier daemon builds from a replayed segment.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from protocol.dispute import (
+    CHUNKS,
+    OVER,
+    RULING,
+    SOLVER,
+    STATE,
+    STEPS,
+    VERIFIER,
+    Game,
+    IllegalMove,
+    Move,
+    compute_child_ranges,
+    compute_dissection_points,
+    process_deadline,
+    process_move,
+    process_ruling,
+    process_state_supplied,
+    sign_move,
+)
+from protocol.merkle import compute_subtree_root, root_from_leaf_hashes
+
+
+class Trajectory(Protocol):
+    def root(self, step: int) -> bytes: ...
+
+    def chunk_hashes(self, step: int) -> list[bytes]: ...
+
+
+@dataclass(frozen=True)
+class StandinTrajectory:
+    seed: bytes
+    num_chunks: int
+    divergence: tuple[int, int | None] | None = None  # (first bad step, chunk or None = all)
+    tag: bytes = b"bad"  # different cheats compute different wrong states
+    fake_roots: tuple[tuple[int, bytes], ...] = ()  # roots with no state behind them
+
+    def _chunk(self, step: int, index: int) -> bytes:
+        bad = self.divergence is not None and (
+            step > self.divergence[0]
+            or (step == self.divergence[0] and self.divergence[1] in (None, index)))
+        prefix = b"VTSTANDIN" + (self.tag if bad else b"true")
+        return hashlib.sha256(prefix + self.seed + step.to_bytes(8, "little")
+                              + index.to_bytes(4, "little")).digest()
+
+    def chunk_hashes(self, step: int) -> list[bytes]:
+        return [self._chunk(step, i) for i in range(self.num_chunks)]
+
+    def root(self, step: int) -> bytes:
+        return dict(self.fake_roots).get(step) or root_from_leaf_hashes(self.chunk_hashes(step))
+
+
+def compute_first_divergence(mine: Trajectory, theirs: Trajectory, lo: int, hi: int) -> tuple[int, int]:
+    """(first step in (lo, hi] whose root differs, first differing chunk there) — a linear scan,
+    for tests on short trajectories."""
+    for step in range(lo + 1, hi + 1):
+        if mine.root(step) != theirs.root(step):
+            a, b = mine.chunk_hashes(step), theirs.chunk_hashes(step)
+            return step, next(i for i in range(len(a)) if a[i] != b[i])
+    raise ValueError("the trajectories agree on the whole interval")
+
+
+@dataclass
+class Player:
+    """Answers the game from its own trajectory; `policy` makes it cheat at the game level."""
+
+    party: str
+    key: Any  # nacl SigningKey
+    trajectory: Trajectory
+    policy: str = "follow"
+
+    def next_move(self, game: Game) -> Move | None:
+        """The move to make now, or None (no-show / cannot make a legal move)."""
+        if self.policy == "no-show" or game.turn != self.party:
+            return None
+        if game.phase == STEPS:
+            return self._dissect(game) if self.party == SOLVER else self._choose(game)
+        if game.phase == CHUNKS:
+            return self._children(game, "split" if self.party == SOLVER else "pick")
+        return None
+
+    def _dissect(self, game: Game) -> Move:
+        points = compute_dissection_points(game.lo, game.hi, game.arity)
+        roots = [self.trajectory.root(p).hex() for p in points]
+        if self.policy == "equivocate":  # contradict the first root it already bound itself to
+            bound = [i for i, p in enumerate(points) if p in game.roots]
+            roots[bound[0] if bound else 0] = "00" * 32
+        return sign_move(self.key, game, SOLVER, "dissect", {"roots": roots})
+
+    def _choose(self, game: Game) -> Move:
+        bounds = (game.lo, *game.points, game.hi)
+        for index in range(len(bounds) - 1):
+            end = bounds[index + 1]
+            mine = self.trajectory.root(end).hex()
+            if mine != game.roots[end]:
+                return sign_move(self.key, game, VERIFIER, "choose", {"index": index, "root": mine})
+        return None  # it agrees with everything: it cannot dispute, and will lose on time
+
+    def _children(self, game: Game, kind: str) -> Move | None:
+        hashes = self.trajectory.chunk_hashes(game.hi)
+        left, right = compute_child_ranges(game.node)
+        payload = {"left": compute_subtree_root(hashes, *left).hex(),
+                   "right": compute_subtree_root(hashes, *right).hex()}
+        return sign_move(self.key, game, self.party, kind, payload)
+
+
+def play_game(game: Game, solver: Player, verifier: Player, truth: Trajectory,
+              max_moves: int = 10_000) -> Game:
+    """Drive a game to its end: parties move (a party that cannot or will not is timed out),
+    the solver supplies the agreed state unless it is a no-show, the referee rules from `truth`."""
+    for now in range(1, max_moves + 1):
+        if game.phase == OVER:
+            return game
+        if game.phase == STATE:
+            game = process_state_supplied(game, now) if solver.policy != "no-show" \
+                else process_deadline(game, game.deadline)
+        elif game.phase == RULING:
+            game = process_ruling(game, truth.chunk_hashes(game.hi)[game.chunk])
+        else:
+            player = solver if game.turn == SOLVER else verifier
+            game = _apply_or_time_out(game, player.next_move(game), now)
+    raise RuntimeError("game did not end")
+
+
+def _apply_or_time_out(game: Game, move: Move | None, now: int) -> Game:
+    """A party with no legal move (a no-show, a fake root it cannot open) runs out its clock."""
+    if move is not None:
+        try:
+            return process_move(game, move, now)
+        except IllegalMove:
+            pass  # rejected, game unchanged: the party could retry, but this one has nothing legal
+    return process_deadline(game, game.deadline)

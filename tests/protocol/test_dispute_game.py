@@ -1,0 +1,164 @@
+"""The dispute game on the stand-in program: every combination of behaviours, 10,300 played games
+in CI (hypothesis counts only cases where the parties disagree). An honest party never loses; a dispute pins exactly the first divergent step and chunk; the
+number of moves stays within 2·⌈log_k L⌉ + 2·⌈log2 chunks⌉ + 1."""
+
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from protocol.behaviours import SOLVER_BEHAVIOURS
+from protocol.dispute import (
+    OVER,
+    SOLVER,
+    VERIFIER,
+    Game,
+    compute_game_id,
+    compute_initial_game,
+    compute_rounds_bound,
+)
+from protocol.standin import Player, StandinTrajectory, compute_first_divergence, play_game
+
+SOLVER_KEY, VERIFIER_KEY = SigningKey(b"s" * 32), SigningKey(b"v" * 32)
+GAME_VERIFIERS = ("honest", "wrong-trajectory", "frivolous-challenge", "no-show")
+
+
+def games(count: int) -> settings:
+    return settings(max_examples=count, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@dataclass(frozen=True)
+class Case:
+    start: int
+    length: int
+    chunks: int
+    arity: int
+    solver: str
+    verifier: str
+    bad_step: int  # where a cheating party's trajectory departs (offset into the segment, >= 1)
+    bad_chunk: int | None
+    seed: bytes
+
+
+@st.composite
+def cases(draw, max_length=10**6, arities=(2, 3, 4, 8), solvers=None, verifiers=GAME_VERIFIERS):
+    length = draw(st.integers(1, max_length))
+    chunks = draw(st.integers(1, 64))
+    return Case(
+        start=draw(st.integers(0, 10**6)), length=length, chunks=chunks,
+        arity=draw(st.sampled_from(arities)),
+        solver=draw(st.sampled_from(solvers or [b.name for b in SOLVER_BEHAVIOURS])),
+        verifier=draw(st.sampled_from(verifiers)),
+        bad_step=draw(st.integers(1, length)),
+        bad_chunk=draw(st.one_of(st.none(), st.integers(0, chunks - 1))),
+        seed=draw(st.binary(min_size=8, max_size=8)))
+
+
+def solver_side(case: Case) -> tuple[StandinTrajectory, str]:
+    behaviour = next(b for b in SOLVER_BEHAVIOURS if b.name == case.solver)
+    end = case.start + case.length
+    if behaviour.honest:
+        return StandinTrajectory(case.seed, case.chunks), "follow"
+    if behaviour.policy == "fake-root":
+        return StandinTrajectory(case.seed, case.chunks, fake_roots=((end, b"\xfa" * 32),)), "follow"
+    divergence = (case.start + case.bad_step, case.bad_chunk)
+    return StandinTrajectory(case.seed, case.chunks, divergence, tag=case.solver.encode()), behaviour.policy
+
+
+def verifier_side(case: Case) -> tuple[StandinTrajectory, str]:
+    end = case.start + case.length
+    if case.verifier == "wrong-trajectory":  # a verifier whose replay is wrong, playing it out
+        return StandinTrajectory(case.seed, case.chunks, (case.start + case.bad_step, case.bad_chunk),
+                                 tag=b"verifier-bug"), "follow"
+    if case.verifier == "frivolous-challenge":  # a made-up root at the end, nothing behind it
+        return StandinTrajectory(case.seed, case.chunks, fake_roots=((end, b"\xf0" * 32),)), "follow"
+    return StandinTrajectory(case.seed, case.chunks), "no-show" if case.verifier == "no-show" else "follow"
+
+
+def start_game(case: Case, solver: StandinTrajectory, verifier: StandinTrajectory) -> Game | None:
+    end = case.start + case.length
+    if solver.root(end) == verifier.root(end):
+        return None  # they agree: no dispute to play
+    truth = StandinTrajectory(case.seed, case.chunks)
+    return compute_initial_game(
+        compute_game_id(case.seed, 0, bytes(VERIFIER_KEY.verify_key), 0),
+        bytes(SOLVER_KEY.verify_key).hex(), bytes(VERIFIER_KEY.verify_key).hex(), case.start,
+        truth.root(case.start).hex(), end, solver.root(end).hex(), verifier.root(end).hex(),
+        case.chunks, 0, 10, case.arity)
+
+
+def run_case(case: Case) -> tuple[Game, StandinTrajectory, StandinTrajectory]:
+    (solver, solver_policy), (verifier, verifier_policy) = solver_side(case), verifier_side(case)
+    game = start_game(case, solver, verifier)
+    assume(game is not None)  # agreeing parties play no game; only played games count
+    truth = StandinTrajectory(case.seed, case.chunks)
+    final = play_game(game, Player(SOLVER, SOLVER_KEY, solver, solver_policy),
+                      Player(VERIFIER, VERIFIER_KEY, verifier, verifier_policy), truth)
+    return final, solver, verifier
+
+
+def check_outcome(case: Case) -> Game:
+    final, solver, verifier = run_case(case)
+    assert final.phase == OVER
+    solver_honest, verifier_honest = case.solver == "honest", case.verifier == "honest"
+    if solver_honest:
+        assert final.winner == SOLVER, final.reason
+    if verifier_honest:
+        assert final.winner == VERIFIER, final.reason
+    assert final.moves <= compute_rounds_bound(case.length, case.chunks, case.arity)
+    return final
+
+
+def expected_pin(case: Case, wrong: StandinTrajectory) -> tuple[int, int]:
+    """Closed form of the first divergence of a 'follow' trajectory: (step, first bad chunk)."""
+    assert wrong.divergence is not None
+    step, chunk = wrong.divergence
+    return step, chunk if chunk is not None else 0
+
+
+@games(4000)
+@given(cases(arities=(2,)))
+def test_binary_games_honest_party_never_loses(case):
+    check_outcome(case)
+
+
+@games(3000)
+@given(cases(arities=(3, 4, 8)))
+def test_kary_games_honest_party_never_loses(case):
+    check_outcome(case)
+
+
+@games(2000)
+@given(cases(solvers=["perturb-step", "skip-steps", "interpolate", "wrong-data-order",
+                      "lower-precision", "honest-on-some-segments"], verifiers=("honest",)))
+def test_dispute_pins_the_first_divergent_step_and_chunk(case):
+    final = check_outcome(case)
+    solver, _ = solver_side(case)
+    step, chunk = expected_pin(case, solver)
+    assert (final.hi, final.lo, final.chunk) == (step, step - 1, chunk)
+
+
+@games(1000)
+@given(cases(solvers=["honest"], verifiers=("wrong-trajectory",)))
+def test_wrong_verifier_is_pinned_at_its_own_divergence(case):
+    final = check_outcome(case)
+    _, verifier = run_case(case)[1:]
+    step, chunk = expected_pin(case, verifier)
+    assert (final.hi, final.chunk) == (step, chunk)
+    assert "reproduced the solver's chunk" in final.reason
+
+
+@games(300)
+@given(cases(max_length=300, solvers=["perturb-step", "wrong-data-order", "honest"],
+             verifiers=("honest", "wrong-trajectory")))
+def test_pin_matches_a_linear_scan_on_short_segments(case):
+    final, solver, verifier = run_case(case)
+    step, chunk = compute_first_divergence(solver, verifier, case.start, case.start + case.length)
+    assert (final.hi, final.chunk) == (step, chunk)
+
+
+def test_rounds_bound_is_logarithmic():
+    assert compute_rounds_bound(1000, 64, 2) == 2 * 10 + 2 * 6 + 1
+    assert compute_rounds_bound(1000, 64, 8) == 2 * 4 + 2 * 6 + 1
+    assert compute_rounds_bound(1, 1) == 1
