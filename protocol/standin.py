@@ -144,3 +144,16 @@ def _apply_or_time_out(game: Game, move: Move | None, now: int) -> Game:
         except IllegalMove:
             pass  # rejected, game unchanged: the party could retry, but this one has nothing legal
     return process_deadline(game, game.deadline)
+
+
+@dataclass(frozen=True)
+class TraceTrajectory:
+    """A replayed segment's chunk hashes by step (a real trajectory, for a player or a test)."""
+
+    chunks_by_step: dict[int, list[bytes]]
+
+    def chunk_hashes(self, step: int) -> list[bytes]:
+        return self.chunks_by_step[step]
+
+    def root(self, step: int) -> bytes:
+        return root_from_leaf_hashes(self.chunks_by_step[step])
