@@ -91,6 +91,22 @@ def check_case(dtype, m, k, n, seed, flavour, record, errors):
         errors["exp"] = max(errors.get("exp", 0.0), ((K.exp(x * 30) - torch.exp(x * 30)).abs() / torch.exp(x * 30)).max().item())
 
 
+def check_large(record, errors):
+    """Fixed float32 cases with long reductions, beyond what the hypothesis shapes reach: exact
+    matmuls over several K blocks (forward K = 600, weight gradients over 1100 and 2048 rows),
+    column sums and segment sums over 1100 rows, a softmax over 600 classes."""
+    for flavour in ("normal", "spread"):
+        v = lambda shape, s=0, f=flavour: make_values(shape, 1000 + s, f, torch.float32)  # noqa: E731
+        compare = flavour == "normal"
+        run_op("linear_large", lambda o, x, w, b: o.linear(x, w, b), [v((1100, 600)), v((48, 600), 1), v((48,), 2)], 1003, record, errors, compare)
+        run_op("conv2d_large", lambda o, x, w, b: o.conv2d(x, w, b, 2, 1), [v((8, 3, 32, 32)), v((4, 3, 3, 3), 1), v((4,), 2)], 1004, record, errors, compare)
+        indices = torch.randint(0, 50, (1100,), generator=torch.Generator().manual_seed(5))
+        run_op("embedding_large", lambda o, w, i=indices: o.embedding(i, w), [v((50, 16))], 1005, record, errors, compare)
+        run_op("layer_norm_large", lambda o, x, w, b: o.layer_norm(x, w, b, 1e-5), [v((1100, 32)), v((32,), 1), v((32,), 2)], 1006, record, errors, compare)
+        targets = torch.randint(0, 600, (64,), generator=torch.Generator().manual_seed(7))
+        run_op("cross_entropy_large", lambda o, x, t=targets: o.cross_entropy(x, t), [v((64, 600)) * 8], 1008, record, errors, compare, 1.0)
+
+
 def check_elementwise(dtype, seed, record):
     """Ops REPRO_OPS inherits from NativeOps: dropout, init, optimizer updates."""
     generator = torch.Generator().manual_seed(seed)
@@ -117,6 +133,7 @@ def main() -> int:
         check_elementwise(dtype, seed, record)
 
     cases()
+    check_large(record, errors)
     control = torch.rand(10**6, generator=torch.Generator().manual_seed(0)).sum()  # torch's own sum
     print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
                       "hashes": record, "errors": errors, "control": digest(control)}))

@@ -18,7 +18,12 @@ EXAMPLES = 25
 # Normalized error bound against the native op (|repro − native| / max |native|), float32 and
 # float64 cases mixed: float32 rounding of a dot product or a pairwise sum is a few 1e-7.
 ERROR_BOUNDS = {"linear": 1e-6, "conv2d": 1e-6, "embedding": 1e-6, "layer_norm": 1e-5, "relu": 0.0,
-                "gelu": 2e-6, "causal_attention": 1e-6, "cross_entropy": 1e-6, "mse_loss": 1e-6, "exp": 1e-6}
+                "gelu": 2e-6, "causal_attention": 1e-6, "cross_entropy": 1e-6, "mse_loss": 1e-6, "exp": 1e-6,
+                # Long reductions (op_cell.check_large, float32): native's own error against a
+                # float64 reference reaches ~1e-6 there (conv2d weight gradient over 2048 rows),
+                # while repro's is 2e-7; the bound is on the difference of the two.
+                "linear_large": 2e-6, "conv2d_large": 2e-6, "embedding_large": 1e-6,
+                "layer_norm_large": 2e-6, "cross_entropy_large": 1e-6}
 
 
 def has_avx512() -> bool:
