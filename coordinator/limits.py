@@ -9,8 +9,8 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# binary uploads (checkpoints, dataset files) get the large limit; everything else is JSON
-BINARY_PATH = re.compile(r"^/v1/(jobs/[^/]+/checkpoints/[^/]+|datasets/[^/]+)$")
+# binary uploads (checkpoints, dataset files, dispute states) get the large limit; everything else is JSON
+BINARY_PATH = re.compile(r"^/v1/(jobs/[^/]+/checkpoints/[^/]+|datasets/[^/]+|disputes/[^/]+/state)$")
 
 
 class BodyLimitMiddleware:

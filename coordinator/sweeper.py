@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from coordinator.auth import process_expired_nonces
 from coordinator.disputes import repository as disputes_repository
-from coordinator.disputes.service import process_rule_dispute
+from coordinator.disputes.service import process_dispute_deadline, process_rule_dispute
 from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs.service import AWARDED, BIDDING, VERIFYING, process_award
 from coordinator.models import Assignment
@@ -92,9 +92,11 @@ def process_sweep(rt: Runtime, rule_disputes: bool = False) -> int:
         verifying = jobs_repository.get_overdue_job_ids(s, VERIFYING, now, BATCH)
         assignments = [a.id for a in verification_repository.get_overdue_assignments(
             s, SOLVER_OWES + VERIFIER_OWES, now, BATCH)]
+        overdue_disputes = disputes_repository.get_overdue_open_dispute_ids(s, now, BATCH)
         disputes = disputes_repository.get_open_dispute_ids(s, BATCH) if rule_disputes else []
     done = _each(rt, bidding, process_overdue_bidding) + _each(rt, awarded, process_overdue_awarded)
     done += _each(rt, assignments, process_overdue_assignment)
+    done += _each(rt, overdue_disputes, process_dispute_deadline)
     done += _each(rt, verifying, process_overdue_verifying)
     for dispute_id in disputes:
         try:

@@ -295,6 +295,18 @@ class CoordinatorClient:
     def commit_verification(self, assignment_id: int, commit_hash: bytes) -> dict:
         return self._post(f"/v1/assignments/{assignment_id}/commit", {"commit_hash": commit_hash.hex()})
 
+    def list_disputes(self, party: str | None = None, status: str | None = "open") -> list[dict]:
+        """Disputes where `party` (default: this client's key) is the solver or the verifier."""
+        return self._get("/v1/disputes", party=party or self.public_key, status=status)["disputes"]
+
+    def post_dispute_move(self, dispute_id: int, move: dict) -> dict:
+        return self._post(f"/v1/disputes/{dispute_id}/moves", {"move": move})
+
+    def upload_dispute_state(self, dispute_id: int, data: bytes) -> dict:
+        """The agreed state at the pinned step (safetensors bytes), owed by the solver."""
+        return self._send("PUT", f"/v1/disputes/{dispute_id}/state", content=data, signed=True,
+                          content_type="application/octet-stream").json()
+
     def get_dispute(self, dispute_id: int) -> dict:
         return self._get(f"/v1/disputes/{dispute_id}")
 

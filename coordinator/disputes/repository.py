@@ -25,3 +25,25 @@ def get_dispute(session: Session, dispute_id: int) -> Dispute:
 def get_open_dispute_ids(session: Session, limit: int) -> list[int]:
     stmt = select(Dispute.id).where(Dispute.status == "open").order_by(Dispute.deadline).limit(limit)
     return list(session.execute(stmt).scalars())
+
+
+def get_job_disputes(session: Session, job_id: str) -> list[Dispute]:
+    return list(session.execute(select(Dispute).where(Dispute.job_id == job_id).order_by(Dispute.id)).scalars())
+
+
+def get_party_disputes(session: Session, key: str, status: str | None, limit: int) -> list[Dispute]:
+    """Disputes where `key` is the job's solver or the assignment's verifier."""
+    from coordinator.models import Assignment, Job
+
+    stmt = (select(Dispute).join(Job, Job.job_id == Dispute.job_id)
+            .join(Assignment, Assignment.id == Dispute.assignment_id)
+            .where((Job.solver == key) | (Assignment.verifier == key)).order_by(Dispute.id).limit(limit))
+    if status is not None:
+        stmt = stmt.where(Dispute.status == status)
+    return list(session.execute(stmt).scalars())
+
+
+def get_overdue_open_dispute_ids(session: Session, now: float, limit: int) -> list[int]:
+    stmt = (select(Dispute.id).where(Dispute.status == "open", Dispute.deadline <= now)
+            .order_by(Dispute.deadline).limit(limit))
+    return list(session.execute(stmt).scalars())

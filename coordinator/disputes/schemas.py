@@ -1,6 +1,6 @@
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class DisputeView(BaseModel):
@@ -9,4 +9,20 @@ class DisputeView(BaseModel):
     assignment_id: int
     status: str
     winner: str | None = None
-    state: dict[str, Any]
+    phase: str
+    turn: str | None = None
+    deadline: int
+    round: int
+    segment: int
+    dispute_step: int | None = None  # the pinned step s (s -> s + 1), once pinned
+    dispute_chunk: int | None = None  # the pinned state chunk of step s + 1, once pinned
+    reason: str | None = None
+    state: dict[str, Any]  # protocol.dispute.Game.to_json() under "game", and bookkeeping
+
+
+class DisputePage(BaseModel):
+    disputes: list[DisputeView]
+
+
+class MoveRequest(BaseModel):
+    move: dict[str, Any] = Field(description="protocol.dispute.Move.to_json(), signed by its party")

@@ -1,12 +1,15 @@
-"""Dispute rulings. The referee recomputes the disputed segment and compares both claims:
-- matches the solver's root: the verifier was wrong — its standing stake (up to the solver's
-  stake on the job) is slashed, half to the solver; its assignment is rejected;
-- matches the verifier's root: the solver was wrong — the job fails and the solver's stake is
-  slashed, half to the verifier;
-- matches neither: both are slashed, all of it burned.
-Until protocol.dispute's bisection game is wired in, the whole segment is replayed (bounded by
-the job's checkpoint interval); the ruling logic stays the same once the game narrows it to one
-step.
+"""Disputes: the coordinator drives `protocol.dispute`'s game and settles its outcome.
+
+A verifier's revealed root that differs from the solver's opens a game over the segment. The
+parties move over HTTP (signed requests carrying signed moves); the game pins one step s and one
+state chunk c; the solver then owes the agreed state at s (the coordinator already has it when s
+is the segment's start); the referee recomputes step s + 1 in a worker pinned to the job's
+profile and compares chunk c with both claims. Outcome:
+- solver right: the verifier's standing stake (up to the solver's stake on the job) is slashed,
+  half to the solver; its assignment is rejected;
+- verifier right: the job fails and the solver's stake is slashed, half to the verifier;
+- neither: both are slashed (the solver's stake half to the submitter, the verifier's burned).
+Whoever misses a move's deadline, or equivocates, loses as if ruled against.
 """
 
 import json
@@ -15,70 +18,220 @@ from sqlalchemy.orm import Session
 
 from coordinator.datasets.service import get_job_dataset
 from coordinator.disputes import repository
-from coordinator.disputes.referee import compute_segment_root
+from coordinator.disputes.referee import compute_referee_chunk_hash
 from coordinator.disputes.schemas import DisputeView
-from coordinator.errors import InvalidState
+from coordinator.errors import Forbidden, InvalidState
 from coordinator.jobs import repository as jobs_repository
-from coordinator.jobs.checkpoints import get_checkpoint_bytes, get_checkpoint_row
+from coordinator.jobs.checkpoints import DecodedCheckpoint, get_checkpoint_row
 from coordinator.jobs.payouts import compute_slash_legs
 from coordinator.ledger.accounts import BURN_ACCOUNT, stake
 from coordinator.ledger.service import get_balance, process_movement
-from coordinator.models import Dispute
+from coordinator.models import Assignment, Dispute, Job
 from coordinator.runtime import Runtime
 from coordinator.verification import repository as verification_repository
 from coordinator.verification.service import REJECTED, UPHELD, process_solver_failure
+from protocol.dispute import (
+    OVER,
+    RULING,
+    SOLVER,
+    STATE,
+    VERIFIER,
+    Game,
+    Move,
+    compute_game_id,
+    compute_initial_game,
+    process_deadline,
+    process_move,
+    process_ruling,
+    process_state_supplied,
+)
+from protocol.errors import CheckpointCorrupt
 from protocol.spec import parse_job_spec
+from protocol.state import compute_chunk_layout, decode_state
+
+OPEN, RULED = "open", "ruled"
+DISPUTE_ARITY = 2
 
 
-def get_referee_input(session: Session, dispute_id: int) -> dict:
-    dispute = repository.get_dispute(session, dispute_id)
-    if dispute.status != "open":
-        raise InvalidState(f"dispute {dispute_id} is already {dispute.status}")
-    job = jobs_repository.get_job(session, dispute.job_id)
+# --- opening ---------------------------------------------------------------------------------
+
+
+def process_open_dispute(session: Session, rt: Runtime, job: Job, assignment: Assignment,
+                         verifier_root: str) -> Dispute:
+    """Start the game for a segment whose end the verifier disputes."""
+    start = get_checkpoint_row(session, job.job_id, assignment.segment)
+    end = get_checkpoint_row(session, job.job_id, assignment.segment + 1)
+    start_state = decode_state(jobs_repository.get_blob(session, start.blob_sha256).data)
+    now = int(rt.clock.now())
+    game = compute_initial_game(
+        compute_game_id(bytes.fromhex(job.job_id), assignment.segment, bytes.fromhex(assignment.verifier),
+                        assignment.id),
+        job.solver, assignment.verifier, start.step, start.state_root, end.step, end.state_root,
+        verifier_root, len(compute_chunk_layout(start_state)), now, rt.settings.move_timeout_s,
+        DISPUTE_ARITY, _bound_solver_roots(session, job.job_id))
+    dispute = Dispute(job_id=job.job_id, assignment_id=assignment.id, status=OPEN, deadline=0.0,
+                      state_json="{}")
+    session.add(dispute)
+    _store(dispute, _supply_start_state(game, assignment.segment, start.step, now),
+           {"segment": assignment.segment, "state_sha256": start.blob_sha256})
+    session.flush()
+    return dispute
+
+
+def _bound_solver_roots(session: Session, job_id: str) -> dict[int, str]:
+    """Roots the solver already answered in this job's other games: answering another is
+    equivocation."""
+    roots: dict[int, str] = {}
+    for other in repository.get_job_disputes(session, job_id):
+        roots.update(Game.from_json(json.loads(other.state_json)["game"]).roots)
+    return roots
+
+
+def _supply_start_state(game: Game, segment: int, start_step: int, now: int) -> Game:
+    """When the disputed step starts the segment, the agreed state is checkpoint `segment`."""
+    if game.phase == STATE and game.lo == start_step:
+        return process_state_supplied(game, now)
+    return game
+
+
+def _store(dispute: Dispute, game: Game, extra: dict | None = None) -> None:
     state = json.loads(dispute.state_json)
-    start = get_checkpoint_row(session, job.job_id, state["segment"])
-    end = get_checkpoint_row(session, job.job_id, state["segment"] + 1)
-    spec_json = json.loads(job.spec_json)
-    return {"spec_json": spec_json, "dataset": get_job_dataset(session, parse_job_spec(spec_json)),
-            "start_bytes": get_checkpoint_bytes(session, job.job_id, state["segment"]),
-            "start_root": start.state_root, "start_step": start.step, "to_step": end.step}
-
-
-def compute_referee_root(rt: Runtime, referee_input: dict) -> str:
-    spec = parse_job_spec(referee_input["spec_json"])
-    return compute_segment_root(referee_input["spec_json"], spec, referee_input["dataset"],
-                                referee_input["start_bytes"], referee_input["start_root"],
-                                referee_input["to_step"],
-                                referee_input["start_step"], rt.settings.referee_timeout_s)
-
-
-def process_ruling(session: Session, rt: Runtime, dispute_id: int, referee_root: str) -> DisputeView:
-    dispute = repository.get_dispute(session, dispute_id)
-    job = jobs_repository.lock_job(session, dispute.job_id)
-    dispute = repository.lock_dispute(session, dispute_id)
-    if dispute.status != "open":  # ruled meanwhile by a concurrent caller: never rule twice
-        return get_dispute_view(dispute)
-    state = json.loads(dispute.state_json)
-    assignment = verification_repository.lock_assignment(session, dispute.assignment_id)
-    solver_right = referee_root == state["solver_root"]
-    verifier_right = referee_root == state["verifier_root"]
-    dispute.winner = "solver" if solver_right else "verifier" if verifier_right else "neither"
-    dispute.status = "ruled"
-    state["referee_root"] = referee_root
+    state.update(extra or {})
+    state["game"] = game.to_json()
     dispute.state_json = json.dumps(state, sort_keys=True)
-    data = {"dispute": dispute.id, "job_id": job.job_id, "winner": dispute.winner,
-            "referee_root": referee_root}
-    assignment.state = UPHELD if verifier_right else REJECTED
-    if not solver_right:
-        victim = assignment.verifier if verifier_right else None
-        process_solver_failure(session, rt, job, "solver_caught_by_referee", victim)
-    if not verifier_right:
-        _slash_verifier(session, rt, job, assignment.verifier, job.solver if solver_right else None)
-    process_movement(session, rt, "dispute.ruled", data, [])
+    dispute.deadline = float(game.deadline)
+
+
+def get_game(dispute: Dispute) -> Game:
+    return Game.from_json(json.loads(dispute.state_json)["game"])
+
+
+# --- moves -----------------------------------------------------------------------------------
+
+
+def _lock(session: Session, dispute_id: int) -> tuple[Job, Dispute]:
+    job = jobs_repository.lock_job(session, repository.get_dispute(session, dispute_id).job_id)
+    return job, repository.lock_dispute(session, dispute_id)
+
+
+def _party_of(game: Game, who: str) -> str:
+    if who == game.solver_key:
+        return SOLVER
+    if who == game.verifier_key:
+        return VERIFIER
+    raise Forbidden("only the dispute's solver and verifier move in it")
+
+
+def process_dispute_move(session: Session, rt: Runtime, who: str, dispute_id: int,
+                         move_json: dict) -> DisputeView:
+    job, dispute = _lock(session, dispute_id)
+    game, move = get_game(dispute), Move.from_json(move_json)
+    if move.party != _party_of(game, who):
+        raise Forbidden("a party signs its own moves only")
+    if dispute.status != OPEN:
+        raise InvalidState(f"dispute {dispute_id} is already {dispute.status}")
+    state = json.loads(dispute.state_json)
+    now = int(rt.clock.now())
+    game = _supply_start_state(process_move(game, move, now), state["segment"],
+                               get_checkpoint_row(session, job.job_id, state["segment"]).step, now)
+    _store(dispute, game)
+    process_movement(session, rt, "dispute.move", {"dispute": dispute.id, "job_id": job.job_id,
+                                                   "move": move.to_json()}, [])
+    _conclude_if_over(session, rt, job, dispute, game)
     return get_dispute_view(dispute)
 
 
-def _slash_verifier(session: Session, rt: Runtime, job, verifier: str, victim: str | None) -> None:
+def compute_checked_state(data: bytes, game: Game) -> DecodedCheckpoint:
+    """Outside the transaction: the supplied bytes are the agreed state at the pinned step."""
+    from coordinator.jobs.checkpoints import compute_decoded_checkpoint
+
+    decoded = compute_decoded_checkpoint(data, game.lo)
+    if decoded.state_root.hex() != game.roots[game.lo]:
+        raise CheckpointCorrupt(f"this is not the agreed state at step {game.lo}")
+    return decoded
+
+
+def process_dispute_state(session: Session, rt: Runtime, who: str, dispute_id: int,
+                          decoded: DecodedCheckpoint) -> DisputeView:
+    job, dispute = _lock(session, dispute_id)
+    game = get_game(dispute)
+    _party_of(game, who)
+    if dispute.status != OPEN or game.phase != STATE or decoded.step != game.lo \
+            or decoded.state_root.hex() != game.roots[game.lo]:
+        raise InvalidState("no state is owed, or not this one")
+    jobs_repository.add_blob_if_missing(session, decoded.sha256, decoded.data)
+    _store(dispute, process_state_supplied(game, int(rt.clock.now())), {"state_sha256": decoded.sha256})
+    process_movement(session, rt, "dispute.state_supplied",
+                     {"dispute": dispute.id, "job_id": job.job_id, "step": game.lo, "sha256": decoded.sha256}, [])
+    return get_dispute_view(dispute)
+
+
+def process_dispute_deadline(session: Session, rt: Runtime, dispute_id: int) -> bool:
+    job, dispute = _lock(session, dispute_id)
+    if dispute.status != OPEN:
+        return False
+    game = process_deadline(get_game(dispute), int(rt.clock.now()))
+    if game.phase != OVER:
+        return False
+    _store(dispute, game)
+    _conclude_if_over(session, rt, job, dispute, game)
+    return True
+
+
+# --- the referee -----------------------------------------------------------------------------
+
+
+def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
+    """Compute outside any transaction (one training step in a worker), then rule inside one.
+    Idempotent: asking again returns the ruling made; before the ruling phase it changes nothing."""
+    with rt.db.read() as session:
+        dispute = repository.get_dispute(session, dispute_id)
+        game = get_game(dispute)
+        if dispute.status != OPEN or game.phase != RULING:
+            return get_dispute_view(dispute)
+        job = jobs_repository.get_job(session, dispute.job_id)
+        spec_json = json.loads(job.spec_json)
+        dataset = get_job_dataset(session, parse_job_spec(spec_json))
+        sha256 = json.loads(dispute.state_json)["state_sha256"]
+        state_bytes = jobs_repository.get_blob(session, sha256).data
+    chunk_hash = compute_referee_chunk_hash(spec_json, dataset, state_bytes, game.roots[game.lo],
+                                            game.chunk, rt.settings.referee_timeout_s)
+    return rt.db.write(lambda s: _process_ruling(s, rt, dispute_id, chunk_hash))
+
+
+def _process_ruling(session: Session, rt: Runtime, dispute_id: int, chunk_hash: bytes) -> DisputeView:
+    job, dispute = _lock(session, dispute_id)
+    game = get_game(dispute)
+    if dispute.status != OPEN or game.phase != RULING:  # ruled meanwhile: never rule twice
+        return get_dispute_view(dispute)
+    game = process_ruling(game, chunk_hash)
+    _store(dispute, game)
+    _conclude_if_over(session, rt, job, dispute, game)
+    return get_dispute_view(dispute)
+
+
+# --- settlement ------------------------------------------------------------------------------
+
+
+def _conclude_if_over(session: Session, rt: Runtime, job: Job, dispute: Dispute, game: Game) -> None:
+    if game.phase != OVER:
+        return
+    assignment = verification_repository.lock_assignment(session, dispute.assignment_id)
+    dispute.status, dispute.winner = RULED, game.winner or "neither"
+    by_referee = "referee_chunk_hash" in game.extra
+    assignment.state = UPHELD if game.winner == VERIFIER else REJECTED
+    if game.winner != SOLVER and job.state not in ("failed", "settled"):
+        reason = "solver_caught_by_referee" if by_referee else "solver_lost_dispute"
+        process_solver_failure(session, rt, job, reason, assignment.verifier if game.winner else None)
+    if game.winner != VERIFIER:
+        _slash_verifier(session, rt, job, assignment.verifier, job.solver if game.winner else None)
+    view = get_dispute_view(dispute)
+    process_movement(session, rt, "dispute.ruled", {
+        "dispute": dispute.id, "job_id": job.job_id, "winner": dispute.winner, "reason": game.reason,
+        "step": view.dispute_step, "chunk": view.dispute_chunk, "moves": game.moves}, [])
+
+
+def _slash_verifier(session: Session, rt: Runtime, job: Job, verifier: str, victim: str | None) -> None:
     amount = min(get_balance(session, stake(verifier)), max(job.stake or 0, job.min_stake))
     legs = compute_slash_legs(stake(verifier), amount, victim) if victim else \
         [(stake(verifier), -amount), (BURN_ACCOUNT, amount)]
@@ -86,18 +239,13 @@ def _slash_verifier(session: Session, rt: Runtime, job, verifier: str, victim: s
                      {"verifier": verifier, "job_id": job.job_id, "slashed": amount}, legs)
 
 
-def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
-    """Compute outside any transaction (seconds of training), then rule inside one. Idempotent:
-    asking again (a client retry, the sweeper racing a request) returns the ruling made."""
-    with rt.db.read() as session:
-        dispute = repository.get_dispute(session, dispute_id)
-        if dispute.status != "open":
-            return get_dispute_view(dispute)
-        referee_input = get_referee_input(session, dispute_id)
-    root = compute_referee_root(rt, referee_input)
-    return rt.db.write(lambda s: process_ruling(s, rt, dispute_id, root))
-
-
 def get_dispute_view(dispute: Dispute) -> DisputeView:
+    state = json.loads(dispute.state_json)
+    game = Game.from_json(state["game"])
+    pinned = game.phase in (STATE, RULING) or (game.phase == OVER and game.node[1] - game.node[0] == 1)
     return DisputeView(id=dispute.id, job_id=dispute.job_id, assignment_id=dispute.assignment_id,
-                       status=dispute.status, winner=dispute.winner, state=json.loads(dispute.state_json))
+                       status=dispute.status, winner=dispute.winner, phase=game.phase, turn=game.turn,
+                       deadline=game.deadline, round=game.round, segment=state["segment"],
+                       dispute_step=game.lo if game.hi - game.lo == 1 else None,
+                       dispute_chunk=game.chunk if pinned else None, reason=game.reason or None,
+                       state=state)

@@ -30,7 +30,7 @@ from coordinator.jobs.service import (
 from coordinator.ledger.accounts import available, stake
 from coordinator.ledger.service import get_balance, process_movement, transfer
 from coordinator.log.repository import lock_log_state
-from coordinator.models import Assignment, Dispute, Job, Verifier
+from coordinator.models import Assignment, Job, Verifier
 from coordinator.runtime import Runtime
 from coordinator.verification import repository
 from coordinator.verification.schemas import AssignmentView, RegisterVerifierRequest, VerifierView
@@ -188,12 +188,10 @@ def process_verification_reveal(session: Session, rt: Runtime, who: str, assignm
         process_movement(session, rt, "verification.agreed", data, [])
     else:
         assignment.state = DISPUTED
-        session.add(Dispute(job_id=job.job_id, assignment_id=assignment.id, status="open",
-                            deadline=rt.clock.now() + rt.settings.referee_timeout_s,
-                            state_json=json.dumps({"segment": assignment.segment,
-                                                   "solver_root": end.state_root,
-                                                   "verifier_root": root})))
-        process_movement(session, rt, "dispute.opened", data, [])
+        from coordinator.disputes.service import process_open_dispute  # disputes build on us
+
+        dispute = process_open_dispute(session, rt, job, assignment, root)
+        process_movement(session, rt, "dispute.opened", {**data, "dispute": dispute.id}, [])
     return get_assignment_view(assignment)
 
 

@@ -50,8 +50,8 @@ class TrainedJob:
                           len(self.entries()), Root(bytes.fromhex(m["final_model_root"])))
 
 
-def train_tiny_job(directory: Path, seed: int = 42) -> TrainedJob:
-    spec_json = tiny_spec_json(seed)
+def train_tiny_job(directory: Path, seed: int = 42, spec_json: dict | None = None) -> TrainedJob:
+    spec_json = spec_json or tiny_spec_json(seed)
     run_worker({"command": "train", "spec": spec_json, "dir": str(directory)},
                parse_job_spec(spec_json).profile, timeout=120)
     return TrainedJob(spec_json, CheckpointStore.open(directory))

@@ -1,13 +1,23 @@
-"""Disputes ruled by the referee (a real worker step under the job's profile): the party whose
-root the referee reproduces wins, the other is slashed, and the audit still agrees."""
+"""Disputes played over HTTP with the bisection game and ruled by the referee (a real worker step
+under the job's profile): the party whose chunk the referee reproduces wins, one that cannot make
+a legal move loses on time, the loser is slashed, and the audit still agrees."""
 
 import httpx
 import pytest
 
 from cli.audit_cmd import compute_audit
-from protocol.state import compute_model_root, compute_state_root, decode_state, encode_state
+from protocol.dispute import SOLVER, VERIFIER
+from protocol.standin import Player, TraceTrajectory
+from protocol.state import (
+    compute_chunk_hashes,
+    compute_model_root,
+    compute_state_root,
+    decode_state,
+    encode_state,
+)
 from protocol.trajectory import Commitment, compute_trajectory_proof, compute_trajectory_root
 from protocol.types import JobId, Root
+from sdk.disputes import play_until_idle
 from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
 from tests.coordinator.server import running_server
 
@@ -59,6 +69,10 @@ def _upload(solver, trained, index, data=None, proof=None):
                              proof or trained.proof(index))
 
 
+def _trace(states: dict[int, bytes]) -> TraceTrajectory:
+    return TraceTrajectory({step: compute_chunk_hashes(decode_state(data)) for step, data in states.items()})
+
+
 def test_lying_verifier_loses_and_is_slashed(sqlite_server, make_client, trained):
     submitter, solver, verifier = _start(make_client, trained, 1)
     commit_signed(solver, trained)
@@ -69,11 +83,16 @@ def test_lying_verifier_loses_and_is_slashed(sqlite_server, make_client, trained
     salt = verify_segment(verifier, a["id"], wrong)
     _upload(solver, trained, seg + 1)
     assert verifier.reveal_verification(a["id"], wrong, salt)["state"] == "disputed"
-    solver.advance_clock(sqlite_server.settings.challenge_window_s + 1)
+    [dispute] = solver.list_disputes()
+    honest = _trace({seg: trained.checkpoint_bytes(seg), seg + 1: trained.checkpoint_bytes(seg + 1)})
+    view = play_until_idle(solver, dispute["id"], Player(SOLVER, solver.key, honest))
+    assert (view["phase"], view["turn"]) == ("chunks", "verifier")
+    # the made-up root has no children behind it: the verifier cannot move and runs out of time
+    assert play_until_idle(verifier, dispute["id"], Player(VERIFIER, verifier.key, honest)) == view
+    solver.advance_clock(sqlite_server.settings.move_timeout_s + 1)
     solver.sweep()
-    assert solver.get_job(trained.job_id)["state"] == "verifying"  # an open dispute blocks settlement
-    ruling = solver.rule_dispute(1)
-    assert ruling["winner"] == "solver" and ruling["state"]["referee_root"] == trained.entries()[seg + 1][1].hex()
+    ruled = solver.get_dispute(dispute["id"])
+    assert (ruled["status"], ruled["winner"], ruled["reason"]) == ("ruled", "solver", "verifier missed its deadline")
     assert verifier.get_account()["escrow_and_stakes"]["stake:"] == VSTAKE - STAKE
     solver.advance_clock(sqlite_server.settings.challenge_window_s + 1)
     solver.sweep()
@@ -110,13 +129,57 @@ def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, train
     salt1 = verify_segment(verifier, by_segment[1]["id"], true_root)
     _upload(solver, trained, 2, data=forged, proof=compute_trajectory_proof(entries, 2))
     assert verifier.reveal_verification(by_segment[1]["id"], true_root, salt1)["state"] == "disputed"
-    ruling = verifier.rule_dispute(1)
-    assert ruling["winner"] == "verifier"
-    assert verifier.rule_dispute(1) == ruling == verifier.get_dispute(1)  # asking again changes nothing
+    [dispute] = verifier.list_disputes()
+    cheat = _trace({1: trained.checkpoint_bytes(1), 2: forged})
+    honest = _trace({1: trained.checkpoint_bytes(1), 2: trained.checkpoint_bytes(2)})
+    players = [(solver, Player(SOLVER, solver.key, cheat)), (verifier, Player(VERIFIER, verifier.key, honest))]
+    for _ in range(20):  # alternate turns down the chunk tree; a player in the ruling phase
+        for client, player in players:  # asks the referee (one step from checkpoint 1, on file)
+            play_until_idle(client, dispute["id"], player)
+    ruling = verifier.get_dispute(dispute["id"])
+    forged_chunk = next(i for i, (x, y) in enumerate(zip(cheat.chunk_hashes(2), honest.chunk_hashes(2),
+                                                             strict=True)) if x != y)
+    assert (ruling["phase"], ruling["dispute_step"], ruling["dispute_chunk"]) == ("over", 1, forged_chunk)
+    assert ruling["winner"] == "verifier" and ruling["reason"] == "the referee's step reproduced the verifier's chunk"
+    assert verifier.rule_dispute(dispute["id"]) == ruling  # asking again changes nothing
     job = solver.get_job(trained.job_id)
     assert job["state"] == "failed" and job["outcome"] == "solver_caught_by_referee"
     assert solver.get_balance() == 10_000 - STAKE
     assert verifier.get_balance() == 10_000 - VSTAKE + STAKE // 2 + FEE
     assert submitter.get_balance() == 10_000 - FEE
+    report = compute_audit(solver)
+    assert report.ok, report.problems
+
+
+def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_work(tmp_path, make_client):
+    """A 4-step segment; a verifier whose replay goes wrong after step 2 pins step 2 → 3; the
+    solver supplies the agreed state at step 2 (checked against its root) and wins."""
+    from protocol.spec import parse_job_spec
+    from protocol.training import build_program
+    from tests.coordinator.market import tiny_spec_json
+
+    spec_json = {**tiny_spec_json(seed=7), "steps": 4, "checkpoint_interval": 4}
+    job = train_tiny_job(tmp_path / "run", spec_json=spec_json)
+    program = build_program(parse_job_spec(spec_json))
+    states = {0: decode_state(job.checkpoint_bytes(0))}
+    for step in range(1, 5):
+        states[step] = program.step(states[step - 1])
+    honest = TraceTrajectory({s: compute_chunk_hashes(v) for s, v in states.items()})
+    wrong = TraceTrajectory({s: (h if s < 3 else [bytes(32)] * len(h)) for s, h in honest.chunks_by_step.items()})
+    submitter, solver, verifier = _start(make_client, job, 1)
+    commit_signed(solver, job)
+    [a] = verifier.get_assignments()
+    _upload(solver, job, 0)
+    salt = verify_segment(verifier, a["id"], wrong.root(4))
+    solver.upload_checkpoint(job.job_id, 1, 4, job.checkpoint_bytes(1), job.proof(1))
+    verifier.reveal_verification(a["id"], wrong.root(4), salt)
+    [dispute] = solver.list_disputes()
+    players = [(solver, Player(SOLVER, solver.key, honest)), (verifier, Player(VERIFIER, verifier.key, wrong))]
+    for _ in range(12):
+        for client, player in players:
+            play_until_idle(client, dispute["id"], player, lambda step: encode_state(states[step]))
+    ruled = verifier.get_dispute(dispute["id"])
+    assert (ruled["dispute_step"], ruled["winner"], ruled["phase"]) == (2, "solver", "over")
+    assert ruled["state"]["state_sha256"] != job.store.manifest.get("sha256")  # the supplied state
     report = compute_audit(solver)
     assert report.ok, report.problems

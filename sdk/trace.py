@@ -1,0 +1,61 @@
+"""Segment traces for the bisection game: replay a segment once, keep every step's state, root and
+chunk hashes, so each later move (a root at a dissection point, a subtree of the chunk tree, the
+agreed state for the referee) is a lookup instead of a recomputation.
+
+Runs inside `sdk.worker`'s child process, under the job's execution profile.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from protocol.merkle import root_from_leaf_hashes
+from protocol.spec import parse_job_spec
+from protocol.state import compute_chunk_hashes, decode_state, encode_state, get_step
+from protocol.training import build_program
+from sdk.store import verify_state_bytes, write_atomically
+
+TRACE_FILE = "trace.json"
+
+
+def get_state_path(trace_dir: Path, step: int) -> Path:
+    return trace_dir / f"{step:09d}.safetensors"
+
+
+def trace_segment(request: dict[str, Any], progress) -> dict[str, Any]:
+    """request: spec, start_state_path, start_root (checked), to_step, trace_dir,
+    optional dataset_path and step_hook (a callable applied after each step, for red-team
+    behaviours: the trace must repeat exactly what its owner trained)."""
+    spec = parse_job_spec(request["spec"])
+    dataset = Path(request["dataset_path"]).read_bytes() if request.get("dataset_path") else None
+    program = build_program(spec, dataset)
+    data = Path(request["start_state_path"]).read_bytes()
+    state = decode_state(data)
+    verify_state_bytes(state, data, bytes.fromhex(request["start_root"]), get_step(state), None)
+    trace_dir = Path(request["trace_dir"])
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    steps = {get_step(state): _record(trace_dir, state, data)}
+    hook = request.get("step_hook")
+    while get_step(state) < request["to_step"]:
+        before = state
+        state = program.step(state)
+        if hook is not None:
+            state = hook(program, before, state, get_step(state))
+        steps[get_step(state)] = _record(trace_dir, state, encode_state(state))
+        progress({"step": get_step(state), "steps": request["to_step"]})
+    write_atomically(trace_dir / TRACE_FILE, json.dumps({"steps": steps}).encode())
+    return {"from_step": min(steps), "to_step": max(steps), "final_root": steps[max(steps)]["root"]}
+
+
+def _record(trace_dir: Path, state, data: bytes) -> dict[str, Any]:
+    write_atomically(get_state_path(trace_dir, get_step(state)), data)
+    hashes = compute_chunk_hashes(state)
+    return {"root": root_from_leaf_hashes(hashes).hex(), "chunks": [h.hex() for h in hashes]}
+
+
+def load_trace(trace_dir: Path) -> dict[int, dict[str, Any]] | None:
+    """{step: {root, chunks}} of a finished trace, or None."""
+    path = trace_dir / TRACE_FILE
+    if not path.exists():
+        return None
+    return {int(step): entry for step, entry in json.loads(path.read_text())["steps"].items()}
