@@ -6,6 +6,7 @@ Ops that are purely elementwise without broadcasting (ReLU as a select, dropout'
 torch's autograd: their gradients are elementwise too.
 """
 
+import functools
 import math
 
 import torch
@@ -29,7 +30,7 @@ class LinearFunction(Function):
         ctx.has_bias = bias is not None
         out = K.exact_matmul(_rows(x), weight.t())
         if bias is not None:
-            out = out + bias
+            out += bias
         return out.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
@@ -52,7 +53,7 @@ class Conv2dFunction(Function):
         ctx.has_bias = bias is not None
         out = K.exact_matmul(cols, weight.reshape(out_channels, -1).t())
         if bias is not None:
-            out = out + bias
+            out += bias
         n, _, h, w = x.shape
         ho, wo = K.compute_output_size(h, kh, stride, padding), K.compute_output_size(w, kw, stride, padding)
         return out.reshape(n, ho, wo, out_channels).permute(0, 3, 1, 2)
@@ -154,6 +155,12 @@ class GeluTanhFunction(Function):
         return local.mul_(grad)
 
 
+@functools.lru_cache(maxsize=16)
+def _causal_mask(length: int, device: torch.device) -> Tensor:
+    """True above the diagonal (future positions); built once per length (never written to)."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).triu_(1)
+
+
 class CausalAttentionFunction(Function):
     """softmax(q kᵀ/√d + causal mask) v with exact matmuls and a fixed-tree softmax."""
 
@@ -162,8 +169,7 @@ class CausalAttentionFunction(Function):
         scale = 1.0 / math.sqrt(q.shape[-1])
         scores = K.exact_matmul(q, k.transpose(-2, -1)).mul_(scale)
         length = q.shape[-2]
-        mask = torch.ones(length, length, dtype=torch.bool, device=q.device).triu_(1)
-        scores.masked_fill_(mask, -math.inf)
+        scores.masked_fill_(_causal_mask(length, q.device), -math.inf)
         scores -= scores.amax(dim=-1, keepdim=True)  # max is exact in any order
         weights = K.exp_nonpositive(scores, consume=True)
         probs = weights.div_(K.fixed_sum(weights, -1, keepdim=True))

@@ -298,15 +298,17 @@ def exp(x: Tensor) -> Tensor:
     return torch.where(x.isnan(), x, result)
 
 
-def exp_nonpositive(x: Tensor, consume: bool = False) -> Tensor:
+def exp_nonpositive(x: Tensor, consume: bool = False, underflow_to_zero: bool = True) -> Tensor:
     """`exp` for x ≤ 0 (or NaN), as softmax, cross-entropy and tanh use it: the same bits as
-    `exp` there, with 2**n (n ≥ −126) as a single factor. `consume`: x may be overwritten."""
+    `exp` there, with 2**n (n ≥ −126) as a single factor. `consume`: x may be overwritten.
+    `underflow_to_zero=False` leaves exp(max(x, −87)) ≈ 1.6e-38 below −87 instead of +0, for
+    callers (tanh) whose result does not change (1 ± 1.6e-38 rounds to 1)."""
     low = EXP_LIMITS[x.dtype][0]
-    underflow = x < low
+    underflow = x < low if underflow_to_zero else None
     n, result = _exp_reduced(x.clamp_min_(low) if consume else x.clamp_min(low))
     n.masked_fill_(n.isnan(), 0.0)  # NaN in, NaN out (through P(r)), without an undefined cast
     result *= _power_of_two_in(n, x.dtype)
-    return result.masked_fill_(underflow, 0.0)
+    return result if underflow is None else result.masked_fill_(underflow, 0.0)
 
 
 def log(x: Tensor) -> Tensor:
@@ -330,7 +332,7 @@ def tanh(x: Tensor) -> Tensor:
 
     The sign is copied from x, so tanh(−0) = −0 as in IEEE libms.
     """
-    e = exp_nonpositive(x.abs().mul_(-2.0), consume=True)
+    e = exp_nonpositive(x.abs().mul_(-2.0), consume=True, underflow_to_zero=False)
     magnitude = torch.sub(1.0, e)
     magnitude /= e.add_(1.0)
     return magnitude.copysign_(x)
