@@ -11,7 +11,7 @@ import sys
 
 from protocol.errors import VeritrainError
 
-COMMAND_MODULES = ["cli.job", "cli.coordinator_cmd", "cli.audit_cmd"]
+COMMAND_MODULES = ["cli.job", "cli.coordinator_cmd", "cli.audit_cmd", "cli.simulate"]
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 

@@ -13,7 +13,8 @@ A behaviour is any object with these attributes (write your own and load it with
 - `policy: str`: how it plays a dispute — "follow" (answer from its own trajectory), "equivocate"
   (contradict roots it bound itself to), "fake-root" (its committed root has no state behind it),
   "no-show" (never moves);
-- `saved_fraction: float` (share of compute it skips, for the economics) and `challenges: bool`
+- `saved_fraction: float` (share of a cheated segment's compute it skips, for the economics) and
+  `challenges: bool`
   (verifiers: whether it opens a dispute when its root differs).
 """
 
@@ -109,7 +110,7 @@ SOLVER_BEHAVIOURS = [
     Behaviour("interpolate", "solver", False, "interpolates between init and a target model (PoL spoof)",
               saved_fraction=0.95, offset=1),
     Behaviour("honest-on-some-segments", "solver", False, "trains only the even segments",
-              saved_fraction=0.5, offset=1, cheats_on="odd"),
+              saved_fraction=1.0, offset=1, cheats_on="odd"),
     Behaviour("wrong-data-order", "solver", False, "uses its own batch order", offset=1),
     Behaviour("lower-precision", "solver", False, "computes in bfloat16", saved_fraction=0.5, offset=1),
     Behaviour("equivocate", "solver", False, "cheats, then answers the bisection inconsistently",
