@@ -34,13 +34,14 @@ from coordinator.models import Assignment, Job, Verifier
 from coordinator.runtime import Runtime
 from coordinator.verification import repository
 from coordinator.verification.schemas import AssignmentView, RegisterVerifierRequest, VerifierView
-from coordinator.verification.selection import (
+from protocol.errors import InvalidInput
+from protocol.sampling import (
+    compute_eligible_verifiers,
     compute_replacement_seed,
     compute_segment_choice,
     compute_selection_seed,
     compute_verifier_choice,
 )
-from protocol.errors import InvalidInput
 from protocol.trajectory import Commitment, is_valid_commitment_signature
 from sdk.client import compute_verification_commit
 
@@ -104,9 +105,9 @@ def _parse_commitment(job: Job, solver: str, req: CommitmentRequest) -> tuple[Co
 
 
 def _eligible_verifiers(session: Session, job: Job) -> list[tuple[str, int]]:
-    return [(v.public_key, balance) for v, balance in repository.get_verifier_stakes(session)
-            if job.profile_label in json.loads(v.profiles)
-            and v.public_key not in (job.solver, job.submitter)]
+    candidates = [(v.public_key, balance, json.loads(v.profiles))
+                  for v, balance in repository.get_verifier_stakes(session)]
+    return compute_eligible_verifiers(candidates, job.profile_label, (job.solver, job.submitter))
 
 
 def process_commitment(session: Session, rt: Runtime, solver: str, job_id: str,

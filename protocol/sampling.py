@@ -2,15 +2,22 @@
 
 The seed is H(tag ‖ trajectory root ‖ solver's commitment signature ‖ log head before the
 commitment): fixed only after the solver committed, and recomputable by anyone from the log.
-Verifiers are drawn stake-weighted without replacement; segments uniformly without replacement.
-`protocol.sampling` (being written) is meant to replace this module; its results must be
-reproducible from the same public inputs.
+Only verifiers registered for the job's execution profile label qualify (never the solver or the
+submitter); they are drawn stake-weighted without replacement; segments uniformly without
+replacement. A repro profile's label pins no threads or ISA, so any repro verifier qualifies.
 """
 
 import hashlib
 from collections.abc import Sequence
 
 SELECTION_TAG = b"VTSELECT1"
+
+
+def compute_eligible_verifiers(candidates: Sequence[tuple[str, int, Sequence[str]]], profile_label: str,
+                               excluded: Sequence[str]) -> list[tuple[str, int]]:
+    """(key, stake) of candidates (key, stake, profile labels) that can replay this profile."""
+    return [(key, stake) for key, stake, profiles in candidates
+            if profile_label in profiles and key not in excluded]
 
 
 def compute_selection_seed(trajectory_root: bytes, commitment_signature: bytes, log_head: bytes) -> bytes:
