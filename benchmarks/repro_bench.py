@@ -38,12 +38,13 @@ def time_steps(model: str, rounds: int = 6, steps: int = 5) -> tuple[float, floa
     return statistics.median(samples["native"]), statistics.median(samples["repro"])
 
 
-def time_op(fn, inputs, repeats: int = 7) -> float:
+def time_op(fn, inputs, repeats: int = 7, backward: bool = True) -> float:
     def once() -> float:
         leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
         start = time.perf_counter()
         out = fn(*leaves)
-        torch.autograd.grad(out, [t for t in leaves if t.requires_grad], torch.ones_like(out))
+        if backward:
+            torch.autograd.grad(out, [t for t in leaves if t.requires_grad], torch.ones_like(out))
         return time.perf_counter() - start
 
     once()
@@ -63,6 +64,17 @@ def hot_ops() -> dict[str, tuple]:
         "conv2d 32×8×8×8→16 (cnn layer 2)": (lambda o, x, w, b: o.conv2d(x, w, b, 2, 1), [r(32, 8, 8, 8), r(16, 8, 3, 3), r(16)]),
         "embedding 32×32 of 128×64": (lambda o, w: o.embedding(targets.reshape(32, 32), w), [r(128, 64)]),
     }
+
+
+def gemm_floor() -> tuple[float, float]:
+    """Bare torch.mm time of gpt fc1's three products (forward, grad_x, grad_w) in float32 and in
+    float64: the exact matmul's floor, before any slicing or rounding."""
+    shapes = [((1024, 64), (64, 256)), ((1024, 256), (256, 64)), ((256, 1024), (1024, 64))]
+    times = []
+    for dtype in (torch.float32, torch.float64):
+        pairs = [(torch.rand(a, dtype=dtype), torch.rand(b, dtype=dtype)) for a, b in shapes]
+        times.append(time_op(lambda p=pairs: [torch.mm(a, b) for a, b in p], [], repeats=21, backward=False))
+    return times[0], times[1]
 
 
 def convergence(model: str, steps: int = 30) -> dict[str, float]:
@@ -95,6 +107,10 @@ def main() -> None:
         native = time_op(lambda *a, fn=fn: fn(NATIVE_OPS, *a), inputs)
         repro = time_op(lambda *a, fn=fn: fn(REPRO_OPS, *a), inputs)
         lines.append(f"| {name} | {native * 1e3:.3f} | {repro * 1e3:.3f} | {repro / native:.2f}× |")
+    single, double = gemm_floor()
+    lines += ["", "## Floor: the fp64 GEMM alone (gpt fc1's forward, grad_x and grad_w products, bare torch.mm)", "",
+              "| float32 ms | float64 ms | ratio |", "|---|---|---|",
+              f"| {single * 1e3:.3f} | {double * 1e3:.3f} | {double / single:.2f}× |"]
     lines += ["", "## Convergence (30 steps, example specs; mean loss of the last 5 steps)", "",
               "| model | first loss native | first loss repro | late native | late repro |", "|---|---|---|---|---|"]
     for model in MODELS:

@@ -2,10 +2,13 @@
 
 Every function here is built from operations whose result is fixed by IEEE 754 whatever the thread
 count, vector width or device: elementwise add / multiply / divide / sqrt (each correctly rounded),
-truncation, comparisons and selects, bit-level reinterpretation, `amax` (a max is exact, so its
-order cannot matter) and fp64 matrix products of small integers (exact, so their order cannot
-matter either — see `exact_matmul`). Nothing calls `sum`, `mean`, `softmax`, `exp`, `log`, `tanh`
-or a float32 BLAS, whose results depend on threads, ISA or the math library's CPU dispatch.
+truncation, comparisons and selects, bit-level reinterpretation, `amax`/`amin` (a max is exact,
+so its order cannot matter), and fp64 matrix products and sums of values rounded onto a common
+grid with headroom (exact, so their order cannot matter either — see `exact_matmul`,
+`exact_column_sum`, `exact_segment_sum`). Nothing takes `sum`, `mean`, `softmax`, `exp`, `log`,
+`tanh` or a float32 BLAS on raw values, whose results depend on threads, ISA or the math
+library's CPU dispatch. Intermediates the kernels own are updated in place (`mul_`, `add_`): the
+same correctly rounded operations, without allocating and streaming a new tensor per step.
 
 The kernels take and return `torch.Tensor`s and never name a device, so the same code runs on a
 CUDA tensor; a CUDA backend only has to keep the same rules (no fused multiply-add across ops,
@@ -18,11 +21,12 @@ import torch
 from torch import Tensor
 
 FP64_MANTISSA_BITS = 53
-# Slices (left operand, right operand) per dtype, and bits per right-operand slice. float32: the
-# right operand in one 24-bit slice (its own precision), the left in two; float64: three each.
-SLICES = {torch.float32: (2, 1, 24), torch.float64: (3, 3, None)}
-# Above this many terms per dot product, K is cut into blocks summed in a fixed order, so slices
-# stay wide (float32: left slices of at least 17 bits).
+# float64 jobs: slices (left operand, right operand) and bits per slice (None: from K). float32
+# jobs take `_exact_matmul_float32` (one slice per operand, see `_float32_widths`).
+SLICES = {torch.float64: (3, 3, None)}
+# Above this many terms per dot product, K is cut into blocks whose exact products are added in
+# fixed order in fp64, so slices stay wide (float32: ≥ 22 bits per operand; see docs/repro.md
+# for the error this costs against a float64 reference and against torch).
 MAX_EXACT_K = 512
 # Row/column scale floor: keeps every slice unit above fp64's subnormal range, so slice products
 # never underflow (only fp64 inputs below 2**-400 are affected; they round to zero).
@@ -214,11 +218,13 @@ def _exact_matmul_float32(a: Tensor, b: Tensor) -> Tensor:
 def exact_matmul(a: Tensor, b: Tensor) -> Tensor:
     """a @ b for (..., M, K) @ (..., K, N), bit-identical on any threads, ISA or device.
 
-    Ozaki-style error-free splitting (see `_slices`, `_exact_block`); the exact slice products
-    are combined by fixed elementwise steps, smallest first, and rounded to the input dtype.
-    Elements far below their row/column maximum lose low bits (float32: left operand keeps
-    ≥ 34 bits relative to its row maximum, right operand 24 bits relative to its column maximum
-    — see docs/repro.md for the measured error against torch).
+    float32: each row of a and column of b rounded to one slice of `_float32_widths(K)` bits
+    relative to its maximum (24/24 for K ≤ 32 down to 22/22 for K blocks of 512), one fp64 GEMM
+    per K block — exact, so its summation order (threads, vector width, FMA) cannot matter — the
+    blocks added in fixed order, one rounding to float32. float64: Ozaki-style splitting into
+    three slices per operand (see `_slices`, `_exact_block`), the exact slice products combined
+    by fixed elementwise steps, smallest first. Elements far below their row/column maximum lose
+    low bits — see docs/repro.md for the measured error against torch and a float64 reference.
     """
     dtype = a.dtype
     k = a.shape[-1]
