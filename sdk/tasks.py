@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from protocol.behaviours import load_behaviour
 from protocol.errors import InvalidInput
 from protocol.spec import parse_job_spec
 from protocol.state import (
@@ -49,9 +50,13 @@ def train(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     state = _resume_point(store, program)
     report = _throttled(progress)
     resumed_from = get_step(state)
+    behaviour = load_behaviour(request["behaviour"], "solver") if request.get("behaviour") else None
     while get_step(state) < spec.steps:
+        before = state
         state, metrics = program.step_with_metrics(state)
         step = get_step(state)
+        if behaviour is not None:  # red-team runs: the same hook the solver's dispute trace uses
+            state = behaviour.transform_step(program, before, state, step)
         if step in store.checkpoint_steps:
             store.write_checkpoint(state)
         report(force=step == spec.steps, step=step, steps=spec.steps, loss=metrics["loss"])
@@ -109,7 +114,13 @@ def compute_single_step(request: dict[str, Any], progress: Progress) -> dict[str
             "chunk_hashes": [h.hex() for h in hashes]}
 
 
-TASKS = {"train": train, "replay": replay, "step": compute_single_step}
+def _trace(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    from sdk.trace import trace_segment  # dispute play only
+
+    return trace_segment(request, progress)
+
+
+TASKS = {"train": train, "replay": replay, "step": compute_single_step, "trace": _trace}
 
 
 def run_task(request: dict[str, Any], progress: Progress) -> dict[str, Any]:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from protocol.behaviours import load_behaviour
 from protocol.merkle import root_from_leaf_hashes
 from protocol.spec import parse_job_spec
 from protocol.state import compute_chunk_hashes, decode_state, encode_state, get_step
@@ -23,9 +24,9 @@ def get_state_path(trace_dir: Path, step: int) -> Path:
 
 
 def trace_segment(request: dict[str, Any], progress) -> dict[str, Any]:
-    """request: spec, start_state_path, start_root (checked), to_step, trace_dir,
-    optional dataset_path and step_hook (a callable applied after each step, for red-team
-    behaviours: the trace must repeat exactly what its owner trained)."""
+    """request: spec, start_state_path, start_root (checked), to_step, trace_dir, optional
+    dataset_path and behaviour (a solver behaviour's name: its trace must repeat exactly what it
+    trained, cheats included)."""
     spec = parse_job_spec(request["spec"])
     dataset = Path(request["dataset_path"]).read_bytes() if request.get("dataset_path") else None
     program = build_program(spec, dataset)
@@ -35,12 +36,12 @@ def trace_segment(request: dict[str, Any], progress) -> dict[str, Any]:
     trace_dir = Path(request["trace_dir"])
     trace_dir.mkdir(parents=True, exist_ok=True)
     steps = {get_step(state): _record(trace_dir, state, data)}
-    hook = request.get("step_hook")
+    behaviour = load_behaviour(request["behaviour"], "solver") if request.get("behaviour") else None
     while get_step(state) < request["to_step"]:
         before = state
         state = program.step(state)
-        if hook is not None:
-            state = hook(program, before, state, get_step(state))
+        if behaviour is not None:
+            state = behaviour.transform_step(program, before, state, get_step(state))
         steps[get_step(state)] = _record(trace_dir, state, encode_state(state))
         progress({"step": get_step(state), "steps": request["to_step"]})
     write_atomically(trace_dir / TRACE_FILE, json.dumps({"steps": steps}).encode())

@@ -1,0 +1,88 @@
+"""What a daemon does about its open disputes, each loop: replay the disputed segment once into a
+trace (in a worker under the job's profile), then answer every move from it before the deadline.
+
+Crash-safe by construction: the trace is written atomically and reused after a restart, and the
+game itself lives on the coordinator, so a restarted daemon reads where the game stands and goes on.
+"""
+
+from pathlib import Path
+
+from protocol.behaviours import load_behaviour
+from protocol.dispute import SOLVER, VERIFIER, Game
+from protocol.spec import parse_job_spec
+from protocol.standin import Player, TraceTrajectory
+from sdk.client import CoordinatorClient
+from sdk.disputes import get_game, play_until_idle
+from sdk.store import DATASET_FILE, CheckpointStore
+from sdk.trace import get_state_path, load_trace
+from sdk.worker import run_worker
+
+TRACE_TIMEOUT_S = 3600
+
+
+def _trace(trace_dir: Path, spec_json: dict, start_path: Path, start_root: str, to_step: int,
+           dataset_path: Path | None, behaviour: str | None) -> TraceTrajectory:
+    steps = load_trace(trace_dir)
+    if steps is None:
+        request = {"command": "trace", "spec": spec_json, "start_state_path": str(start_path),
+                   "start_root": start_root, "to_step": to_step, "trace_dir": str(trace_dir),
+                   "dataset_path": str(dataset_path) if dataset_path else None, "behaviour": behaviour}
+        run_worker(request, parse_job_spec(spec_json).profile, timeout=TRACE_TIMEOUT_S)
+        steps = load_trace(trace_dir)
+    return TraceTrajectory({step: [bytes.fromhex(h) for h in entry["chunks"]] for step, entry in steps.items()})
+
+
+def _segment_bounds(game: Game) -> tuple[int, int]:
+    """(start step, end step) of the disputed segment: every step the verifier claimed lies in it."""
+    return min(game.verifier_roots), max(game.verifier_roots)
+
+
+def process_solver_disputes(client: CoordinatorClient, jobs_dir: Path, work_dir: Path,
+                            behaviour_name: str | None = None) -> int:
+    """Play every open dispute against this solver; returns how many it looked at."""
+    behaviour = load_behaviour(behaviour_name or "honest", "solver")
+    views = [v for v in client.list_disputes(status="open") if get_game(v).solver_key == client.public_key]
+    for view in views:
+        game = get_game(view)
+        store = CheckpointStore.open(jobs_dir / view["job_id"])
+        start, end = _segment_bounds(game)
+        trace_dir = work_dir / f"dispute-{view['id']}"
+        dataset = store.directory / DATASET_FILE
+        trace = _trace(trace_dir, store.manifest["spec"], store.checkpoint_path(view["segment"]),
+                       game.roots[start], end, dataset if dataset.exists() else None,
+                       None if behaviour.honest else behaviour.name)
+        policy = behaviour.policy if behaviour.policy in ("no-show", "equivocate") else "follow"
+        play_until_idle(client, view["id"], Player(SOLVER, client.key, trace, policy),
+                        lambda step, d=trace_dir: get_state_path(d, step).read_bytes())
+    return len(views)
+
+
+def process_verifier_disputes(client: CoordinatorClient, work_dir: Path,
+                              behaviour_name: str | None = None) -> int:
+    """Play every open dispute this verifier opened, from its own replay of the segment."""
+    behaviour = load_behaviour(behaviour_name or "honest", "verifier")
+    views = [v for v in client.list_disputes(status="open") if get_game(v).verifier_key == client.public_key]
+    for view in views:
+        game = get_game(view)
+        start, end = _segment_bounds(game)
+        trace_dir = work_dir / f"dispute-{view['id']}"
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        job = client.get_job(view["job_id"])
+        start_path = trace_dir / "start.safetensors"
+        if not start_path.exists():
+            start_path.write_bytes(client.download_checkpoint(view["job_id"], view["segment"]))
+        dataset_path = _download_dataset(client, job["spec"], trace_dir)
+        trace = _trace(trace_dir, job["spec"], start_path, game.roots[start], end, dataset_path, None)
+        policy = "no-show" if behaviour.policy == "no-show" else "follow"
+        play_until_idle(client, view["id"], Player(VERIFIER, client.key, trace, policy))
+    return len(views)
+
+
+def _download_dataset(client: CoordinatorClient, spec_json: dict, directory: Path) -> Path | None:
+    sha256 = spec_json.get("dataset", {}).get("sha256")
+    if not sha256:
+        return None
+    path = directory / DATASET_FILE
+    if not path.exists():
+        path.write_bytes(client.download_dataset(sha256))
+    return path
