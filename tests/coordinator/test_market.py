@@ -233,3 +233,29 @@ def test_verifier_withdraws_stake_only_when_idle(server, make_client, trained):
     assert err.value.problem_code == "insufficient_funds"
     assert verifier.get_balance() == 10_000 - 400
     _assert_audit_ok(verifier)
+
+
+def test_repro_jobs_go_to_any_repro_verifier_whatever_its_hardware(server, make_client):
+    """A repro profile's label pins no threads or ISA: a verifier registered for it qualifies;
+    one registered only for a pinned profile never does (a scheduling rule, not a slash)."""
+    from protocol.presets import example_job_spec_json
+    from protocol.spec import compute_job_id, parse_job_spec
+    from protocol.trajectory import Commitment, sign_commitment
+    from protocol.types import JobId, Root
+
+    spec_json = example_job_spec_json("mlp", steps=4, profile="repro")
+    spec = parse_job_spec(spec_json)
+    label, job_id = spec.profile.label, compute_job_id(spec)
+    assert label == "repro:torch-2.13.0:float32"
+    submitter, solver = funded(make_client), funded(make_client)
+    repro_verifier, pinned_verifier = funded(make_client), funded(make_client)
+    repro_verifier.register_verifier([label], 500)
+    pinned_verifier.register_verifier(["pinned:torch-2.13.0:float32:t1:avx2"], 5000)
+    submitter.submit_job(spec_json, BOUNTY, min_stake=STAKE, verifier_fee=FEE, num_verifiers=2, bidding_s=30)
+    solver.bid(job_id.hex(), 600, STAKE, label)
+    _award(solver, job_id.hex())
+    checkpoints = submitter.get_job(job_id.hex())["num_checkpoints"]
+    commitment = Commitment(JobId(job_id), Root(b"\x01" * 32), checkpoints, Root(b"\x02" * 32))
+    solver.commit(job_id.hex(), commitment.to_json(), sign_commitment(solver.key, commitment))
+    assert [a["job_id"] for a in repro_verifier.get_assignments()] == [job_id.hex()]
+    assert pinned_verifier.get_assignments() == []  # two were wanted; only one could replay it
