@@ -200,7 +200,7 @@ class CrossEntropyFunction(Function):
         total = K.fixed_sum(weights, -1, keepdim=True)
         losses = K.log(total).sub_(picked)
         ctx.save_for_backward(weights.div_(total), targets)
-        return K.fixed_sum(losses.reshape(-1), 0) / targets.numel()
+        return K.exact_total(losses) / targets.numel()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -216,7 +216,7 @@ class MSELossFunction(Function):
     def forward(ctx, prediction: Tensor, target: Tensor) -> Tensor:
         diff = prediction - target
         ctx.save_for_backward(diff)
-        return K.fixed_sum((diff * diff).reshape(-1), 0) / diff.numel()
+        return K.exact_total(diff * diff) / diff.numel()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
