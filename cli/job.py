@@ -38,6 +38,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.set_defaults(func=cmd_replay)
 
 
+    _register_market_commands(commands)
+
+
+def _register_market_commands(commands) -> None:
+    submit = commands.add_parser("submit", help="post a spec with its bounty to a coordinator")
+    submit.add_argument("spec", help="job spec JSON file")
+    submit.add_argument("--bounty", type=int, required=True)
+    submit.add_argument("--min-stake", type=int, default=0)
+    submit.add_argument("--verifier-fee", type=int, default=0)
+    submit.add_argument("--verifiers", type=int, default=1)
+    submit.add_argument("--segments", type=int, default=1, help="segments each verifier replays")
+    submit.add_argument("--bidding-s", type=float, default=60)
+    submit.add_argument("--dataset", help="the safetensors dataset file, uploaded first")
+    status = commands.add_parser("status", help="a job's state, solver, outcome and disputes")
+    watch = commands.add_parser("watch", help="follow a job until it is settled or failed")
+    watch.add_argument("--interval", type=float, default=1.0)
+    download = commands.add_parser("download", help="the trained model as safetensors, checked "
+                                   "against the committed trajectory")
+    download.add_argument("--out", required=True)
+    for parser, func in ((submit, cmd_submit), (status, cmd_status), (watch, cmd_watch), (download, cmd_download)):
+        if parser is not submit:
+            parser.add_argument("job_id")
+        parser.add_argument("--coordinator", required=True, help="coordinator URL")
+        parser.add_argument("--key", required=parser is submit, help="key file")
+        parser.add_argument("--json", action="store_true")
+        parser.set_defaults(func=func)
+
+
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="intra-op threads (repro profiles only)")
     parser.add_argument("--cpu-capability", choices=CPU_CAPABILITIES, help="ISA level (repro profiles only)")
@@ -73,3 +101,96 @@ def cmd_replay(args: argparse.Namespace) -> int:
                             capability=args.cpu_capability, on_progress=on_progress)
     print_json({k: result[k] for k in ("segment", "match", "expected", "computed", "from_step", "to_step")})
     return 0 if result["match"] else EXIT_MISMATCH
+
+
+# --- the market ------------------------------------------------------------------------------
+
+
+def _market_client(args: argparse.Namespace):
+    from sdk.client import CoordinatorClient
+    from sdk.keys import load_key_file
+
+    return CoordinatorClient(args.coordinator, load_key_file(Path(args.key)) if args.key else None)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    client = _market_client(args)
+    spec_json = read_json_file(args.spec, "spec")
+    parse_job_spec(spec_json)
+    if args.dataset:
+        client.upload_dataset(Path(args.dataset).read_bytes())
+    event = client.submit_job(spec_json, args.bounty, min_stake=args.min_stake, verifier_fee=args.verifier_fee,
+                              num_verifiers=args.verifiers, num_segments=args.segments, bidding_s=args.bidding_s)
+    print_json(event) if args.json else print(event["job_id"])
+    return 0
+
+
+def get_job_status(client, job_id: str) -> dict:
+    job = client.get_job(job_id)
+    disputes = [d for d in client.list_disputes(party=job["solver"], status=None)
+                if d["job_id"] == job_id] if job.get("solver") else []
+    return {"job_id": job_id, "state": job["state"], "solver": job.get("solver"), "price": job.get("price"),
+            "outcome": job.get("outcome"), "trajectory_root": job.get("trajectory_root"),
+            "disputes": [{k: d[k] for k in ("id", "status", "winner", "phase", "dispute_step", "dispute_chunk")}
+                         for d in disputes]}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = get_job_status(_market_client(args), args.job_id)
+    if args.json:
+        print_json(status)
+    else:
+        print(f"{status['job_id'][:16]}… {status['state']} solver={(status['solver'] or '-')[:12]} "
+              f"outcome={status['outcome'] or '-'}")
+        for d in status["disputes"]:
+            print(f"  dispute {d['id']}: {d['status']} phase={d['phase']} step={d['dispute_step']} "
+                  f"chunk={d['dispute_chunk']} winner={d['winner']}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import time
+
+    client = _market_client(args)
+    last = None
+    while True:
+        status = get_job_status(client, args.job_id)
+        line = (status["state"], status["outcome"], tuple((d["phase"], d["winner"]) for d in status["disputes"]))
+        if line != last:
+            print_json(status) if args.json else print(f"{status['state']} outcome={status['outcome'] or '-'} "
+                                                       f"disputes={list(line[2])}")
+            last = line
+        if status["state"] in ("settled", "failed", "cancelled"):
+            return 0 if status["state"] == "settled" else EXIT_MISMATCH
+        time.sleep(args.interval)
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    """The final checkpoint, checked against its recorded state root and against the final-model
+    root the solver signed in its commitment, then its model parameters written as safetensors."""
+    from safetensors.torch import save
+
+    from protocol.errors import CheckpointCorrupt
+    from protocol.state import (
+        compute_model_root,
+        compute_state_root,
+        decode_state,
+        get_model_params,
+    )
+
+    client = _market_client(args)
+    job = client.get_job(args.job_id)
+    if job["state"] != "settled":
+        raise CheckpointCorrupt(f"job is {job['state']}: only a settled job's model is verified")
+    last = job["num_checkpoints"] - 1
+    state = decode_state(client.download_checkpoint(args.job_id, last))  # safetensors: never unpickles
+    info = client.get_checkpoint_info(args.job_id, last)
+    if compute_state_root(state).hex() != info["state_root"]:
+        raise CheckpointCorrupt("the downloaded checkpoint does not match its recorded state root")
+    if compute_model_root(state).hex() != job["final_model_root"]:
+        raise CheckpointCorrupt("the model does not match the final-model root the solver committed to")
+    Path(args.out).write_bytes(save({k: v.contiguous() for k, v in get_model_params(state).items()}))
+    result = {"job_id": args.job_id, "out": args.out, "final_model_root": job["final_model_root"],
+              "step": info["step"]}
+    print_json(result) if args.json else print(f"wrote {args.out} (model root {job['final_model_root'][:16]}…)")
+    return 0

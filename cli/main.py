@@ -11,7 +11,8 @@ import sys
 
 from protocol.errors import VeritrainError
 
-COMMAND_MODULES = ["cli.job", "cli.coordinator_cmd", "cli.audit_cmd", "cli.simulate"]
+COMMAND_MODULES = ["cli.job", "cli.coordinator_cmd", "cli.audit_cmd", "cli.simulate", "cli.keys_cmd",
+                   "cli.account_cmd", "cli.daemons_cmd", "cli.demo"]
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 

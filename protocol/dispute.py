@@ -104,6 +104,7 @@ class Game:
     reason: str = ""
     moves: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # ruling details
+    trail: tuple[tuple[str, int, int], ...] = ()  # how it narrowed: ("steps", lo, hi) / ("chunks", a, b)
 
     @property
     def step(self) -> int:
@@ -127,6 +128,7 @@ class Game:
         obj["verifier_roots"] = {int(k): v for k, v in obj["verifier_roots"].items()}
         for name in ("points", "node", "node_hashes", "split"):
             obj[name] = tuple(obj[name])
+        obj["trail"] = tuple(tuple(t) for t in obj.get("trail", ()))
         return cls(**obj)
 
 
@@ -261,7 +263,8 @@ def _choose(game: Game, payload: dict, now: int) -> Game:
     if game.verifier_roots.get(hi, root) != root:
         raise IllegalMove(VERIFIER, f"you already claimed another root at step {hi}")
     verifier_roots = {**game.verifier_roots, lo: game.roots[lo], hi: root}
-    game = _next(game, now, lo=lo, hi=hi, points=(), turn=SOLVER, verifier_roots=verifier_roots)
+    game = _next(game, now, lo=lo, hi=hi, points=(), turn=SOLVER, verifier_roots=verifier_roots,
+                 trail=(*game.trail, (STEPS, lo, hi)))
     return _enter_chunks_if_one_step(game, now)
 
 
@@ -299,7 +302,7 @@ def _pick(game: Game, payload: dict, now: int) -> Game:
     side = 0 if mine[0] != game.split[0] else 1
     node = (left_range, right_range)[side]
     game = _next(game, now, node=node, node_hashes=(game.split[side], mine[side]), split=("", ""),
-                 turn=SOLVER)
+                 turn=SOLVER, trail=(*game.trail, (CHUNKS, *node)))
     return _enter_state_if_one_chunk(game)
 
 

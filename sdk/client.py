@@ -289,6 +289,9 @@ class CoordinatorClient:
     def withdraw_verifier_stake(self, amount: int) -> dict:
         return self._post("/v1/verifiers/withdraw", {"amount": amount})
 
+    def get_job_assignments(self, job_id: str) -> list[dict]:
+        return self._get(f"/v1/jobs/{job_id}/assignments")["assignments"]
+
     def get_assignments(self, verifier: str | None = None) -> list[dict]:
         return self._get("/v1/assignments", verifier=verifier or self.public_key)["assignments"]
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from protocol.behaviours import load_behaviour
 from protocol.dispute import SOLVER, VERIFIER, Game
-from protocol.spec import parse_job_spec
+from protocol.spec import compute_checkpoint_steps, parse_job_spec
 from protocol.standin import Player, TraceTrajectory
 from sdk.client import CoordinatorClient
 from sdk.disputes import get_game, play_until_idle
-from sdk.store import DATASET_FILE, CheckpointStore
+from sdk.store import DATASET_FILE, CheckpointStore, write_atomically
 from sdk.trace import get_state_path, load_trace
 from sdk.worker import run_worker
 
@@ -46,7 +46,7 @@ def process_solver_disputes(client: CoordinatorClient, jobs_dir: Path, work_dir:
         game = get_game(view)
         store = CheckpointStore.open(jobs_dir / view["job_id"])
         start, end = _segment_bounds(game)
-        trace_dir = work_dir / f"dispute-{view['id']}"
+        trace_dir = get_trace_dir(work_dir, view["job_id"], view["segment"])
         dataset = store.directory / DATASET_FILE
         trace = _trace(trace_dir, store.manifest["spec"], store.checkpoint_path(view["segment"]),
                        game.roots[start], end, dataset if dataset.exists() else None,
@@ -64,18 +64,29 @@ def process_verifier_disputes(client: CoordinatorClient, work_dir: Path,
     views = [v for v in client.list_disputes(status="open") if get_game(v).verifier_key == client.public_key]
     for view in views:
         game = get_game(view)
-        start, end = _segment_bounds(game)
-        trace_dir = work_dir / f"dispute-{view['id']}"
-        trace_dir.mkdir(parents=True, exist_ok=True)
-        job = client.get_job(view["job_id"])
-        start_path = trace_dir / "start.safetensors"
-        if not start_path.exists():
-            start_path.write_bytes(client.download_checkpoint(view["job_id"], view["segment"]))
-        dataset_path = _download_dataset(client, job["spec"], trace_dir)
-        trace = _trace(trace_dir, job["spec"], start_path, game.roots[start], end, dataset_path, None)
+        trace = compute_segment_trace(client, work_dir, view["job_id"], view["segment"], game.roots[min(game.verifier_roots)])
         policy = "no-show" if behaviour.policy == "no-show" else "follow"
         play_until_idle(client, view["id"], Player(VERIFIER, client.key, trace, policy))
     return len(views)
+
+
+def get_trace_dir(work_dir: Path, job_id: str, segment: int) -> Path:
+    return work_dir / f"{job_id}-{segment}"
+
+
+def compute_segment_trace(client: CoordinatorClient, work_dir: Path, job_id: str, segment: int,
+                          start_root: str) -> TraceTrajectory:
+    """A verifier's honest replay of segment i → i + 1 from checkpoint i on the coordinator
+    (checked against `start_root` by the worker), cached in `work_dir`."""
+    trace_dir = get_trace_dir(work_dir, job_id, segment)
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    spec_json = client.get_job(job_id)["spec"]
+    start_path = trace_dir / "start.safetensors"
+    if not start_path.exists():
+        write_atomically(start_path, client.download_checkpoint(job_id, segment))
+    end_step = compute_checkpoint_steps(parse_job_spec(spec_json))[segment + 1]
+    return _trace(trace_dir, spec_json, start_path, start_root, end_step,
+                  _download_dataset(client, spec_json, trace_dir), None)
 
 
 def _download_dataset(client: CoordinatorClient, spec_json: dict, directory: Path) -> Path | None:
@@ -84,5 +95,5 @@ def _download_dataset(client: CoordinatorClient, spec_json: dict, directory: Pat
         return None
     path = directory / DATASET_FILE
     if not path.exists():
-        path.write_bytes(client.download_dataset(sha256))
+        write_atomically(path, client.download_dataset(sha256))
     return path

@@ -3,6 +3,7 @@
 Runs only inside `sdk.worker`'s child process (torch was imported under the profile's settings).
 """
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from protocol.training import TrainingProgram, build_program
 from sdk.store import CheckpointStore, verify_state_bytes, write_atomically
 
 Progress = Callable[[dict[str, Any]], None]
+LOSSES_FILE = "losses.json"  # training loss per step, for reports (not part of any commitment)
 PROGRESS_INTERVAL_S = 0.1
 
 
@@ -50,6 +52,8 @@ def train(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     state = _resume_point(store, program)
     report = _throttled(progress)
     resumed_from = get_step(state)
+    losses_path = store.directory / LOSSES_FILE
+    losses = {int(k): v for k, v in json.loads(losses_path.read_text()).items()} if losses_path.exists() else {}
     behaviour = load_behaviour(request["behaviour"], "solver") if request.get("behaviour") else None
     while get_step(state) < spec.steps:
         before = state
@@ -57,8 +61,10 @@ def train(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
         step = get_step(state)
         if behaviour is not None:  # red-team runs: the same hook the solver's dispute trace uses
             state = behaviour.transform_step(program, before, state, step)
+        losses[step] = metrics["loss"]
         if step in store.checkpoint_steps:
             store.write_checkpoint(state)
+            write_atomically(store.directory / LOSSES_FILE, json.dumps(losses).encode())
         report(force=step == spec.steps, step=step, steps=spec.steps, loss=metrics["loss"])
     return {**store.summary(), "resumed_from_step": resumed_from}
 

@@ -1,0 +1,247 @@
+"""`veritrain demo`: a whole marketplace on this machine, as real processes.
+
+A coordinator (SQLite in a temporary directory, dev mode, a free loopback port), two honest
+solvers, one solver that perturbs training step 7, and two verifiers — each its own `veritrain`
+subprocess. A submitter posts an `mlp`, a `cnn` and a `gpt-tiny` job; each solver is pointed at
+one job (the cheater at `mlp`), verifiers replay every segment; the cheater's dispute is bisected
+to one step and one chunk and ruled by the referee. Ends with a table, an HTML report with plots,
+and an audit of the public log. Exit 0 only if honest solvers were paid, the cheater was slashed
+and the audit passed.
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+from nacl.signing import SigningKey
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from cli.account_cmd import get_history
+from cli.audit_cmd import compute_audit
+from cli.job import get_job_status
+from protocol.presets import example_job_spec_json
+from protocol.spec import compute_job_id, parse_job_spec
+from sdk.client import CoordinatorClient
+from sdk.keys import create_key_file
+
+FINAL = ("settled", "failed", "cancelled")
+# name, model, steps, checkpoint interval, behaviour, price
+SOLVERS = [("cheater", "mlp", 20, 10, "perturb-step", 500),
+           ("honest-a", "cnn", 10, 5, "honest", 550),
+           ("honest-b", "gpt-tiny", 6, 3, "honest", 600)]
+VERIFIERS = [("verifier-1", 2000), ("verifier-2", 2000)]
+BOUNTY, FEE, STAKE, FUNDS = 1000, 50, 400, 10_000
+BIDDING_S = 4  # solvers are already polling when jobs appear
+COORDINATOR_ENV = {"VERITRAIN_MOVE_TIMEOUT_S": "30", "VERITRAIN_CHALLENGE_WINDOW_S": "2",
+                   "VERITRAIN_SWEEP_INTERVAL_S": "0.5", "VERITRAIN_MIN_BIDDING_S": "0",
+                   "VERITRAIN_HEARTBEAT_TIMEOUT_S": "120", "VERITRAIN_COMMIT_TIMEOUT_S": "300"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run a local marketplace with a cheater (about a minute)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary instead of a table")
+    parser.add_argument("--report", help="directory for report.html and its plots (default: ./veritrain-demo)")
+    parser.add_argument("--timeout", type=float, default=240, help="give up after this many seconds")
+    parser.set_defaults(func=cmd_demo)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spawn(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    handle = open(log, "wb")  # noqa: SIM115 — lives as long as the process
+    return subprocess.Popen([sys.executable, "-m", "cli.main", *args], stdout=handle, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parent.parent)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _wait_for(url: str, process: subprocess.Popen, deadline: float) -> None:
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the coordinator exited at start-up (see coordinator.log)")
+        try:
+            httpx.get(url + "/v1/info", timeout=1).raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError("the coordinator did not start in time")
+
+
+def _job_spec(model: str, steps: int, interval: int) -> dict:
+    spec = example_job_spec_json(model, steps=steps)
+    spec["checkpoint_interval"] = interval
+    return spec
+
+
+class Demo:
+    def __init__(self, workdir: Path, processes: list[subprocess.Popen]):
+        self.workdir, self.processes = workdir, processes
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.keys: dict[str, SigningKey] = {}
+
+    def start_coordinator(self, deadline: float) -> CoordinatorClient:
+        coordinator = _spawn(["coordinator", "serve", "--dev", "--port", self.url.rsplit(":", 1)[1],
+                              "--database-url", f"sqlite:///{self.workdir / 'coordinator.db'}",
+                              "--key-file", str(self.workdir / "coordinator.key"), "--log-level", "warning"],
+                             self.workdir / "coordinator.log", COORDINATOR_ENV)
+        self.processes.append(coordinator)
+        _wait_for(self.url, coordinator, deadline)
+        return self.client("submitter")
+
+    def client(self, name: str) -> CoordinatorClient:
+        if name not in self.keys:
+            self.keys[name] = create_key_file(self.workdir / "keys" / f"{name}.key")
+            CoordinatorClient(self.url, self.keys[name]).faucet(FUNDS)
+        return CoordinatorClient(self.url, self.keys[name], timeout=httpx.Timeout(60, connect=5))
+
+    def start_verifiers(self) -> None:
+        for name, stake in VERIFIERS:
+            self.client(name)
+            self.processes.append(_spawn(
+                ["verifier", "run", "--key", str(self.workdir / "keys" / f"{name}.key"), "--coordinator", self.url,
+                 "--store", str(self.workdir / name), "--stake", str(stake), "--poll", "0.3"],
+                self.workdir / f"{name}.log"))
+
+    def wait_registered(self, submitter: CoordinatorClient, deadline: float) -> None:
+        for name, _ in VERIFIERS:
+            key = bytes(self.keys[name].verify_key).hex()
+            while not submitter.get_account(key)["escrow_and_stakes"].get("stake:"):
+                if time.time() > deadline:
+                    raise RuntimeError(f"{name} did not register (see {name}.log)")
+                time.sleep(0.2)
+
+    def start_solvers(self) -> list[dict]:
+        """Each solver is pointed at its job by id (the hash of the spec, known in advance), so it
+        is up and polling before bidding opens."""
+        jobs = []
+        for name, model, steps, interval, behaviour, price in SOLVERS:
+            spec = _job_spec(model, steps, interval)
+            job_id = compute_job_id(parse_job_spec(spec)).hex()
+            self.client(name)
+            self.processes.append(_spawn(
+                ["solver", "run", "--key", str(self.workdir / "keys" / f"{name}.key"), "--coordinator", self.url,
+                 "--store", str(self.workdir / name), "--price", str(price), "--stake", str(STAKE),
+                 "--behaviour", behaviour, "--only-job", job_id, "--poll", "0.3"],
+                self.workdir / f"{name}.log"))
+            jobs.append({"job_id": job_id, "model": model, "solver": name, "behaviour": behaviour,
+                         "price": price, "spec": spec, "segments": steps // interval})
+        return jobs
+
+    def submit(self, submitter: CoordinatorClient, jobs: list[dict]) -> None:
+        for job in jobs:
+            submitter.submit_job(job.pop("spec"), BOUNTY, min_stake=STAKE, verifier_fee=FEE, num_verifiers=1,
+                                 num_segments=job.pop("segments"), bidding_s=BIDDING_S)
+
+
+def _progress_table(statuses: list[dict], jobs: list[dict], elapsed: float) -> Table:
+    table = Table(title=f"veritrain demo — {elapsed:.0f} s")
+    for column in ("job", "model", "solver", "state", "dispute"):
+        table.add_column(column)
+    for job, status in zip(jobs, statuses, strict=True):
+        dispute = "; ".join(f"{d['phase']} step={d['dispute_step']} chunk={d['dispute_chunk']}"
+                            f"{' → ' + d['winner'] if d['winner'] else ''}" for d in status["disputes"]) or "-"
+        table.add_row(job["job_id"][:10], job["model"], f"{job['solver']} ({job['behaviour']})",
+                      status["state"] + (f" ({status['outcome']})" if status["outcome"] else ""), dispute)
+    return table
+
+
+def _is_done(status: dict) -> bool:
+    return status["state"] in FINAL and all(d["status"] != "open" for d in status["disputes"])
+
+
+def _wait_for_jobs(client: CoordinatorClient, jobs: list[dict], deadline: float, show: bool) -> list[dict]:
+    start = time.time()
+    with Live(console=Console(stderr=True), refresh_per_second=4, transient=False) if show else ExitStack() as live:
+        while True:
+            statuses = [get_job_status(client, j["job_id"]) for j in jobs]
+            if show:
+                live.update(_progress_table(statuses, jobs, time.time() - start))
+            if all(_is_done(s) for s in statuses) or time.time() > deadline:
+                return statuses
+            time.sleep(0.5)
+
+
+def _summarise(client: CoordinatorClient, jobs: list[dict], statuses: list[dict], demo: Demo) -> list[dict]:
+    rows = []
+    for job, status in zip(jobs, statuses, strict=True):
+        key = bytes(demo.keys[job["solver"]].verify_key).hex()
+        history = [h for h in get_history(client, key) if h["data"].get("job_id") == job["job_id"]]
+        slashed = sum(-h["accounts"].get(f"stake:{key}:{job['job_id']}", 0) for h in history
+                      if h["kind"] == "job.solver_slashed")
+        paid = sum(h["change"] for h in history if h["kind"] == "job.settled")
+        dispute = status["disputes"][0] if status["disputes"] else {}
+        rows.append({**job, "outcome": status["outcome"] or status["state"], "state": status["state"],
+                     "dispute_step": dispute.get("dispute_step"), "dispute_chunk": dispute.get("dispute_chunk"),
+                     "dispute_winner": dispute.get("winner"), "slashed": slashed, "paid": paid})
+    return rows
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    started = time.time()
+    deadline = started + args.timeout
+    report_dir = Path(args.report or "veritrain-demo")
+    processes: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory(prefix="veritrain-demo-") as tmp:
+        demo = Demo(Path(tmp), processes)
+        try:
+            submitter = demo.start_coordinator(deadline)
+            demo.start_verifiers()
+            jobs = demo.start_solvers()
+            demo.wait_registered(submitter, deadline)
+            demo.submit(submitter, jobs)
+            statuses = _wait_for_jobs(submitter, jobs, deadline, show=not args.json)
+            rows = _summarise(submitter, jobs, statuses, demo)
+            audit = compute_audit(submitter)
+            from cli.demo_report import write_report
+
+            write_report(report_dir, Path(tmp), submitter, rows, demo.keys)
+        finally:
+            _stop(processes)
+    summary = {"jobs": rows, "ledger_conserved": audit.ok, "audit_ok": audit.ok,
+               "audit_problems": audit.problems[:10], "wall_s": round(time.time() - started, 1),
+               "report": str(report_dir / "report.html")}
+    honest_paid = all(r["state"] == "settled" and r["paid"] > 0 for r in rows if r["behaviour"] == "honest")
+    cheater_slashed = all(r["state"] == "failed" and r["slashed"] > 0 for r in rows if r["behaviour"] != "honest")
+    summary["ok"] = honest_paid and cheater_slashed and audit.ok
+    _print_summary(summary, args.json)
+    return 0 if summary["ok"] else 1
+
+
+def _print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"veritrain demo: {'OK' if summary['ok'] else 'FAILED'} in {summary['wall_s']} s")
+    for column in ("job", "model", "solver", "behaviour", "outcome", "dispute step", "chunk", "slashed", "paid"):
+        table.add_column(column)
+    for r in summary["jobs"]:
+        table.add_row(r["job_id"][:10], r["model"], r["solver"], r["behaviour"], r["outcome"],
+                      str(r["dispute_step"] if r["dispute_step"] is not None else "-"),
+                      str(r["dispute_chunk"] if r["dispute_chunk"] is not None else "-"),
+                      str(r["slashed"]), str(r["paid"]))
+    console = Console()
+    console.print(table)
+    console.print(f"ledger audit: {'passed' if summary['audit_ok'] else 'FAILED'}; report: {summary['report']}")

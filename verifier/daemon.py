@@ -1,0 +1,95 @@
+"""The verifier daemon: register, replay assigned segments, commit then reveal, play disputes.
+
+Every `poll_s`: register its profiles and stake once; for each assignment, do what its state asks
+— `assigned`: replay segment i → i + 1 from checkpoint i (checked against its root in the
+worker), persist (root, salt) *before* committing H(root ‖ salt), commit; `revealable`: reveal.
+Then play its open disputes from the same replay. State: `<store>/state.json` (atomic), replays
+under `<store>/disputes/`; a restart after kill -9 re-reads both and carries on. SIGTERM stops it
+between two calls.
+"""
+
+import logging
+import secrets
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol.behaviours import load_behaviour
+from sdk.client import CoordinatorClient, CoordinatorError, compute_verification_commit
+from sdk.dispute_play import compute_segment_trace
+from sdk.durable import DurableState
+from verifier import disputes
+
+log = logging.getLogger("veritrain.verifier")
+
+
+def get_default_profiles() -> list[str]:
+    from protocol.presets import example_job_spec
+
+    return [example_job_spec("mlp").profile.label, example_job_spec("mlp", profile="repro").profile.label]
+
+
+@dataclass
+class VerifierConfig:
+    stake: int
+    profiles: list[str] = field(default_factory=get_default_profiles)
+    behaviour: str = "honest"
+    poll_s: float = 1.0
+
+
+class VerifierDaemon:
+    def __init__(self, client: CoordinatorClient, store: Path, config: VerifierConfig):
+        self.client, self.store, self.config = client, store, config
+        self.behaviour = load_behaviour(config.behaviour, "verifier")
+        self.state = DurableState(store / "state.json", {"registered": False, "assignments": {}})
+        self.stopping = False
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        while not self.stopping:
+            try:
+                self.step()
+            except (CoordinatorError, OSError) as err:  # transient: try again next round
+                log.warning("verifier step failed: %s", err)
+            time.sleep(self.config.poll_s)
+
+    def _on_sigterm(self, *_args) -> None:
+        self.stopping = True
+
+    def step(self) -> None:
+        if not self.state.data["registered"]:
+            self.client.register_verifier(self.config.profiles, self.config.stake)
+            self.state.data["registered"] = True
+            self.state.save()
+        for assignment in self.client.get_assignments():
+            if self.stopping:
+                return
+            self._advance(assignment)
+        disputes.process_open_disputes(self)
+
+    def _advance(self, assignment: dict) -> None:
+        key = str(assignment["id"])
+        record = self.state.data["assignments"].get(key)
+        if assignment["state"] == "assigned" and self.behaviour.policy != "no-show":
+            if record is None:
+                record = {"root": self._compute_claim(assignment).hex(), "salt": secrets.token_hex(16)}
+                self.state.data["assignments"][key] = record
+                self.state.save()  # before the commit: a restart must reveal what it committed
+            commit = compute_verification_commit(bytes.fromhex(record["root"]), bytes.fromhex(record["salt"]))
+            self.client.commit_verification(assignment["id"], commit)
+        elif assignment["state"] == "revealable" and record is not None:
+            self.client.reveal_verification(assignment["id"], bytes.fromhex(record["root"]),
+                                            bytes.fromhex(record["salt"]))
+
+    def _compute_claim(self, assignment: dict) -> bytes:
+        """The root it commits to: its replay's, unless its behaviour says otherwise."""
+        job_id, segment = assignment["job_id"], assignment["segment"]
+        start_root = self.client.get_checkpoint_info(job_id, segment)["state_root"]
+        if self.behaviour.name == "lazy-approve":
+            return bytes.fromhex(start_root)  # no replay: the only root it has
+        if self.behaviour.name == "copy-solver":
+            return secrets.token_bytes(32)  # commit-reveal: the solver's root is not public yet
+        trace = compute_segment_trace(self.client, self.store / "disputes", job_id, segment, start_root)
+        root = trace.root(max(trace.chunks_by_step))
+        return secrets.token_bytes(32) if self.behaviour.name == "frivolous-challenge" else root
