@@ -90,6 +90,8 @@ def exact_column_sum(x: Tensor) -> Tensor:
     the column, b = `_exact_sum_bits(K)` (≥ 33 bits for K ≤ 2**20), so every partial sum is an
     integer below 2**53 units: torch's fp64 `sum`, in whatever order its threads and vectors add,
     gives the exact sum of the rounded values; one rounding to float32 at the end."""
+    if x.shape[0] == 0:
+        return torch.zeros(x.shape[1:], dtype=torch.float32, device=x.device)
     rounded = _round_to_slice(x, 0, _exact_sum_bits(x.shape[0]))
     return rounded.sum(0).to(torch.float32)
 
@@ -103,9 +105,9 @@ def exact_segment_sum(values: Tensor, index: Tensor, segments: int) -> Tensor:
     add in any order, on any number of threads (rounding makes every −0 a +0, so the sign of a
     zero cannot depend on the order either); one rounding to float32 at the end.
     """
-    rounded = _round_to_slice(values, 0, _exact_sum_bits(values.shape[0]))
     out = torch.zeros((segments, values.shape[1]), dtype=torch.float64, device=values.device)
-    out.index_add_(0, index, rounded)
+    if values.shape[0] > 0:
+        out.index_add_(0, index, _round_to_slice(values, 0, _exact_sum_bits(values.shape[0])))
     return out.to(torch.float32)
 
 
@@ -198,6 +200,7 @@ def _round_to_slice(x: Tensor, dim: int, bits: int) -> Tensor:
     (x + M) − M with M = 1.5·2**52 units rounds x to a whole number of units, exactly, in fp64
     (|x| < 2**bits units ≤ 2**51 units). The floor at float32's smallest normal keeps a vector of
     zeros or subnormals on a unit of at most 2**-149, where float32 values are already whole.
+    A vector holding ±inf or NaN becomes all NaN (the same on every machine): a diverged step.
     """
     if x.shape[dim] >= 256:  # long vectors: two reductions beat a full-size abs (measured)
         bound = torch.maximum(x.amax(dim=dim, keepdim=True), x.amin(dim=dim, keepdim=True).neg_())
