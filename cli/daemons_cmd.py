@@ -39,6 +39,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _client(args: argparse.Namespace) -> CoordinatorClient:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the rest
     return CoordinatorClient(args.coordinator, load_or_create_key_file(Path(args.key)))
 
 

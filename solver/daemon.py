@@ -14,7 +14,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from protocol.behaviours import load_behaviour
+from protocol.errors import VeritrainError
 from protocol.presets import example_job_spec
 from protocol.spec import parse_job_spec
 from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
@@ -65,7 +68,7 @@ class SolverDaemon:
                 self.step()
             except DaemonStopping:
                 break
-            except (CoordinatorError, OSError) as err:  # transient: try again next round
+            except (VeritrainError, httpx.TransportError, OSError) as err:  # retried next round
                 log.warning("solver step failed: %s", err)
             time.sleep(self.config.poll_s)
 

@@ -15,8 +15,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from protocol.behaviours import load_behaviour
-from sdk.client import CoordinatorClient, CoordinatorError, compute_verification_commit
+from protocol.errors import VeritrainError
+from sdk.client import CoordinatorClient, compute_verification_commit
 from sdk.dispute_play import compute_segment_trace
 from sdk.durable import DurableState
 from verifier import disputes
@@ -50,7 +53,7 @@ class VerifierDaemon:
         while not self.stopping:
             try:
                 self.step()
-            except (CoordinatorError, OSError) as err:  # transient: try again next round
+            except (VeritrainError, httpx.TransportError, OSError) as err:  # retried next round
                 log.warning("verifier step failed: %s", err)
             time.sleep(self.config.poll_s)
 

@@ -1,0 +1,157 @@
+"""Daemons as real subprocesses against a real coordinator subprocess: the demo's JSON, a solver
+killed with SIGKILL mid-training that resumes and is paid, and a coordinator killed with SIGKILL
+in the middle of a dispute that resolves after a restart with a clean audit."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from nacl.signing import SigningKey
+
+from cli.audit_cmd import compute_audit
+from cli.demo import COORDINATOR_ENV, _free_port
+from protocol.presets import example_job_spec_json
+from protocol.spec import compute_job_id, parse_job_spec
+from sdk.client import CoordinatorClient
+from sdk.keys import create_key_file
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=ROOT, stdout=open(log, "wb"),  # noqa: SIM115
+                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+
+class Market:
+    def __init__(self, tmp: Path):
+        self.tmp, self.port, self.processes = tmp, _free_port(), []
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start_coordinator(self) -> subprocess.Popen:
+        process = spawn(["coordinator", "serve", "--dev", "--port", str(self.port), "--database-url",
+                         f"sqlite:///{self.tmp / 'c.db'}", "--key-file", str(self.tmp / 'c.key'),
+                         "--log-level", "warning"], self.tmp / "coordinator.log", COORDINATOR_ENV)
+        self.processes.append(process)
+        for _ in range(150):
+            try:
+                httpx.get(self.url + "/v1/info", timeout=1).raise_for_status()
+                return process
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("coordinator did not start")
+
+    def party(self, name: str) -> CoordinatorClient:
+        key = create_key_file(self.tmp / f"{name}.key")
+        client = CoordinatorClient(self.url, key, timeout=httpx.Timeout(60, connect=5))
+        client.faucet(10_000)
+        return client
+
+    def daemon(self, role: str, name: str, *extra: str) -> subprocess.Popen:
+        process = spawn([role, "run", "--key", str(self.tmp / f"{name}.key"), "--coordinator", self.url,
+                         "--store", str(self.tmp / name), "--poll", "0.3", *extra], self.tmp / f"{name}.log")
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for p in self.processes:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+@pytest.fixture
+def market(tmp_path):
+    m = Market(tmp_path)
+    yield m
+    m.close()
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def post_job(submitter, spec, segments: int) -> str:
+    submitter.submit_job(spec, 1000, min_stake=400, verifier_fee=50, num_segments=segments, bidding_s=3)
+    return compute_job_id(parse_job_spec(spec)).hex()
+
+
+def test_demo_json(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--json", "--report", str(tmp_path / "r")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    summary = json.loads(out.stdout)
+    assert out.returncode == 0 and summary["ok"], (summary, out.stderr[-2000:])
+    by_behaviour = {j["behaviour"]: j for j in summary["jobs"] if j["behaviour"] != "honest"}
+    cheat = by_behaviour["perturb-step"]
+    assert (cheat["dispute_step"], cheat["state"], cheat["slashed"]) == (7, "failed", 400)
+    assert all(j["state"] == "settled" and j["paid"] > 0 for j in summary["jobs"] if j["behaviour"] == "honest")
+    assert summary["ledger_conserved"] and (tmp_path / "r" / "report.html").exists()
+
+
+def test_solver_killed_mid_training_resumes_and_is_paid(market):
+    market.start_coordinator()
+    submitter, _ = market.party("submitter"), market.party("solver")
+    market.party("verifier")
+    spec = example_job_spec_json("mlp", steps=3000)
+    spec["checkpoint_interval"] = 300
+    job_id = compute_job_id(parse_job_spec(spec)).hex()
+    market.daemon("verifier", "verifier", "--stake", "500")
+    wait_until(lambda: submitter.get_account(CoordinatorClient(market.url, _key(market, "verifier")).public_key)
+               ["escrow_and_stakes"].get("stake:"), 60, "verifier registration")
+    solver = market.daemon("solver", "solver", "--price", "600", "--stake", "400", "--only-job", job_id)
+    post_job(submitter, spec, 1)
+    run = market.tmp / "solver" / "jobs" / job_id / "checkpoints"
+    wait_until(lambda: run.exists() and len(list(run.glob("*.safetensors"))) >= 3, 120, "checkpoints")
+    solver.send_signal(signal.SIGKILL)
+    solver.wait()
+    done_before = len(list(run.glob("*.safetensors")))
+    assert done_before < 11, "training finished before the kill: make the job longer"
+    market.daemon("solver", "solver", "--price", "600", "--stake", "400", "--only-job", job_id)
+    wait_until(lambda: submitter.get_job(job_id)["state"] in ("settled", "failed"), 240, "settlement")
+    job = submitter.get_job(job_id)
+    assert (job["state"], job["outcome"]) == ("settled", "accepted")
+    assert compute_audit(submitter).ok
+
+
+def _key(market: Market, name: str) -> SigningKey:
+    return SigningKey(bytes.fromhex((market.tmp / f"{name}.key").read_text().strip()))
+
+
+def test_coordinator_killed_mid_dispute_resolves_after_restart(market):
+    coordinator = market.start_coordinator()
+    submitter = market.party("submitter")
+    market.party("cheater")
+    market.party("verifier")
+    spec = example_job_spec_json("mlp", steps=20)
+    spec["checkpoint_interval"] = 20
+    job_id = compute_job_id(parse_job_spec(spec)).hex()
+    market.daemon("verifier", "verifier", "--stake", "500")
+    verifier_key = CoordinatorClient(market.url, _key(market, "verifier")).public_key
+    wait_until(lambda: submitter.get_account(verifier_key)["escrow_and_stakes"].get("stake:"), 60, "registration")
+    market.daemon("solver", "cheater", "--price", "600", "--stake", "400", "--only-job", job_id,
+                  "--behaviour", "perturb-step")
+    post_job(submitter, spec, 1)
+    wait_until(lambda: submitter.list_disputes(party=verifier_key), 120, "a dispute")
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    time.sleep(1)  # the daemons see connection errors and keep retrying
+    market.start_coordinator()
+    ruled = wait_until(lambda: [d for d in submitter.list_disputes(party=verifier_key, status="ruled")], 180,
+                       "the ruling")
+    assert (ruled[0]["winner"], ruled[0]["dispute_step"]) == ("verifier", 7)
+    wait_until(lambda: submitter.get_job(job_id)["state"] == "failed", 60, "the job to fail")
+    report = compute_audit(submitter)
+    assert report.ok, report.problems
