@@ -185,6 +185,7 @@ def _wait_for_jobs(client: CoordinatorClient, jobs: list[dict], deadline: float,
 
 
 def _summarise(client: CoordinatorClient, jobs: list[dict], statuses: list[dict], demo: Demo) -> list[dict]:
+    log = [json.loads(e["body"]) for e in client.iter_log_entries(client.get_tree_head().size)]
     rows = []
     for job, status in zip(jobs, statuses, strict=True):
         key = bytes(demo.keys[job["solver"]].verify_key).hex()
@@ -195,8 +196,18 @@ def _summarise(client: CoordinatorClient, jobs: list[dict], statuses: list[dict]
         dispute = status["disputes"][0] if status["disputes"] else {}
         rows.append({**job, "outcome": status["outcome"] or status["state"], "state": status["state"],
                      "dispute_step": dispute.get("dispute_step"), "dispute_chunk": dispute.get("dispute_chunk"),
-                     "dispute_winner": dispute.get("winner"), "slashed": slashed, "paid": paid})
+                     "dispute_winner": dispute.get("winner"), "slashed": slashed, "paid": paid,
+                     "challenge_to_ruling_s": _challenge_to_ruling(log, job["job_id"])})
     return rows
+
+
+def _challenge_to_ruling(log: list[dict], job_id: str) -> float | None:
+    """Protocol time from the verifier's revealing reveal to the ruling, from the public log."""
+    times = {e["kind"]: e["time"] for e in log if e["data"].get("job_id") == job_id
+             and e["kind"] in ("dispute.opened", "dispute.ruled")}
+    if len(times) < 2:
+        return None
+    return round(times["dispute.ruled"] - times["dispute.opened"], 2)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
