@@ -125,6 +125,15 @@ class Demo:
                  "--store", str(self.workdir / name), "--stake", str(stake), "--poll", "0.3"],
                 self.workdir / f"{name}.log"))
 
+    def wait_ready(self, submitter: CoordinatorClient, deadline: float) -> None:
+        """Verifiers registered and solvers polling: only then may bidding open."""
+        for name, *_ in SOLVERS:
+            while not (self.workdir / name / "state.json").exists():
+                if time.time() > deadline:
+                    raise RuntimeError(f"{name} did not start (see {name}.log)")
+                time.sleep(0.2)
+        self.wait_registered(submitter, deadline)
+
     def wait_registered(self, submitter: CoordinatorClient, deadline: float) -> None:
         for name, _ in VERIFIERS:
             key = bytes(self.keys[name].verify_key).hex()
@@ -221,7 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             submitter = demo.start_coordinator(deadline)
             demo.start_verifiers()
             jobs = demo.start_solvers()
-            demo.wait_registered(submitter, deadline)
+            demo.wait_ready(submitter, deadline)
             demo.submit(submitter, jobs)
             statuses = _wait_for_jobs(submitter, jobs, deadline, show=not args.json)
             rows = _summarise(submitter, jobs, statuses, demo)

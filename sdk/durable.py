@@ -11,8 +11,12 @@ from sdk.store import write_atomically
 class DurableState:
     def __init__(self, path: Path, initial: dict[str, Any]):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else initial
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            self.data = json.loads(path.read_text())
+        else:
+            self.data = initial
+            self.save()  # its existence also tells a supervisor the daemon is up
 
     def save(self) -> None:
         write_atomically(self.path, json.dumps(self.data, sort_keys=True).encode())

@@ -9,31 +9,23 @@ between two HTTP calls (training is abandoned at once and resumes on restart).
 """
 
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from protocol.behaviours import load_behaviour
-from protocol.errors import VeritrainError
 from protocol.presets import example_job_spec
 from protocol.spec import parse_job_spec
 from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
 from protocol.types import JobId, Root
 from sdk.client import CoordinatorClient, CoordinatorError
+from sdk.daemon import Daemon, DaemonStopping
 from sdk.durable import DurableState
 from sdk.store import CheckpointStore
 from sdk.worker import run_worker
 from solver import disputes
 
-log = logging.getLogger("veritrain.solver")
 FINAL_STATES = ("settled", "failed", "cancelled")
-
-
-class DaemonStopping(Exception):
-    """SIGTERM arrived: leave the current work where it is (it resumes on restart)."""
 
 
 def get_default_profiles() -> list[str]:
@@ -52,28 +44,16 @@ class SolverConfig:
     only_jobs: list[str] | None = None  # bid only on these job ids (demos and tests)
 
 
-class SolverDaemon:
+class SolverDaemon(Daemon):
+    log = logging.getLogger("veritrain.solver")
+
     def __init__(self, client: CoordinatorClient, store: Path, config: SolverConfig):
         self.client, self.store, self.config = client, store, config
         self.behaviour = load_behaviour(config.behaviour, "solver")
         self.state = DurableState(store / "state.json", {"jobs": {}})
-        self.stopping = False
+        super().__init__()
+        self.poll_s = config.poll_s
         self._last_heartbeat = 0.0
-
-    # --- the loop --------------------------------------------------------------------------
-    def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        while not self.stopping:
-            try:
-                self.step()
-            except DaemonStopping:
-                break
-            except (VeritrainError, httpx.TransportError, OSError) as err:  # retried next round
-                log.warning("solver step failed: %s", err)
-            time.sleep(self.config.poll_s)
-
-    def _on_sigterm(self, *_args) -> None:
-        self.stopping = True
 
     def step(self) -> None:
         self._bid_on_open_jobs()
@@ -104,7 +84,7 @@ class SolverDaemon:
             self.client.bid(job["job_id"], self.config.price, self.config.stake, job["profile"])
         except CoordinatorError as err:
             if err.status == 422 or (err.status == 409 and "already" not in str(err)):
-                log.info("not bidding on %s: %s", job["job_id"][:12], err)
+                self.log.info("not bidding on %s: %s", job["job_id"][:12], err)
                 return
         self.state.data["jobs"][job["job_id"]] = {"state": "bidding"}
         self.state.save()

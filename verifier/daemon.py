@@ -10,21 +10,15 @@ between two calls.
 
 import logging
 import secrets
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from protocol.behaviours import load_behaviour
-from protocol.errors import VeritrainError
 from sdk.client import CoordinatorClient, compute_verification_commit
+from sdk.daemon import Daemon
 from sdk.dispute_play import compute_segment_trace
 from sdk.durable import DurableState
 from verifier import disputes
-
-log = logging.getLogger("veritrain.verifier")
 
 
 def get_default_profiles() -> list[str]:
@@ -41,24 +35,15 @@ class VerifierConfig:
     poll_s: float = 1.0
 
 
-class VerifierDaemon:
+class VerifierDaemon(Daemon):
+    log = logging.getLogger("veritrain.verifier")
+
     def __init__(self, client: CoordinatorClient, store: Path, config: VerifierConfig):
         self.client, self.store, self.config = client, store, config
         self.behaviour = load_behaviour(config.behaviour, "verifier")
         self.state = DurableState(store / "state.json", {"registered": False, "assignments": {}})
-        self.stopping = False
-
-    def run(self) -> None:
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        while not self.stopping:
-            try:
-                self.step()
-            except (VeritrainError, httpx.TransportError, OSError) as err:  # retried next round
-                log.warning("verifier step failed: %s", err)
-            time.sleep(self.config.poll_s)
-
-    def _on_sigterm(self, *_args) -> None:
-        self.stopping = True
+        super().__init__()
+        self.poll_s = config.poll_s
 
     def step(self) -> None:
         if not self.state.data["registered"]:

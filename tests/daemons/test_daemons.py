@@ -55,9 +55,12 @@ class Market:
         return client
 
     def daemon(self, role: str, name: str, *extra: str) -> subprocess.Popen:
+        state = self.tmp / name / "state.json"
         process = spawn([role, "run", "--key", str(self.tmp / f"{name}.key"), "--coordinator", self.url,
                          "--store", str(self.tmp / name), "--poll", "0.3", *extra], self.tmp / f"{name}.log")
         self.processes.append(process)
+        if not state.exists():  # up and polling before anything is posted
+            wait_until(state.exists, 120, f"{name} to start")
         return process
 
     def close(self) -> None:
