@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if sweeper:
             sweeper.stop()
+        rt.referee_workers.close()
         rt.db.dispose()
 
     app = FastAPI(title="veritrain coordinator", version="1", lifespan=lifespan)

@@ -113,6 +113,18 @@ def _read_events(process: subprocess.Popen, on_progress) -> dict[str, Any] | Non
     return outcome
 
 
+def _read_line_outcome(process: subprocess.Popen) -> dict[str, Any] | None:
+    """The next result or error line of a warm worker (None: it died)."""
+    for line in process.stdout:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("event") in ("result", "error"):
+            return event
+    return None
+
+
 def _result_or_raise(outcome: dict[str, Any] | None, returncode: int, stderr_lines: list[str]) -> dict[str, Any]:
     if outcome is None:
         tail = "".join(stderr_lines[-5:]).strip() or f"exit status {returncode}"
@@ -157,33 +169,59 @@ def apply_and_check_profile(profile: ExecutionProfile) -> None:
         torch.backends.mkldnn.enabled = False  # oneDNN picks kernels by CPU at run time
 
 
-def _child_main() -> int:
-    _die_with_parent()
+def _emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
 
-    def emit(event: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(event) + "\n")
-        sys.stdout.flush()
 
+def _run_and_report(run: Callable[[], dict[str, Any]]) -> bool:
+    """Run one request; its result or typed error goes to the parent as one JSON line."""
     try:
-        profile = ExecutionProfile(**json.loads(os.environ["VERITRAIN_PROFILE"]))
-        apply_and_check_profile(profile)
-        from sdk.tasks import run_task  # imports torch-heavy code only after the checks
-
-        result = run_task(json.load(sys.stdin), lambda p: emit({"event": "progress", **p}))
-        emit({"event": "result", "result": result})
-        return 0
+        _emit({"event": "result", "result": run()})
+        return True
     except errors.VeritrainError as err:
-        emit({"event": "error", "code": err.code, "message": getattr(err, "message", str(err)),
-              "field": getattr(err, "field", None), "chunk_index": getattr(err, "chunk_index", None),
-              "tensor": getattr(err, "tensor", None)})
-        return 1
+        _emit({"event": "error", "code": err.code, "message": getattr(err, "message", str(err)),
+               "field": getattr(err, "field", None), "chunk_index": getattr(err, "chunk_index", None),
+               "tensor": getattr(err, "tensor", None)})
     except Exception as err:  # noqa: BLE001 — reported to the parent as our own bug
         import traceback
 
         traceback.print_exc()
-        emit({"event": "error", "code": "internal_error", "message": f"{type(err).__name__}: {err}"})
+        _emit({"event": "error", "code": "internal_error", "message": f"{type(err).__name__}: {err}"})
+    return False
+
+
+def _start_child(die_with_parent: bool = True) -> Callable[..., dict[str, Any]]:
+    if die_with_parent:
+        _die_with_parent()
+    profile = ExecutionProfile(**json.loads(os.environ["VERITRAIN_PROFILE"]))
+    apply_and_check_profile(profile)
+    from sdk.tasks import run_task  # imports torch-heavy code only after the checks
+
+    return run_task
+
+
+def _child_main() -> int:
+    holder: dict[str, Any] = {}
+
+    def run() -> dict[str, Any]:
+        holder["run_task"] = _start_child()
+        return holder["run_task"](json.load(sys.stdin), lambda p: _emit({"event": "progress", **p}))
+
+    return 0 if _run_and_report(run) else 1
+
+
+def _serve_main() -> int:
+    """A warm worker (`sdk.warm_worker`): the profile is applied once, then one request per line.
+    It ends when its stdin closes — also when the parent dies. (Not PDEATHSIG: that fires when
+    the parent *thread* ends, and a server spawns from short-lived pool threads.)"""
+    started: dict[str, Any] = {}
+    if not _run_and_report(lambda: started.update(run_task=_start_child(False)) or {"ready": True}):
         return 1
+    for line in sys.stdin:
+        _run_and_report(lambda line=line: started["run_task"](json.loads(line), lambda p: None))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_child_main())
+    sys.exit(_serve_main() if "--serve" in sys.argv else _child_main())

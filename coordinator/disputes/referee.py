@@ -1,5 +1,6 @@
-"""The referee's computation: one training step from the agreed state, in a worker subprocess
-pinned to the job's execution profile (sdk.worker). The worker checks the state against its
+"""The referee's computation: one training step from the agreed state, in a warm worker
+subprocess pinned to the job's execution profile (sdk.warm_worker, started when the dispute
+opens, so a ruling does not wait for a torch import). The worker checks the state against its
 agreed root before stepping, so a wrong blob can never make the referee rule on the wrong state.
 Runs outside any transaction."""
 
@@ -8,11 +9,11 @@ from pathlib import Path
 
 from protocol.errors import CheckpointCorrupt
 from protocol.spec import parse_job_spec
-from sdk.worker import run_worker
+from sdk.warm_worker import WorkerPool
 
 
-def compute_referee_chunk_hash(spec_json: dict, dataset: bytes | None, state_bytes: bytes,
-                               agreed_root: str, chunk: int, timeout_s: float) -> bytes:
+def compute_referee_chunk_hash(workers: WorkerPool, spec_json: dict, dataset: bytes | None,
+                               state_bytes: bytes, agreed_root: str, chunk: int, timeout_s: float) -> bytes:
     with tempfile.TemporaryDirectory(prefix="veritrain-referee-") as tmp:
         state_path = Path(tmp) / "state.safetensors"
         state_path.write_bytes(state_bytes)
@@ -20,10 +21,10 @@ def compute_referee_chunk_hash(spec_json: dict, dataset: bytes | None, state_byt
         if dataset is not None:
             dataset_path = Path(tmp) / "dataset.safetensors"
             dataset_path.write_bytes(dataset)
-        result = run_worker({"command": "step", "spec": spec_json, "state_path": str(state_path),
+        result = workers.run({"command": "step", "spec": spec_json, "state_path": str(state_path),
                              "expected_root": agreed_root,
                              "dataset_path": str(dataset_path) if dataset_path else None},
-                            parse_job_spec(spec_json).profile, timeout=timeout_s)
+                             parse_job_spec(spec_json).profile, timeout_s)
     hashes = result["chunk_hashes"]
     if not 0 <= chunk < len(hashes):
         raise CheckpointCorrupt(f"the recomputed state has no chunk {chunk}")

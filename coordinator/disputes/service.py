@@ -75,6 +75,7 @@ def process_open_dispute(session: Session, rt: Runtime, job: Job, assignment: As
     _store(dispute, _supply_start_state(game, assignment.segment, start.step, now),
            {"segment": assignment.segment, "state_sha256": start.blob_sha256})
     session.flush()
+    rt.referee_workers.prewarm(parse_job_spec(json.loads(job.spec_json)).profile)  # ready by the ruling
     return dispute
 
 
@@ -194,7 +195,7 @@ def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
         dataset = get_job_dataset(session, parse_job_spec(spec_json))
         sha256 = json.loads(dispute.state_json)["state_sha256"]
         state_bytes = jobs_repository.get_blob(session, sha256).data
-    chunk_hash = compute_referee_chunk_hash(spec_json, dataset, state_bytes, game.roots[game.lo],
+    chunk_hash = compute_referee_chunk_hash(rt.referee_workers, spec_json, dataset, state_bytes, game.roots[game.lo],
                                             game.chunk, rt.settings.referee_timeout_s)
     return rt.db.write(lambda s: _process_ruling(s, rt, dispute_id, chunk_hash))
 
