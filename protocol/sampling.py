@@ -58,3 +58,25 @@ def compute_segment_choice(seed: bytes, num_segments_total: int, count: int) -> 
     for counter in range(min(count, num_segments_total)):
         picked.append(remaining.pop(_draw(seed, b"segment", counter, len(remaining))))
     return sorted(picked)
+
+
+# --- forced errors ---------------------------------------------------------------------------
+
+FORCED_TAG = b"forced"
+
+
+def is_forced_error(seed: bytes, assignment_index: int, rate_ppm: int) -> bool:
+    """Whether the protocol plants a known-bad end root in this assignment (rate in parts per
+    million), decided from the public seed so anyone can check it afterwards."""
+    return _draw(seed, FORCED_TAG, assignment_index, 1_000_000) < rate_ppm
+
+
+def compute_planted_root(seed: bytes, assignment_index: int) -> bytes:
+    """The bogus end root shown to the verifier: no state has it (a fresh hash)."""
+    return hashlib.sha256(SELECTION_TAG + FORCED_TAG + seed + assignment_index.to_bytes(8, "little")).digest()
+
+
+def compute_forced_error_outcome(revealed_root: bytes, planted_root: bytes, jackpot: int) -> tuple[str, int]:
+    """A verifier that flags the planted root earns the jackpot; one that approves it (it cannot
+    have replayed) loses as much from its stake."""
+    return ("jackpot", jackpot) if revealed_root != planted_root else ("slash", jackpot)

@@ -35,3 +35,20 @@ def test_choice_follows_stake_and_the_seed():
     assert picks["broke"] == 0 and picks["heavy"] > 150 and picks["light"] > 5
     a = compute_selection_seed(b"r" * 32, b"sig", b"prev")
     assert a != compute_selection_seed(b"r" * 32, b"sig", b"prev2")  # the log link changes it
+
+
+def test_forced_errors_follow_the_rate_and_the_seed():
+    from protocol.sampling import (
+        compute_forced_error_outcome,
+        compute_planted_root,
+        is_forced_error,
+    )
+
+    seed = compute_selection_seed(b"t" * 32, b"sig", b"prev")
+    planted = sum(is_forced_error(seed, i, 100_000) for i in range(5000))
+    assert 400 < planted < 600  # 10 %
+    assert not any(is_forced_error(seed, i, 0) for i in range(1000))
+    root = compute_planted_root(seed, 3)
+    assert root == compute_planted_root(seed, 3) != compute_planted_root(seed, 4)
+    assert compute_forced_error_outcome(b"\x01" * 32, root, 500) == ("jackpot", 500)
+    assert compute_forced_error_outcome(root, root, 500) == ("slash", 500)
