@@ -22,7 +22,11 @@ from coordinator.disputes.referee import compute_referee_chunk_hash
 from coordinator.disputes.schemas import DisputeView
 from coordinator.errors import Forbidden, InvalidState
 from coordinator.jobs import repository as jobs_repository
-from coordinator.jobs.checkpoints import DecodedCheckpoint, get_checkpoint_row
+from coordinator.jobs.checkpoints import (
+    DecodedCheckpoint,
+    compute_decoded_checkpoint,
+    get_checkpoint_row,
+)
 from coordinator.jobs.payouts import compute_slash_legs
 from coordinator.ledger.accounts import BURN_ACCOUNT, stake
 from coordinator.ledger.service import get_balance, process_movement
@@ -144,8 +148,6 @@ def process_dispute_move(session: Session, rt: Runtime, who: str, dispute_id: in
 
 def compute_checked_state(data: bytes, game: Game) -> DecodedCheckpoint:
     """Outside the transaction: the supplied bytes are the agreed state at the pinned step."""
-    from coordinator.jobs.checkpoints import compute_decoded_checkpoint
-
     decoded = compute_decoded_checkpoint(data, game.lo)
     if decoded.state_root.hex() != game.roots[game.lo]:
         raise CheckpointCorrupt(f"this is not the agreed state at step {game.lo}")
