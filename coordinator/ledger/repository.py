@@ -60,6 +60,38 @@ def lock_accounts(session: Session, keys: list[AccountKey]) -> dict[AccountKey, 
     return found
 
 
+# PostgreSQL: lock the accounts in id order and apply the deltas in one round trip — but only if
+# every account exists and none would go negative; otherwise nothing changes and the caller sees
+# the locked balances (to create missing accounts, or to raise InsufficientFunds).
+PG_LOCK_AND_APPLY = text("""
+WITH d AS (SELECT * FROM unnest(CAST(:kinds AS varchar[]), CAST(:owners AS varchar[]),
+                                CAST(:jobs AS varchar[]), CAST(:deltas AS bigint[]))
+           AS d(kind, owner, job_id, delta)),
+locked AS (SELECT a.id, a.kind, a.owner, a.job_id, a.balance FROM ledger_accounts AS a
+           WHERE (a.kind, a.owner, a.job_id) IN (SELECT kind, owner, job_id FROM d)
+           ORDER BY a.id FOR UPDATE),
+ok AS (SELECT count(*) = :n AND coalesce(bool_and(l.balance + d.delta >= 0 OR l.kind = 'mint'), false) AS ok
+       FROM locked AS l JOIN d USING (kind, owner, job_id)),
+applied AS (UPDATE ledger_accounts AS a SET balance = l.balance + d.delta
+            FROM locked AS l JOIN d USING (kind, owner, job_id)
+            WHERE a.id = l.id AND (SELECT ok FROM ok) RETURNING a.id)
+SELECT l.id, l.kind, l.owner, l.job_id, l.balance, (SELECT count(*) FROM applied) AS applied FROM locked AS l
+""")
+
+
+def lock_and_apply(session: Session, deltas: list[tuple[AccountKey, int]]) -> tuple[dict[AccountKey, LockedAccount], bool]:
+    """PostgreSQL only: (balances before, by key; whether the deltas were applied)."""
+    params = {"kinds": [k.kind for k, _ in deltas], "owners": [k.owner for k, _ in deltas],
+              "jobs": [k.job_id for k, _ in deltas], "deltas": [d for _, d in deltas], "n": len(deltas)}
+    rows = session.connection().execute(PG_LOCK_AND_APPLY, params).all()
+    if len(rows) < len(deltas):
+        _insert_missing(session, [k for k, _ in deltas
+                                  if k not in {AccountKey(r.kind, r.owner, r.job_id) for r in rows}])
+        rows = session.connection().execute(PG_LOCK_AND_APPLY, params).all()
+    before = {AccountKey(r.kind, r.owner, r.job_id): LockedAccount(r.id, r.balance) for r in rows}
+    return before, bool(rows) and rows[0].applied == len(deltas)
+
+
 BALANCE_UPDATE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("account_id"))
                   .values(balance=bindparam("new_balance")))
 

@@ -54,17 +54,25 @@ def process_movement(session: Session, rt: Runtime, kind: str, data: dict,
     balances: dict[AccountKey, int] = {}
     if net:
         session.flush()  # pending ORM rows (a job, a bid) go first: lock order job -> accounts
-        accounts = repository.lock_accounts(session, [k for k, _ in net])
+        accounts, applied = _lock_and_apply(session, net)
         for key, delta in net:
             if accounts[key].balance + delta < 0 and not key.may_go_negative:
                 raise InsufficientFunds(str(key), accounts[key].balance, -delta)
             balances[key] = accounts[key].balance + delta
-        # the CHECK constraint re-checks this inside the same transaction
-        repository.update_balances(session, {accounts[k].id: v for k, v in balances.items()})
+        if not applied:  # the CHECK constraint re-checks this inside the same transaction
+            repository.update_balances(session, {accounts[k].id: v for k, v in balances.items()})
     entry = process_log_append(session, rt.key, rt.clock.now(), kind, data,
                                [(str(k), d) for k, d in net],
                                [(accounts[k].id, d) for k, d in net] if net else [])
     return AppendedEntry(entry.index, entry.leaf_hash, balances)
+
+
+def _lock_and_apply(session: Session, net: list[Leg]):
+    """Locked balances before the movement, and whether it is already applied (PostgreSQL does
+    lock, check and update in one round trip; elsewhere the caller updates after checking)."""
+    if session.bind.dialect.name == "postgresql":
+        return repository.lock_and_apply(session, net)
+    return repository.lock_accounts(session, [k for k, _ in net]), False
 
 
 def get_balance(session: Session, key: AccountKey) -> int:
