@@ -92,7 +92,7 @@ def bench_end_to_end() -> dict:
     """Challenge → ruling on a real coordinator for a 1,000-step mlp segment."""
     from cli.audit_cmd import compute_audit
     from sdk.disputes import play_until_idle
-    from tests.coordinator.market import TrainedJob, commit_signed, funded, verify_segment
+    from tests.coordinator.market import TrainedJob, funded, open_verification, verify_segment
     from tests.coordinator.server import running_server
 
     spec_json = example_job_spec_json("mlp", steps=SEGMENT)
@@ -119,14 +119,7 @@ def bench_end_to_end() -> dict:
             return CoordinatorClient(server.url, key or SigningKey.generate())
 
         submitter, solver, verifier = funded(make), funded(make), funded(make)
-        verifier.register_verifier([job.profile], 500)
-        submitter.submit_job(spec_json, 1000, min_stake=400, verifier_fee=50, bidding_s=30)
-        solver.bid(job.job_id, 600, 400, job.profile)
-        solver.advance_clock(31)
-        solver.award(job.job_id)
-        commit_signed(solver, job)
-        [a] = verifier.get_assignments()
-        solver.upload_checkpoint(job.job_id, 0, 0, job.checkpoint_bytes(0), job.proof(0))
+        a = open_verification(submitter, solver, verifier, job)
         true_root = TraceTrajectory({SEGMENT: compute_chunk_hashes(honest[SEGMENT])}).root(SEGMENT)
         salt = verify_segment(verifier, a["id"], true_root)
         solver.upload_checkpoint(job.job_id, 1, SEGMENT, job.checkpoint_bytes(1), job.proof(1))

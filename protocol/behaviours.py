@@ -13,12 +13,12 @@ A behaviour is any object with these attributes (write your own and load it with
 - `policy: str`: how it plays a dispute — "follow" (answer from its own trajectory), "equivocate"
   (contradict roots it bound itself to), "fake-root" (its committed root has no state behind it),
   "no-show" (never moves);
-- `saved_fraction: float` (share of a cheated segment's compute it skips, for the economics) and
-  `challenges: bool`
-  (verifiers: whether it opens a dispute when its root differs).
+- `saved_fraction: float` (share of a cheated segment's compute it skips, for the economics);
+- `claim: str` (verifiers): the root it commits to — "replay" (its replay's), "start-root" (the
+  segment's start root: no replay), "guess" (random: the solver's root is still secret),
+  "made-up" (replays, then claims a random root).
 """
 
-import dataclasses
 import importlib
 from dataclasses import dataclass
 from typing import Any
@@ -37,19 +37,21 @@ class Behaviour:
     description: str
     policy: str = "follow"
     saved_fraction: float = 0.0
-    challenges: bool = True
-    # (first bad step offset inside the segment, chunk) for segments it cheats on; None: honest
+    claim: str = "replay"
+    # where a cheated segment first goes wrong: `offset` steps into it, or only at the absolute
+    # step `at_step`; `chunk` as in `divergence`. Neither set: honest.
     offset: int | None = None
+    at_step: int | None = None
     chunk: int | None = None
     cheats_on: str = "all"  # "all" | "odd" segments
 
     def divergence(self, segment_start: int, segment_end: int, segment_index: int) -> tuple[int, int | None] | None:
-        if self.offset is None or (self.cheats_on == "odd" and segment_index % 2 == 0):
+        if self.cheats_on == "odd" and segment_index % 2 == 0:
             return None
-        if self.name == "perturb-step":
-            if not segment_start < PERTURB_STEP + 1 <= segment_end:
-                return None
-            return PERTURB_STEP + 1, self.chunk
+        if self.at_step is not None:
+            return (self.at_step, self.chunk) if segment_start < self.at_step <= segment_end else None
+        if self.offset is None:
+            return None
         return min(segment_end, segment_start + self.offset), self.chunk
 
     def transform_step(self, program: Any, before: Any, after: Any, step: int) -> Any:
@@ -106,7 +108,7 @@ SOLVER_BEHAVIOURS = [
     Behaviour("skip-steps", "solver", False, "copies the state instead of training", saved_fraction=1.0,
               offset=1),
     Behaviour("perturb-step", "solver", False, f"adds {PERTURB_SIZE} to one tensor after step "
-              f"{PERTURB_STEP}", offset=PERTURB_STEP, chunk=0),
+              f"{PERTURB_STEP}", at_step=PERTURB_STEP + 1, chunk=0),
     Behaviour("interpolate", "solver", False, "interpolates between init and a target model (PoL spoof)",
               saved_fraction=0.95, offset=1),
     Behaviour("honest-on-some-segments", "solver", False, "trains only the even segments",
@@ -123,11 +125,11 @@ SOLVER_BEHAVIOURS = [
 VERIFIER_BEHAVIOURS = [
     Behaviour("honest", "verifier", True, "replays every sampled segment"),
     Behaviour("lazy-approve", "verifier", False, "approves without replaying", saved_fraction=1.0,
-              challenges=False),
+              claim="start-root"),
     Behaviour("copy-solver", "verifier", False, "tries to copy the solver's root (commit-reveal "
-              "forces a guess)", saved_fraction=1.0, offset=10**18),
+              "forces a guess)", saved_fraction=1.0, claim="guess"),
     Behaviour("frivolous-challenge", "verifier", False, "challenges honest work with a made-up root",
-              offset=10**18),
+              claim="made-up"),
     Behaviour("no-show", "verifier", False, "never answers", policy="no-show", saved_fraction=1.0),
 ]
 BUILTIN = {(b.role, b.name): b for b in SOLVER_BEHAVIOURS + VERIFIER_BEHAVIOURS}
@@ -152,6 +154,3 @@ def load_behaviour(name_or_path: str, role: str) -> Any:
         raise InvalidInput(f"{name_or_path} is not a {role} behaviour (missing {missing})", "behaviour")
     return found
 
-
-def with_chunk(behaviour: Behaviour, chunk: int | None) -> Behaviour:
-    return dataclasses.replace(behaviour, chunk=chunk)

@@ -124,8 +124,7 @@ def _solver_dispute_loss_rate(behaviour: Behaviour, bad: list[int], length: int,
         fake = ((end, b"\xfa" * 32),) if behaviour.policy == "fake-root" else ()
         mine = StandinTrajectory(seed, chunks, None if fake else behaviour.divergence(start, end, segment),
                                  behaviour.name.encode(), fake)
-        policy = behaviour.policy if behaviour.policy in ("no-show", "equivocate") else "follow"
-        lost += _play_segment(mine, StandinTrajectory(seed, chunks), start, end, rng, policy) != SOLVER
+        lost += _play_segment(mine, StandinTrajectory(seed, chunks), start, end, rng, behaviour.policy) != SOLVER
     return lost / trials
 
 
@@ -160,9 +159,9 @@ def simulate_verifier(behaviour: Behaviour, market: Market, trials: int, rng: ra
     """(expected profit, catch rate) facing honest solvers and forced errors at rate φ."""
     fee, stake, phi = market.verifier_fee, market.verifier_stake, market.forced_error_rate
     cost = 0.0 if behaviour.saved_fraction == 1.0 else market.verification_cost
-    if behaviour.name == "no-show":
+    if behaviour.policy == "no-show":
         return -compute_no_show_penalty(fee), 1.0
-    if behaviour.name == "lazy-approve":  # approves everything: a planted bad segment slashes it
+    if behaviour.claim == "start-root":  # approves everything: a planted bad segment slashes it
         return (1 - phi) * fee - phi * stake, phi
     if behaviour.honest:  # flags every planted segment: paid, plus its share of the jackpot
         return fee + phi * compute_slash_split(compute_jackpot(fee, phi))[0] - cost, 0.0

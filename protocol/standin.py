@@ -76,7 +76,8 @@ def compute_first_divergence(mine: Trajectory, theirs: Trajectory, lo: int, hi: 
 
 @dataclass
 class Player:
-    """Answers the game from its own trajectory; `policy` makes it cheat at the game level."""
+    """Answers the game from its own trajectory; `policy` (a behaviour's) makes it cheat at the game
+    level: "no-show" never moves, "equivocate" contradicts a bound root; any other follows."""
 
     party: str
     key: Any  # nacl SigningKey

@@ -51,8 +51,7 @@ def process_solver_disputes(client: CoordinatorClient, jobs_dir: Path, work_dir:
         trace = _trace(trace_dir, store.manifest["spec"], store.checkpoint_path(view["segment"]),
                        game.roots[start], end, dataset if dataset.exists() else None,
                        None if behaviour.honest else behaviour.name)
-        policy = behaviour.policy if behaviour.policy in ("no-show", "equivocate") else "follow"
-        play_until_idle(client, view["id"], Player(SOLVER, client.key, trace, policy),
+        play_until_idle(client, view["id"], Player(SOLVER, client.key, trace, behaviour.policy),
                         lambda step, d=trace_dir: get_state_path(d, step).read_bytes())
     return len(views)
 
@@ -65,8 +64,7 @@ def process_verifier_disputes(client: CoordinatorClient, work_dir: Path,
     for view in views:
         game = get_game(view)
         trace = compute_segment_trace(client, work_dir, view["job_id"], view["segment"], game.roots[min(game.verifier_roots)])
-        policy = "no-show" if behaviour.policy == "no-show" else "follow"
-        play_until_idle(client, view["id"], Player(VERIFIER, client.key, trace, policy))
+        play_until_idle(client, view["id"], Player(VERIFIER, client.key, trace, behaviour.policy))
     return len(views)
 
 

@@ -28,6 +28,7 @@ class WarmWorker:
         self.process: subprocess.Popen | None = None
         self.stderr_lines: list[str] = []
         self.lock = threading.Lock()
+        self._ready = False  # the child has applied its profile
 
     def start(self) -> None:
         """Spawn the child (returns at once; the first request waits for it to be ready)."""

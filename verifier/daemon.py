@@ -74,10 +74,10 @@ class VerifierDaemon(Daemon):
         """The root it commits to: its replay's, unless its behaviour says otherwise."""
         job_id, segment = assignment["job_id"], assignment["segment"]
         start_root = self.client.get_checkpoint_info(job_id, segment)["state_root"]
-        if self.behaviour.name == "lazy-approve":
+        if self.behaviour.claim == "start-root":
             return bytes.fromhex(start_root)  # no replay: the only root it has
-        if self.behaviour.name == "copy-solver":
+        if self.behaviour.claim == "guess":
             return secrets.token_bytes(32)  # commit-reveal: the solver's root is not public yet
         trace = compute_segment_trace(self.client, self.store / "disputes", job_id, segment, start_root)
         root = trace.root(max(trace.chunks_by_step))
-        return secrets.token_bytes(32) if self.behaviour.name == "frivolous-challenge" else root
+        return secrets.token_bytes(32) if self.behaviour.claim == "made-up" else root

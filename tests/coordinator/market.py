@@ -73,3 +73,18 @@ def verify_segment(verifier: CoordinatorClient, assignment_id: int, root: bytes)
     salt = secrets.token_bytes(16)
     verifier.commit_verification(assignment_id, compute_verification_commit(root, salt))
     return salt
+
+
+def open_verification(submitter: CoordinatorClient, solver: CoordinatorClient, verifier: CoordinatorClient,
+                      job: TrainedJob, verifier_stake: int = 500) -> dict:
+    """Post a one-segment `job`, award it to `solver`, commit, upload checkpoint 0; returns the
+    verifier's assignment, awaiting its commit."""
+    verifier.register_verifier([job.profile], verifier_stake)
+    submitter.submit_job(job.spec_json, 1000, min_stake=400, verifier_fee=50, bidding_s=30)
+    solver.bid(job.job_id, 600, 400, job.profile)
+    solver.advance_clock(31)
+    solver.award(job.job_id)
+    commit_signed(solver, job)
+    [assignment] = verifier.get_assignments()
+    solver.upload_checkpoint(job.job_id, 0, 0, job.checkpoint_bytes(0), job.proof(0))
+    return assignment

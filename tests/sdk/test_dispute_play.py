@@ -19,7 +19,7 @@ from sdk.client import CoordinatorClient
 from sdk.dispute_play import process_solver_disputes, process_verifier_disputes
 from sdk.store import CheckpointStore
 from sdk.worker import run_worker
-from tests.coordinator.market import TrainedJob, commit_signed, funded, verify_segment
+from tests.coordinator.market import TrainedJob, funded, open_verification, verify_segment
 from tests.coordinator.server import running_server
 
 pytestmark = pytest.mark.slow
@@ -47,14 +47,7 @@ def test_daemons_play_a_dispute_to_the_referee(tmp_path):
         jobs_dir = tmp_path / "solver" / "jobs"
         (jobs_dir / "x").rename(jobs_dir / cheat.job_id)
         cheat = TrainedJob(spec_json, CheckpointStore.open(jobs_dir / cheat.job_id))
-        verifier.register_verifier([cheat.profile], 500)
-        submitter.submit_job(spec_json, 1000, min_stake=400, verifier_fee=50, bidding_s=30)
-        solver.bid(cheat.job_id, 600, 400, cheat.profile)
-        solver.advance_clock(31)
-        solver.award(cheat.job_id)
-        commit_signed(solver, cheat)
-        [a] = verifier.get_assignments()
-        solver.upload_checkpoint(cheat.job_id, 0, 0, cheat.checkpoint_bytes(0), cheat.proof(0))
+        a = open_verification(submitter, solver, verifier, cheat)
         true_root = honest.entries()[1][1]
         salt = verify_segment(verifier, a["id"], true_root)
         solver.upload_checkpoint(cheat.job_id, 1, STEPS, cheat.checkpoint_bytes(1), cheat.proof(1))
