@@ -1,8 +1,8 @@
-"""Concurrent clients racing on one balance: no overspend, every invariant holds."""
+"""Concurrent clients racing on one balance: no overspend, every invariant holds (on every
+backend of the `backend` fixture: SQLite, and PostgreSQL where reachable)."""
 
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from nacl.signing import SigningKey
 
 from cli.audit_cmd import compute_audit
@@ -16,7 +16,6 @@ def _race(fn, n=CLIENTS):
         return list(pool.map(fn, range(n)))
 
 
-@pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
 def test_racing_spenders_cannot_overspend(server, make_client, backend):
     key = SigningKey.generate()
     make_client(key).faucet(1000)
@@ -40,7 +39,6 @@ def test_racing_spenders_cannot_overspend(server, make_client, backend):
     assert report.ok, report.problems
 
 
-@pytest.mark.parametrize("backend", ["postgres", "sqlite"], indirect=True)
 def test_racing_bidders_and_awarders_give_exactly_one_award(server, make_client, backend, tmp_path):
     from protocol.spec import compute_job_id, parse_job_spec
     from tests.coordinator.market import tiny_spec_json

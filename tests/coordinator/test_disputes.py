@@ -154,16 +154,14 @@ def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, train
 def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_work(tmp_path, make_client):
     """A 4-step segment; a verifier whose replay goes wrong after step 2 pins step 2 → 3; the
     solver supplies the agreed state at step 2 (checked against its root) and wins."""
-    from protocol.spec import parse_job_spec
-    from protocol.training import build_program
     from tests.coordinator.market import tiny_spec_json
 
     spec_json = {**tiny_spec_json(seed=7), "steps": 4, "checkpoint_interval": 4}
     job = train_tiny_job(tmp_path / "run", spec_json=spec_json)
-    program = build_program(parse_job_spec(spec_json))
-    states = {0: decode_state(job.checkpoint_bytes(0))}
-    for step in range(1, 5):
-        states[step] = program.step(states[step - 1])
+    # Every step's state, computed like the referee's: in a worker pinned to the job's profile
+    # (this process may run another thread count or ISA, whose bits differ).
+    every_step = train_tiny_job(tmp_path / "every-step", spec_json={**spec_json, "checkpoint_interval": 1})
+    states = {step: decode_state(every_step.checkpoint_bytes(step)) for step in range(5)}
     honest = TraceTrajectory({s: compute_chunk_hashes(v) for s, v in states.items()})
     wrong = TraceTrajectory({s: (h if s < 3 else [bytes(32)] * len(h)) for s, h in honest.chunks_by_step.items()})
     submitter, solver, verifier = _start(make_client, job, 1)
