@@ -44,9 +44,10 @@ def _client(args: argparse.Namespace) -> CoordinatorClient:
 
 
 def cmd_solver_run(args: argparse.Namespace) -> int:
-    from solver.daemon import SolverConfig, SolverDaemon, get_default_profiles
+    from sdk.worker import get_runnable_profiles
+    from solver.daemon import SolverConfig, SolverDaemon
 
-    config = SolverConfig(price=args.price, stake=args.stake, profiles=args.profile or get_default_profiles(),
+    config = SolverConfig(price=args.price, stake=args.stake, profiles=args.profile or get_runnable_profiles(),
                           max_jobs=args.max_jobs, behaviour=args.behaviour, poll_s=args.poll,
                           heartbeat_s=args.heartbeat, only_jobs=args.only_job)
     SolverDaemon(_client(args), Path(args.store), config).run()
@@ -54,9 +55,10 @@ def cmd_solver_run(args: argparse.Namespace) -> int:
 
 
 def cmd_verifier_run(args: argparse.Namespace) -> int:
-    from verifier.daemon import VerifierConfig, VerifierDaemon, get_default_profiles
+    from sdk.worker import get_runnable_profiles
+    from verifier.daemon import VerifierConfig, VerifierDaemon
 
-    config = VerifierConfig(stake=args.stake, profiles=args.profile or get_default_profiles(),
+    config = VerifierConfig(stake=args.stake, profiles=args.profile or get_runnable_profiles(),
                             behaviour=args.behaviour, poll_s=args.poll)
     VerifierDaemon(_client(args), Path(args.store), config).run()
     return 0

@@ -17,6 +17,10 @@ TORCH_VERSION = "2.13.0"
 PROFILE_KINDS = ("pinned", "repro")
 CPU_CAPABILITIES = ("default", "avx2", "avx512")
 DTYPES = ("float32", "float64")
+# The repro profile's arithmetic contract (protocol/repro/reference.py); part of its label, so a
+# change of contract can never be matched against trajectories computed under the old one.
+REPRO_CONTRACT = "fo1"
+REPRO_DTYPES = ("float32",)
 MODELS = ("mlp", "cnn", "gpt-tiny")
 DATASET_KINDS = ("synthetic-classification", "synthetic-regression", "text", "safetensors")
 OPTIMIZERS = ("sgd", "adamw")
@@ -40,10 +44,9 @@ class ExecutionProfile:
     @property
     def label(self) -> str:
         """What solvers and verifiers advertise and the coordinator matches on."""
-        base = f"{self.kind}:torch-{self.torch_version}:{self.dtype}"
         if self.kind == "repro":
-            return base
-        return f"{base}:t{self.intra_op_threads}:{self.cpu_capability}"
+            return f"repro:{REPRO_CONTRACT}:torch-{self.torch_version}:{self.dtype}"
+        return f"{self.kind}:torch-{self.torch_version}:{self.dtype}:t{self.intra_op_threads}:{self.cpu_capability}"
 
 
 @dataclass(frozen=True)
@@ -173,10 +176,13 @@ def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
     else:
         threads = _int(obj, "intra_op_threads", path, 1, 256, default=1)
         capability = _choice(obj, "cpu_capability", path, CPU_CAPABILITIES, default="avx2")
+    dtype = _choice(obj, "dtype", path, DTYPES, default="float32")
+    if kind == "repro" and dtype not in REPRO_DTYPES:
+        raise InvalidSpec(f"repro profiles run {', '.join(REPRO_DTYPES)} only", _join(path, "dtype"))
     return ExecutionProfile(
         kind=kind,
         torch_version=torch_version,
-        dtype=_choice(obj, "dtype", path, DTYPES, default="float32"),
+        dtype=dtype,
         intra_op_threads=threads,
         cpu_capability=capability,
         math_reproducible=_bool(obj, "math_reproducible", path, True),

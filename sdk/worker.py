@@ -37,6 +37,19 @@ ERROR_TYPES: dict[str, type[errors.VeritrainError]] = {
 }
 
 
+def get_runnable_profiles() -> list[str]:
+    """What a daemon advertises by default: the example pinned profile, and the repro profile
+    where its compiled kernels are built (found without importing torch)."""
+    import importlib.util
+
+    from protocol.presets import example_job_spec
+
+    labels = [example_job_spec("mlp").profile.label]
+    if importlib.util.find_spec("protocol.repro._fixed_order") is not None:
+        labels.append(example_job_spec("mlp", profile="repro").profile.label)
+    return labels
+
+
 def resolve_runtime(profile: ExecutionProfile, threads: int | None, capability: str | None) -> tuple[int | None, str | None]:
     """Threads and ISA to run with: the profile's own when pinned, the caller's choice for repro."""
     if profile.kind == "pinned":

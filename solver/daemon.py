@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.behaviours import load_behaviour
-from protocol.presets import example_job_spec
 from protocol.spec import parse_job_spec
 from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
 from protocol.types import JobId, Root
@@ -22,21 +21,18 @@ from sdk.client import CoordinatorClient, CoordinatorError
 from sdk.daemon import Daemon, DaemonStopping
 from sdk.durable import DurableState
 from sdk.store import CheckpointStore
-from sdk.worker import run_worker
+from sdk.worker import get_runnable_profiles, run_worker
 from solver import disputes
 
 FINAL_STATES = ("settled", "failed", "cancelled")
 
-
-def get_default_profiles() -> list[str]:
-    return [example_job_spec("mlp").profile.label, example_job_spec("mlp", profile="repro").profile.label]
 
 
 @dataclass
 class SolverConfig:
     price: int
     stake: int
-    profiles: list[str] = field(default_factory=get_default_profiles)
+    profiles: list[str] = field(default_factory=get_runnable_profiles)
     max_jobs: int = 1
     behaviour: str = "honest"
     poll_s: float = 1.0

@@ -18,19 +18,14 @@ from sdk.client import CoordinatorClient, compute_verification_commit
 from sdk.daemon import Daemon
 from sdk.dispute_play import compute_segment_trace
 from sdk.durable import DurableState
+from sdk.worker import get_runnable_profiles
 from verifier import disputes
-
-
-def get_default_profiles() -> list[str]:
-    from protocol.presets import example_job_spec
-
-    return [example_job_spec("mlp").profile.label, example_job_spec("mlp", profile="repro").profile.label]
 
 
 @dataclass
 class VerifierConfig:
     stake: int
-    profiles: list[str] = field(default_factory=get_default_profiles)
+    profiles: list[str] = field(default_factory=get_runnable_profiles)
     behaviour: str = "honest"
     poll_s: float = 1.0
 

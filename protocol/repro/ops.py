@@ -1,9 +1,10 @@
-"""`ReproOps`: the `NativeOps` interface on fixed-order kernels (the `repro` execution profile).
+"""`ReproOps`: the `NativeOps` interface on the fixed-order kernels (the `repro` execution profile).
 
-Layers, attention and losses go through `protocol.repro.functions`; what `NativeOps` already does
-with elementwise ops only — dropout masks from `torch.rand`, U(±b) init, SGD and AdamW updates —
-is inherited unchanged, because those are bit-identical on any threads and ISA as they stand
-(checked by tests/repro/test_ops_matrix.py rather than assumed).
+Layers, attention, losses and optimizer updates go through `protocol.repro.functions` and the
+kernels; what `NativeOps` does with elementwise ops that torch computes the same everywhere —
+dropout masks from `torch.rand`, U(±b) init, residual adds — is inherited unchanged (checked by
+tests/repro rather than assumed). The optimizer updates are not inherited: they need a square root,
+and torch's goes through MKL's vector math (not correctly rounded; dispatched by CPU).
 """
 
 import torch
@@ -11,6 +12,8 @@ from torch import Tensor
 
 from protocol.ops import NativeOps
 from protocol.repro import functions as F
+from protocol.repro import reference
+from protocol.repro.backend import get_backend
 
 
 class ReproOps(NativeOps):
@@ -43,6 +46,16 @@ class ReproOps(NativeOps):
 
     def mse_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
         return F.MSELossFunction.apply(prediction, target)
+
+    def sgd_update(self, param: Tensor, grad: Tensor, momentum_buffer: Tensor,
+                   lr: float, momentum: float, weight_decay: float) -> tuple[Tensor, Tensor]:
+        return get_backend(param.device).sgd_update(param, grad, momentum_buffer, lr, momentum, weight_decay)
+
+    def adamw_update(self, param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
+                     lr: float, beta1: float, beta2: float, eps: float,
+                     weight_decay: float) -> tuple[Tensor, Tensor, Tensor]:
+        scalars = reference.adamw_scalars(step, lr, beta1, beta2, eps, weight_decay)
+        return get_backend(param.device).adamw_update(param, grad, exp_avg, exp_avg_sq, *scalars)
 
 
 REPRO_OPS = ReproOps()

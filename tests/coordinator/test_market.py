@@ -58,7 +58,7 @@ def test_award_rule_lowest_price_then_earliest(server, make_client, trained):
 def test_bids_are_validated(server, make_client, trained):
     submitter, solver = funded(make_client), funded(make_client, 100)
     _post_job(submitter, trained)
-    cases = [(dict(price=10, stake=STAKE, profile="repro:torch-2.13.0:float32"), 409, "profile_mismatch"),
+    cases = [(dict(price=10, stake=STAKE, profile="repro:fo1:torch-2.13.0:float32"), 409, "profile_mismatch"),
              (dict(price=10, stake=STAKE - 1, profile=trained.profile), 422, "invalid_input"),
              (dict(price=BOUNTY, stake=STAKE, profile=trained.profile), 422, "invalid_input"),
              (dict(price=10, stake=STAKE, profile=trained.profile), 409, "insufficient_funds")]
@@ -211,7 +211,7 @@ def test_job_listing_filters_and_pages(server, make_client, trained):
     first, second = submitter.list_jobs(limit=1), submitter.list_jobs(after=submitter.list_jobs(limit=1)[0]["id"])
     assert [j["job_id"] for j in first] == [trained.job_id] and len(second) == 1
     assert len(submitter.list_jobs(state="bidding", profile=trained.profile)) == 2
-    assert submitter.list_jobs(profile="repro:torch-2.13.0:float32") == []
+    assert submitter.list_jobs(profile="repro:fo1:torch-2.13.0:float32") == []
     assert submitter.list_jobs(state="settled") == []
 
 
@@ -246,7 +246,7 @@ def test_repro_jobs_go_to_any_repro_verifier_whatever_its_hardware(server, make_
     spec_json = example_job_spec_json("mlp", steps=4, profile="repro")
     spec = parse_job_spec(spec_json)
     label, job_id = spec.profile.label, compute_job_id(spec)
-    assert label == "repro:torch-2.13.0:float32"
+    assert label == "repro:fo1:torch-2.13.0:float32"
     submitter, solver = funded(make_client), funded(make_client)
     repro_verifier, pinned_verifier = funded(make_client), funded(make_client)
     repro_verifier.register_verifier([label], 500)

@@ -12,7 +12,7 @@ from protocol.sampling import (
     compute_verifier_choice,
 )
 
-REPRO = "repro:torch-2.13.0:float32"
+REPRO = "repro:fo1:torch-2.13.0:float32"
 PINNED = "pinned:torch-2.13.0:float32:t1:avx2"
 
 

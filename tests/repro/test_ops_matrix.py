@@ -2,7 +2,9 @@
 
 Each cell is a fresh interpreter (threads and ATEN_CPU_CAPABILITY only take effect before torch
 is imported) running tests/repro/op_cell.py; hypothesis is derandomized there so every cell
-draws the same shapes and values, including signed zeros, subnormals and a 2**±40 spread.
+draws the same shapes and values, including signed zeros, subnormals and a 2**±40 spread. The
+capability also picks the fixed-order kernels' own code path (scalar, AVX2, AVX-512), so the cells
+compare those as well as torch's.
 """
 
 import json
@@ -15,13 +17,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = 25
-# Normalized error bound against the native op (|repro − native| / max |native|), float32 and
-# float64 cases mixed: float32 rounding of a dot product or a pairwise sum is a few 1e-7.
+# Normalized error bound against the native op (|repro − native| / max |native|), float32: the
+# rounding of a dot product or a sum is a few 1e-7 in either (exp: relative to float64's exp).
 ERROR_BOUNDS = {"linear": 1e-6, "conv2d": 1e-6, "embedding": 1e-6, "layer_norm": 1e-5, "relu": 0.0,
                 "gelu": 2e-6, "causal_attention": 1e-6, "cross_entropy": 1e-6, "mse_loss": 1e-6, "exp": 1e-6,
-                # Long reductions (op_cell.check_large, float32): native's own error against a
-                # float64 reference reaches ~1e-6 there (conv2d weight gradient over 2048 rows),
-                # while repro's is 2e-7; the bound is on the difference of the two.
+                # Long reductions (op_cell.check_large): native's own error against a float64
+                # reference reaches ~1e-6 there (conv2d weight gradient over 2048 rows); the bound
+                # is on the difference of the two.
                 "linear_large": 2e-6, "conv2d_large": 2e-6, "embedding_large": 1e-6,
                 "layer_norm_large": 2e-6, "cross_entropy_large": 1e-6}
 
@@ -50,10 +52,14 @@ def cells() -> dict[tuple[int, str], dict]:
     return {cell: run_cell(*cell) for cell in matrix_cells()}
 
 
+KERNEL_ISA = {"default": "scalar", "avx2": "avx2", "avx512": "avx512"}
+
+
 def test_cells_really_ran_with_their_settings(cells):
     for (threads, capability), result in cells.items():
         assert result["threads"] == threads
         assert result["capability"].lower() == capability
+        assert result["kernel_isa"] == KERNEL_ISA[capability]
     # Control: torch's own sum of 10**6 floats differs between 1 and 2 threads, so the cells do
     # exercise different code paths; the repro ops must not.
     assert len({result["control"] for result in cells.values()}) > 1

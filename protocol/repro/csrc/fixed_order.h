@@ -1,0 +1,501 @@
+// Fixed-order float32 kernels of the repro profile, compiled once per ISA level (see isa_*.cpp).
+//
+// The arithmetic contract (docs/repro.md; protocol/repro/reference.py is the executable spec):
+//   dot     terms in chunks of CHAIN consecutive k; chunk q: c_q = z; for k in it: c_q = fma(a[k], b[k], c_q),
+//           z = init for chunk 0, +0 after; result = (((c_0) + c_1) + c_2) + ...  (chunking bounds
+//           the error by about (CHAIN + K/CHAIN) ulps instead of K)
+//   sum16   lane l = +0 + x[l] + x[l+16] + x[l+32] + ..., left to right; then lanes folded
+//           pairwise: l += l+8, l += l+4, l += l+2, l += l+1
+//   every other step is one correctly rounded +, −, ×, ÷ or sqrt on float32 (no contraction:
+//   built with -ffp-contract=off), a select, a compare or a bit operation.
+// Each output element is computed start to finish by one thread in that order, whatever the
+// vector width, so the bits cannot depend on thread count or ISA. Only the micro-kernels of the
+// matrix product are written per ISA; everything else is plain loops the compiler vectorises
+// across independent elements (which cannot change a result).
+//
+// This file is included inside `namespace VT_NS` by each ISA unit: nothing here may be shared
+// between units (no inline function or template outside that namespace). The including unit
+// provides <cstdint>, <cstdlib>, <cstring>, MR, NR, micro_kernel and VT_ISA_NAME.
+
+using vt::MatmulArgs;
+
+static constexpr int64_t LANES = 16;
+static constexpr int64_t CHAIN = 64;         // terms per fma chain (part of the contract)
+static constexpr int64_t KC = 4 * CHAIN;     // K per packed A panel (a multiple of CHAIN)
+static constexpr int64_t SMALL_WORK = 1 << 15;  // below this many element-steps: one thread
+
+template <class F>
+static void run_parallel(int64_t n, int64_t grain, F& body) {
+  if (n <= 0) return;
+  vt::parallel_for(n, grain < 1 ? 1 : grain,
+                   [](void* ctx, int64_t b, int64_t e) { (*static_cast<F*>(ctx))(b, e); }, &body);
+}
+
+static inline int64_t grain_for(int64_t items, int64_t work_per_item) {
+  int64_t per = work_per_item < 1 ? 1 : work_per_item;
+  int64_t g = SMALL_WORK / per;
+  return g < 1 ? 1 : (g > items ? items : g);
+}
+
+static inline float bits_to_float(int32_t b) { return __builtin_bit_cast(float, b); }
+
+// --- sum16 ------------------------------------------------------------------------------------
+
+static inline float fold16(float* acc) {
+  for (int l = 0; l < 8; ++l) acc[l] += acc[l + 8];
+  for (int l = 0; l < 4; ++l) acc[l] += acc[l + 4];
+  for (int l = 0; l < 2; ++l) acc[l] += acc[l + 2];
+  return acc[0] + acc[1];
+}
+
+// sum16 of value(i) for i in [0, n): value is evaluated (and rounded) before it is added.
+template <class V>
+static inline float sum16_of(int64_t n, V value) {
+  float acc[LANES];
+  for (int l = 0; l < LANES; ++l) acc[l] = 0.0f;
+  int64_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (int l = 0; l < LANES; ++l) acc[l] += value(i + l);
+  for (int l = 0; i + l < n; ++l) acc[l] += value(i + l);
+  return fold16(acc);
+}
+
+static void sum16_rows(const float* x, int64_t rows, int64_t n, float* out) {
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const float* row = x + r * n;
+      out[r] = sum16_of(n, [row](int64_t i) { return row[i]; });
+    }
+  };
+  run_parallel(rows, grain_for(rows, n), body);
+}
+
+// Column sums over rows: lane l takes rows l, l+16, ... (so lanes, not row ranges, are what
+// threads share out), then the 16 lane vectors are folded as in sum16.
+static void sum16_cols(const float* x, int64_t rows, int64_t d, float* out) {
+  float* lanes = static_cast<float*>(std::calloc(LANES * (d > 0 ? d : 1), sizeof(float)));
+  if (!lanes) std::abort();
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t l = b; l < e; ++l) {
+      float* acc = lanes + l * d;
+      for (int64_t r = l; r < rows; r += LANES) {
+        const float* row = x + r * d;
+        for (int64_t j = 0; j < d; ++j) acc[j] += row[j];
+      }
+    }
+  };
+  run_parallel(LANES, grain_for(LANES, (rows / LANES + 1) * d), body);
+  for (int64_t half = LANES / 2; half >= 1; half /= 2)
+    for (int64_t l = 0; l < half; ++l)
+      for (int64_t j = 0; j < d; ++j) lanes[l * d + j] += lanes[(l + half) * d + j];
+  std::memcpy(out, lanes, sizeof(float) * d);
+  std::free(lanes);
+}
+
+// out[s] = sum16 over the rows order[offsets[s]..offsets[s+1]) (ascending row order) of values.
+static void segment_sum(const float* values, const int64_t* order, const int64_t* offsets,
+                        int64_t segments, int64_t d, float* out) {
+  auto body = [&](int64_t b, int64_t e) {
+    float* lanes = static_cast<float*>(std::malloc(sizeof(float) * LANES * (d > 0 ? d : 1)));
+    if (!lanes) std::abort();
+    for (int64_t s = b; s < e; ++s) {
+      for (int64_t j = 0; j < LANES * d; ++j) lanes[j] = 0.0f;
+      int64_t count = offsets[s + 1] - offsets[s];
+      for (int64_t p = 0; p < count; ++p) {
+        const float* row = values + order[offsets[s] + p] * d;
+        float* acc = lanes + (p % LANES) * d;
+        for (int64_t j = 0; j < d; ++j) acc[j] += row[j];
+      }
+      for (int64_t half = LANES / 2; half >= 1; half /= 2)
+        for (int64_t l = 0; l < half; ++l)
+          for (int64_t j = 0; j < d; ++j) lanes[l * d + j] += lanes[(l + half) * d + j];
+      std::memcpy(out + s * d, lanes, sizeof(float) * d);
+    }
+    std::free(lanes);
+  };
+  run_parallel(segments, grain_for(segments, d * 4), body);
+}
+
+// --- transcendental functions (no libm: its results depend on the CPU it dispatches to) ------
+
+static constexpr float EXP_LOW = -87.0f;  // below: +0 (2**n stays a normal float)
+static constexpr float INV_LN2 = (float)1.4426950408889634;
+static constexpr float LN2_HIGH = 0.693359375f;  // few bits: n·LN2_HIGH is exact (Cody–Waite)
+static constexpr float LN2_LOW = (float)-2.12194440e-4;
+static constexpr float ROUND_MAGIC = 12582912.0f;  // 1.5·2**23: (t + M) − M rounds half to even
+static constexpr float EXP_C[8] = {1.0f, 1.0f, 0.5f, (float)(1.0 / 6), (float)(1.0 / 24),
+                                   (float)(1.0 / 120), (float)(1.0 / 720), (float)(1.0 / 5040)};
+
+// e**x for x <= 0 (or NaN): 2**n · P(x − n·ln2), P the degree-7 Taylor polynomial in Horner form.
+static inline float exp_nonpositive_one(float x) {
+  bool under = x < EXP_LOW;
+  float xc = under ? EXP_LOW : x;
+  float n = (xc * INV_LN2 + ROUND_MAGIC) - ROUND_MAGIC;
+  float r = xc - n * LN2_HIGH;
+  r = r - n * LN2_LOW;
+  float p = r * EXP_C[7] + EXP_C[6];
+  for (int i = 5; i >= 0; --i) p = p * r + EXP_C[i];
+  float whole = n == n ? n : 0.0f;
+  float result = p * bits_to_float(((int32_t)whole + 127) << 23);
+  return under ? 0.0f : result;
+}
+
+static constexpr double LN2_D = 0.6931471805599453;
+static constexpr double SQRT2_D = 1.4142135623730951;
+
+// Natural log of a positive normal float, in double: exponent bits and 2·atanh(s), 6 terms.
+// NaN stays NaN (its payload bits must never pass for a mantissa).
+static inline float log_one(float xf) {
+  double x = xf;
+  int64_t bits = __builtin_bit_cast(int64_t, x);
+  int64_t e = ((bits >> 52) & 0x7FF) - 1023;
+  double m = __builtin_bit_cast(double, (bits & ((int64_t(1) << 52) - 1)) | (int64_t(1023) << 52));
+  bool big = m > SQRT2_D;
+  m = big ? m * 0.5 : m;
+  e = big ? e + 1 : e;
+  double s = (m - 1.0) / (m + 1.0);
+  double s2 = s * s;
+  double series = s2 * (1.0 / 11) + (1.0 / 9);
+  series = series * s2 + (1.0 / 7);
+  series = series * s2 + (1.0 / 5);
+  series = series * s2 + (1.0 / 3);
+  series = series * s2 + 1.0;
+  float result = (float)((s * 2.0) * series + (double)e * LN2_D);
+  return xf != xf ? xf : result;
+}
+
+// tanh x = sign(x)·(1 − e)/(1 + e), e = exp(−2|x|); tanh(−0) = −0.
+static inline float tanh_one(float x) {
+  float e = exp_nonpositive_one(__builtin_fabsf(x) * -2.0f);
+  return __builtin_copysignf((1.0f - e) / (1.0f + e), x);
+}
+
+template <class F>
+static void elementwise(int64_t n, F one) {
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) one(i);
+  };
+  run_parallel(n, grain_for(n, 8), body);
+}
+
+static void exp_nonpositive(const float* x, int64_t n, float* out) {
+  elementwise(n, [=](int64_t i) { out[i] = exp_nonpositive_one(x[i]); });
+}
+static void log_(const float* x, int64_t n, float* out) {
+  elementwise(n, [=](int64_t i) { out[i] = log_one(x[i]); });
+}
+static void tanh_(const float* x, int64_t n, float* out) {
+  elementwise(n, [=](int64_t i) { out[i] = tanh_one(x[i]); });
+}
+
+// --- GELU (tanh approximation) ----------------------------------------------------------------
+
+static constexpr float GELU_A = (float)0.044715;
+static constexpr float GELU_3A = (float)(3.0 * 0.044715);
+static constexpr float GELU_C = (float)0.7978845608028654;  // sqrt(2/pi)
+
+static void gelu_forward(const float* x, int64_t n, float* out, float* t) {
+  elementwise(n, [=](int64_t i) {
+    float v = x[i];
+    float inner = ((v * v) * v) * GELU_A;
+    inner = (inner + v) * GELU_C;
+    float th = tanh_one(inner);
+    t[i] = th;
+    out[i] = ((th + 1.0f) * v) * 0.5f;
+  });
+}
+
+static void gelu_backward(const float* grad, const float* x, const float* t, int64_t n, float* out) {
+  elementwise(n, [=](int64_t i) {
+    float v = x[i], th = t[i];
+    float inner_grad = ((v * v) * GELU_3A + 1.0f) * GELU_C;
+    float slope = (((1.0f - th * th) * v) * 0.5f) * inner_grad;
+    out[i] = ((th + 1.0f) * 0.5f + slope) * grad[i];
+  });
+}
+
+// --- row-wise fused ops -----------------------------------------------------------------------
+
+template <class F>
+static void by_rows(int64_t rows, int64_t n, F row_fn) {
+  auto body = [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) row_fn(r);
+  };
+  run_parallel(rows, grain_for(rows, n * 8), body);
+}
+
+static void layer_norm_forward(const float* x, const float* w, const float* b, float eps,
+                               int64_t rows, int64_t d, float* out, float* normalized, float* inv_std) {
+  const float df = (float)d;
+  by_rows(rows, d, [=](int64_t r) {
+    const float* xr = x + r * d;
+    float* nr = normalized + r * d;
+    float mean = sum16_of(d, [xr](int64_t j) { return xr[j]; }) / df;
+    for (int64_t j = 0; j < d; ++j) nr[j] = xr[j] - mean;
+    float variance = sum16_of(d, [nr](int64_t j) { return nr[j] * nr[j]; }) / df;
+    float inv = 1.0f / __builtin_sqrtf(variance + eps);
+    inv_std[r] = inv;
+    float* orow = out + r * d;
+    for (int64_t j = 0; j < d; ++j) {
+      nr[j] = nr[j] * inv;
+      orow[j] = nr[j] * w[j] + b[j];
+    }
+  });
+}
+
+static void layer_norm_backward_rows(const float* grad, const float* normalized, const float* inv_std,
+                                     const float* w, int64_t rows, int64_t d, float* grad_x,
+                                     float* grad_times_normalized) {
+  const float df = (float)d;
+  by_rows(rows, d, [=](int64_t r) {
+    const float* g = grad + r * d;
+    const float* nr = normalized + r * d;
+    float* gx = grad_x + r * d;
+    float* gn = grad_times_normalized + r * d;
+    for (int64_t j = 0; j < d; ++j) gx[j] = g[j] * w[j];
+    float mean_grad = sum16_of(d, [gx](int64_t j) { return gx[j]; }) / df;
+    float mean_proj = sum16_of(d, [gx, nr](int64_t j) { return gx[j] * nr[j]; }) / df;
+    float inv = inv_std[r];
+    for (int64_t j = 0; j < d; ++j) {
+      gx[j] = ((gx[j] - mean_grad) - nr[j] * mean_proj) * inv;
+      gn[j] = g[j] * nr[j];
+    }
+  });
+}
+
+// Row maximum ignoring NaN, with −0 made +0 (a max is exact; the sign of a zero max is not).
+static inline float row_max(const float* x, int64_t n) {
+  float m = -__builtin_inff();
+  for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+  return m + 0.0f;
+}
+
+// In place: x ← softmax(x·scale), entries above the diagonal (j > r mod n) masked when causal.
+static void softmax_rows(float* x, int64_t rows, int64_t n, float scale, int causal) {
+  by_rows(rows, n, [=](int64_t r) {
+    float* row = x + r * n;
+    int64_t last = causal ? r % n : n - 1;
+    for (int64_t j = 0; j < n; ++j) row[j] = j > last ? -__builtin_inff() : row[j] * scale;
+    float m = row_max(row, n);
+    for (int64_t j = 0; j < n; ++j) row[j] = exp_nonpositive_one(row[j] - m);
+    float total = sum16_of(n, [row](int64_t j) { return row[j]; });
+    for (int64_t j = 0; j < n; ++j) row[j] = row[j] / total;
+  });
+}
+
+static void softmax_backward_rows(const float* grad_probs, const float* probs, int64_t rows,
+                                  int64_t n, float scale, float* out) {
+  by_rows(rows, n, [=](int64_t r) {
+    const float* g = grad_probs + r * n;
+    const float* p = probs + r * n;
+    float* o = out + r * n;
+    float dot = sum16_of(n, [g, p](int64_t j) { return g[j] * p[j]; });
+    for (int64_t j = 0; j < n; ++j) o[j] = ((g[j] - dot) * p[j]) * scale;
+  });
+}
+
+static void cross_entropy_rows(const float* logits, const int64_t* targets, int64_t rows, int64_t n,
+                               float* probs, float* losses) {
+  by_rows(rows, n, [=](int64_t r) {
+    const float* x = logits + r * n;
+    float* p = probs + r * n;
+    float m = row_max(x, n);
+    float picked = x[targets[r]] - m;
+    for (int64_t j = 0; j < n; ++j) p[j] = exp_nonpositive_one(x[j] - m);
+    float total = sum16_of(n, [p](int64_t j) { return p[j]; });
+    losses[r] = log_one(total) - picked;
+    for (int64_t j = 0; j < n; ++j) p[j] = p[j] / total;
+  });
+}
+
+static void cross_entropy_backward(const float* probs, const int64_t* targets, int64_t rows,
+                                   int64_t n, float scale, float* out) {
+  by_rows(rows, n, [=](int64_t r) {
+    const float* p = probs + r * n;
+    float* o = out + r * n;
+    int64_t t = targets[r];
+    for (int64_t j = 0; j < n; ++j) o[j] = (p[j] - (j == t ? 1.0f : 0.0f)) * scale;
+  });
+}
+
+// --- optimizer updates: the state's only writers, so they also make every NaN the canonical
+// quiet NaN (payloads differ between CPUs and devices; a state root must not) ---------------------
+
+static inline float canonical(float x) { return x != x ? __builtin_nanf("") : x; }
+
+static void adamw(const float* param, const float* grad, const float* exp_avg, const float* exp_avg_sq,
+                  int64_t n, const vt::AdamwScalars& s, float* param_out, float* exp_avg_out,
+                  float* exp_avg_sq_out) {
+  const vt::AdamwScalars c = s;
+  elementwise(n, [=](int64_t i) {
+    float g = grad[i];
+    float p = param[i] * c.decay;
+    float m = exp_avg[i] * c.beta1 + g * c.one_minus_beta1;
+    float v = exp_avg_sq[i] * c.beta2 + (g * g) * c.one_minus_beta2;
+    float denom = __builtin_sqrtf(v) / c.sqrt_correction2 + c.eps;
+    param_out[i] = canonical(p - (m / denom) * c.step_size);
+    exp_avg_out[i] = canonical(m);
+    exp_avg_sq_out[i] = canonical(v);
+  });
+}
+
+static void sgd(const float* param, const float* grad, const float* buffer, int64_t n, const vt::SgdScalars& s,
+                float* param_out, float* buffer_out) {
+  const vt::SgdScalars c = s;
+  elementwise(n, [=](int64_t i) {
+    float g = c.has_weight_decay ? grad[i] + param[i] * c.weight_decay : grad[i];
+    float b = buffer[i] * c.momentum + g;
+    param_out[i] = canonical(param[i] - b * c.lr);
+    buffer_out[i] = canonical(b);
+  });
+}
+
+// --- convolution gathers ----------------------------------------------------------------------
+
+static inline int64_t out_size(int64_t size, int64_t k, int64_t stride, int64_t padding) {
+  return (size + 2 * padding - k) / stride + 1;
+}
+
+// (N, C, H, W) → (N·Ho·Wo, C·kh·kw) patches, zeros outside: copies only.
+static void im2col(const float* x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                   int64_t stride, int64_t padding, float* out) {
+  int64_t ho = out_size(h, kh, stride, padding), wo = out_size(w, kw, stride, padding);
+  int64_t width = c * kh * kw;
+  by_rows(n * ho, wo * width, [=](int64_t row) {
+    int64_t img = row / ho, oy = row % ho;
+    for (int64_t ox = 0; ox < wo; ++ox) {
+      float* dst = out + (row * wo + ox) * width;
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t i = 0; i < kh; ++i) {
+          int64_t y = oy * stride + i - padding;
+          for (int64_t j = 0; j < kw; ++j) {
+            int64_t xx = ox * stride + j - padding;
+            bool inside = y >= 0 && y < h && xx >= 0 && xx < w;
+            *dst++ = inside ? x[((img * c + ch) * h + y) * w + xx] : 0.0f;
+          }
+        }
+    }
+  });
+}
+
+// Adjoint of im2col: each input position = +0 + its patches' entries in kernel index order.
+static void col2im(const float* cols, int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+                   int64_t stride, int64_t padding, float* out) {
+  int64_t ho = out_size(h, kh, stride, padding), wo = out_size(w, kw, stride, padding);
+  int64_t hp = h + 2 * padding, wp = w + 2 * padding, width = c * kh * kw;
+  auto body = [&](int64_t b, int64_t e) {
+    float* plane = static_cast<float*>(std::malloc(sizeof(float) * hp * wp));
+    if (!plane) std::abort();
+    for (int64_t nc = b; nc < e; ++nc) {
+      int64_t img = nc / c, ch = nc % c;
+      for (int64_t q = 0; q < hp * wp; ++q) plane[q] = 0.0f;
+      for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+          const float* src = cols + ch * kh * kw + i * kw + j;
+          for (int64_t oy = 0; oy < ho; ++oy)
+            for (int64_t ox = 0; ox < wo; ++ox)
+              plane[(oy * stride + i) * wp + ox * stride + j] += src[((img * ho + oy) * wo + ox) * width];
+        }
+      for (int64_t y = 0; y < h; ++y)
+        std::memcpy(out + (nc * h + y) * w, plane + (y + padding) * wp + padding, sizeof(float) * w);
+    }
+    std::free(plane);
+  };
+  run_parallel(n * c, grain_for(n * c, hp * wp * kh * kw), body);
+}
+
+// --- matrix product ---------------------------------------------------------------------------
+// Micro-kernel (defined by the ISA unit before including this file), one chain of an MR × NR
+// tile of C: acc = init row (or +0); for k < kc: acc[r][j] = fma(ap[k·MR + r], bp[k·NR + j],
+// acc[r][j]); then C = C + acc (accumulate) or C = acc.
+
+static int64_t packed_b_size(int64_t batches, int64_t n, int64_t k) {
+  return batches * ((n + NR - 1) / NR) * k * NR;
+}
+
+static void pack_b_panel(const MatmulArgs& g, int64_t batch, int64_t panel, float* dst) {
+  const float* base = g.b.data + (batch / g.b2) * g.b.batch1 + (batch % g.b2) * g.b.batch2;
+  int64_t j0 = panel * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
+  for (int64_t k = 0; k < g.k; ++k) {
+    const float* row = base + k * g.b.rows + j0 * g.b.cols;
+    float* d = dst + k * NR;
+    for (int64_t j = 0; j < jn; ++j) d[j] = row[j * g.b.cols];
+    for (int64_t j = jn; j < NR; ++j) d[j] = 0.0f;
+  }
+}
+
+static void pack_a_panel(const float* base, const vt::Strided& a, int64_t rows, int64_t k0, int64_t kc,
+                         float* dst) {
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* col = base + (k0 + k) * a.cols;
+    float* d = dst + k * MR;
+    for (int64_t r = 0; r < rows; ++r) d[r] = col[r * a.rows];
+    for (int64_t r = rows; r < MR; ++r) d[r] = 0.0f;
+  }
+}
+
+static void matmul_tile_row(const MatmulArgs& g, int64_t batch, int64_t pm, int64_t p_begin, int64_t p_end) {
+  alignas(64) float ap[KC * MR];
+  alignas(64) float tile[MR * NR];
+  alignas(64) float init[NR];
+  const int64_t panels = (g.n + NR - 1) / NR;
+  const int64_t i0 = pm * MR, rows = g.m - i0 < MR ? g.m - i0 : MR;
+  const float* a_base = g.a.data + (batch / g.b2) * g.a.batch1 + (batch % g.b2) * g.a.batch2 + i0 * g.a.rows;
+  float* c_base = g.c.data + (batch / g.b2) * g.c.batch1 + (batch % g.b2) * g.c.batch2 + i0 * g.c.rows;
+  for (int64_t k0 = 0; k0 < g.k; k0 += KC) {
+    const int64_t kc = g.k - k0 < KC ? g.k - k0 : KC;
+    pack_a_panel(a_base, g.a, rows, k0, kc, ap);
+    for (int64_t p = p_begin; p < p_end; ++p) {
+      const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
+      const float* bp = g.packed_b + ((batch * panels + p) * g.k + k0) * NR;
+      float* c = c_base + j0;
+      const bool edge = rows < MR || cols < NR;
+      float* target = edge ? tile : c;
+      const int64_t ld = edge ? NR : g.c.rows;
+      if (edge && k0 > 0)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < cols; ++j) tile[r * NR + j] = c[r * g.c.rows + j];
+      for (int64_t s0 = 0; s0 < kc; s0 += CHAIN) {
+        const int64_t sc = kc - s0 < CHAIN ? kc - s0 : CHAIN;
+        const bool first = k0 + s0 == 0;
+        if (first)
+          for (int64_t j = 0; j < NR; ++j) init[j] = (g.bias && j < cols) ? g.bias[j0 + j] : 0.0f;
+        micro_kernel(sc, ap + s0 * MR, bp + s0 * NR, target, ld, first ? init : nullptr, !first);
+      }
+      if (edge)
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t j = 0; j < cols; ++j) c[r * g.c.rows + j] = tile[r * NR + j];
+    }
+  }
+}
+
+static void matmul(const MatmulArgs& g) {
+  const int64_t batches = g.b1 * g.b2;
+  const int64_t panels_n = (g.n + NR - 1) / NR, panels_m = (g.m + MR - 1) / MR;
+  auto pack = [&](int64_t b, int64_t e) {
+    for (int64_t q = b; q < e; ++q) pack_b_panel(g, q / panels_n, q % panels_n, g.packed_b + q * g.k * NR);
+  };
+  run_parallel(batches * panels_n, grain_for(batches * panels_n, g.k * NR), pack);
+  // Enough tiles for every thread: split N into groups only when M panels are too few.
+  const int64_t rows_of_tiles = batches * panels_m;
+  int64_t groups = rows_of_tiles >= 4 * g.threads ? 1 : (4 * g.threads + rows_of_tiles - 1) / rows_of_tiles;
+  if (groups > panels_n) groups = panels_n;
+  const int64_t per_group = (panels_n + groups - 1) / groups;
+  groups = (panels_n + per_group - 1) / per_group;
+  auto compute = [&](int64_t b, int64_t e) {
+    for (int64_t item = b; item < e; ++item) {
+      int64_t group = item % groups, rest = item / groups;
+      int64_t p0 = group * per_group, p1 = p0 + per_group < panels_n ? p0 + per_group : panels_n;
+      matmul_tile_row(g, rest / panels_m, rest % panels_m, p0, p1);
+    }
+  };
+  const int64_t items = rows_of_tiles * groups;
+  run_parallel(items, grain_for(items, MR * per_group * NR * g.k), compute);
+}
+
+static const vt::KernelTable TABLE = {
+    VT_ISA_NAME, packed_b_size, matmul, sum16_rows, sum16_cols, segment_sum, exp_nonpositive,
+    log_, tanh_, gelu_forward, gelu_backward, layer_norm_forward, layer_norm_backward_rows,
+    softmax_rows, softmax_backward_rows, cross_entropy_rows, cross_entropy_backward, col2im, adamw,
+    sgd, im2col,
+};
