@@ -43,6 +43,7 @@ BAD_SPECS = [
     (lambda s: s["profile"].update(cpu_capability="avx1024"), "profile.cpu_capability"),
     (lambda s: s["profile"].update(intra_op_threads=0), "profile.intra_op_threads"),
     (lambda s: s["profile"].update(kind="repro"), "profile.intra_op_threads"),
+    (lambda s: s.update(profile={"kind": "repro", "dtype": "float64"}), "profile.dtype"),
     (lambda s: s.update(profile="fast"), "profile"),
     (lambda s: s.update(version=2), "version"),
 ]
@@ -54,6 +55,13 @@ def test_bad_specs_name_the_field(change, field):
         spec = parse_job_spec(mutated(change))
         build_program(spec)
     assert caught.value.field == field
+
+
+def test_profile_labels_name_what_decides_the_bits():
+    pinned = parse_job_spec(example_job_spec_json("mlp")).profile
+    repro = parse_job_spec(example_job_spec_json("mlp", profile="repro")).profile
+    assert pinned.label == "pinned:torch-2.13.0:float32:t1:avx2"
+    assert repro.label == "repro:fo1:torch-2.13.0:float32"  # the kernel contract, no threads or ISA
 
 
 def test_model_and_dataset_must_fit_together():

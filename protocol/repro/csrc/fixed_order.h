@@ -416,6 +416,13 @@ static int64_t packed_b_size(int64_t batches, int64_t n, int64_t k) {
 static void pack_b_panel(const MatmulArgs& g, int64_t batch, int64_t panel, float* dst) {
   const float* base = g.b.data + (batch / g.b2) * g.b.batch1 + (batch % g.b2) * g.b.batch2;
   int64_t j0 = panel * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
+  if (g.b.rows == 1 && g.b.cols != 1) {  // B = Wᵀ of a row-major W: read along k, contiguous
+    for (int64_t j = 0; j < NR; ++j) {
+      const float* col = base + (j0 + j) * g.b.cols;
+      for (int64_t k = 0; k < g.k; ++k) dst[k * NR + j] = j < jn ? col[k] : 0.0f;
+    }
+    return;
+  }
   for (int64_t k = 0; k < g.k; ++k) {
     const float* row = base + k * g.b.rows + j0 * g.b.cols;
     float* d = dst + k * NR;
