@@ -12,9 +12,7 @@ SOURCES = [f"protocol/repro/csrc/{name}.cpp" for name in ("bindings", "isa_scala
 FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 setup(
-    # optional: without a compiler the rest installs, and repro jobs are refused with a clear
-    # ProfileMismatch (daemons then do not advertise the repro profile).
     ext_modules=[CppExtension("protocol.repro._fixed_order", SOURCES, extra_compile_args=FLAGS,
-                              extra_link_args=["-fopenmp"], optional=True)],
+                              extra_link_args=["-fopenmp"])],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=False)},
 )

@@ -1,8 +1,11 @@
-"""Repro-ops cost and convergence: writes benchmarks/results/repro.md.
+"""Repro-profile cost, accuracy and convergence: writes benchmarks/results/repro.md.
 
-Step ratio = median repro training step ÷ median native (torch defaults) step, both at 2 intra-op
-threads in this process, interleaved so machine noise hits both. Per-op ratios time forward +
-backward of the hot ops at the shapes gpt-tiny and cnn use.
+Run:  python3 benchmarks/repro_bench.py          (about 3 minutes on 2 cores)
+
+Step ratio = median repro training step ÷ median native (torch defaults: MKL, oneDNN) step, both at
+2 intra-op threads in this process, interleaved so machine noise hits both. Models at the example
+specs' sizes and at the larger sizes of the protocol benchmark. Per-op ratios time forward +
+backward of the hot ops at gpt-tiny's and cnn's shapes.
 """
 
 import statistics
@@ -10,10 +13,13 @@ import time
 from pathlib import Path
 
 import torch
+from protocol_bench import BENCH_MODELS
 
 from protocol.ops import NATIVE_OPS
-from protocol.presets import example_job_spec
+from protocol.presets import example_job_spec, example_job_spec_json
 from protocol.repro import REPRO_OPS
+from protocol.repro.backend import get_cpu_kernels
+from protocol.spec import parse_job_spec
 from protocol.training import build_program
 
 THREADS = 2
@@ -21,10 +27,16 @@ MODELS = ("mlp", "cnn", "gpt-tiny")
 RESULTS = Path(__file__).parent / "results" / "repro.md"
 
 
-def time_steps(model: str, rounds: int = 6, steps: int = 5) -> tuple[float, float]:
-    program = build_program(example_job_spec(model, 40, "repro"))
-    states = {}
-    samples: dict[str, list[float]] = {"native": [], "repro": []}
+def bench_spec(model: str, size: str):
+    spec = example_job_spec_json(model, 40, "repro")
+    if size == "bench":
+        spec.update(BENCH_MODELS[model])
+    return parse_job_spec(spec)
+
+
+def time_steps(program, rounds: int = 7, steps: int = 5) -> dict[str, float]:
+    """Median seconds per step for native and repro ops, interleaved."""
+    states, samples = {}, {"native": [], "repro": []}
     for ops in (NATIVE_OPS, REPRO_OPS):  # warm-up
         program.ops = ops
         states[ops.name] = program.step(program.initial_state())
@@ -35,29 +47,38 @@ def time_steps(model: str, rounds: int = 6, steps: int = 5) -> tuple[float, floa
             for _ in range(steps):
                 states[ops.name] = program.step(states[ops.name])
             samples[ops.name].append((time.perf_counter() - start) / steps)
-    return statistics.median(samples["native"]), statistics.median(samples["repro"])
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def time_op(fn, inputs, repeats: int = 7, backward: bool = True) -> float:
-    def once() -> float:
-        leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
+def time_call(fn, repeats: int = 15) -> float:
+    fn()
+    samples = []
+    for _ in range(repeats):
         start = time.perf_counter()
-        out = fn(*leaves)
-        if backward:
-            torch.autograd.grad(out, [t for t in leaves if t.requires_grad], torch.ones_like(out))
-        return time.perf_counter() - start
+        fn()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
 
-    once()
-    return statistics.median(once() for _ in range(repeats))
+
+def time_op(fn, inputs) -> float:
+    def once() -> None:
+        leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
+        out = fn(*leaves)
+        torch.autograd.grad(out, [t for t in leaves if t.requires_grad], torch.ones_like(out))
+
+    return time_call(once)
 
 
 def hot_ops() -> dict[str, tuple]:
     r = lambda *shape: torch.rand(shape) * 2 - 1  # noqa: E731
     targets = torch.randint(0, 128, (1024,))
+    qkv = r(32, 32, 192)
+    heads = lambda t: t.reshape(32, 32, 4, 16).transpose(1, 2)  # noqa: E731
     return {
         "linear 1024×64→256 (gpt fc1)": (lambda o, x, w, b: o.linear(x, w, b), [r(1024, 64), r(256, 64), r(256)]),
         "linear 1024×256→64 (gpt fc2)": (lambda o, x, w, b: o.linear(x, w, b), [r(1024, 256), r(64, 256), r(64)]),
-        "causal_attention 32×4×32×16": (lambda o, q, k, v: o.causal_attention(q, k, v), [r(32, 4, 32, 16)] * 3),
+        "causal_attention 32×4×32×16 (from qkv)": (
+            lambda o, t: o.causal_attention(*(heads(p) for p in t.split(64, dim=-1))), [qkv]),
         "layer_norm 32×32×64": (lambda o, x, w, b: o.layer_norm(x, w, b, 1e-5), [r(32, 32, 64), r(64), r(64)]),
         "gelu 32×32×256": (lambda o, x: o.gelu(x), [r(32, 32, 256)]),
         "cross_entropy 1024×128": (lambda o, x: o.cross_entropy(x, targets), [r(1024, 128)]),
@@ -66,18 +87,56 @@ def hot_ops() -> dict[str, tuple]:
     }
 
 
-def gemm_floor() -> tuple[float, float]:
-    """Bare torch.mm time of gpt fc1's three products (forward, grad_x, grad_w) in float32 and in
-    float64: the exact matmul's floor, before any slicing or rounding."""
-    shapes = [((1024, 64), (64, 256)), ((1024, 256), (256, 64)), ((256, 1024), (1024, 64))]
+def time_adamw() -> tuple[float, float]:
+    """One AdamW update of every gpt-tiny parameter (27 tensors, 105k values)."""
+    program = build_program(example_job_spec("gpt-tiny", 40, "repro"))
+    params = [t for k, t in program.initial_state().items() if k.startswith("param/")]
+    slots = [(p, torch.rand_like(p), torch.rand_like(p), torch.rand_like(p)) for p in params]
     times = []
-    for dtype in (torch.float32, torch.float64):
-        pairs = [(torch.rand(a, dtype=dtype), torch.rand(b, dtype=dtype)) for a, b in shapes]
-        times.append(time_op(lambda p=pairs: [torch.mm(a, b) for a, b in p], [], repeats=21, backward=False))
+    for ops in (NATIVE_OPS, REPRO_OPS):
+        times.append(time_call(lambda ops=ops: [ops.adamw_update(p, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, 0.01)
+                                                for p, g, m, v in slots]))
     return times[0], times[1]
 
 
-def convergence(model: str, steps: int = 30) -> dict[str, float]:
+GEMM_SHAPES = {"gpt fc1 forward 1024×64·64×256": ((1024, 64), (64, 256)),
+               "gpt fc1 grad_x 1024×256·256×64": ((1024, 256), (256, 64)),
+               "gpt fc1 grad_w 256×1024·1024×64": ((256, 1024), (1024, 64))}
+
+
+def gemm_rows() -> list[str]:
+    """The fixed-order matrix product alone against torch.mm (MKL sgemm), and its error against a
+    float64 product of the same float32 inputs (max |error| ÷ max |exact|) beside torch's."""
+    kernels, rows = get_cpu_kernels(), []
+    for name, (a_shape, b_shape) in GEMM_SHAPES.items():
+        a, b = torch.rand(a_shape) * 2 - 1, torch.rand(b_shape) * 2 - 1
+        exact = a.double() @ b.double()
+        scale = exact.abs().max().item()
+        native_error = ((a @ b).double() - exact).abs().max().item() / scale
+        repro_error = (kernels.matmul(a, b).double() - exact).abs().max().item() / scale
+        native_t, repro_t = time_call(lambda a=a, b=b: a @ b, 41), time_call(lambda a=a, b=b: kernels.matmul(a, b), 41)
+        rows.append(f"| {name} | {native_t * 1e6:.0f} | {repro_t * 1e6:.0f} | {repro_t / native_t:.2f}× "
+                    f"| {native_error:.1e} | {repro_error:.1e} |")
+    return rows
+
+
+def isa_rows() -> list[str]:
+    """Repro step time on each kernel code path this CPU runs (torch's own ISA unchanged)."""
+    kernels, rows = get_cpu_kernels(), []
+    active = kernels.active_isa()
+    program = build_program(example_job_spec("gpt-tiny", 40, "repro"))
+    state = program.step(program.initial_state())
+    try:
+        for isa in kernels.available_isas():
+            kernels.select_isa(isa)
+            seconds = time_call(lambda: program.step(state), 3 if isa == "scalar" else 9)
+            rows.append(f"| {isa} | {seconds * 1e3:.1f} |")
+    finally:
+        kernels.select_isa(active)
+    return rows
+
+
+def convergence(model: str, steps: int = 30) -> dict[str, tuple[float, float]]:
     losses = {}
     for ops in (NATIVE_OPS, REPRO_OPS):
         program = build_program(example_job_spec(model, steps, "repro"))
@@ -92,26 +151,37 @@ def convergence(model: str, steps: int = 30) -> dict[str, float]:
 
 def main() -> None:
     torch.set_num_threads(THREADS)
-    lines = ["# Repro ops: cost and convergence", "",
-             f"torch {torch.__version__}, {THREADS} intra-op threads, CPU capability "
-             f"{torch.backends.cpu.get_cpu_capability()}; `python3 benchmarks/repro_bench.py`. "
-             "Native = `NativeOps` with torch defaults (MKL, oneDNN on). Shared 2-core machine: "
-             "medians of interleaved runs.", "",
-             "## Training step (repro ÷ native)", "", "| model | native ms | repro ms | ratio |", "|---|---|---|---|"]
-    for model in MODELS:
-        native, repro = time_steps(model)
-        lines.append(f"| {model} | {native * 1e3:.2f} | {repro * 1e3:.2f} | {repro / native:.2f}× |")
-    lines += ["", "## Hot ops, forward + backward (repro ÷ native)", "",
+    kernels = get_cpu_kernels()
+    lines = ["# Repro ops: cost, accuracy and convergence", "",
+             f"torch {torch.__version__}, {THREADS} intra-op threads, torch CPU capability "
+             f"{torch.backends.cpu.get_cpu_capability()}, fixed-order kernels `{kernels.active_isa()}`; "
+             "`python3 benchmarks/repro_bench.py`. Native = `NativeOps` with torch defaults (MKL, oneDNN on). "
+             "Shared 2-core machine: medians of interleaved runs.", "",
+             "## Training step (repro ÷ native, target ≤ 1.3×)", "",
+             "| model | size | native ms | repro ms | ratio |", "|---|---|---|---|---|"]
+    for size in ("example", "bench"):
+        for model in MODELS:
+            t = time_steps(build_program(bench_spec(model, size)))
+            lines.append(f"| {model} | {size} | {t['native'] * 1e3:.2f} | {t['repro'] * 1e3:.2f} "
+                         f"| **{t['repro'] / t['native']:.2f}×** |")
+    lines += ["", "Sizes: *example* = `veritrain job example --model NAME --profile repro`; *bench* = the "
+              "protocol benchmark's (`benchmarks/protocol_bench.py` BENCH_MODELS: mlp 256→512→512→10 batch 256, "
+              "cnn 32/64 channels on 3×32×32 batch 64, gpt-tiny d_model 128 context 64 batch 32).", "",
+              "## Hot ops, forward + backward (repro ÷ native)", "",
               "| op | native ms | repro ms | ratio |", "|---|---|---|---|"]
     for name, (fn, inputs) in hot_ops().items():
         native = time_op(lambda *a, fn=fn: fn(NATIVE_OPS, *a), inputs)
         repro = time_op(lambda *a, fn=fn: fn(REPRO_OPS, *a), inputs)
         lines.append(f"| {name} | {native * 1e3:.3f} | {repro * 1e3:.3f} | {repro / native:.2f}× |")
-    single, double = gemm_floor()
-    lines += ["", "## Floor: the fp64 GEMM alone (gpt fc1's forward, grad_x and grad_w products, bare torch.mm)", "",
-              "| float32 ms | float64 ms | ratio |", "|---|---|---|",
-              f"| {single * 1e3:.3f} | {double * 1e3:.3f} | {double / single:.2f}× |"]
-    lines += ["", "## Convergence (30 steps, example specs; mean loss of the last 5 steps)", "",
+    native, repro = time_adamw()
+    lines.append(f"| AdamW, all gpt-tiny parameters | {native * 1e3:.3f} | {repro * 1e3:.3f} | {repro / native:.2f}× |")
+    lines += ["", "## The matrix product alone (fixed-order kernel vs torch.mm = MKL sgemm)", "",
+              "| product | MKL µs | fixed-order µs | ratio | MKL error | fixed-order error |", "|---|---|---|---|---|---|",
+              *gemm_rows(), "", "Error: max |result − float64 product of the same inputs| ÷ max |float64 product|.",
+              "", "## Kernel code paths (gpt-tiny example step, same bits on each)", "", "| kernels | repro ms |", "|---|---|",
+              *isa_rows(), "", "`scalar` is what a CPU without AVX2 runs (torch capability `default`): its fused "
+              "multiply-add is glibc's `fmaf`, a call per term.", "",
+              "## Convergence (30 steps, example specs; mean loss of the last 5 steps)", "",
               "| model | first loss native | first loss repro | late native | late repro |", "|---|---|---|---|---|"]
     for model in MODELS:
         result = convergence(model)

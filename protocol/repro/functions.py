@@ -37,36 +37,55 @@ class LinearFunction(Function):
 
 
 class Conv2dFunction(Function):
-    """im2col patches @ weightᵀ; backward the adjoint gather (col2im) of patch gradients."""
+    """Channels-last im2col patches @ weightᵀ (columns in kernel row, kernel column, channel
+    order); backward the adjoint gather (col2im) of the patch gradients. The output is an NCHW
+    view of channels-last memory, which the next convolution reads without a copy."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int) -> Tensor:
         kernels = get_backend(x.device)
         out_channels, _, kh, kw = weight.shape
-        cols = kernels.im2col(x.contiguous(), kh, kw, stride, padding)
-        ctx.save_for_backward(cols, weight)
-        ctx.geometry = (list(x.shape), kh, kw, stride, padding)
+        channels_last = x.permute(0, 2, 3, 1).contiguous()  # free when x is a channels-last view
+        cols = kernels.im2col(channels_last, kh, kw, stride, padding)
+        w_rows = weight.permute(0, 2, 3, 1).reshape(out_channels, -1)  # (O, kh·kw·C)
+        ctx.save_for_backward(cols, w_rows)
+        ctx.geometry = (list(channels_last.shape), tuple(weight.shape), kh, kw, stride, padding)
         ctx.has_bias = bias is not None
-        out = kernels.matmul(cols, weight.reshape(out_channels, -1).t(), bias)
-        n, _, h, w = x.shape
+        out = kernels.matmul(cols, w_rows.t(), bias)
+        n, h, w, _ = channels_last.shape
         ho, wo = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
         return out.reshape(n, ho, wo, out_channels).permute(0, 3, 1, 2)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        cols, weight = ctx.saved_tensors
-        shape, kh, kw, stride, padding = ctx.geometry
+        cols, w_rows = ctx.saved_tensors
+        shape, weight_shape, kh, kw, stride, padding = ctx.geometry
         kernels = get_backend(grad.device)
-        g = grad.permute(0, 2, 3, 1).reshape(-1, weight.shape[0])  # (N·Ho·Wo, O)
+        g = grad.permute(0, 2, 3, 1).reshape(-1, weight_shape[0])  # (N·Ho·Wo, O)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_cols = kernels.matmul(g, weight.reshape(weight.shape[0], -1))
-            grad_x = kernels.col2im(grad_cols, shape, kh, kw, stride, padding)
+            grad_x = kernels.conv2d_input_grad(g, w_rows, shape, kh, kw, stride, padding).permute(0, 3, 1, 2)
         if ctx.needs_input_grad[1]:
-            grad_w = kernels.matmul(g.t(), cols).reshape(weight.shape)
+            out_channels, channels = weight_shape[0], weight_shape[1]
+            grad_w = kernels.matmul(g.t(), cols).reshape(out_channels, kh, kw, channels).permute(0, 3, 1, 2)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = kernels.sum16_cols(g)
         return grad_x, grad_w, grad_b, None, None
+
+
+class ReluFunction(Function):
+    """ReLU as a select, on the storage of any dense layout (a channels-last view included)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        out = get_backend(x.device).relu(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (out,) = ctx.saved_tensors
+        return get_backend(grad.device).relu_backward(grad, out)
 
 
 class EmbeddingFunction(Function):

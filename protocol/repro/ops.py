@@ -1,13 +1,13 @@
 """`ReproOps`: the `NativeOps` interface on the fixed-order kernels (the `repro` execution profile).
 
 Layers, attention, losses and optimizer updates go through `protocol.repro.functions` and the
-kernels; what `NativeOps` does with elementwise ops that torch computes the same everywhere —
-dropout masks from `torch.rand`, U(±b) init, residual adds — is inherited unchanged (checked by
+kernels (ReLU too: a select, on any memory layout); what `NativeOps` does with elementwise ops that
+torch computes the same everywhere — dropout masks from `torch.rand`, U(±b) init, residual adds —
+is inherited unchanged (checked by
 tests/repro rather than assumed). The optimizer updates are not inherited: they need a square root,
 and torch's goes through MKL's vector math (not correctly rounded; dispatched by CPU).
 """
 
-import torch
 from torch import Tensor
 
 from protocol.ops import NativeOps
@@ -32,8 +32,7 @@ class ReproOps(NativeOps):
         return F.LayerNormFunction.apply(x, weight, bias, eps)
 
     def relu(self, x: Tensor) -> Tensor:
-        # A select, not max(x, 0): max's sign of zero for -0 differs between vector and scalar code.
-        return torch.where(x > 0, x, torch.zeros_like(x))
+        return F.ReluFunction.apply(x)
 
     def gelu(self, x: Tensor) -> Tensor:
         return F.GeluTanhFunction.apply(x)

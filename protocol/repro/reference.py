@@ -288,25 +288,43 @@ def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def _patch_views(padded: Tensor, kh: int, kw: int, stride: int, ho: int, wo: int) -> list[Tensor]:
-    return [padded[:, :, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+    """The kh·kw strided (N, Ho, Wo, C) views of a padded channels-last input, in kernel order."""
+    return [padded[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride, :]
             for i in range(kh) for j in range(kw)]
 
 
 def im2col(x: Tensor, kh: int, kw: int, stride: int, padding: int) -> Tensor:
-    """(N, C, H, W) → (N·Ho·Wo, C·kh·kw) patches, zeros outside: copies only."""
-    n, c, h, w = x.shape
+    """Channels-last (N, H, W, C) → (N·Ho·Wo, kh·kw·C) patches (kernel row, kernel column,
+    channel), zeros outside: copies only."""
+    n, h, w, c = x.shape
     ho, wo = _out_size(h, kh, stride, padding), _out_size(w, kw, stride, padding)
-    padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
-    cols = torch.stack(_patch_views(padded, kh, kw, stride, ho, wo), dim=2)  # (N, C, kh·kw, Ho, Wo)
-    return cols.permute(0, 3, 4, 1, 2).reshape(n * ho * wo, c * kh * kw)
+    padded = torch.nn.functional.pad(x, (0, 0, padding, padding, padding, padding))
+    cols = torch.stack(_patch_views(padded, kh, kw, stride, ho, wo), dim=3)  # (N, Ho, Wo, kh·kw, C)
+    return cols.reshape(n * ho * wo, kh * kw * c)
 
 
 def col2im(cols: Tensor, shape: list[int], kh: int, kw: int, stride: int, padding: int) -> Tensor:
-    """Adjoint of im2col: each input position = +0 plus its patches' entries in kernel order."""
-    n, c, h, w = shape
+    """Adjoint of im2col, channels-last: each input position = +0 plus its patches' entries in
+    kernel order."""
+    n, h, w, c = shape
     ho, wo = _out_size(h, kh, stride, padding), _out_size(w, kw, stride, padding)
-    patches = cols.reshape(n, ho, wo, c, kh * kw).permute(0, 3, 4, 1, 2)  # (N, C, kh·kw, Ho, Wo)
-    padded = cols.new_zeros((n, c, h + 2 * padding, w + 2 * padding))
+    patches = cols.reshape(n, ho, wo, kh * kw, c)
+    padded = cols.new_zeros((n, h + 2 * padding, w + 2 * padding, c))
     for index, view in enumerate(_patch_views(padded, kh, kw, stride, ho, wo)):
-        view += patches[:, :, index]
-    return padded[:, :, padding : padding + h, padding : padding + w].contiguous()
+        view += patches[:, :, :, index]
+    return padded[:, padding : padding + h, padding : padding + w].contiguous()
+
+
+def conv2d_input_grad(grad_rows: Tensor, w_rows: Tensor, shape: list[int], kh: int, kw: int, stride: int,
+                      padding: int) -> Tensor:
+    """A convolution's input gradient, channels-last: col2im of (N·Ho·Wo, O) @ (O, kh·kw·C)."""
+    return col2im(matmul(grad_rows, w_rows), shape, kh, kw, stride, padding)
+
+
+def relu(x: Tensor) -> Tensor:
+    """A select: x where x > 0, else +0 (NaN → +0); max(x, 0) leaves the sign of zero open."""
+    return torch.where(x > 0, x, torch.zeros_like(x))
+
+
+def relu_backward(grad: Tensor, out: Tensor) -> Tensor:
+    return torch.where(out > 0, grad, torch.zeros_like(grad))

@@ -135,10 +135,17 @@ def test_elementwise_kernels_and_optimizer_updates_match_reference(n, seed, flav
 def test_convolution_gathers_match_reference(n, c, h, w, kernel, stride, padding, seed, flavour):
     if h + 2 * padding < kernel or w + 2 * padding < kernel:
         return
-    x = make((n, c, h, w), seed, flavour)
+    x = make((n, h, w, c), seed, flavour)
     on_every_isa(lambda K: K.im2col(x, kernel, kernel, stride, padding))
-    cols = R.im2col(make((n, c, h, w), seed + 1, flavour), kernel, kernel, stride, padding)
-    on_every_isa(lambda K: K.col2im(cols, [n, c, h, w], kernel, kernel, stride, padding))
+    cols = R.im2col(make((n, h, w, c), seed + 1, flavour), kernel, kernel, stride, padding)
+    on_every_isa(lambda K: K.col2im(cols, [n, h, w, c], kernel, kernel, stride, padding))
+    out_channels = seed % 70 + 1  # past one 64-term chain now and then
+    ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    grad_rows, w_rows = make((n * ho * wo, out_channels), seed + 4, flavour), make((out_channels, kernel * kernel * c), seed + 5, flavour)
+    on_every_isa(lambda K: K.conv2d_input_grad(grad_rows, w_rows, [n, h, w, c], kernel, kernel, stride, padding))
+    channels_last = make((n, h, w, c), seed + 2, flavour).permute(0, 3, 1, 2)  # a dense, strided view
+    on_every_isa(lambda K: K.relu(channels_last))
+    on_every_isa(lambda K: K.relu_backward(make((n, c, h, w), seed + 3, flavour), K.relu(channels_last)))
 
 
 # --- the reference's primitives against exact arithmetic ----------------------------------------

@@ -104,6 +104,12 @@ at::Tensor matmul(const at::Tensor& a, const at::Tensor& b, const c10::optional<
     if (bias.has_value()) c.copy_(bias_c.expand(shape)); else c.zero_();
     return c;
   }
+  // Packing B costs K·N; the transposed product Cᵀ = Bᵀ Aᵀ packs K·M instead and then copies M·N.
+  // Same bits either way: fma(a, b, c) = fma(b, a, c), and every chain keeps its k order.
+  if (!bias.has_value() && k * (n - m) > m * n) {
+    c.copy_(matmul(b.transpose(-2, -1), a.transpose(-2, -1), c10::nullopt, c10::nullopt).transpose(-2, -1));
+    return c;
+  }
   int64_t b1 = d == 4 ? a.size(0) : 1, b2 = d >= 3 ? a.size(d - 3) : 1;
   at::Tensor packed = at::empty({active->packed_b_size(b1 * b2, n, k)}, a.options());
   vt::MatmulArgs args{strided4(a), strided4(b), strided4(c), b1, b2, m, n, k,
@@ -298,28 +304,69 @@ void check_conv(int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t stride, in
   TORCH_CHECK_VALUE(h + 2 * padding >= kh && w + 2 * padding >= kw, "kernel larger than the padded input");
 }
 
+// Convolution gathers are channels-last: x (N, H, W, C) → cols (N·Ho·Wo, kh·kw·C).
 at::Tensor im2col(const at::Tensor& x, int64_t kh, int64_t kw, int64_t stride, int64_t padding) {
   at::Tensor c = floats(x, "x");
-  TORCH_CHECK_VALUE(c.dim() == 4, "im2col takes (N, C, H, W)");
-  int64_t n = c.size(0), ch = c.size(1), h = c.size(2), w = c.size(3);
+  TORCH_CHECK_VALUE(c.dim() == 4, "im2col takes (N, H, W, C)");
+  int64_t n = c.size(0), h = c.size(1), w = c.size(2), ch = c.size(3);
   check_conv(h, w, kh, kw, stride, padding);
   int64_t ho = conv_out(h, kh, stride, padding), wo = conv_out(w, kw, stride, padding);
-  at::Tensor out = at::empty({n * ho * wo, ch * kh * kw}, c.options());
-  if (out.numel() > 0) active->im2col(c.data_ptr<float>(), n, ch, h, w, kh, kw, stride, padding, out.data_ptr<float>());
+  at::Tensor out = at::empty({n * ho * wo, kh * kw * ch}, c.options());
+  if (out.numel() > 0) active->im2col(c.data_ptr<float>(), n, h, w, ch, kh, kw, stride, padding, out.data_ptr<float>());
   return out;
 }
 
 at::Tensor col2im(const at::Tensor& cols, std::vector<int64_t> shape, int64_t kh, int64_t kw, int64_t stride,
                   int64_t padding) {
   at::Tensor c = floats(cols, "cols");
-  TORCH_CHECK_VALUE(shape.size() == 4, "col2im needs an (N, C, H, W) shape");
-  int64_t n = shape[0], ch = shape[1], h = shape[2], w = shape[3];
+  TORCH_CHECK_VALUE(shape.size() == 4, "col2im needs an (N, H, W, C) shape");
+  int64_t n = shape[0], h = shape[1], w = shape[2], ch = shape[3];
   check_conv(h, w, kh, kw, stride, padding);
   int64_t ho = conv_out(h, kh, stride, padding), wo = conv_out(w, kw, stride, padding);
-  TORCH_CHECK_VALUE(c.dim() == 2 && c.size(0) == n * ho * wo && c.size(1) == ch * kh * kw, "cols shape ", c.sizes());
+  TORCH_CHECK_VALUE(c.dim() == 2 && c.size(0) == n * ho * wo && c.size(1) == kh * kw * ch, "cols shape ", c.sizes());
   at::Tensor out = at::empty(shape, c.options());
-  if (out.numel() > 0) active->col2im(c.data_ptr<float>(), n, ch, h, w, kh, kw, stride, padding, out.data_ptr<float>());
+  if (out.numel() > 0) active->col2im(c.data_ptr<float>(), n, h, w, ch, kh, kw, stride, padding, out.data_ptr<float>());
   return out;
+}
+
+at::Tensor conv2d_input_grad(const at::Tensor& grad_rows, const at::Tensor& w_rows, std::vector<int64_t> shape,
+                             int64_t kh, int64_t kw, int64_t stride, int64_t padding) {
+  at::Tensor g = floats(grad_rows, "grad_rows"), wr = floats(w_rows, "w_rows");
+  TORCH_CHECK_VALUE(shape.size() == 4, "conv2d_input_grad needs an (N, H, W, C) shape");
+  int64_t n = shape[0], h = shape[1], w = shape[2], ch = shape[3];
+  check_conv(h, w, kh, kw, stride, padding);
+  int64_t ho = conv_out(h, kh, stride, padding), wo = conv_out(w, kw, stride, padding), o = wr.size(0);
+  TORCH_CHECK_VALUE(wr.dim() == 2 && wr.size(1) == kh * kw * ch, "w_rows must be (O, kh*kw*C)");
+  TORCH_CHECK_VALUE(g.dim() == 2 && g.size(0) == n * ho * wo && g.size(1) == o, "grad_rows must be (N*Ho*Wo, O)");
+  at::Tensor out = at::empty(shape, g.options());
+  if (out.numel() == 0) return out;
+  if (o == 0) return out.zero_();
+  active->conv_input_grad(g.data_ptr<float>(), wr.data_ptr<float>(), n, h, w, ch, o, kh, kw, stride, padding,
+                          out.data_ptr<float>());
+  return out;
+}
+
+// Elementwise kernels run over the storage of any dense layout (a channels-last view included),
+// so they never pay for a transposing copy; the output has the input's strides.
+at::Tensor dense(const at::Tensor& t, const char* name) {
+  check_float(t, name);
+  return t.is_non_overlapping_and_dense() ? t : t.contiguous();
+}
+
+at::Tensor relu(const at::Tensor& x) {
+  at::Tensor d = dense(x, "x");
+  at::Tensor out = at::empty_like(d);
+  active->relu(d.data_ptr<float>(), d.numel(), out.data_ptr<float>());
+  return out;
+}
+
+at::Tensor relu_backward(const at::Tensor& grad, const at::Tensor& out) {
+  at::Tensor o = dense(out, "out"), g = dense(grad, "grad");
+  same_shape(g, o, "relu_backward");
+  if (g.strides() != o.strides()) g = at::empty_like(o).copy_(g);
+  at::Tensor grad_in = at::empty_like(o);
+  active->relu_backward(g.data_ptr<float>(), o.data_ptr<float>(), o.numel(), grad_in.data_ptr<float>());
+  return grad_in;
 }
 
 }  // namespace
@@ -347,5 +394,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("adamw_update", &adamw_update);
   m.def("sgd_update", &sgd_update);
   m.def("im2col", &im2col);
+  m.def("conv2d_input_grad", &conv2d_input_grad);
+  m.def("relu", &relu);
+  m.def("relu_backward", &relu_backward);
   m.def("col2im", &col2im);
 }

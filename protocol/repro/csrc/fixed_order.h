@@ -275,7 +275,10 @@ static void softmax_rows(float* x, int64_t rows, int64_t n, float scale, int cau
   by_rows(rows, n, [=](int64_t r) {
     float* row = x + r * n;
     int64_t last = causal ? r % n : n - 1;
-    for (int64_t j = 0; j < n; ++j) row[j] = j > last ? -__builtin_inff() : row[j] * scale;
+    for (int64_t j = 0; j < n; ++j) {
+      const float scaled = row[j] * scale;
+      row[j] = j > last ? -__builtin_inff() : scaled;
+    }
     float m = row_max(row, n);
     for (int64_t j = 0; j < n; ++j) row[j] = exp_nonpositive_one(row[j] - m);
     float total = sum16_of(n, [row](int64_t j) { return row[j]; });
@@ -356,58 +359,74 @@ static inline int64_t out_size(int64_t size, int64_t k, int64_t stride, int64_t 
   return (size + 2 * padding - k) / stride + 1;
 }
 
-// (N, C, H, W) → (N·Ho·Wo, C·kh·kw) patches, zeros outside: copies only.
-static void im2col(const float* x, int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+// Channels-last: x (N, H, W, C) → (N·Ho·Wo, kh·kw·C) patches (column order kernel row, kernel
+// column, channel), zeros outside: copies only.
+static void im2col(const float* x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
                    int64_t stride, int64_t padding, float* out) {
-  int64_t ho = out_size(h, kh, stride, padding), wo = out_size(w, kw, stride, padding);
-  int64_t width = c * kh * kw;
+  const int64_t ho = out_size(h, kh, stride, padding), wo = out_size(w, kw, stride, padding);
+  const int64_t width = kh * kw * c;
   by_rows(n * ho, wo * width, [=](int64_t row) {
-    int64_t img = row / ho, oy = row % ho;
+    const int64_t img = row / ho, oy = row % ho;
     for (int64_t ox = 0; ox < wo; ++ox) {
       float* dst = out + (row * wo + ox) * width;
-      for (int64_t ch = 0; ch < c; ++ch)
-        for (int64_t i = 0; i < kh; ++i) {
-          int64_t y = oy * stride + i - padding;
-          for (int64_t j = 0; j < kw; ++j) {
-            int64_t xx = ox * stride + j - padding;
-            bool inside = y >= 0 && y < h && xx >= 0 && xx < w;
-            *dst++ = inside ? x[((img * c + ch) * h + y) * w + xx] : 0.0f;
-          }
+      for (int64_t i = 0; i < kh; ++i) {
+        const int64_t y = oy * stride + i - padding;
+        for (int64_t j = 0; j < kw; ++j, dst += c) {
+          const int64_t xx = ox * stride + j - padding;
+          if (y >= 0 && y < h && xx >= 0 && xx < w)
+            std::memcpy(dst, x + ((img * h + y) * w + xx) * c, sizeof(float) * c);
+          else
+            for (int64_t ch = 0; ch < c; ++ch) dst[ch] = 0.0f;
         }
+      }
     }
   });
 }
 
-// Adjoint of im2col: each input position = +0 + its patches' entries in kernel index order.
-static void col2im(const float* cols, int64_t n, int64_t c, int64_t h, int64_t w, int64_t kh, int64_t kw,
+// Adjoint of im2col, channels-last: each input position = +0 plus its patches' entries in
+// kernel index order.
+static void col2im(const float* cols, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
                    int64_t stride, int64_t padding, float* out) {
-  int64_t ho = out_size(h, kh, stride, padding), wo = out_size(w, kw, stride, padding);
-  int64_t hp = h + 2 * padding, wp = w + 2 * padding, width = c * kh * kw;
+  const int64_t ho = out_size(h, kh, stride, padding), wo = out_size(w, kw, stride, padding);
+  const int64_t hp = h + 2 * padding, wp = w + 2 * padding, width = kh * kw * c;
   auto body = [&](int64_t b, int64_t e) {
-    float* plane = static_cast<float*>(std::malloc(sizeof(float) * hp * wp));
+    float* plane = static_cast<float*>(std::malloc(sizeof(float) * hp * wp * c));
     if (!plane) std::abort();
-    for (int64_t nc = b; nc < e; ++nc) {
-      int64_t img = nc / c, ch = nc % c;
-      for (int64_t q = 0; q < hp * wp; ++q) plane[q] = 0.0f;
+    for (int64_t img = b; img < e; ++img) {
+      for (int64_t q = 0; q < hp * wp * c; ++q) plane[q] = 0.0f;
       for (int64_t i = 0; i < kh; ++i)
-        for (int64_t j = 0; j < kw; ++j) {
-          const float* src = cols + ch * kh * kw + i * kw + j;
+        for (int64_t j = 0; j < kw; ++j)
           for (int64_t oy = 0; oy < ho; ++oy)
-            for (int64_t ox = 0; ox < wo; ++ox)
-              plane[(oy * stride + i) * wp + ox * stride + j] += src[((img * ho + oy) * wo + ox) * width];
-        }
+            for (int64_t ox = 0; ox < wo; ++ox) {
+              const float* src = cols + ((img * ho + oy) * wo + ox) * width + (i * kw + j) * c;
+              float* dst = plane + ((oy * stride + i) * wp + ox * stride + j) * c;
+              for (int64_t ch = 0; ch < c; ++ch) dst[ch] += src[ch];
+            }
       for (int64_t y = 0; y < h; ++y)
-        std::memcpy(out + (nc * h + y) * w, plane + (y + padding) * wp + padding, sizeof(float) * w);
+        std::memcpy(out + (img * h + y) * w * c, plane + ((y + padding) * wp + padding) * c, sizeof(float) * w * c);
     }
     std::free(plane);
   };
-  run_parallel(n * c, grain_for(n * c, hp * wp * kh * kw), body);
+  run_parallel(n, grain_for(n, hp * wp * c * kh * kw), body);
+}
+
+// ReLU as a select (+0 below and at zero, NaN → +0): max(x, 0) leaves the sign of a zero to the
+// code path. Backward passes the gradient where the output is positive.
+static void relu(const float* x, int64_t n, float* out) {
+  elementwise(n, [=](int64_t i) { out[i] = x[i] > 0.0f ? x[i] : 0.0f; });
+}
+static void relu_backward(const float* grad, const float* out, int64_t n, float* grad_in) {
+  elementwise(n, [=](int64_t i) {
+    const float g = grad[i];  // loaded unconditionally, so the select vectorises
+    grad_in[i] = out[i] > 0.0f ? g : 0.0f;
+  });
 }
 
 // --- matrix product ---------------------------------------------------------------------------
 // Micro-kernel (defined by the ISA unit before including this file), one chain of an MR × NR
-// tile of C: acc = init row (or +0); for k < kc: acc[r][j] = fma(ap[k·MR + r], bp[k·NR + j],
-// acc[r][j]); then C = C + acc (accumulate) or C = acc.
+// tile of C: acc = init row (or +0); for k < kc: acc[r][j] = fma(a[r·a_rows + k·a_cols],
+// bp[k·NR + j], acc[r][j]); then C = C + acc (accumulate) or C = acc. Full row panels read A in
+// place (any strides); only a last partial panel is packed (zero rows) into MR-wide columns.
 
 static int64_t packed_b_size(int64_t batches, int64_t n, int64_t k) {
   return batches * ((n + NR - 1) / NR) * k * NR;
@@ -451,7 +470,10 @@ static void matmul_tile_row(const MatmulArgs& g, int64_t batch, int64_t pm, int6
   float* c_base = g.c.data + (batch / g.b2) * g.c.batch1 + (batch % g.b2) * g.c.batch2 + i0 * g.c.rows;
   for (int64_t k0 = 0; k0 < g.k; k0 += KC) {
     const int64_t kc = g.k - k0 < KC ? g.k - k0 : KC;
-    pack_a_panel(a_base, g.a, rows, k0, kc, ap);
+    const bool packed = rows < MR;
+    if (packed) pack_a_panel(a_base, g.a, rows, k0, kc, ap);
+    const float* a = packed ? ap : a_base + k0 * g.a.cols;
+    const int64_t a_rows = packed ? 1 : g.a.rows, a_cols = packed ? MR : g.a.cols;
     for (int64_t p = p_begin; p < p_end; ++p) {
       const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
       const float* bp = g.packed_b + ((batch * panels + p) * g.k + k0) * NR;
@@ -467,7 +489,7 @@ static void matmul_tile_row(const MatmulArgs& g, int64_t batch, int64_t pm, int6
         const bool first = k0 + s0 == 0;
         if (first)
           for (int64_t j = 0; j < NR; ++j) init[j] = (g.bias && j < cols) ? g.bias[j0 + j] : 0.0f;
-        micro_kernel(sc, ap + s0 * MR, bp + s0 * NR, target, ld, first ? init : nullptr, !first);
+        micro_kernel(sc, a + s0 * a_cols, a_rows, a_cols, bp + s0 * NR, target, ld, first ? init : nullptr, !first);
       }
       if (edge)
         for (int64_t r = 0; r < rows; ++r)
@@ -500,9 +522,65 @@ static void matmul(const MatmulArgs& g) {
   run_parallel(items, grain_for(items, MR * per_group * NR * g.k), compute);
 }
 
+// One tap's MR × NR tile of g · w_rows, every chain complete (chunks added in the tile), as
+// matmul computes that element of g · w_rows.
+static void conv_tap_tile(const float* a, int64_t a_rows, int64_t a_cols, const float* bp, int64_t k, float* tile) {
+  for (int64_t s0 = 0; s0 < k; s0 += CHAIN) {
+    const int64_t sc = k - s0 < CHAIN ? k - s0 : CHAIN;
+    micro_kernel(sc, a + s0 * a_cols, a_rows, a_cols, bp + s0 * NR, tile, NR, nullptr, s0 > 0);
+  }
+}
+
+// The input gradient of a convolution, = col2im(g · w_rows) bit for bit: per image, taps in
+// kernel order, each tap's product tile added into a padded channels-last plane that stays in
+// cache (col2im adds the same values in the same order; no N·Ho·Wo × kh·kw·C matrix is written).
+static void conv_input_grad(const float* g, const float* w_rows, int64_t n, int64_t h, int64_t w, int64_t c,
+                            int64_t o, int64_t kh, int64_t kw, int64_t stride, int64_t padding, float* out) {
+  const int64_t ho = out_size(h, kh, stride, padding), wo = out_size(w, kw, stride, padding);
+  const int64_t hp = h + 2 * padding, wp = w + 2 * padding, taps = kh * kw, panels = (c + NR - 1) / NR;
+  const int64_t positions = ho * wo;
+  // Each tap's weights W[o, tap·C + c] packed as matmul packs a B operand (k = o, n = c).
+  MatmulArgs pack{{}, {const_cast<float*>(w_rows), 0, c, taps * c, 1}, {}, 1, taps, 0, c, o, nullptr, nullptr, 1};
+  float* packed = static_cast<float*>(std::malloc(sizeof(float) * packed_b_size(taps, c, o)));
+  if (!packed) std::abort();
+  for (int64_t q = 0; q < taps * panels; ++q) pack_b_panel(pack, q / panels, q % panels, packed + q * o * NR);
+  auto body = [&](int64_t b, int64_t e) {
+    float* plane = static_cast<float*>(std::malloc(sizeof(float) * (hp * wp * c + MR * o)));
+    if (!plane) std::abort();
+    float* ap = plane + hp * wp * c;  // a last partial row panel, packed
+    alignas(64) float tile[MR * NR];
+    for (int64_t img = b; img < e; ++img) {
+      for (int64_t q = 0; q < hp * wp * c; ++q) plane[q] = 0.0f;
+      const vt::Strided g_rows{const_cast<float*>(g) + img * positions * o, 0, 0, o, 1};
+      for (int64_t tap = 0; tap < taps; ++tap) {
+        const int64_t i = tap / kw, j = tap % kw;
+        for (int64_t r0 = 0; r0 < positions; r0 += MR) {
+          const int64_t rows = positions - r0 < MR ? positions - r0 : MR;
+          if (rows < MR) pack_a_panel(g_rows.data + r0 * o, g_rows, rows, 0, o, ap);
+          const float* a = rows < MR ? ap : g_rows.data + r0 * o;
+          for (int64_t p = 0; p < panels; ++p) {
+            const int64_t j0 = p * NR, cols = c - j0 < NR ? c - j0 : NR;
+            conv_tap_tile(a, rows < MR ? 1 : o, rows < MR ? MR : 1, packed + (tap * panels + p) * o * NR, o, tile);
+            for (int64_t r = 0; r < rows; ++r) {
+              const int64_t oy = (r0 + r) / wo, ox = (r0 + r) % wo;
+              float* dst = plane + ((oy * stride + i) * wp + ox * stride + j) * c + j0;
+              for (int64_t jj = 0; jj < cols; ++jj) dst[jj] += tile[r * NR + jj];
+            }
+          }
+        }
+      }
+      for (int64_t y = 0; y < h; ++y)
+        std::memcpy(out + (img * h + y) * w * c, plane + ((y + padding) * wp + padding) * c, sizeof(float) * w * c);
+    }
+    std::free(plane);
+  };
+  run_parallel(n, 1, body);
+  std::free(packed);
+}
+
 static const vt::KernelTable TABLE = {
     VT_ISA_NAME, packed_b_size, matmul, sum16_rows, sum16_cols, segment_sum, exp_nonpositive,
     log_, tanh_, gelu_forward, gelu_backward, layer_norm_forward, layer_norm_backward_rows,
     softmax_rows, softmax_backward_rows, cross_entropy_rows, cross_entropy_backward, col2im, adamw,
-    sgd, im2col,
+    sgd, im2col, conv_input_grad, relu, relu_backward,
 };

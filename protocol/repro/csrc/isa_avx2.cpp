@@ -16,8 +16,8 @@ namespace isa_avx2 {
 
 static constexpr int64_t MR = 6, NR = 16;
 
-static inline void micro_kernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc,
-                                const float* init, bool accumulate) {
+static inline void micro_kernel(int64_t kc, const float* a, int64_t a_rows, int64_t a_cols, const float* bp,
+                                float* c, int64_t ldc, const float* init, bool accumulate) {
   __m256 acc[MR][2];
   for (int64_t r = 0; r < MR; ++r) {
     acc[r][0] = init ? _mm256_loadu_ps(init) : _mm256_setzero_ps();
@@ -26,9 +26,9 @@ static inline void micro_kernel(int64_t kc, const float* ap, const float* bp, fl
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(bp + k * NR), b1 = _mm256_loadu_ps(bp + k * NR + 8);
     for (int64_t r = 0; r < MR; ++r) {
-      const __m256 a = _mm256_broadcast_ss(ap + k * MR + r);
-      acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+      const __m256 av = _mm256_broadcast_ss(a + r * a_rows + k * a_cols);
+      acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
     }
   }
   for (int64_t r = 0; r < MR; ++r) {

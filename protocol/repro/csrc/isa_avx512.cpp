@@ -17,8 +17,8 @@ namespace isa_avx512 {
 
 static constexpr int64_t MR = 8, NR = 32;
 
-static inline void micro_kernel(int64_t kc, const float* ap, const float* bp, float* c, int64_t ldc,
-                                const float* init, bool accumulate) {
+static inline void micro_kernel(int64_t kc, const float* a, int64_t a_rows, int64_t a_cols, const float* bp,
+                                float* c, int64_t ldc, const float* init, bool accumulate) {
   __m512 acc[MR][2];
   for (int64_t r = 0; r < MR; ++r) {
     acc[r][0] = init ? _mm512_loadu_ps(init) : _mm512_setzero_ps();
@@ -27,9 +27,9 @@ static inline void micro_kernel(int64_t kc, const float* ap, const float* bp, fl
   for (int64_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_loadu_ps(bp + k * NR), b1 = _mm512_loadu_ps(bp + k * NR + 16);
     for (int64_t r = 0; r < MR; ++r) {
-      const __m512 a = _mm512_set1_ps(ap[k * MR + r]);
-      acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
-      acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
+      const __m512 av = _mm512_set1_ps(a[r * a_rows + k * a_cols]);
+      acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
     }
   }
   for (int64_t r = 0; r < MR; ++r) {
