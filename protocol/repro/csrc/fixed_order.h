@@ -15,7 +15,8 @@
 //
 // This file is included inside `namespace VT_NS` by each ISA unit: nothing here may be shared
 // between units (no inline function or template outside that namespace). The including unit
-// provides <cstdint>, <cstdlib>, <cstring>, MR, NR, micro_kernel and VT_ISA_NAME.
+// provides <cstdint>, <cstdlib>, <cstring>, VT_ISA_NAME, the tile size MR × NR and `Vec`: its
+// vector type T of W floats with zero, load, store, set1, fma (one rounding) and add.
 
 using vt::MatmulArgs;
 
@@ -423,10 +424,31 @@ static void relu_backward(const float* grad, const float* out, int64_t n, float*
 }
 
 // --- matrix product ---------------------------------------------------------------------------
-// Micro-kernel (defined by the ISA unit before including this file), one chain of an MR × NR
-// tile of C: acc = init row (or +0); for k < kc: acc[r][j] = fma(a[r·a_rows + k·a_cols],
-// bp[k·NR + j], acc[r][j]); then C = C + acc (accumulate) or C = acc. Full row panels read A in
-// place (any strides); only a last partial panel is packed (zero rows) into MR-wide columns.
+
+// One chain of an MR × NR tile of C: acc = init row (or +0); for k < kc: acc[r][j] =
+// fma(a[r·a_rows + k·a_cols], bp[k·NR + j], acc[r][j]); then C = C + acc (accumulate) or C = acc.
+// Full row panels read A in place (any strides); only a last partial panel is packed (zero rows)
+// into MR-wide columns.
+static inline void micro_kernel(int64_t kc, const float* a, int64_t a_rows, int64_t a_cols, const float* bp,
+                                float* c, int64_t ldc, const float* init, bool accumulate) {
+  constexpr int64_t W = Vec::W, NV = NR / Vec::W;
+  typename Vec::T acc[MR][NV];
+  for (int64_t r = 0; r < MR; ++r)
+    for (int64_t v = 0; v < NV; ++v) acc[r][v] = init ? Vec::load(init + v * W) : Vec::zero();
+  for (int64_t k = 0; k < kc; ++k) {
+    typename Vec::T b[NV];
+    for (int64_t v = 0; v < NV; ++v) b[v] = Vec::load(bp + k * NR + v * W);
+    for (int64_t r = 0; r < MR; ++r) {
+      const typename Vec::T av = Vec::set1(a[r * a_rows + k * a_cols]);
+      for (int64_t v = 0; v < NV; ++v) acc[r][v] = Vec::fma(av, b[v], acc[r][v]);
+    }
+  }
+  for (int64_t r = 0; r < MR; ++r)
+    for (int64_t v = 0; v < NV; ++v) {
+      float* out = c + r * ldc + v * W;
+      Vec::store(out, accumulate ? Vec::add(Vec::load(out), acc[r][v]) : acc[r][v]);
+    }
+}
 
 static int64_t packed_b_size(int64_t batches, int64_t n, int64_t k) {
   return batches * ((n + NR - 1) / NR) * k * NR;

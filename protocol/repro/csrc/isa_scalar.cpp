@@ -12,17 +12,16 @@ namespace isa_scalar {
 
 static constexpr int64_t MR = 4, NR = 8;
 
-static inline void micro_kernel(int64_t kc, const float* a, int64_t a_rows, int64_t a_cols, const float* bp,
-                                float* c, int64_t ldc, const float* init, bool accumulate) {
-  float acc[MR][NR];
-  for (int64_t r = 0; r < MR; ++r)
-    for (int64_t j = 0; j < NR; ++j) acc[r][j] = init ? init[j] : 0.0f;
-  for (int64_t k = 0; k < kc; ++k)
-    for (int64_t r = 0; r < MR; ++r)
-      for (int64_t j = 0; j < NR; ++j) acc[r][j] = __builtin_fmaf(a[r * a_rows + k * a_cols], bp[k * NR + j], acc[r][j]);
-  for (int64_t r = 0; r < MR; ++r)
-    for (int64_t j = 0; j < NR; ++j) c[r * ldc + j] = accumulate ? c[r * ldc + j] + acc[r][j] : acc[r][j];
-}
+struct Vec {
+  using T = float;
+  static constexpr int64_t W = 1;
+  static T zero() { return 0.0f; }
+  static T load(const float* p) { return *p; }
+  static void store(float* p, T v) { *p = v; }
+  static T set1(float x) { return x; }
+  static T fma(T a, T b, T c) { return __builtin_fmaf(a, b, c); }
+  static T add(T a, T b) { return a + b; }
+};
 
 #include "fixed_order.h"
 #undef VT_ISA_NAME
