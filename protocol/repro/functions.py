@@ -2,8 +2,8 @@
 
 Torch's own backward formulas reduce with `sum`, whose order depends on the thread count, so every
 op that reduces has an explicit backward here, built only from the contract's kernels (see
-`protocol.repro.reference`). Ops that are elementwise without broadcasting (ReLU as a select,
-dropout's mask, residual adds) keep torch's autograd: their gradients are elementwise too.
+`protocol.repro.reference`). Ops that are elementwise without broadcasting (dropout's mask,
+residual adds) keep torch's autograd: their gradients are elementwise too.
 """
 
 import math
@@ -38,8 +38,8 @@ class LinearFunction(Function):
 
 class Conv2dFunction(Function):
     """Channels-last im2col patches @ weightᵀ (columns in kernel row, kernel column, channel
-    order); backward the adjoint gather (col2im) of the patch gradients. The output is an NCHW
-    view of channels-last memory, which the next convolution reads without a copy."""
+    order); the input gradient is col2im of the patch gradients (computed tap by tap). The output
+    is an NCHW view of channels-last memory, which the next convolution reads without a copy."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int) -> Tensor:
