@@ -17,6 +17,11 @@ ISA_FOR_TORCH_CAPABILITY = {"DEFAULT": "scalar", "AVX2": "avx2", "AVX512": "avx5
 _cpu: ModuleType | None = None
 
 
+def get_torch_isa() -> str:
+    """The kernel ISA matching torch's own CPU capability (`ATEN_CPU_CAPABILITY`)."""
+    return ISA_FOR_TORCH_CAPABILITY.get(torch.backends.cpu.get_cpu_capability(), "scalar")
+
+
 def get_cpu_kernels() -> ModuleType:
     """The compiled kernels, set to torch's CPU capability; ProfileMismatch if not built."""
     global _cpu
@@ -27,8 +32,7 @@ def get_cpu_kernels() -> ModuleType:
             raise ProfileMismatch(
                 "the repro profile needs the compiled fixed-order kernels (protocol.repro._fixed_order), "
                 f"which did not load ({err}); reinstall with scripts/install.sh") from err
-        capability = torch.backends.cpu.get_cpu_capability()
-        _fixed_order.select_isa(ISA_FOR_TORCH_CAPABILITY.get(capability, "scalar"))
+        _fixed_order.select_isa(get_torch_isa())
         _cpu = _fixed_order
     return _cpu
 

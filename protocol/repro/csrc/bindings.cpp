@@ -316,19 +316,6 @@ at::Tensor im2col(const at::Tensor& x, int64_t kh, int64_t kw, int64_t stride, i
   return out;
 }
 
-at::Tensor col2im(const at::Tensor& cols, std::vector<int64_t> shape, int64_t kh, int64_t kw, int64_t stride,
-                  int64_t padding) {
-  at::Tensor c = floats(cols, "cols");
-  TORCH_CHECK_VALUE(shape.size() == 4, "col2im needs an (N, H, W, C) shape");
-  int64_t n = shape[0], h = shape[1], w = shape[2], ch = shape[3];
-  check_conv(h, w, kh, kw, stride, padding);
-  int64_t ho = conv_out(h, kh, stride, padding), wo = conv_out(w, kw, stride, padding);
-  TORCH_CHECK_VALUE(c.dim() == 2 && c.size(0) == n * ho * wo && c.size(1) == kh * kw * ch, "cols shape ", c.sizes());
-  at::Tensor out = at::empty(shape, c.options());
-  if (out.numel() > 0) active->col2im(c.data_ptr<float>(), n, h, w, ch, kh, kw, stride, padding, out.data_ptr<float>());
-  return out;
-}
-
 at::Tensor conv2d_input_grad(const at::Tensor& grad_rows, const at::Tensor& w_rows, std::vector<int64_t> shape,
                              int64_t kh, int64_t kw, int64_t stride, int64_t padding) {
   at::Tensor g = floats(grad_rows, "grad_rows"), wr = floats(w_rows, "w_rows");
@@ -397,5 +384,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d_input_grad", &conv2d_input_grad);
   m.def("relu", &relu);
   m.def("relu_backward", &relu_backward);
-  m.def("col2im", &col2im);
 }

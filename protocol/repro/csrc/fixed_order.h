@@ -384,33 +384,6 @@ static void im2col(const float* x, int64_t n, int64_t h, int64_t w, int64_t c, i
   });
 }
 
-// Adjoint of im2col, channels-last: each input position = +0 plus its patches' entries in
-// kernel index order.
-static void col2im(const float* cols, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
-                   int64_t stride, int64_t padding, float* out) {
-  const int64_t ho = out_size(h, kh, stride, padding), wo = out_size(w, kw, stride, padding);
-  const int64_t hp = h + 2 * padding, wp = w + 2 * padding, width = kh * kw * c;
-  auto body = [&](int64_t b, int64_t e) {
-    float* plane = static_cast<float*>(std::malloc(sizeof(float) * hp * wp * c));
-    if (!plane) std::abort();
-    for (int64_t img = b; img < e; ++img) {
-      for (int64_t q = 0; q < hp * wp * c; ++q) plane[q] = 0.0f;
-      for (int64_t i = 0; i < kh; ++i)
-        for (int64_t j = 0; j < kw; ++j)
-          for (int64_t oy = 0; oy < ho; ++oy)
-            for (int64_t ox = 0; ox < wo; ++ox) {
-              const float* src = cols + ((img * ho + oy) * wo + ox) * width + (i * kw + j) * c;
-              float* dst = plane + ((oy * stride + i) * wp + ox * stride + j) * c;
-              for (int64_t ch = 0; ch < c; ++ch) dst[ch] += src[ch];
-            }
-      for (int64_t y = 0; y < h; ++y)
-        std::memcpy(out + (img * h + y) * w * c, plane + ((y + padding) * wp + padding) * c, sizeof(float) * w * c);
-    }
-    std::free(plane);
-  };
-  run_parallel(n, grain_for(n, hp * wp * c * kh * kw), body);
-}
-
 // ReLU as a select (+0 below and at zero, NaN → +0): max(x, 0) leaves the sign of a zero to the
 // code path. Backward passes the gradient where the output is positive.
 static void relu(const float* x, int64_t n, float* out) {
@@ -553,9 +526,9 @@ static void conv_tap_tile(const float* a, int64_t a_rows, int64_t a_cols, const 
   }
 }
 
-// The input gradient of a convolution, = col2im(g · w_rows) bit for bit: per image, taps in
-// kernel order, each tap's product tile added into a padded channels-last plane that stays in
-// cache (col2im adds the same values in the same order; no N·Ho·Wo × kh·kw·C matrix is written).
+// The input gradient of a convolution, = col2im(g · w_rows) bit for bit (the reference's
+// definition): per image, taps in kernel order, each tap's product tile added into a padded
+// channels-last plane that stays in cache (no N·Ho·Wo × kh·kw·C matrix is written).
 static void conv_input_grad(const float* g, const float* w_rows, int64_t n, int64_t h, int64_t w, int64_t c,
                             int64_t o, int64_t kh, int64_t kw, int64_t stride, int64_t padding, float* out) {
   const int64_t ho = out_size(h, kh, stride, padding), wo = out_size(w, kw, stride, padding);
@@ -603,6 +576,6 @@ static void conv_input_grad(const float* g, const float* w_rows, int64_t n, int6
 static const vt::KernelTable TABLE = {
     VT_ISA_NAME, packed_b_size, matmul, sum16_rows, sum16_cols, segment_sum, exp_nonpositive,
     log_, tanh_, gelu_forward, gelu_backward, layer_norm_forward, layer_norm_backward_rows,
-    softmax_rows, softmax_backward_rows, cross_entropy_rows, cross_entropy_backward, col2im, adamw,
+    softmax_rows, softmax_backward_rows, cross_entropy_rows, cross_entropy_backward, adamw,
     sgd, im2col, conv_input_grad, relu, relu_backward,
 };

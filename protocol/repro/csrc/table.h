@@ -62,8 +62,6 @@ struct KernelTable {
                              float* probs, float* losses);
   void (*cross_entropy_backward)(const float* probs, const int64_t* targets, int64_t rows,
                                  int64_t n, float scale, float* out);
-  void (*col2im)(const float* cols, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
-                 int64_t kw, int64_t stride, int64_t padding, float* out);
   void (*adamw)(const float* param, const float* grad, const float* exp_avg, const float* exp_avg_sq,
                 int64_t n, const AdamwScalars& s, float* param_out, float* exp_avg_out, float* exp_avg_sq_out);
   void (*sgd)(const float* param, const float* grad, const float* buffer, int64_t n, const SgdScalars& s,
