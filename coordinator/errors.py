@@ -45,6 +45,12 @@ class InvalidState(VeritrainError):
     code = "invalid_state"
 
 
+class AlreadyExists(InvalidState):
+    """The object this request would create exists already (a second bid, the same job twice)."""
+
+    code = "already_exists"
+
+
 class InsufficientFunds(VeritrainError):
     code = "insufficient_funds"
 

@@ -11,7 +11,7 @@ import json
 from sqlalchemy.orm import Session
 
 from coordinator.datasets.service import check_dataset_available
-from coordinator.errors import Forbidden, InvalidState
+from coordinator.errors import AlreadyExists, Forbidden, InvalidState
 from coordinator.jobs import repository
 from coordinator.jobs.payouts import (
     compute_escrow_split,
@@ -39,7 +39,7 @@ def process_submit(session: Session, rt: Runtime, submitter: str, req: SubmitJob
     spec = parse_job_spec(req.spec)
     job_id = compute_job_id(spec).hex()
     if repository.is_existing_job(session, job_id):
-        raise InvalidState(f"job {job_id} already exists (change the seed to post the same work twice)")
+        raise AlreadyExists(f"job {job_id} already exists (change the seed to post the same work twice)")
     check_dataset_available(session, spec)
     checkpoints = len(compute_checkpoint_steps(spec))
     if req.num_segments > checkpoints - 1:
@@ -80,7 +80,7 @@ def process_bid(session: Session, rt: Runtime, bidder: str, job_id: str, req: Bi
     if req.price > compute_max_price(job):
         raise InvalidInput(f"price must not exceed {compute_max_price(job)}", "price")
     if repository.get_bid(session, job_id, bidder) is not None:
-        raise InvalidState("this account already bid on this job")
+        raise AlreadyExists("this account already bid on this job")
     session.add(Bid(job_id=job_id, bidder=bidder, price=req.price, stake=req.stake,
                     profile_label=req.profile, created_at=rt.clock.now()))
     session.flush()

@@ -1,0 +1,126 @@
+"""The wire format every party shares: request signing, commit formats, state names, problem
+codes and the tree head. Pure (hashlib and enums): the coordinator and the SDK both import it, so
+neither has to import the other to agree on a byte.
+
+Signed request (the server checks exactly this):
+    message = "VTREQ1\\n" METHOD "\\n" TARGET "\\n" hex(SHA-256(body)) "\\n" TIMESTAMP "\\n"
+              NONCE "\\n" IDEMPOTENCY-KEY
+signed with `protocol.signing.sign(key, DOMAIN_REQUEST, message)`; TARGET is the raw path plus
+"?query" when there is one; TIMESTAMP is integer Unix seconds; NONCE is 16-64 characters of
+[A-Za-z0-9_-]; headers below.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+REQUEST_TAG = b"VTREQ1"
+VERIFICATION_COMMIT_TAG = b"VTVCOMMIT1"
+
+HEADER_KEY = "X-Veritrain-Key"
+HEADER_TIMESTAMP = "X-Veritrain-Timestamp"
+HEADER_NONCE = "X-Veritrain-Nonce"
+HEADER_SIGNATURE = "X-Veritrain-Signature"
+HEADER_IDEMPOTENCY = "Idempotency-Key"
+
+
+def compute_request_message(
+    method: str, target: str, body: bytes, timestamp: int, nonce: str, idempotency_key: str = ""
+) -> bytes:
+    return b"\n".join(
+        [
+            REQUEST_TAG,
+            method.upper().encode(),
+            target.encode(),
+            hashlib.sha256(body).hexdigest().encode(),
+            str(timestamp).encode(),
+            nonce.encode(),
+            idempotency_key.encode(),
+        ]
+    )
+
+
+def compute_verification_commit(root: bytes, salt: bytes) -> bytes:
+    """What a verifier commits before the solver's leaf is revealed: H(tag ‖ root ‖ salt)."""
+    return hashlib.sha256(VERIFICATION_COMMIT_TAG + root + salt).digest()
+
+
+@dataclass(frozen=True)
+class TreeHead:
+    """A signed head of the public log (RFC 9162 §4.10 in spirit: size, time, root)."""
+
+    size: int
+    timestamp_ms: int
+    root: bytes
+    signature: bytes
+    public_key: bytes
+
+
+class JobState(StrEnum):
+    BIDDING = "bidding"
+    AWARDED = "awarded"
+    VERIFYING = "verifying"
+    SETTLED = "settled"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_JOB_STATES = frozenset({JobState.SETTLED, JobState.FAILED, JobState.CANCELLED})
+
+
+class BidStatus(StrEnum):
+    OPEN = "open"
+    WON = "won"
+    LOST = "lost"
+
+
+class AssignmentState(StrEnum):
+    """Per assignment (a verifier replays segment i → i+1), whose move it is."""
+
+    AWAITING_START = "awaiting_start"  # solver must upload checkpoint i
+    ASSIGNED = "assigned"  # verifier must commit H(root ‖ salt)
+    COMMITTED = "committed"  # solver must upload checkpoint i+1
+    REVEALABLE = "revealable"  # verifier must reveal (root, salt)
+    DISPUTED = "disputed"  # a game is under way
+    AGREED = "agreed"
+    UPHELD = "upheld"  # the verifier's challenge won
+    TIMED_OUT = "timed_out"
+    REJECTED = "rejected"  # the verifier's challenge lost
+    CANCELLED = "cancelled"
+
+
+ACTIVE_ASSIGNMENT_STATES = frozenset(
+    {
+        AssignmentState.AWAITING_START,
+        AssignmentState.ASSIGNED,
+        AssignmentState.COMMITTED,
+        AssignmentState.REVEALABLE,
+        AssignmentState.DISPUTED,
+    }
+)
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "open"
+    RULED = "ruled"
+
+
+class ProblemCode(StrEnum):
+    """`code` of an RFC 9457 problem response: what a client may branch on (never the text)."""
+
+    INVALID_INPUT = "invalid_input"
+    INVALID_SPEC = "invalid_spec"
+    CHECKPOINT_CORRUPT = "checkpoint_corrupt"
+    UNAUTHENTICATED = "unauthenticated"
+    NONCE_REUSED = "nonce_reused"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    INVALID_STATE = "invalid_state"
+    ALREADY_EXISTS = "already_exists"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    WRITE_CONFLICT = "write_conflict"
+    PROFILE_MISMATCH = "profile_mismatch"
+    PARTY_FAULT = "party_fault"
+    INTERNAL_ERROR = "internal_error"
