@@ -238,7 +238,7 @@ class ScalingSide:
     def prepare_commit(self, n: int) -> None:
         from tests.coordinator.market import tiny_spec_json
 
-        job_id = self.sub.submit_job(tiny_spec_json(seed=900_000 + n), 1000, bidding_s=1)["job_id"]
+        job_id = self.sub.submit_job(tiny_spec_json(seed=900_000 + n), 1000, bidding_s=1).job_id
         self.solvers[0].bid(job_id, 10, 10, self.profile)
         self.commit_jobs.append(job_id)
 

@@ -35,6 +35,7 @@ from protocol.spec import parse_job_spec  # noqa: E402
 from protocol.standin import Player, StandinTrajectory, TraceTrajectory, play_game  # noqa: E402
 from protocol.state import compute_chunk_hashes, encode_state  # noqa: E402
 from protocol.training import build_program  # noqa: E402
+from protocol.wire import DisputeStatus  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SEGMENT = 1000
@@ -74,9 +75,11 @@ def bench_dispute_cost(model: str) -> dict:
         truth = StandinTrajectory(b"bench", chunks)
         cheat = StandinTrajectory(b"bench", chunks, (701, None), b"cheat")
         keys = SigningKey(b"s" * 32), SigningKey(b"v" * 32)
-        game = compute_initial_game("ab" * 32, bytes(keys[0].verify_key).hex(), bytes(keys[1].verify_key).hex(),
-                                    0, truth.root(0).hex(), SEGMENT, cheat.root(SEGMENT).hex(),
-                                    truth.root(SEGMENT).hex(), chunks, 0, 60, arity)
+        game = compute_initial_game(game_id="ab" * 32, solver_key=bytes(keys[0].verify_key).hex(),
+                                    verifier_key=bytes(keys[1].verify_key).hex(), start_step=0,
+                                    start_root=truth.root(0).hex(), end_step=SEGMENT,
+                                    solver_root=cheat.root(SEGMENT).hex(), verifier_root=truth.root(SEGMENT).hex(),
+                                    num_chunks=chunks, now=0, move_timeout=60, arity=arity)
         final = play_game(game, Player(SOLVER, keys[0], cheat), Player(VERIFIER, keys[1], truth), truth)
         moves[arity] = (final.moves, compute_rounds_bound(SEGMENT, chunks, arity), final.lo)
     return {"model": model, "chunks": chunks, "step_ms": per_step * 1000, "moves": moves,
@@ -90,7 +93,7 @@ def _perturbed(state: dict) -> dict:
 
 def bench_end_to_end() -> dict:
     """Challenge → ruling on a real coordinator for a 1,000-step mlp segment."""
-    from cli.audit_cmd import compute_audit
+    from cli.audit_cmd import check_coordinator
     from sdk.disputes import play_until_idle
     from tests.coordinator.market import TrainedJob, funded, open_verification, verify_segment
     from tests.coordinator.server import running_server
@@ -121,24 +124,24 @@ def bench_end_to_end() -> dict:
         submitter, solver, verifier = funded(make), funded(make), funded(make)
         a = open_verification(submitter, solver, verifier, job)
         true_root = TraceTrajectory({SEGMENT: compute_chunk_hashes(honest[SEGMENT])}).root(SEGMENT)
-        salt = verify_segment(verifier, a["id"], true_root)
+        salt = verify_segment(verifier, a.id, true_root)
         solver.upload_checkpoint(job.job_id, 1, SEGMENT, job.checkpoint_bytes(1), job.proof(1))
         cheat_trace = TraceTrajectory({s: compute_chunk_hashes(v) for s, v in cheat.items()})
         honest_trace = TraceTrajectory({s: compute_chunk_hashes(v) for s, v in honest.items()})
         start = time.perf_counter()
-        verifier.reveal_verification(a["id"], true_root, salt)
+        verifier.reveal_verification(a.id, true_root, salt)
         [dispute] = verifier.list_disputes()
         players = [(solver, Player(SOLVER, solver.key, cheat_trace)),
                    (verifier, Player(VERIFIER, verifier.key, honest_trace))]
-        view = verifier.get_dispute(dispute["id"])
-        while view["status"] == "open":
+        view = verifier.get_dispute(dispute.id)
+        while view.status == DisputeStatus.OPEN:
             for client, player in players:
-                view = play_until_idle(client, dispute["id"], player, lambda s: encode_state(cheat[s]))
+                view = play_until_idle(client, dispute.id, player, lambda s: encode_state(cheat[s]))
         elapsed = time.perf_counter() - start
-        audit_ok = compute_audit(verifier).ok
-    return {"challenge_to_ruling_s": elapsed, "trace_s": trace_s, "winner": view["winner"],
-            "step": view["dispute_step"], "chunk": view["dispute_chunk"], "audit_ok": audit_ok,
-            "moves": view["state"]["game"]["moves"]}
+        audit_ok = check_coordinator(verifier).ok
+    return {"challenge_to_ruling_s": elapsed, "trace_s": trace_s, "winner": view.winner,
+            "step": view.dispute_step, "chunk": view.dispute_chunk, "audit_ok": audit_ok,
+            "moves": view.game_json["moves"]}
 
 
 def write_report(summary: dict, png: Path, costs: list[dict], e2e: dict) -> str:

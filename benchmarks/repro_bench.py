@@ -17,8 +17,8 @@ from protocol_bench import BENCH_MODELS
 
 from protocol.ops import NATIVE_OPS
 from protocol.presets import example_job_spec, example_job_spec_json
-from protocol.repro import REPRO_OPS
 from protocol.repro.backend import get_cpu_kernels
+from protocol.repro.ops import REPRO_OPS
 from protocol.rng import compute_batch_indices
 from protocol.spec import parse_job_spec
 from protocol.training import build_program

@@ -39,8 +39,8 @@ def cmd_balance(args: argparse.Namespace) -> int:
     if args.json:
         print_json(view)
     else:
-        print(f"available {view['available']}")
-        for account, amount in sorted(view["escrow_and_stakes"].items()):
+        print(f"available {view.available}")
+        for account, amount in sorted(view.escrow_and_stakes.items()):
             print(f"{account:<80} {amount}")
     return 0
 
@@ -50,7 +50,7 @@ def get_history(client: CoordinatorClient, owner: str) -> list[dict]:
     size = client.get_tree_head().size
     rows = []
     for entry in client.iter_log_entries(size):
-        body = json.loads(entry["body"])
+        body = json.loads(entry.body)
         mine = [(account, delta) for account, delta in body.get("postings", [])
                 if account.split(":")[1] == owner]
         if mine:
@@ -79,5 +79,5 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_faucet(args: argparse.Namespace) -> int:
     result = _client(args).faucet(args.amount)
-    print_json(result) if args.json else print(f"available {result['available']}")
+    print_json(result) if args.json else print(f"available {result.available}")
     return 0

@@ -23,6 +23,7 @@ from coordinator.log.format import (
 from protocol.errors import InvalidInput
 from protocol.merkle import root_from_leaf_hashes, verify_consistency
 from sdk.client import CoordinatorClient
+from sdk.responses import LogEntryView
 
 
 @dataclass
@@ -42,19 +43,19 @@ class AuditReport:
                 "accounts_checked": self.accounts_checked, "problems": self.problems}
 
 
-def _check_entry(entry: dict, expected_index: int, prev: str, key: bytes, report: AuditReport) -> str:
+def _check_entry(entry: LogEntryView, expected_index: int, prev: str, key: bytes, report: AuditReport) -> str:
     """Check one entry; returns its leaf hash (hex), the next entry's expected `prev`."""
-    body = entry["body"].encode()
+    body = entry.body.encode()
     decoded = json.loads(body)
     where = f"entry {expected_index}"
-    if entry["index"] != expected_index or decoded.get("index") != expected_index:
+    if entry.index != expected_index or decoded.get("index") != expected_index:
         report.problems.append(f"{where}: index out of sequence")
     if decoded.get("prev") != prev:
         report.problems.append(f"{where}: prev link {decoded.get('prev')} != {prev}")
     leaf = compute_entry_leaf_hash(body).hex()
-    if leaf != entry["leaf_hash"]:
+    if leaf != entry.leaf_hash:
         report.problems.append(f"{where}: leaf hash does not match its body")
-    if not is_valid_entry_signature(key, body, bytes.fromhex(entry["signature"])):
+    if not is_valid_entry_signature(key, body, bytes.fromhex(entry.signature)):
         report.problems.append(f"{where}: bad coordinator signature")
     postings = decoded.get("postings", [])
     if sum(delta for _, delta in postings) != 0:
@@ -76,10 +77,12 @@ def _check_previous_head(client: CoordinatorClient, previous: tuple[int, bytes],
         report.problems.append(f"the log is not an extension of the earlier head of size {old_size}")
 
 
-def compute_audit(client: CoordinatorClient, pinned_key: bytes | None = None,
-                  previous: tuple[int, bytes] | None = None) -> AuditReport:
+def check_coordinator(client: CoordinatorClient, pinned_key: bytes | None = None,
+                      previous: tuple[int, bytes] | None = None) -> AuditReport:
+    """Read the coordinator's log, tree head and balances over HTTP and check them; every
+    difference goes into the report (it raises only when the server cannot be read)."""
     report = AuditReport()
-    key = pinned_key or bytes.fromhex(client.get_info()["public_key"])
+    key = pinned_key or bytes.fromhex(client.get_info().public_key)
     head = client.get_tree_head()
     report.log_size, report.root = head.size, head.root.hex()
     if head.public_key != key:
@@ -104,7 +107,7 @@ def compute_audit(client: CoordinatorClient, pinned_key: bytes | None = None,
 def _compare_balances(client: CoordinatorClient, report: AuditReport) -> None:
     served: dict[str, int] = defaultdict(int)
     for row in client.iter_ledger_accounts():
-        served[row["account"]] = row["balance"]
+        served[row.account] = row.balance
     report.accounts_checked = len(served)
     for account in sorted(set(served) | set(report.balances)):
         mine, theirs = report.balances.get(account, 0), served.get(account, 0)
@@ -128,7 +131,7 @@ def run_audit(args: argparse.Namespace) -> int:
     previous = _parse_previous(args.previous) if args.previous else None
     try:
         with CoordinatorClient(args.url, timeout=httpx.Timeout(args.timeout)) as client:
-            report = compute_audit(client, key, previous)
+            report = check_coordinator(client, key, previous)
     except httpx.HTTPError as err:  # unreachable or broken server: say so in one line
         raise InvalidInput(f"cannot audit {args.url}: {type(err).__name__}: {err}", "url") from err
     if args.json:

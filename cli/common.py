@@ -1,5 +1,6 @@
 """Small helpers shared by command modules: JSON files, JSON output, progress bars."""
 
+import dataclasses
 import json
 import sys
 from contextlib import contextmanager
@@ -30,8 +31,15 @@ def read_bytes_file(path: str | None, field: str) -> bytes | None:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    """`obj` as one line of JSON; the SDK's response dataclasses print as their fields."""
+    sys.stdout.write(json.dumps(obj, sort_keys=True, default=_to_json) + "\n")
     sys.stdout.flush()
+
+
+def _to_json(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 @contextmanager

@@ -27,14 +27,14 @@ from rich.live import Live
 from rich.table import Table
 
 from cli.account_cmd import get_history
-from cli.audit_cmd import compute_audit
-from cli.job import get_job_status
+from cli.audit_cmd import check_coordinator
+from cli.job import JobStatus, get_job_status
 from protocol.presets import example_job_spec_json
 from protocol.spec import compute_job_id, parse_job_spec
+from protocol.wire import JobState
 from sdk.client import CoordinatorClient
 from sdk.keys import create_key_file
 
-FINAL = ("settled", "failed", "cancelled")
 # name, model, steps, checkpoint interval, behaviour, price
 SOLVERS = [("cheater", "mlp", 20, 10, "perturb-step", 500),
            ("honest-a", "cnn", 10, 5, "honest", 550),
@@ -137,7 +137,7 @@ class Demo:
     def wait_registered(self, submitter: CoordinatorClient, deadline: float) -> None:
         for name, _ in VERIFIERS:
             key = bytes(self.keys[name].verify_key).hex()
-            while not submitter.get_account(key)["escrow_and_stakes"].get("stake:"):
+            while not submitter.get_account(key).escrow_and_stakes.get("stake:"):
                 if time.time() > deadline:
                     raise RuntimeError(f"{name} did not register (see {name}.log)")
                 time.sleep(0.2)
@@ -165,36 +165,35 @@ class Demo:
                                  num_segments=job.pop("segments"), bidding_s=BIDDING_S)
 
 
-def _progress_table(statuses: list[dict], jobs: list[dict], elapsed: float) -> Table:
+def _progress_table(statuses: list[JobStatus], jobs: list[dict], elapsed: float) -> Table:
     table = Table(title=f"veritrain demo — {elapsed:.0f} s")
     for column in ("job", "model", "solver", "state", "dispute"):
         table.add_column(column)
     for job, status in zip(jobs, statuses, strict=True):
-        dispute = "; ".join(f"{d['phase']} step={d['dispute_step']} chunk={d['dispute_chunk']}"
-                            f"{' → ' + d['winner'] if d['winner'] else ''}" for d in status["disputes"]) or "-"
+        dispute = "; ".join(f"{d.phase} step={d.dispute_step} chunk={d.dispute_chunk}"
+                            f"{' → ' + d.winner if d.winner else ''}" for d in status.disputes) or "-"
+        outcome = status.job.outcome
         table.add_row(job["job_id"][:10], job["model"], f"{job['solver']} ({job['behaviour']})",
-                      status["state"] + (f" ({status['outcome']})" if status["outcome"] else ""), dispute)
+                      status.job.state + (f" ({outcome})" if outcome else ""), dispute)
     return table
 
 
-def _is_done(status: dict) -> bool:
-    return status["state"] in FINAL and all(d["status"] != "open" for d in status["disputes"])
-
-
-def _wait_for_jobs(client: CoordinatorClient, jobs: list[dict], deadline: float, show: bool) -> list[dict]:
+def _wait_for_jobs(client: CoordinatorClient, jobs: list[dict], deadline: float,
+                   show: bool) -> list[JobStatus]:
     start = time.time()
     with Live(console=Console(stderr=True), refresh_per_second=4, transient=False) if show else ExitStack() as live:
         while True:
             statuses = [get_job_status(client, j["job_id"]) for j in jobs]
             if show:
                 live.update(_progress_table(statuses, jobs, time.time() - start))
-            if all(_is_done(s) for s in statuses) or time.time() > deadline:
+            if all(s.is_done for s in statuses) or time.time() > deadline:
                 return statuses
             time.sleep(0.5)
 
 
-def _summarise(client: CoordinatorClient, jobs: list[dict], statuses: list[dict], demo: Demo) -> list[dict]:
-    log = [json.loads(e["body"]) for e in client.iter_log_entries(client.get_tree_head().size)]
+def _summarise(client: CoordinatorClient, jobs: list[dict], statuses: list[JobStatus],
+               demo: Demo) -> list[dict]:
+    log = [json.loads(e.body) for e in client.iter_log_entries(client.get_tree_head().size)]
     rows = []
     for job, status in zip(jobs, statuses, strict=True):
         key = bytes(demo.keys[job["solver"]].verify_key).hex()
@@ -202,10 +201,11 @@ def _summarise(client: CoordinatorClient, jobs: list[dict], statuses: list[dict]
         slashed = sum(-h["accounts"].get(f"stake:{key}:{job['job_id']}", 0) for h in history
                       if h["kind"] == "job.solver_slashed")
         paid = sum(h["change"] for h in history if h["kind"] == "job.settled")
-        dispute = status["disputes"][0] if status["disputes"] else {}
-        rows.append({**job, "outcome": status["outcome"] or status["state"], "state": status["state"],
-                     "dispute_step": dispute.get("dispute_step"), "dispute_chunk": dispute.get("dispute_chunk"),
-                     "dispute_winner": dispute.get("winner"), "slashed": slashed, "paid": paid,
+        dispute = status.disputes[0] if status.disputes else None
+        rows.append({**job, "outcome": status.job.outcome or status.job.state, "state": status.job.state,
+                     "dispute_step": dispute.dispute_step if dispute else None,
+                     "dispute_chunk": dispute.dispute_chunk if dispute else None,
+                     "dispute_winner": dispute.winner if dispute else None, "slashed": slashed, "paid": paid,
                      "challenge_to_ruling_s": _challenge_to_ruling(log, job["job_id"])})
     return rows
 
@@ -234,7 +234,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             demo.submit(submitter, jobs)
             statuses = _wait_for_jobs(submitter, jobs, deadline, show=not args.json)
             rows = _summarise(submitter, jobs, statuses, demo)
-            audit = compute_audit(submitter)
+            audit = check_coordinator(submitter)
             from cli.demo_report import write_report
 
             write_report(report_dir, Path(tmp), submitter, rows, demo.keys)
@@ -243,8 +243,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     summary = {"jobs": rows, "ledger_conserved": audit.ok, "audit_ok": audit.ok,
                "audit_problems": audit.problems[:10], "wall_s": round(time.time() - started, 1),
                "report": str(report_dir / "report.html")}
-    honest_paid = all(r["state"] == "settled" and r["paid"] > 0 for r in rows if r["behaviour"] == "honest")
-    cheater_slashed = all(r["state"] == "failed" and r["slashed"] > 0 for r in rows if r["behaviour"] != "honest")
+    honest_paid = all(r["state"] is JobState.SETTLED and r["paid"] > 0
+                      for r in rows if r["behaviour"] == "honest")
+    cheater_slashed = all(r["state"] is JobState.FAILED and r["slashed"] > 0
+                          for r in rows if r["behaviour"] != "honest")
     summary["ok"] = honest_paid and cheater_slashed and audit.ok
     _print_summary(summary, args.json)
     return 0 if summary["ok"] else 1

@@ -40,7 +40,7 @@ def _balances(ax, client: CoordinatorClient, keys: dict[str, SigningKey]) -> Non
     totals = {name: 0 for name in owners.values()}
     series: dict[str, list[tuple[int, int]]] = {name: [] for name in owners.values()}
     for entry in client.iter_log_entries(client.get_tree_head().size):
-        body = json.loads(entry["body"])
+        body = json.loads(entry.body)
         for account, delta in body.get("postings", []):
             name = owners.get(account.split(":")[1])
             if name:
@@ -72,9 +72,9 @@ def write_report(report_dir: Path, workdir: Path, client: CoordinatorClient, row
               _plot(report_dir / "balances.png", lambda ax: _balances(ax, client, keys))]
     for r in rows:
         for d in client.list_disputes(party=bytes(keys[r["solver"]].verify_key).hex(), status=None):
-            if d["job_id"] == r["job_id"]:
-                game = d["state"]["game"]
-                images.append(_plot(report_dir / f"dispute-{d['id']}.png", lambda ax, g=game: _bisection(ax, g)))
+            if d.job_id == r["job_id"]:
+                images.append(_plot(report_dir / f"dispute-{d.id}.png",
+                                    lambda ax, g=d.game_json: _bisection(ax, g)))
     header = "".join(f"<th>{c}</th>" for c in ("job", "model", "solver", "behaviour", "outcome",
                                                 "dispute step", "chunk", "slashed", "paid"))
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (

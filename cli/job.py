@@ -2,12 +2,15 @@
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from cli.common import print_json, read_json_file, step_progress
 from protocol.presets import example_job_spec_json
 from protocol.spec import CPU_CAPABILITIES, MODELS, PROFILE_KINDS, compute_job_id, parse_job_spec
 from protocol.training import build_program
+from protocol.wire import FINAL_JOB_STATES, DisputeStatus, JobState
+from sdk.responses import DisputeView, JobView
 from sdk.store import CheckpointStore
 from sdk.worker import run_worker
 
@@ -121,30 +124,49 @@ def cmd_submit(args: argparse.Namespace) -> int:
         client.upload_dataset(Path(args.dataset).read_bytes())
     event = client.submit_job(spec_json, args.bounty, min_stake=args.min_stake, verifier_fee=args.verifier_fee,
                               num_verifiers=args.verifiers, num_segments=args.segments, bidding_s=args.bidding_s)
-    print_json(event) if args.json else print(event["job_id"])
+    print_json(event) if args.json else print(event.job_id)
     return 0
 
 
-def get_job_status(client, job_id: str) -> dict:
+@dataclass(frozen=True)
+class JobStatus:
+    """A job and the disputes over its segments."""
+
+    job: JobView
+    disputes: tuple[DisputeView, ...]
+
+    @property
+    def is_done(self) -> bool:
+        """Final, and no dispute of it still open."""
+        return self.job.state in FINAL_JOB_STATES and all(
+            d.status is not DisputeStatus.OPEN for d in self.disputes)
+
+    def to_json(self) -> dict:
+        job = self.job
+        return {"job_id": job.job_id, "state": job.state, "solver": job.solver, "price": job.price,
+                "outcome": job.outcome, "trajectory_root": job.trajectory_root,
+                "disputes": [{"id": d.id, "status": d.status, "winner": d.winner, "phase": d.phase,
+                              "dispute_step": d.dispute_step, "dispute_chunk": d.dispute_chunk}
+                             for d in self.disputes]}
+
+
+def get_job_status(client, job_id: str) -> JobStatus:
     job = client.get_job(job_id)
-    disputes = [d for d in client.list_disputes(party=job["solver"], status=None)
-                if d["job_id"] == job_id] if job.get("solver") else []
-    return {"job_id": job_id, "state": job["state"], "solver": job.get("solver"), "price": job.get("price"),
-            "outcome": job.get("outcome"), "trajectory_root": job.get("trajectory_root"),
-            "disputes": [{k: d[k] for k in ("id", "status", "winner", "phase", "dispute_step", "dispute_chunk")}
-                         for d in disputes]}
+    disputes = [d for d in client.list_disputes(party=job.solver, status=None)
+                if d.job_id == job_id] if job.solver else []
+    return JobStatus(job, tuple(disputes))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     status = get_job_status(_market_client(args), args.job_id)
     if args.json:
-        print_json(status)
-    else:
-        print(f"{status['job_id'][:16]}… {status['state']} solver={(status['solver'] or '-')[:12]} "
-              f"outcome={status['outcome'] or '-'}")
-        for d in status["disputes"]:
-            print(f"  dispute {d['id']}: {d['status']} phase={d['phase']} step={d['dispute_step']} "
-                  f"chunk={d['dispute_chunk']} winner={d['winner']}")
+        print_json(status.to_json())
+        return 0
+    job = status.job
+    print(f"{job.job_id[:16]}… {job.state} solver={(job.solver or '-')[:12]} outcome={job.outcome or '-'}")
+    for d in status.disputes:
+        print(f"  dispute {d.id}: {d.status} phase={d.phase} step={d.dispute_step} "
+              f"chunk={d.dispute_chunk} winner={d.winner}")
     return 0
 
 
@@ -155,13 +177,14 @@ def cmd_watch(args: argparse.Namespace) -> int:
     last = None
     while True:
         status = get_job_status(client, args.job_id)
-        line = (status["state"], status["outcome"], tuple((d["phase"], d["winner"]) for d in status["disputes"]))
+        job = status.job
+        line = (job.state, job.outcome, tuple((d.phase, d.winner) for d in status.disputes))
         if line != last:
-            print_json(status) if args.json else print(f"{status['state']} outcome={status['outcome'] or '-'} "
-                                                       f"disputes={list(line[2])}")
+            print_json(status.to_json()) if args.json else print(
+                f"{job.state} outcome={job.outcome or '-'} disputes={list(line[2])}")
             last = line
-        if status["state"] in ("settled", "failed", "cancelled"):
-            return 0 if status["state"] == "settled" else EXIT_MISMATCH
+        if job.state in FINAL_JOB_STATES:
+            return 0 if job.state is JobState.SETTLED else EXIT_MISMATCH
         time.sleep(args.interval)
 
 
@@ -180,17 +203,17 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     client = _market_client(args)
     job = client.get_job(args.job_id)
-    if job["state"] != "settled":
-        raise CheckpointCorrupt(f"job is {job['state']}: only a settled job's model is verified")
-    last = job["num_checkpoints"] - 1
+    if job.state is not JobState.SETTLED:
+        raise CheckpointCorrupt(f"job is {job.state}: only a settled job's model is verified")
+    last = job.num_checkpoints - 1
     state = decode_state(client.download_checkpoint(args.job_id, last))  # safetensors: never unpickles
     info = client.get_checkpoint_info(args.job_id, last)
-    if compute_state_root(state).hex() != info["state_root"]:
+    if compute_state_root(state).hex() != info.state_root:
         raise CheckpointCorrupt("the downloaded checkpoint does not match its recorded state root")
-    if compute_model_root(state).hex() != job["final_model_root"]:
+    if compute_model_root(state).hex() != job.final_model_root:
         raise CheckpointCorrupt("the model does not match the final-model root the solver committed to")
     Path(args.out).write_bytes(save({k: v.contiguous() for k, v in get_model_params(state).items()}))
-    result = {"job_id": args.job_id, "out": args.out, "final_model_root": job["final_model_root"],
-              "step": info["step"]}
-    print_json(result) if args.json else print(f"wrote {args.out} (model root {job['final_model_root'][:16]}…)")
+    result = {"job_id": args.job_id, "out": args.out, "final_model_root": job.final_model_root,
+              "step": info.step}
+    print_json(result) if args.json else print(f"wrote {args.out} (model root {job.final_model_root[:16]}…)")
     return 0

@@ -29,7 +29,7 @@ from coordinator.models import IdempotencyRecord, Nonce
 from coordinator.runtime import Runtime
 from protocol.errors import VeritrainError
 from protocol.signing import DOMAIN_REQUEST, is_valid_signature
-from sdk.client import (
+from protocol.wire import (
     HEADER_IDEMPOTENCY,
     HEADER_KEY,
     HEADER_NONCE,

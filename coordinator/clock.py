@@ -6,6 +6,8 @@ always use the real one, so moving protocol time never weakens replay protection
 
 import time
 
+FAR_FUTURE = 1e15  # the deadline of something that owes no move
+
 
 class Clock:
     def __init__(self, offset_s: float = 0.0):

@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from protocol.wire import BidStatus
+
 HEX64 = String(64)
 
 
@@ -152,7 +154,7 @@ class Bid(Base):
     stake: Mapped[int] = mapped_column(BigInteger)
     profile_label: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[float] = mapped_column(Float)
-    status: Mapped[str] = mapped_column(String(16), default="open")
+    status: Mapped[str] = mapped_column(String(16), default=BidStatus.OPEN)
 
 
 class Blob(Base):

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protocol.errors import InvalidInput
 from protocol.signing import generate_signing_key
+from sdk.keys import check_key_file_mode
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "placeholder", "secret", "xxx", "0" * 64}
 
@@ -44,7 +45,7 @@ class Settings(BaseSettings):
     referee_timeout_s: int = Field(default=600, ge=1)
 
     def load_signing_key(self) -> SigningKey:
-        """The coordinator's log key; refuses placeholders and world-readable key files."""
+        """The coordinator's log key; refuses placeholders and key files others may access."""
         if self.signing_key_hex is not None:
             return _parse_key_hex(self.signing_key_hex.get_secret_value(), "VERITRAIN_SIGNING_KEY_HEX")
         if self.signing_key_file is None:
@@ -67,6 +68,7 @@ def _parse_key_hex(text: str, field: str) -> SigningKey:
 
 def _load_or_create_key_file(path: Path) -> SigningKey:
     if path.exists():
+        check_key_file_mode(path)  # the same rule as every other key file
         return _parse_key_hex(path.read_text(), str(path))
     key = generate_signing_key()
     path.parent.mkdir(parents=True, exist_ok=True)

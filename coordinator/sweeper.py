@@ -14,63 +14,23 @@ from sqlalchemy.orm import Session
 
 from coordinator.auth import process_expired_nonces
 from coordinator.disputes import repository as disputes_repository
-from coordinator.disputes.service import process_dispute_deadline, process_rule_dispute
 from coordinator.jobs import repository as jobs_repository
-from coordinator.jobs.service import AWARDED, BIDDING, VERIFYING, process_award
-from coordinator.models import Assignment
 from coordinator.runtime import Runtime
-from coordinator.verification import repository as verification_repository
-from coordinator.verification.service import (
-    CANCELLED,
-    SOLVER_OWES,
-    VERIFIER_OWES,
-    process_conclusion,
-    process_solver_failure,
-    process_verifier_timeout,
+from coordinator.transitions import (
+    process_dispute_deadline,
+    process_overdue_assignment,
+    process_overdue_awarded,
+    process_overdue_bidding,
+    process_overdue_verifying,
+    process_rule_dispute,
 )
+from coordinator.verification import repository as verification_repository
 from protocol.errors import VeritrainError
+from protocol.wire import SOLVER_OWES, VERIFIER_OWES, JobState
 
 log = logging.getLogger("veritrain.coordinator.sweeper")
 BATCH = 200
-
-
-def _is_due(deadline: float, rt: Runtime) -> bool:
-    return deadline <= rt.clock.now()
-
-
-def process_overdue_bidding(session: Session, rt: Runtime, job_id: str) -> bool:
-    job = jobs_repository.lock_job(session, job_id)
-    if job.state != BIDDING or not _is_due(job.deadline, rt):
-        return False
-    process_award(session, rt, job_id)
-    return True
-
-
-def process_overdue_awarded(session: Session, rt: Runtime, job_id: str) -> bool:
-    job = jobs_repository.lock_job(session, job_id)
-    if job.state != AWARDED or not _is_due(job.deadline, rt):
-        return False
-    late_commit = job.commit_deadline is not None and _is_due(job.commit_deadline, rt)
-    process_solver_failure(session, rt, job, "solver_missed_commit" if late_commit else "solver_missed_heartbeat")
-    return True
-
-
-def process_overdue_verifying(session: Session, rt: Runtime, job_id: str) -> bool:
-    return process_conclusion(session, rt, jobs_repository.lock_job(session, job_id))
-
-
-def process_overdue_assignment(session: Session, rt: Runtime, assignment_id: int) -> bool:
-    job = jobs_repository.lock_job(session, session.get(Assignment, assignment_id).job_id)
-    assignment = verification_repository.lock_assignment(session, assignment_id)
-    if not _is_due(assignment.deadline, rt) or assignment.state not in SOLVER_OWES + VERIFIER_OWES:
-        return False
-    if job.state != VERIFYING:
-        assignment.state = CANCELLED
-    elif assignment.state in SOLVER_OWES:
-        process_solver_failure(session, rt, job, f"solver_missed_move_{assignment.state}")
-    else:
-        process_verifier_timeout(session, rt, job, assignment)
-    return True
+OWED_MOVES = tuple(SOLVER_OWES | VERIFIER_OWES)
 
 
 def _each(rt: Runtime, keys: list, fn: Callable[[Session, Runtime, object], bool]) -> int:
@@ -87,11 +47,10 @@ def process_sweep(rt: Runtime, rule_disputes: bool = False) -> int:
     """Resolve overdue deadlines (and, from the background thread, open disputes)."""
     now = rt.clock.now()
     with rt.db.read() as s:
-        bidding = jobs_repository.get_overdue_job_ids(s, BIDDING, now, BATCH)
-        awarded = jobs_repository.get_overdue_job_ids(s, AWARDED, now, BATCH)
-        verifying = jobs_repository.get_overdue_job_ids(s, VERIFYING, now, BATCH)
-        assignments = [a.id for a in verification_repository.get_overdue_assignments(
-            s, SOLVER_OWES + VERIFIER_OWES, now, BATCH)]
+        bidding = jobs_repository.get_overdue_job_ids(s, JobState.BIDDING, now, BATCH)
+        awarded = jobs_repository.get_overdue_job_ids(s, JobState.AWARDED, now, BATCH)
+        verifying = jobs_repository.get_overdue_job_ids(s, JobState.VERIFYING, now, BATCH)
+        assignments = [a.id for a in verification_repository.get_overdue_assignments(s, OWED_MOVES, now, BATCH)]
         overdue_disputes = disputes_repository.get_overdue_open_dispute_ids(s, now, BATCH)
         disputes = disputes_repository.get_open_dispute_ids(s, BATCH) if rule_disputes else []
     done = _each(rt, bidding, process_overdue_bidding) + _each(rt, awarded, process_overdue_awarded)

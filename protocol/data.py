@@ -16,10 +16,12 @@ from protocol.corpus import DECLARATION_OF_INDEPENDENCE
 from protocol.errors import InvalidSpec
 from protocol.rng import make_generator
 from protocol.spec import JobSpec
+from protocol.validation import get_int, get_int_list, validate_keys
 
 VOCAB_SIZE = 128  # ASCII bytes
 MAX_EXAMPLES = 1_000_000
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+CONFIG = "dataset.config"  # where a dataset's settings sit in a job spec (error fields name it)
 
 
 @dataclass(frozen=True)
@@ -47,34 +49,17 @@ class Dataset:
         return self.inputs[indices], self.targets[indices]
 
 
-def _config_int(config: dict, key: str, default: int, low: int, high: int) -> int:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidSpec(f"must be an integer between {low} and {high}", f"dataset.config.{key}")
-    return value
-
-
-def _config_shape(config: dict, key: str, default: list[int]) -> tuple[int, ...]:
-    value = config.get(key, default)
-    if not isinstance(value, list) or not 1 <= len(value) <= 3 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value
-    ):
-        raise InvalidSpec("must be a list of 1 to 3 positive integers", f"dataset.config.{key}")
-    return tuple(value)
-
-
-def _check_config_keys(config: dict, allowed: set[str]) -> None:
-    for key in sorted(set(config) - allowed):
-        raise InvalidSpec("unknown field", f"dataset.config.{key}")
+def _get_shape(config: dict, key: str, default: list[int]) -> tuple[int, ...]:
+    return tuple(get_int_list(config, key, CONFIG, low=1, high=4096, max_items=3, default=default))
 
 
 def _synthetic_classification(spec: JobSpec, dtype: torch.dtype) -> Dataset:
     config = spec.dataset.config
-    _check_config_keys(config, {"examples", "input_shape", "classes", "noise_percent"})
-    n = _config_int(config, "examples", 1024, 1, MAX_EXAMPLES)
-    shape = _config_shape(config, "input_shape", [32])
-    classes = _config_int(config, "classes", 10, 2, 1000)
-    noise = _config_int(config, "noise_percent", 50, 0, 1000) / 100.0
+    validate_keys(config, CONFIG, optional={"examples", "input_shape", "classes", "noise_percent"})
+    n = get_int(config, "examples", CONFIG, low=1, high=MAX_EXAMPLES, default=1024)
+    shape = _get_shape(config, "input_shape", [32])
+    classes = get_int(config, "classes", CONFIG, low=2, high=1000, default=10)
+    noise = get_int(config, "noise_percent", CONFIG, low=0, high=1000, default=50) / 100.0
     generator = make_generator(spec.dataset.seed, "dataset", "prototypes")
     prototypes = torch.rand((classes, *shape), generator=generator, dtype=dtype) * 2 - 1
     labels = torch.randint(0, classes, (n,), generator=generator)
@@ -84,11 +69,11 @@ def _synthetic_classification(spec: JobSpec, dtype: torch.dtype) -> Dataset:
 
 def _synthetic_regression(spec: JobSpec, dtype: torch.dtype) -> Dataset:
     config = spec.dataset.config
-    _check_config_keys(config, {"examples", "input_shape", "outputs", "noise_percent"})
-    n = _config_int(config, "examples", 1024, 1, MAX_EXAMPLES)
-    shape = _config_shape(config, "input_shape", [16])
-    outputs = _config_int(config, "outputs", 1, 1, 1000)
-    noise = _config_int(config, "noise_percent", 10, 0, 1000) / 100.0
+    validate_keys(config, CONFIG, optional={"examples", "input_shape", "outputs", "noise_percent"})
+    n = get_int(config, "examples", CONFIG, low=1, high=MAX_EXAMPLES, default=1024)
+    shape = _get_shape(config, "input_shape", [16])
+    outputs = get_int(config, "outputs", CONFIG, low=1, high=1000, default=1)
+    noise = get_int(config, "noise_percent", CONFIG, low=0, high=1000, default=10) / 100.0
     generator = make_generator(spec.dataset.seed, "dataset", "teacher")
     inputs = torch.rand((n, *shape), generator=generator, dtype=dtype) * 2 - 1
     teacher = torch.rand((outputs, inputs[0].numel()), generator=generator, dtype=dtype) * 2 - 1
@@ -99,11 +84,11 @@ def _synthetic_regression(spec: JobSpec, dtype: torch.dtype) -> Dataset:
 
 def _text(spec: JobSpec) -> Dataset:
     config = spec.dataset.config
-    _check_config_keys(config, {"context"})
-    context = _config_int(config, "context", 32, 2, 1024)
+    validate_keys(config, CONFIG, optional={"context"})
+    context = get_int(config, "context", CONFIG, low=2, high=1024, default=32)
     tokens = torch.tensor(list(DECLARATION_OF_INDEPENDENCE.encode("ascii")), dtype=torch.int64)
     if tokens.numel() <= context + 1:
-        raise InvalidSpec("longer than the bundled text", "dataset.config.context")
+        raise InvalidSpec("longer than the bundled text", f"{CONFIG}.context")
     return Dataset("language", tokens, tokens, VOCAB_SIZE, context)
 
 

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.errors import PartyFault
+from protocol.errors import InvalidInput, PartyFault
 from protocol.merkle import compute_node_hash
 from protocol.signing import DOMAIN_DISPUTE_MOVE, is_valid_signature, sign
 
@@ -140,17 +140,32 @@ def compute_game_id(job_id: bytes, segment: int, verifier_key: bytes, opened_at:
                           + opened_at.to_bytes(8, "little")).hexdigest()
 
 
-def compute_initial_game(game_id: str, solver_key: str, verifier_key: str, start_step: int,
+def compute_initial_game(*, game_id: str, solver_key: str, verifier_key: str, start_step: int,
                          start_root: str, end_step: int, solver_root: str, verifier_root: str,
                          num_chunks: int, now: int, move_timeout: int, arity: int = 2,
                          known_roots: dict[int, str] | None = None) -> Game:
-    if arity < 2 or end_step <= start_step or num_chunks < 1 or solver_root == verifier_root:
-        raise ValueError("a game needs arity >= 2, a non-empty segment, chunks and two claims")
+    """The game over a segment (start_step, end_step] whose end the verifier disputes; raises
+    InvalidInput naming the first field that cannot make a game."""
+    _validate_set_up(start_step=start_step, end_step=end_step, solver_root=solver_root,
+                     verifier_root=verifier_root, num_chunks=num_chunks, arity=arity)
     roots = {**(known_roots or {}), start_step: start_root, end_step: solver_root}
     game = Game(game_id, solver_key, verifier_key, arity, move_timeout, num_chunks, STEPS, SOLVER,
                 now + move_timeout, 0, start_step, end_step, roots,
                 {start_step: start_root, end_step: verifier_root})
-    return _enter_chunks_if_one_step(game, now)
+    return _enter_chunks_if_one_step(game)
+
+
+def _validate_set_up(*, start_step: int, end_step: int, solver_root: str, verifier_root: str,
+                     num_chunks: int, arity: int) -> None:
+    # The caller's set-up, not a party's move: InvalidInput, never a PartyFault (nobody is slashed).
+    if arity < 2:
+        raise InvalidInput("a dissection needs at least 2 parts", "arity")
+    if end_step <= start_step:
+        raise InvalidInput(f"the segment must end after its start (step {start_step})", "end_step")
+    if num_chunks < 1:
+        raise InvalidInput("a state has at least one chunk", "num_chunks")
+    if solver_root == verifier_root:
+        raise InvalidInput("equals the solver's root: there is nothing to dispute", "verifier_root")
 
 
 def compute_dissection_points(lo: int, hi: int, arity: int) -> tuple[int, ...]:
@@ -171,19 +186,21 @@ def compute_rounds_bound(steps: int, num_chunks: int, arity: int = 2) -> int:
 # --- signing -----------------------------------------------------------------------------------
 
 
-def compute_move_message(game_id: str, party: str, kind: str, round_: int, payload: dict) -> bytes:
+def compute_move_message(*, game_id: str, party: str, kind: str, round_: int, payload: dict) -> bytes:
     body = {"game": game_id, "party": party, "kind": kind, "round": round_, "payload": payload}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
-def sign_move(signing_key, game: Game, party: str, kind: str, payload: dict) -> Move:
-    message = compute_move_message(game.game_id, party, kind, game.round, payload)
+def sign_move(signing_key, game: Game, *, party: str, kind: str, payload: dict) -> Move:
+    message = compute_move_message(game_id=game.game_id, party=party, kind=kind, round_=game.round,
+                                   payload=payload)
     return Move(party, kind, game.round, payload, sign(signing_key, DOMAIN_DISPUTE_MOVE, message).hex())
 
 
 def _check_signature(game: Game, move: Move) -> None:
     key = game.solver_key if move.party == SOLVER else game.verifier_key
-    message = compute_move_message(game.game_id, move.party, move.kind, move.round, move.payload)
+    message = compute_move_message(game_id=game.game_id, party=move.party, kind=move.kind,
+                                   round_=move.round, payload=move.payload)
     try:
         signature = bytes.fromhex(move.signature)
     except ValueError:
@@ -265,10 +282,10 @@ def _choose(game: Game, payload: dict, now: int) -> Game:
     verifier_roots = {**game.verifier_roots, lo: game.roots[lo], hi: root}
     game = _next(game, now, lo=lo, hi=hi, points=(), turn=SOLVER, verifier_roots=verifier_roots,
                  trail=(*game.trail, (STEPS, lo, hi)))
-    return _enter_chunks_if_one_step(game, now)
+    return _enter_chunks_if_one_step(game)
 
 
-def _enter_chunks_if_one_step(game: Game, now: int) -> Game:
+def _enter_chunks_if_one_step(game: Game) -> Game:
     if game.hi - game.lo > 1:
         return game
     node_hashes = (game.roots[game.hi], game.verifier_roots[game.hi])
@@ -284,7 +301,7 @@ def compute_child_ranges(node: tuple[int, int]) -> tuple[tuple[int, int], tuple[
     return (start, start + k), (start + k, end)
 
 
-def _children(game: Game, payload: dict, party: str, parent: str) -> tuple[str, str]:
+def _children(payload: dict, party: str, parent: str) -> tuple[str, str]:
     left, right = _hex32(payload, "left", party), _hex32(payload, "right", party)
     if compute_node_hash(bytes.fromhex(left), bytes.fromhex(right)).hex() != parent:
         raise IllegalMove(party, "the two children do not hash to your claim for this subtree")
@@ -292,12 +309,12 @@ def _children(game: Game, payload: dict, party: str, parent: str) -> tuple[str, 
 
 
 def _split(game: Game, payload: dict, now: int) -> Game:
-    split = _children(game, payload, SOLVER, game.node_hashes[0])
+    split = _children(payload, SOLVER, game.node_hashes[0])
     return _next(game, now, split=split, turn=VERIFIER)
 
 
 def _pick(game: Game, payload: dict, now: int) -> Game:
-    mine = _children(game, payload, VERIFIER, game.node_hashes[1])
+    mine = _children(payload, VERIFIER, game.node_hashes[1])
     left_range, right_range = compute_child_ranges(game.node)
     side = 0 if mine[0] != game.split[0] else 1
     node = (left_range, right_range)[side]

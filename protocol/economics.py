@@ -14,6 +14,8 @@ replaying: its stake is slashed, so laziness loses when stake > fee·(1 − φ)/
 import math
 import random
 from dataclasses import asdict, dataclass
+from enum import StrEnum
+from fractions import Fraction
 
 from nacl.signing import SigningKey
 
@@ -21,8 +23,103 @@ from protocol.behaviours import SOLVER_BEHAVIOURS, VERIFIER_BEHAVIOURS, Behaviou
 from protocol.dispute import SOLVER, VERIFIER, compute_initial_game
 from protocol.standin import Player, StandinTrajectory, play_game
 
-VICTIM_SHARE = 0.5  # of a slash, to the wronged party; the rest is burned
+# --- the money rules the ledger applies (integer amounts; the simulator uses the same) ---------
 
+VICTIM_SHARE = Fraction(1, 2)  # of a slash, to the wronged party (rounded down); the rest is burned
+
+
+def compute_slash_split(amount: int) -> tuple[int, int]:
+    """(to the wronged party, burned)."""
+    to_victim = amount * VICTIM_SHARE.numerator // VICTIM_SHARE.denominator
+    return to_victim, amount - to_victim
+
+
+def compute_verifier_timeout_penalty(standing_stake: int, verifier_fee: int) -> int:
+    """A verifier that misses a move loses up to the fee it would have earned."""
+    return min(standing_stake, verifier_fee)
+
+
+def compute_false_challenge_penalty(standing_stake: int, solver_stake: int, min_stake: int) -> int:
+    """A verifier whose challenge lost forfeits standing stake up to what the solver risked."""
+    return min(standing_stake, max(solver_stake, min_stake))
+
+
+def compute_max_price(bounty: int, verifier_fee: int, num_verifiers: int) -> int:
+    """A bid may ask for what the bounty holds beyond every verifier's fee."""
+    return bounty - verifier_fee * num_verifiers
+
+
+def compute_escrow_payments(escrow_balance: int, amounts: list[int]) -> tuple[list[int], int]:
+    """Pay `amounts` in order from escrow, each capped by what is left; (paid, refund)."""
+    paid, left = [], escrow_balance
+    for amount in amounts:
+        paid.append(min(amount, left))
+        left -= paid[-1]
+    return paid, left
+
+
+class Outcome(StrEnum):
+    """How a job ends for its parties, as far as money goes."""
+
+    SETTLED = "settled"  # every check agreed
+    SOLVER_NO_SHOW = "solver_no_show"  # the solver missed a deadline
+    SOLVER_CAUGHT = "solver_caught"  # the challenger won the dispute
+    FALSE_CHALLENGE = "false_challenge"  # the challenger lost; the job settles
+    BOTH_WRONG = "both_wrong"  # the referee reproduced neither claim
+    VERIFIER_TIMEOUT = "verifier_timeout"  # the challenger missed a move; the job settles
+
+
+@dataclass(frozen=True)
+class JobTerms:
+    bounty: int
+    price: int
+    solver_stake: int
+    verifier_fee: int
+    min_stake: int = 0
+    workers: int = 1  # verifiers other than the challenger that did their work
+    challenger_stake: int = 0  # standing stake of the verifier the outcome is about
+
+
+@dataclass(frozen=True)
+class Payouts:
+    """Net change of each party's money (balance plus locked stake) once the job has ended."""
+
+    submitter: int
+    solver: int
+    workers: int  # together
+    challenger: int
+    burned: int
+
+
+def compute_job_payouts(terms: JobTerms, outcome: Outcome) -> Payouts:
+    """Who gains and loses what, from the moment the bounty is escrowed and the stake locked."""
+    solver_fails = outcome in (Outcome.SOLVER_NO_SHOW, Outcome.SOLVER_CAUGHT, Outcome.BOTH_WRONG)
+    challenger_paid = outcome in (Outcome.SETTLED, Outcome.SOLVER_CAUGHT)
+    fees = [terms.verifier_fee] * (terms.workers + challenger_paid)
+    paid, refund = compute_escrow_payments(terms.bounty, ([] if solver_fails else [terms.price]) + fees)
+    price = 0 if solver_fails else paid.pop(0)
+    challenger_fee = paid.pop() if challenger_paid else 0
+    solver, challenger, submitter, burned = price, challenger_fee, refund - terms.bounty, 0
+    if solver_fails:
+        to_victim, burn = compute_slash_split(terms.solver_stake)
+        solver, burned = solver - terms.solver_stake, burned + burn
+        if outcome == Outcome.SOLVER_CAUGHT:
+            challenger += to_victim
+        else:
+            submitter += to_victim
+    if outcome == Outcome.VERIFIER_TIMEOUT:
+        penalty = compute_verifier_timeout_penalty(terms.challenger_stake, terms.verifier_fee)
+        to_victim, burn = compute_slash_split(penalty)
+        challenger, submitter, burned = challenger - penalty, submitter + to_victim, burned + burn
+    elif outcome in (Outcome.FALSE_CHALLENGE, Outcome.BOTH_WRONG):
+        penalty = compute_false_challenge_penalty(terms.challenger_stake, terms.solver_stake,
+                                                  terms.min_stake)
+        to_victim, burn = compute_slash_split(penalty) if outcome == Outcome.FALSE_CHALLENGE else (0, penalty)
+        challenger, solver, burned = challenger - penalty, solver + to_victim, burned + burn
+    return Payouts(submitter, solver, sum(paid), challenger, burned)
+
+
+# --- simulation --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Market:
@@ -35,20 +132,28 @@ class Market:
     stake_margin: float = 5 / 3  # S = margin · C / k
 
     @property
-    def solver_stake(self) -> float:
-        return compute_required_stake(self.compute_cost, max(1, self.sampled), self.stake_margin)
+    def solver_stake(self) -> int:
+        return round(compute_required_stake(self.compute_cost, max(1, self.sampled), self.stake_margin))
 
     @property
     def verification_cost(self) -> float:
         return self.compute_cost * self.sampled / self.segments
 
     @property
-    def verifier_fee(self) -> float:
-        return compute_verifier_pay(self.verification_cost)
+    def verifier_fee(self) -> int:
+        return round(compute_verifier_pay(self.verification_cost))
 
     @property
-    def verifier_stake(self) -> float:
-        return compute_jackpot(self.verifier_fee, self.forced_error_rate) if self.sampled else 0.0
+    def verifier_stake(self) -> int:
+        return round(compute_jackpot(self.verifier_fee, self.forced_error_rate)) if self.sampled else 0
+
+    def compute_payouts(self, outcome: "Outcome") -> "Payouts":
+        """The ledger's payouts for this market's job (bounty = price + every verifier's fee)."""
+        terms = JobTerms(bounty=round(self.price) + self.verifiers * self.verifier_fee,
+                         price=round(self.price), solver_stake=self.solver_stake,
+                         verifier_fee=self.verifier_fee, workers=self.verifiers - 1,
+                         challenger_stake=self.verifier_stake)
+        return compute_job_payouts(terms, outcome)
 
 
 def compute_required_stake(compute_cost: float, sampled: int, margin: float = 5 / 3) -> float:
@@ -65,22 +170,11 @@ def compute_verifier_pay(verification_cost: float, markup: float = 2 / 3) -> flo
     return verification_cost * (1 + markup)
 
 
-def compute_slash_split(amount: float) -> tuple[float, float]:
-    """(to the wronged party, burned)."""
-    return amount * VICTIM_SHARE, amount * (1 - VICTIM_SHARE)
-
-
 def compute_jackpot(compensation: float, forced_error_rate: float, margin: float = 2.0) -> float:
     """Penalty for approving a planted bad segment (and reward for flagging one):
     ≥ compensation ÷ forced-error rate, so approving blind never pays."""
     return margin * compensation / forced_error_rate
 
-
-def compute_no_show_penalty(verifier_fee: float) -> float:
-    return verifier_fee
-
-
-# --- simulation --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -102,10 +196,11 @@ def _play_segment(solver_traj: StandinTrajectory, verifier_traj: StandinTrajecto
                   rng: random.Random, solver_policy: str = "follow") -> str:
     truth = StandinTrajectory(solver_traj.seed, solver_traj.num_chunks)
     keys = SigningKey(rng.randbytes(32)), SigningKey(rng.randbytes(32))
-    game = compute_initial_game(rng.randbytes(32).hex(), bytes(keys[0].verify_key).hex(),
-                                bytes(keys[1].verify_key).hex(), start, truth.root(start).hex(), end,
-                                solver_traj.root(end).hex(), verifier_traj.root(end).hex(),
-                                truth.num_chunks, 0, 10)
+    game = compute_initial_game(
+        game_id=rng.randbytes(32).hex(), solver_key=bytes(keys[0].verify_key).hex(),
+        verifier_key=bytes(keys[1].verify_key).hex(), start_step=start, start_root=truth.root(start).hex(),
+        end_step=end, solver_root=solver_traj.root(end).hex(), verifier_root=verifier_traj.root(end).hex(),
+        num_chunks=truth.num_chunks, now=0, move_timeout=10)
     final = play_game(game, Player(SOLVER, keys[0], solver_traj, solver_policy),
                       Player(VERIFIER, keys[1], verifier_traj), truth)
     return final.winner or "neither"
@@ -141,7 +236,8 @@ def simulate_solver(behaviour: Behaviour, market: Market, trials: int, rng: rand
     spent = market.compute_cost * (1 - behaviour.saved_fraction * len(bad) / market.segments)
     catch = compute_detection_probability(market.segments, len(bad), market.sampled) \
         * _solver_dispute_loss_rate(behaviour, bad, length, trials, rng)
-    return (1 - catch) * market.price - catch * market.solver_stake - spent, catch
+    paid, caught = (market.compute_payouts(o).solver for o in (Outcome.SETTLED, Outcome.SOLVER_CAUGHT))
+    return (1 - catch) * paid + catch * caught - spent, catch
 
 
 def _verifier_challenge_loss_rate(trials: int, rng: random.Random) -> float:
@@ -160,13 +256,14 @@ def simulate_verifier(behaviour: Behaviour, market: Market, trials: int, rng: ra
     fee, stake, phi = market.verifier_fee, market.verifier_stake, market.forced_error_rate
     cost = 0.0 if behaviour.saved_fraction == 1.0 else market.verification_cost
     if behaviour.policy == "no-show":
-        return -compute_no_show_penalty(fee), 1.0
+        return market.compute_payouts(Outcome.VERIFIER_TIMEOUT).challenger, 1.0
     if behaviour.claim == "start-root":  # approves everything: a planted bad segment slashes it
         return (1 - phi) * fee - phi * stake, phi
     if behaviour.honest:  # flags every planted segment: paid, plus its share of the jackpot
-        return fee + phi * compute_slash_split(compute_jackpot(fee, phi))[0] - cost, 0.0
+        return fee + phi * compute_slash_split(stake)[0] - cost, 0.0
     loss = _verifier_challenge_loss_rate(trials, rng)  # guessed or made-up roots must be defended
-    return (1 - loss) * fee - loss * stake - cost, loss
+    paid, lost = (market.compute_payouts(o).challenger for o in (Outcome.SETTLED, Outcome.FALSE_CHALLENGE))
+    return (1 - loss) * paid + loss * lost - cost, loss
 
 
 def simulate_market(market: Market, trials: int = 200, seed: int = 0) -> list[StrategyResult]:

@@ -9,9 +9,11 @@ duplicate leaves would confuse.
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from merkly.mtree import MerkleTree
 
+from protocol.errors import InvalidInput
 from protocol.types import HASH_SIZE, Root
 
 LEAF_PREFIX = b"\x00"
@@ -68,9 +70,10 @@ def compute_subtree_root(leaf_hashes: Sequence[bytes], start: int, end: int) -> 
 
 
 def inclusion_proof_from_hashes(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
-    """Audit path PATH(index, D[n]) in RFC 9162 order (leaf level first)."""
+    """RFC 9162 §2.1.3.1 audit path PATH(index, D[n]), leaf level first; InvalidInput for an
+    index outside the tree (unlike `verify_*`, building a proof from a bad request is an error)."""
     if not 0 <= index < len(leaf_hashes):
-        raise IndexError(f"leaf index {index} outside a tree of {len(leaf_hashes)} leaves")
+        raise InvalidInput(f"leaf index {index} outside a tree of {len(leaf_hashes)} leaves", "index")
     path: list[bytes] = []
     start, end = 0, len(leaf_hashes)
     while end - start > 1:
@@ -94,13 +97,24 @@ def _is_hash(value: object) -> bool:
     return isinstance(value, bytes | bytearray) and len(value) == HASH_SIZE
 
 
+def _as_hashes(proof: Any) -> list[bytes] | None:
+    """`proof` as a list of 32-byte hashes, or None when it is anything else (so `verify_*`
+    can answer False instead of raising on junk, and a one-shot iterator is read once)."""
+    try:
+        items = list(proof)
+    except TypeError:
+        return None
+    return items if all(_is_hash(p) for p in items) else None
+
+
 def verify_inclusion_of_hash(
     leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
 ) -> bool:
-    """RFC 9162 §2.1.3.2: check an audit path; malformed input is simply invalid."""
+    """RFC 9162 §2.1.3.2: check an audit path; malformed input is simply invalid. Never raises."""
     if not (isinstance(index, int) and isinstance(size, int) and 0 <= index < size):
         return False
-    if not (_is_hash(root) and _is_hash(leaf_hash)) or not all(_is_hash(p) for p in proof):
+    proof = _as_hashes(proof)
+    if proof is None or not (_is_hash(root) and _is_hash(leaf_hash)):
         return False
     fn, sn, r = index, size - 1, bytes(leaf_hash)
     for p in proof:
@@ -124,30 +138,28 @@ def verify_inclusion(
     """True iff raw `leaf` is at `index` of the `size`-leaf tree with `root`. Never raises."""
     if not isinstance(leaf, bytes | bytearray | memoryview):
         return False
-    try:
-        proof = list(proof)
-    except TypeError:
-        return False
     return verify_inclusion_of_hash(compute_leaf_hash(leaf), index, size, proof, root)
 
 
 def consistency_proof_from_hashes(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
-    """RFC 9162 §2.1.4 PROOF(m, D[n]): the old tree of `old_size` leaves is a prefix of this one."""
+    """RFC 9162 §2.1.4.1 PROOF(m, D[n]): the old tree of `old_size` leaves is a prefix of this one;
+    InvalidInput for an old size outside 1..n."""
     if not 0 < old_size <= len(leaf_hashes):
-        raise IndexError(f"old size {old_size} outside 1..{len(leaf_hashes)}")
-    return _subproof(leaf_hashes, old_size, 0, len(leaf_hashes), True)
+        raise InvalidInput(f"old size {old_size} outside 1..{len(leaf_hashes)}", "old_size")
+    return _subproof(leaf_hashes, old_size, 0, len(leaf_hashes), complete=True)
 
 
-def _subproof(hashes: Sequence[bytes], m: int, start: int, end: int, complete: bool) -> list[bytes]:
+def _subproof(hashes: Sequence[bytes], m: int, start: int, end: int, *, complete: bool) -> list[bytes]:
+    """RFC 9162 §2.1.4.1 SUBPROOF(m, D[start:end], b), with b = `complete`."""
     n = end - start
     if m == n:
         return [] if complete else [compute_subtree_root(hashes, start, end)]
     k = _split_point(n)
     if m <= k:
-        return _subproof(hashes, m, start, start + k, complete) + [
+        return _subproof(hashes, m, start, start + k, complete=complete) + [
             compute_subtree_root(hashes, start + k, end)
         ]
-    return _subproof(hashes, m - k, start + k, end, False) + [
+    return _subproof(hashes, m - k, start + k, end, complete=False) + [
         compute_subtree_root(hashes, start, start + k)
     ]
 
@@ -158,7 +170,8 @@ def verify_consistency(
     """RFC 9162 §2.1.4.2: check that `new_root` extends `old_root`. Never raises."""
     if not (isinstance(old_size, int) and isinstance(new_size, int)):
         return False
-    if not (_is_hash(old_root) and _is_hash(new_root)) or not all(_is_hash(p) for p in proof):
+    proof = _as_hashes(proof)
+    if proof is None or not (_is_hash(old_root) and _is_hash(new_root)):
         return False
     if not 0 < old_size <= new_size:
         return False

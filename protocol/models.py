@@ -1,4 +1,5 @@
-"""The model registry: `mlp`, `cnn` and `gpt-tiny`, written as pure functions of a parameter dict.
+"""Model definitions for the registry's names (`protocol.registry`), as pure functions of a
+parameter dict.
 
 Every model is built from `ops` (native or repro) so one definition serves both profiles, and all
 of its randomness comes in through generators derived from (seed, purpose, step).
@@ -13,42 +14,17 @@ import torch
 from torch import Tensor
 
 from protocol.data import Dataset
-from protocol.errors import InvalidSpec
+from protocol.errors import InternalError, InvalidSpec
+from protocol.registry import MODEL_NAMES
 from protocol.rng import make_generator
+from protocol.validation import get_int, get_int_list, get_probability, validate_keys
 
 Params = dict[str, Tensor]
 DropoutGenerator = Callable[[str], torch.Generator]  # layer name → generator for this step
+CONFIG = "model.config"  # where a model's settings sit in a job spec (error fields name it)
 
 
-def _int_list(config: dict, key: str, default: list[int], low: int, high: int) -> list[int]:
-    value = config.get(key, default)
-    if not isinstance(value, list) or not 1 <= len(value) <= 8 or not all(
-        isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in value
-    ):
-        raise InvalidSpec(f"must be a list of 1 to 8 integers in {low}..{high}", f"model.config.{key}")
-    return value
-
-
-def _int(config: dict, key: str, default: int, low: int, high: int) -> int:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidSpec(f"must be an integer between {low} and {high}", f"model.config.{key}")
-    return value
-
-
-def _probability(config: dict, key: str, default: float) -> float:
-    value = config.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
-        raise InvalidSpec("must be a number in [0, 1)", f"model.config.{key}")
-    return float(value)
-
-
-def _check_keys(config: dict, allowed: set[str]) -> None:
-    for key in sorted(set(config) - allowed):
-        raise InvalidSpec("unknown field", f"model.config.{key}")
-
-
-def _linear_params(params: Params, name: str, fan_in: int, fan_out: int, init: Callable) -> None:
+def _linear_params(params: Params, name: str, init: Callable, *, fan_in: int, fan_out: int) -> None:
     params[f"{name}.weight"] = init(f"{name}.weight", (fan_out, fan_in), 1.0 / math.sqrt(fan_in))
     params[f"{name}.bias"] = init(f"{name}.bias", (fan_out,), 0.0)
 
@@ -64,19 +40,19 @@ class ModelDef:
 
 
 def _mlp_config(config: dict, dataset: Dataset) -> dict[str, Any]:
-    _check_keys(config, {"hidden", "dropout"})
+    validate_keys(config, CONFIG, optional={"hidden", "dropout"})
     if dataset.task == "language":
         raise InvalidSpec("mlp trains on classification or regression data", "dataset.kind")
     return {"inputs": math.prod(dataset.input_shape), "outputs": dataset.num_outputs,
-            "hidden": _int_list(config, "hidden", [64, 64], 1, 8192),
-            "dropout": _probability(config, "dropout", 0.0)}
+            "hidden": get_int_list(config, "hidden", CONFIG, low=1, high=8192, max_items=8, default=[64, 64]),
+            "dropout": get_probability(config, "dropout", CONFIG, default=0.0)}
 
 
 def _mlp_init(config: dict[str, Any], init: Callable) -> Params:
     params: Params = {}
     widths = [config["inputs"], *config["hidden"], config["outputs"]]
     for layer, (fan_in, fan_out) in enumerate(zip(widths, widths[1:], strict=False)):
-        _linear_params(params, f"layers.{layer}", fan_in, fan_out, init)
+        _linear_params(params, f"layers.{layer}", init, fan_in=fan_in, fan_out=fan_out)
     return params
 
 
@@ -96,11 +72,11 @@ def _mlp_forward(params: Params, config: dict, x: Tensor, ops, dropout: DropoutG
 
 
 def _cnn_config(config: dict, dataset: Dataset) -> dict[str, Any]:
-    _check_keys(config, {"channels"})
+    validate_keys(config, CONFIG, optional={"channels"})
     if dataset.task != "classification" or len(dataset.input_shape) != 3:
         raise InvalidSpec("cnn needs classification data of shape [channels, height, width]",
                           "dataset.config.input_shape")
-    channels = _int_list(config, "channels", [8, 16], 1, 1024)
+    channels = get_int_list(config, "channels", CONFIG, low=1, high=1024, max_items=8, default=[8, 16])
     in_channels, height, width = dataset.input_shape
     for _ in channels:  # each layer: 3x3 conv, stride 2, padding 1
         height, width = (height + 1) // 2, (width + 1) // 2
@@ -116,7 +92,7 @@ def _cnn_init(config: dict[str, Any], init: Callable) -> Params:
         params[f"conv.{layer}.weight"] = init(f"conv.{layer}.weight", (width, previous, 3, 3), 1.0 / math.sqrt(fan_in))
         params[f"conv.{layer}.bias"] = init(f"conv.{layer}.bias", (width,), 0.0)
         previous = width
-    _linear_params(params, "head", config["flat"], config["classes"], init)
+    _linear_params(params, "head", init, fan_in=config["flat"], fan_out=config["classes"])
     return params
 
 
@@ -131,16 +107,16 @@ def _cnn_forward(params: Params, config: dict, x: Tensor, ops, dropout: DropoutG
 
 
 def _gpt_config(config: dict, dataset: Dataset) -> dict[str, Any]:
-    _check_keys(config, {"d_model", "layers", "heads", "dropout"})
+    validate_keys(config, CONFIG, optional={"d_model", "layers", "heads", "dropout"})
     if dataset.task != "language":
         raise InvalidSpec("gpt-tiny trains on the text dataset", "dataset.kind")
-    d_model = _int(config, "d_model", 64, 8, 4096)
-    heads = _int(config, "heads", 4, 1, 64)
+    d_model = get_int(config, "d_model", CONFIG, low=8, high=4096, default=64)
+    heads = get_int(config, "heads", CONFIG, low=1, high=64, default=4)
     if d_model % heads:
-        raise InvalidSpec("must divide d_model", "model.config.heads")
+        raise InvalidSpec("must divide d_model", f"{CONFIG}.heads")
     return {"vocab": dataset.num_outputs, "context": dataset.context, "d_model": d_model,
-            "layers": _int(config, "layers", 2, 1, 48), "heads": heads,
-            "dropout": _probability(config, "dropout", 0.1)}
+            "layers": get_int(config, "layers", CONFIG, low=1, high=48, default=2), "heads": heads,
+            "dropout": get_probability(config, "dropout", CONFIG, default=0.1)}
 
 
 def _gpt_init(config: dict[str, Any], init: Callable) -> Params:
@@ -151,19 +127,19 @@ def _gpt_init(config: dict[str, Any], init: Callable) -> Params:
         for norm in ("ln1", "ln2"):
             params[f"blocks.{i}.{norm}.weight"] = init(f"blocks.{i}.{norm}.weight", (d,), None)
             params[f"blocks.{i}.{norm}.bias"] = init(f"blocks.{i}.{norm}.bias", (d,), 0.0)
-        _linear_params(params, f"blocks.{i}.qkv", d, 3 * d, init)
-        _linear_params(params, f"blocks.{i}.proj", d, d, init)
-        _linear_params(params, f"blocks.{i}.fc1", d, 4 * d, init)
-        _linear_params(params, f"blocks.{i}.fc2", 4 * d, d, init)
+        _linear_params(params, f"blocks.{i}.qkv", init, fan_in=d, fan_out=3 * d)
+        _linear_params(params, f"blocks.{i}.proj", init, fan_in=d, fan_out=d)
+        _linear_params(params, f"blocks.{i}.fc1", init, fan_in=d, fan_out=4 * d)
+        _linear_params(params, f"blocks.{i}.fc2", init, fan_in=4 * d, fan_out=d)
     params["ln_f.weight"] = init("ln_f.weight", (d,), None)
     params["ln_f.bias"] = init("ln_f.bias", (d,), 0.0)
-    _linear_params(params, "head", d, vocab, init)
+    _linear_params(params, "head", init, fan_in=d, fan_out=vocab)
     return params
 
 
-def _gpt_block(params: Params, i: int, config: dict, h: Tensor, ops, dropout) -> Tensor:
+def _gpt_block(params: Params, config: dict, h: Tensor, *, layer: int, ops, dropout) -> Tensor:
     batch, length, d = h.shape
-    heads, p = config["heads"], f"blocks.{i}."
+    heads, p = config["heads"], f"blocks.{layer}."
     x = ops.layer_norm(h, params[p + "ln1.weight"], params[p + "ln1.bias"], 1e-5)
     qkv = ops.linear(x, params[p + "qkv.weight"], params[p + "qkv.bias"])
     q, k, v = (t.reshape(batch, length, heads, d // heads).transpose(1, 2) for t in qkv.split(d, dim=-1))
@@ -186,19 +162,29 @@ def _gpt_forward(params: Params, config: dict, tokens: Tensor, ops, dropout: Dro
     positions = torch.arange(tokens.shape[1]).expand(tokens.shape)
     h = ops.embedding(tokens, params["tok_emb"]) + ops.embedding(positions, params["pos_emb"])
     for i in range(config["layers"]):
-        h = _gpt_block(params, i, config, h, ops, dropout)
+        h = _gpt_block(params, config, h, layer=i, ops=ops, dropout=dropout)
     h = ops.layer_norm(h, params["ln_f.weight"], params["ln_f.bias"], 1e-5)
     return ops.linear(h, params["head.weight"], params["head.bias"])
 
 
-MODEL_REGISTRY: dict[str, ModelDef] = {
+_DEFINITIONS: dict[str, ModelDef] = {
     "mlp": ModelDef(_mlp_config, _mlp_init, _mlp_forward),
     "cnn": ModelDef(_cnn_config, _cnn_init, _cnn_forward),
     "gpt-tiny": ModelDef(_gpt_config, _gpt_init, _gpt_forward),
 }
 
 
-def compute_initial_params(model: ModelDef, config: dict[str, Any], seed: int, ops, dtype: torch.dtype) -> Params:
+def compute_model_registry(definitions: dict[str, ModelDef]) -> dict[str, ModelDef]:
+    """The definitions in the registry's order; every registered name needs exactly one."""
+    if set(definitions) != set(MODEL_NAMES):
+        raise InternalError(f"model definitions {sorted(definitions)} do not match the registry {sorted(MODEL_NAMES)}")
+    return {name: definitions[name] for name in MODEL_NAMES}
+
+
+MODEL_REGISTRY: dict[str, ModelDef] = compute_model_registry(_DEFINITIONS)
+
+
+def compute_initial_params(model: ModelDef, config: dict[str, Any], *, seed: int, ops, dtype: torch.dtype) -> Params:
     """Weights U(±bound) from per-tensor generators; bound 0 → zeros, None → ones."""
 
     def init(name: str, shape: tuple[int, ...], bound: float | None) -> Tensor:

@@ -1,19 +1,34 @@
 """The referee's one step: from the agreed state at s (checked against its root), recompute
 s + 1 with the protocol's own training program and return the disputed chunk's leaf hash, which
 `protocol.dispute.process_ruling` compares with both claims. One step of compute, whatever the
-job's size."""
+job's size.
+
+This is the ruling's only definition: the coordinator runs it in a worker pinned to the job's
+execution profile (`sdk.tasks`, task `step`), tests call it directly.
+"""
 
 from protocol.errors import CheckpointCorrupt
-from protocol.state import compute_chunk_hashes, compute_state_root, decode_state, get_step
+from protocol.state import (
+    compute_chunk_hashes,
+    compute_state_root,
+    decode_state,
+    encode_state,
+    get_step,
+)
 from protocol.training import TrainingProgram
 
 
-def compute_referee_chunk(program: TrainingProgram, agreed_state: bytes, agreed_root: bytes,
-                          step: int, chunk: int) -> bytes:
+def compute_referee_chunk(program: TrainingProgram, agreed_state: bytes, agreed_root: bytes, chunk: int) -> bytes:
+    """Leaf hash of chunk `chunk` of the state one step after `agreed_state`.
+
+    The root commits to every tensor, the step counter included, and the game bound it to step s:
+    a state that hashes to it is the agreed state at s, whatever else the caller believes."""
     state = decode_state(agreed_state)  # safetensors only: never unpickles
-    if get_step(state) != step or compute_state_root(state) != agreed_root:
-        raise CheckpointCorrupt(f"the supplied state is not the agreed state at step {step}")
+    if compute_state_root(state) != agreed_root:
+        raise CheckpointCorrupt("the supplied state does not match the agreed root")
+    if encode_state(state) != agreed_state:  # same tensors, altered header: refuse all but canonical bytes
+        raise CheckpointCorrupt("the supplied state's safetensors header differs from the canonical encoding")
     hashes = compute_chunk_hashes(program.step(state))
     if not 0 <= chunk < len(hashes):
-        raise CheckpointCorrupt(f"the state at step {step + 1} has no chunk {chunk}")
+        raise CheckpointCorrupt(f"the state at step {get_step(state) + 1} has no chunk {chunk}")
     return hashes[chunk]

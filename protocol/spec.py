@@ -10,7 +10,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from protocol.errors import InvalidSpec
+from protocol.registry import MODEL_NAMES
 from protocol.types import JobId, StepIndex
+from protocol.validation import (
+    get_bool,
+    get_choice,
+    get_float,
+    get_int,
+    get_object,
+    is_hex,
+    join_field,
+    validate_keys,
+)
 
 SPEC_VERSION = 1
 TORCH_VERSION = "2.13.0"
@@ -21,7 +32,7 @@ DTYPES = ("float32", "float64")
 # change of contract can never be matched against trajectories computed under the old one.
 REPRO_CONTRACT = "fo1"
 REPRO_DTYPES = ("float32",)
-MODELS = ("mlp", "cnn", "gpt-tiny")
+MODELS = MODEL_NAMES  # the registry's (protocol/registry.py); kept here for readers of the spec
 DATASET_KINDS = ("synthetic-classification", "synthetic-regression", "text", "safetensors")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
@@ -94,169 +105,108 @@ class JobSpec:
     version: int = SPEC_VERSION
 
 
-# --- validation helpers ------------------------------------------------------------------------
-
-
-def _object(value: Any, path: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidSpec("must be a JSON object", path)
-    return value
-
-
-def _check_keys(obj: dict[str, Any], path: str, required: set[str], optional: set[str]) -> None:
-    unknown = set(obj) - required - optional
-    if unknown:
-        raise InvalidSpec("unknown field", _join(path, sorted(unknown)[0]))
-    missing = required - set(obj)
-    if missing:
-        raise InvalidSpec("missing required field", _join(path, sorted(missing)[0]))
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name
-
-
-def _int(obj: dict, key: str, path: str, low: int, high: int, default: int | None = None) -> int:
-    value = obj.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidSpec("must be an integer", _join(path, key))
-    if not low <= value <= high:
-        raise InvalidSpec(f"must be between {low} and {high}", _join(path, key))
-    return value
-
-
-def _float(obj: dict, key: str, path: str, low: float, high: float, default: float) -> float:
-    value = obj.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidSpec("must be a number", _join(path, key))
-    if not low <= value <= high:  # also rejects NaN
-        raise InvalidSpec(f"must be between {low} and {high}", _join(path, key))
-    return float(value)
-
-
-def _choice(obj: dict, key: str, path: str, choices: tuple, default: Any = None) -> Any:
-    value = obj.get(key, default)
-    if value not in choices:
-        raise InvalidSpec(f"must be one of {', '.join(map(str, choices))}", _join(path, key))
-    return value
-
-
-def _bool(obj: dict, key: str, path: str, default: bool) -> bool:
-    value = obj.get(key, default)
-    if not isinstance(value, bool):
-        raise InvalidSpec("must be true or false", _join(path, key))
-    return value
-
-
-def _config(obj: dict, path: str) -> dict[str, Any]:
-    config = _object(obj.get("config", {}), _join(path, "config"))
-    for key, value in config.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | list):
-            raise InvalidSpec("config values must be numbers or lists of integers", _join(_join(path, "config"), key))
-    return config
-
-
 # --- parsing -----------------------------------------------------------------------------------
 
 
 def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
-    obj = _object(obj, path)
-    keys = {"kind", "torch_version", "dtype", "intra_op_threads", "cpu_capability",
-            "math_reproducible", "deterministic"}
-    _check_keys(obj, path, {"kind"}, keys - {"kind"})
-    kind = _choice(obj, "kind", path, PROFILE_KINDS)
+    obj = get_object(obj, path)
+    validate_keys(obj, path, required={"kind"}, optional={"torch_version", "dtype", "intra_op_threads",
+                                                          "cpu_capability", "math_reproducible", "deterministic"})
+    kind = get_choice(obj, "kind", path, choices=PROFILE_KINDS)
     torch_version = obj.get("torch_version", TORCH_VERSION)
     if not isinstance(torch_version, str) or not torch_version:
-        raise InvalidSpec("must be a version string", _join(path, "torch_version"))
+        raise InvalidSpec("must be a version string", join_field(path, "torch_version"))
     if kind == "repro":
         for pinned_only in ("intra_op_threads", "cpu_capability"):
             if obj.get(pinned_only) is not None:
-                raise InvalidSpec("repro profiles run on any threads and ISA; omit it", _join(path, pinned_only))
+                raise InvalidSpec("repro profiles run on any threads and ISA; omit it", join_field(path, pinned_only))
         threads, capability = None, None
     else:
-        threads = _int(obj, "intra_op_threads", path, 1, 256, default=1)
-        capability = _choice(obj, "cpu_capability", path, CPU_CAPABILITIES, default="avx2")
-    dtype = _choice(obj, "dtype", path, DTYPES, default="float32")
+        threads = get_int(obj, "intra_op_threads", path, low=1, high=256, default=1)
+        capability = get_choice(obj, "cpu_capability", path, choices=CPU_CAPABILITIES, default="avx2")
+    dtype = get_choice(obj, "dtype", path, choices=DTYPES, default="float32")
     if kind == "repro" and dtype not in REPRO_DTYPES:
-        raise InvalidSpec(f"repro profiles run {', '.join(REPRO_DTYPES)} only", _join(path, "dtype"))
+        raise InvalidSpec(f"repro profiles run {', '.join(REPRO_DTYPES)} only", join_field(path, "dtype"))
     return ExecutionProfile(
         kind=kind,
         torch_version=torch_version,
         dtype=dtype,
         intra_op_threads=threads,
         cpu_capability=capability,
-        math_reproducible=_bool(obj, "math_reproducible", path, True),
-        deterministic=_bool(obj, "deterministic", path, True),
+        math_reproducible=get_bool(obj, "math_reproducible", path, default=True),
+        deterministic=get_bool(obj, "deterministic", path, default=True),
     )
 
 
+def _parse_config(obj: dict, path: str) -> dict[str, Any]:
+    """A model's or dataset's config: only value types here; its keys and ranges are checked by
+    the model or dataset that reads it (`protocol.models`, `protocol.data`)."""
+    field = join_field(path, "config")
+    config = get_object(obj.get("config", {}), field)
+    for key, value in config.items():
+        if isinstance(value, bool) or not isinstance(value, int | float | list):
+            raise InvalidSpec("config values must be numbers or lists of integers", join_field(field, key))
+    return config
+
+
 def _parse_model(obj: Any, path: str = "model") -> ModelSpec:
-    obj = _object(obj, path)
-    _check_keys(obj, path, {"name"}, {"config"})
-    return ModelSpec(name=_choice(obj, "name", path, MODELS), config=_config(obj, path))
+    obj = get_object(obj, path)
+    validate_keys(obj, path, required={"name"}, optional={"config"})
+    return ModelSpec(name=get_choice(obj, "name", path, choices=MODELS), config=_parse_config(obj, path))
 
 
 def _parse_dataset(obj: Any, path: str = "dataset") -> DatasetSpec:
-    obj = _object(obj, path)
-    _check_keys(obj, path, {"kind"}, {"seed", "config", "sha256"})
-    kind = _choice(obj, "kind", path, DATASET_KINDS)
+    obj = get_object(obj, path)
+    validate_keys(obj, path, required={"kind"}, optional={"seed", "config", "sha256"})
+    kind = get_choice(obj, "kind", path, choices=DATASET_KINDS)
     sha256 = obj.get("sha256")
     if kind == "safetensors":
-        if not isinstance(sha256, str) or len(sha256) != 64 or not _is_hex(sha256):
-            raise InvalidSpec("must be the dataset file's SHA-256 as 64 hex digits", _join(path, "sha256"))
+        if not isinstance(sha256, str) or len(sha256) != 64 or not is_hex(sha256):
+            raise InvalidSpec("must be the dataset file's SHA-256 as 64 hex digits", join_field(path, "sha256"))
     elif sha256 is not None:
-        raise InvalidSpec("only safetensors datasets are referenced by hash", _join(path, "sha256"))
-    return DatasetSpec(kind=kind, seed=_int(obj, "seed", path, 0, 2**62, default=0),
-                       config=_config(obj, path), sha256=sha256.lower() if sha256 else None)
-
-
-def _is_hex(text: str) -> bool:
-    try:
-        bytes.fromhex(text)
-    except ValueError:
-        return False
-    return True
+        raise InvalidSpec("only safetensors datasets are referenced by hash", join_field(path, "sha256"))
+    return DatasetSpec(kind=kind, seed=get_int(obj, "seed", path, low=0, high=2**62, default=0),
+                       config=_parse_config(obj, path), sha256=sha256.lower() if sha256 else None)
 
 
 def _parse_optimizer(obj: Any, path: str = "optimizer") -> OptimizerSpec:
-    obj = _object(obj, path)
-    _check_keys(obj, path, {"name", "lr"}, {"momentum", "weight_decay", "beta1", "beta2", "eps"})
+    obj = get_object(obj, path)
+    validate_keys(obj, path, required={"name", "lr"}, optional={"momentum", "weight_decay", "beta1", "beta2", "eps"})
     return OptimizerSpec(
-        name=_choice(obj, "name", path, OPTIMIZERS),
-        lr=_float(obj, "lr", path, 0.0, 10.0, 0.0),
-        momentum=_float(obj, "momentum", path, 0.0, 0.999999, 0.9),
-        weight_decay=_float(obj, "weight_decay", path, 0.0, 1.0, 0.0),
-        beta1=_float(obj, "beta1", path, 0.0, 0.999999, 0.9),
-        beta2=_float(obj, "beta2", path, 0.0, 0.999999999, 0.999),
-        eps=_float(obj, "eps", path, 1e-12, 1.0, 1e-8),
+        name=get_choice(obj, "name", path, choices=OPTIMIZERS),
+        lr=get_float(obj, "lr", path, low=0.0, high=10.0, default=0.0),
+        momentum=get_float(obj, "momentum", path, low=0.0, high=0.999999, default=0.9),
+        weight_decay=get_float(obj, "weight_decay", path, low=0.0, high=1.0, default=0.0),
+        beta1=get_float(obj, "beta1", path, low=0.0, high=0.999999, default=0.9),
+        beta2=get_float(obj, "beta2", path, low=0.0, high=0.999999999, default=0.999),
+        eps=get_float(obj, "eps", path, low=1e-12, high=1.0, default=1e-8),
     )
 
 
 def _parse_schedule(obj: Any, path: str = "schedule") -> ScheduleSpec:
-    obj = _object(obj, path)
-    _check_keys(obj, path, {"name"}, {"warmup_steps"})
-    return ScheduleSpec(name=_choice(obj, "name", path, SCHEDULES),
-                        warmup_steps=_int(obj, "warmup_steps", path, 0, MAX_STEPS, default=0))
+    obj = get_object(obj, path)
+    validate_keys(obj, path, required={"name"}, optional={"warmup_steps"})
+    return ScheduleSpec(name=get_choice(obj, "name", path, choices=SCHEDULES),
+                        warmup_steps=get_int(obj, "warmup_steps", path, low=0, high=MAX_STEPS, default=0))
 
 
 def parse_job_spec(obj: Any) -> JobSpec:
     """Validate a decoded JSON job spec; raises InvalidSpec naming the first bad field."""
-    obj = _object(obj, "")
-    required = {"model", "dataset", "optimizer", "batch_size", "steps", "seed",
-                "checkpoint_interval", "profile"}
-    _check_keys(obj, "", required, {"schedule", "version"})
+    obj = get_object(obj, "")
+    validate_keys(obj, "", required={"model", "dataset", "optimizer", "batch_size", "steps", "seed",
+                                     "checkpoint_interval", "profile"}, optional={"schedule", "version"})
     if obj.get("version", SPEC_VERSION) != SPEC_VERSION:
         raise InvalidSpec(f"only spec version {SPEC_VERSION} is understood", "version")
-    steps = _int(obj, "steps", "", 1, MAX_STEPS)
+    steps = get_int(obj, "steps", "", low=1, high=MAX_STEPS)
     spec = JobSpec(
         model=_parse_model(obj["model"]),
         dataset=_parse_dataset(obj["dataset"]),
         optimizer=_parse_optimizer(obj["optimizer"]),
         schedule=_parse_schedule(obj.get("schedule", {"name": "constant"})),
-        batch_size=_int(obj, "batch_size", "", 1, MAX_BATCH),
+        batch_size=get_int(obj, "batch_size", "", low=1, high=MAX_BATCH),
         steps=steps,
-        seed=_int(obj, "seed", "", 0, 2**62),
-        checkpoint_interval=_int(obj, "checkpoint_interval", "", 1, steps),
+        seed=get_int(obj, "seed", "", low=0, high=2**62),
+        checkpoint_interval=get_int(obj, "checkpoint_interval", "", low=1, high=steps),
         profile=parse_profile(obj["profile"]),
     )
     if spec.schedule.warmup_steps > spec.steps:

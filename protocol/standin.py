@@ -32,6 +32,7 @@ from protocol.dispute import (
     process_state_supplied,
     sign_move,
 )
+from protocol.errors import InternalError, InvalidInput
 from protocol.merkle import compute_subtree_root, root_from_leaf_hashes
 
 
@@ -66,12 +67,16 @@ class StandinTrajectory:
 
 def compute_first_divergence(mine: Trajectory, theirs: Trajectory, lo: int, hi: int) -> tuple[int, int]:
     """(first step in (lo, hi] whose root differs, first differing chunk there) — a linear scan,
-    for tests on short trajectories."""
+    for tests on short trajectories. Two trajectories with no such step and chunk are not a
+    dispute: InvalidInput."""
     for step in range(lo + 1, hi + 1):
         if mine.root(step) != theirs.root(step):
             a, b = mine.chunk_hashes(step), theirs.chunk_hashes(step)
-            return step, next(i for i in range(len(a)) if a[i] != b[i])
-    raise ValueError("the trajectories agree on the whole interval")
+            chunk = next((i for i in range(max(len(a), len(b))) if a[i:i + 1] != b[i:i + 1]), None)
+            if chunk is None:  # a fake root: no chunk behind it differs
+                raise InvalidInput(f"the roots at step {step} differ but no chunk does", "theirs")
+            return step, chunk
+    raise InvalidInput(f"the trajectories agree on every step in ({lo}, {hi}]", "theirs")
 
 
 @dataclass
@@ -100,7 +105,7 @@ class Player:
         if self.policy == "equivocate":  # contradict the first root it already bound itself to
             bound = [i for i, p in enumerate(points) if p in game.roots]
             roots[bound[0] if bound else 0] = "00" * 32
-        return sign_move(self.key, game, SOLVER, "dissect", {"roots": roots})
+        return sign_move(self.key, game, party=SOLVER, kind="dissect", payload={"roots": roots})
 
     def _choose(self, game: Game) -> Move:
         bounds = (game.lo, *game.points, game.hi)
@@ -108,7 +113,8 @@ class Player:
             end = bounds[index + 1]
             mine = self.trajectory.root(end).hex()
             if mine != game.roots[end]:
-                return sign_move(self.key, game, VERIFIER, "choose", {"index": index, "root": mine})
+                return sign_move(self.key, game, party=VERIFIER, kind="choose",
+                                 payload={"index": index, "root": mine})
         return None  # it agrees with everything: it cannot dispute, and will lose on time
 
     def _children(self, game: Game, kind: str) -> Move | None:
@@ -116,10 +122,10 @@ class Player:
         left, right = compute_child_ranges(game.node)
         payload = {"left": compute_subtree_root(hashes, *left).hex(),
                    "right": compute_subtree_root(hashes, *right).hex()}
-        return sign_move(self.key, game, self.party, kind, payload)
+        return sign_move(self.key, game, party=self.party, kind=kind, payload=payload)
 
 
-def play_game(game: Game, solver: Player, verifier: Player, truth: Trajectory,
+def play_game(game: Game, solver: Player, verifier: Player, truth: Trajectory, *,
               max_moves: int = 10_000) -> Game:
     """Drive a game to its end: parties move (a party that cannot or will not is timed out),
     the solver supplies the agreed state unless it is a no-show, the referee rules from `truth`."""
@@ -134,7 +140,8 @@ def play_game(game: Game, solver: Player, verifier: Player, truth: Trajectory,
         else:
             player = solver if game.turn == SOLVER else verifier
             game = _apply_or_time_out(game, player.next_move(game), now)
-    raise RuntimeError("game did not end")
+    # Every game ends within compute_rounds_bound moves plus its deadlines: this is our bug.
+    raise InternalError(f"the game did not end within {max_moves} events")
 
 
 def _apply_or_time_out(game: Game, move: Move | None, now: int) -> Game:

@@ -26,7 +26,7 @@ OPTIMIZER_SLOTS = {"sgd": ("momentum",), "adamw": ("exp_avg", "exp_avg_sq")}
 def get_ops(spec: JobSpec):
     """Native torch ops for pinned profiles; fixed-order kernels for the repro profile."""
     if spec.profile.kind == "repro":
-        from protocol.repro import REPRO_OPS  # imported lazily: only repro jobs need it
+        from protocol.repro.ops import REPRO_OPS  # imported lazily: only repro jobs need it
 
         return REPRO_OPS
     return NATIVE_OPS
@@ -53,7 +53,7 @@ class TrainingProgram:
 
     def initial_state(self) -> TrainingState:
         dtype = DTYPES[self.spec.profile.dtype]
-        params = compute_initial_params(self.model, self.config, self.spec.seed, self.ops, dtype)
+        params = compute_initial_params(self.model, self.config, seed=self.spec.seed, ops=self.ops, dtype=dtype)
         state: TrainingState = {STEP_KEY: torch.tensor(0, dtype=torch.int64)}
         for name, value in params.items():
             state[PARAM_PREFIX + name] = value
@@ -80,10 +80,10 @@ class TrainingProgram:
         new_state: TrainingState = {STEP_KEY: torch.tensor(step + 1, dtype=torch.int64)}
         lr = compute_learning_rate(self.spec, step)
         for name, grad in zip(names, grads, strict=True):
-            self._apply_update(state, new_state, name, grad, step + 1, lr)
+            self._apply_update(state, new_state, name, grad=grad, t=step + 1, lr=lr)
         return new_state, {"loss": float(loss.detach())}
 
-    def _apply_update(self, old: TrainingState, new: TrainingState, name: str, grad, t: int, lr: float) -> None:
+    def _apply_update(self, old: TrainingState, new: TrainingState, name: str, *, grad, t: int, lr: float) -> None:
         opt, param = self.spec.optimizer, old[PARAM_PREFIX + name]
         with torch.no_grad():
             if opt.name == "sgd":

@@ -99,6 +99,9 @@ ACTIVE_ASSIGNMENT_STATES = frozenset(
     }
 )
 
+SOLVER_OWES = frozenset({AssignmentState.AWAITING_START, AssignmentState.COMMITTED})
+VERIFIER_OWES = frozenset({AssignmentState.ASSIGNED, AssignmentState.REVEALABLE})
+
 
 class DisputeStatus(StrEnum):
     OPEN = "open"
@@ -123,4 +126,7 @@ class ProblemCode(StrEnum):
     WRITE_CONFLICT = "write_conflict"
     PROFILE_MISMATCH = "profile_mismatch"
     PARTY_FAULT = "party_fault"
+    ILLEGAL_MOVE = "illegal_move"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    HTTP_ERROR = "http_error"
     INTERNAL_ERROR = "internal_error"

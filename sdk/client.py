@@ -1,15 +1,10 @@
 """Typed HTTP client of the coordinator: signs every mutating request, retries with the same
-idempotency key, and takes an injected httpx transport and explicit timeouts.
+idempotency key, takes an injected httpx transport and explicit timeouts, and answers with the
+frozen dataclasses of `sdk.responses`.
 
-Wire contract of a signed request (the server checks exactly this):
-    message = "VTREQ1\\n" METHOD "\\n" TARGET "\\n" hex(SHA-256(body)) "\\n" TIMESTAMP "\\n"
-              NONCE "\\n" IDEMPOTENCY-KEY
-signed with `protocol.signing.sign(key, DOMAIN_REQUEST, message)`; TARGET is the raw path plus
-"?query" when there is one; TIMESTAMP is integer Unix seconds; NONCE is 16-64 characters of
-[A-Za-z0-9_-]. Headers: X-Veritrain-Key (hex public key), X-Veritrain-Timestamp,
-X-Veritrain-Nonce, X-Veritrain-Signature (hex), Idempotency-Key (optional but signed).
-
-This module imports no server code (no fastapi, no sqlalchemy, no coordinator).
+The wire format (signed-request message, header names, verification commit, tree head) is
+protocol.wire's; this module only adds what needs a key and a clock (`compute_signed_headers`).
+It imports no server code (no fastapi, no sqlalchemy, no coordinator).
 """
 
 import hashlib
@@ -18,32 +13,50 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from nacl.signing import SigningKey
 
-from protocol.errors import InvalidInput, VeritrainError
+from protocol.errors import InvalidInput
 from protocol.signing import DOMAIN_REQUEST, get_public_key, sign
+from protocol.wire import (
+    HEADER_IDEMPOTENCY,
+    HEADER_KEY,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    DisputeStatus,
+    JobState,
+    TreeHead,
+    compute_request_message,
+)
+from sdk.responses import (
+    AccountView,
+    AssignmentView,
+    CheckpointView,
+    ClockView,
+    CoordinatorError,
+    DatasetView,
+    DisputeView,
+    InfoView,
+    InvalidResponse,
+    JobEventView,
+    JobView,
+    LedgerAccountView,
+    LogEntryView,
+    MovementView,
+    ProofJson,
+    SweepView,
+    TreeHeadJson,
+    VerifierView,
+    parse_page,
+    parse_response,
+)
 
-REQUEST_TAG = b"VTREQ1"
-HEADER_KEY = "X-Veritrain-Key"
-HEADER_TIMESTAMP = "X-Veritrain-Timestamp"
-HEADER_NONCE = "X-Veritrain-Nonce"
-HEADER_SIGNATURE = "X-Veritrain-Signature"
-HEADER_IDEMPOTENCY = "Idempotency-Key"
+T = TypeVar("T")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 RETRY_STATUSES = {502, 503, 504}
-
-
-def compute_request_message(method: str, target: str, body: bytes, timestamp: int, nonce: str,
-                            idempotency_key: str = "") -> bytes:
-    return b"\n".join([
-        REQUEST_TAG, method.upper().encode(), target.encode(),
-        hashlib.sha256(body).hexdigest().encode(), str(timestamp).encode(), nonce.encode(),
-        idempotency_key.encode(),
-    ])
 
 
 def compute_signed_headers(key: SigningKey, method: str, target: str, body: bytes,
@@ -61,27 +74,6 @@ def compute_signed_headers(key: SigningKey, method: str, target: str, body: byte
     if idempotency_key:
         headers[HEADER_IDEMPOTENCY] = idempotency_key
     return headers
-
-
-class CoordinatorError(VeritrainError):
-    """The coordinator answered with a problem response (RFC 9457)."""
-
-    code = "coordinator_error"
-
-    def __init__(self, status: int, problem: dict[str, Any]):
-        self.status = status
-        self.problem = problem
-        self.problem_code = problem.get("code", "unknown")
-        super().__init__(f"HTTP {status} {self.problem_code}: {problem.get('detail', '')}")
-
-
-@dataclass(frozen=True)
-class TreeHead:
-    size: int
-    timestamp_ms: int
-    root: bytes
-    signature: bytes
-    public_key: bytes
 
 
 class CoordinatorClient:
@@ -155,59 +147,77 @@ class CoordinatorClient:
             raise CoordinatorError(response.status_code, problem if isinstance(problem, dict) else {})
         return response
 
-    def _get(self, path: str, **params: Any) -> Any:
-        clean = {k: v for k, v in params.items() if v is not None}
-        return self._send("GET", path, params=clean or None).json()
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as err:
+            raise InvalidResponse(f"{response.request.url.path} answered a body that is not JSON") from err
 
-    def _post(self, path: str, body: Any = None, idempotency_key: str | None = None) -> Any:
-        return self._send("POST", path, json_body=body if body is not None else {}, signed=True,
-                          idempotency_key=idempotency_key).json()
+    def _get_json(self, path: str, **params: Any) -> Any:
+        clean = {k: v for k, v in params.items() if v is not None}
+        return self._json(self._send("GET", path, params=clean or None))
+
+    def _get(self, cls: type[T], path: str, **params: Any) -> T:
+        return parse_response(cls, self._get_json(path, **params))
+
+    def _post(self, cls: type[T], path: str, body: Any = None, idempotency_key: str | None = None,
+              timeout: httpx.Timeout | None = None) -> T:
+        response = self._send("POST", path, json_body=body if body is not None else {}, signed=True,
+                              idempotency_key=idempotency_key, timeout=timeout)
+        return parse_response(cls, self._json(response))
+
+    def _put_bytes(self, cls: type[T], path: str, data: bytes, params: dict | None = None) -> T:
+        response = self._send("PUT", path, content=data, params=params, signed=True,
+                              content_type="application/octet-stream")
+        return parse_response(cls, self._json(response))
 
     # --- service -----------------------------------------------------------------------------
 
-    def get_info(self) -> dict:
-        return self._get("/v1/info")
+    def get_info(self) -> InfoView:
+        return self._get(InfoView, "/v1/info")
 
     # --- accounts and ledger -----------------------------------------------------------------
 
-    def faucet(self, amount: int, idempotency_key: str | None = None) -> dict:
-        return self._post("/v1/dev/faucet", {"amount": amount}, idempotency_key)
+    def faucet(self, amount: int, idempotency_key: str | None = None) -> MovementView:
+        return self._post(MovementView, "/v1/dev/faucet", {"amount": amount}, idempotency_key)
 
-    def transfer(self, to: str, amount: int, idempotency_key: str | None = None) -> dict:
-        return self._post("/v1/accounts/transfer", {"to": to, "amount": amount}, idempotency_key)
+    def transfer(self, to: str, amount: int, idempotency_key: str | None = None) -> MovementView:
+        return self._post(MovementView, "/v1/accounts/transfer", {"to": to, "amount": amount},
+                          idempotency_key)
 
-    def get_account(self, public_key: str | None = None) -> dict:
-        return self._get(f"/v1/accounts/{public_key or self.public_key}")
+    def get_account(self, public_key: str | None = None) -> AccountView:
+        return self._get(AccountView, f"/v1/accounts/{public_key or self.public_key}")
 
     def get_balance(self, public_key: str | None = None) -> int:
-        return int(self.get_account(public_key)["available"])
+        return self.get_account(public_key).available
 
-    def iter_ledger_accounts(self, page: int = 500) -> Iterator[dict]:
+    def iter_ledger_accounts(self, page: int = 500) -> Iterator[LedgerAccountView]:
         after = 0
         while True:
-            rows = self._get("/v1/ledger/accounts", after=after, limit=page)["accounts"]
+            body = self._get_json("/v1/ledger/accounts", after=after, limit=page)
+            rows = parse_page(LedgerAccountView, body, "accounts")
             yield from rows
             if len(rows) < page:
                 return
-            after = rows[-1]["id"]
+            after = rows[-1].id
 
-    def advance_clock(self, seconds: float) -> dict:
-        return self._post("/v1/dev/clock", {"advance_s": seconds})
+    def advance_clock(self, seconds: float) -> ClockView:
+        return self._post(ClockView, "/v1/dev/clock", {"advance_s": seconds})
 
-    def sweep(self) -> dict:
-        return self._post("/v1/sweep", {})
+    def sweep(self) -> SweepView:
+        return self._post(SweepView, "/v1/sweep", {})
 
     # --- public log --------------------------------------------------------------------------
 
     def get_tree_head(self) -> TreeHead:
-        head = self._get("/v1/log/head")
-        return TreeHead(head["size"], head["timestamp_ms"], bytes.fromhex(head["root"]),
-                        bytes.fromhex(head["signature"]), bytes.fromhex(head["public_key"]))
+        return self._get(TreeHeadJson, "/v1/log/head").to_tree_head()
 
-    def get_log_entries(self, start: int, limit: int = 1000) -> list[dict]:
-        return self._get("/v1/log/entries", start=start, limit=limit)["entries"]
+    def get_log_entries(self, start: int, limit: int = 1000) -> list[LogEntryView]:
+        return parse_page(LogEntryView, self._get_json("/v1/log/entries", start=start, limit=limit),
+                          "entries")
 
-    def iter_log_entries(self, size: int, page: int = 1000) -> Iterator[dict]:
+    def iter_log_entries(self, size: int, page: int = 1000) -> Iterator[LogEntryView]:
         start = 0
         while start < size:
             rows = self.get_log_entries(start, min(page, size - start))
@@ -217,113 +227,115 @@ class CoordinatorClient:
             start += len(rows)
 
     def get_inclusion_proof(self, index: int, size: int) -> list[bytes]:
-        proof = self._get("/v1/log/proof/inclusion", index=index, size=size)["proof"]
-        return [bytes.fromhex(h) for h in proof]
+        return list(self._get(ProofJson, "/v1/log/proof/inclusion", index=index, size=size).proof)
 
     def get_consistency_proof(self, old: int, new: int) -> list[bytes]:
-        proof = self._get("/v1/log/proof/consistency", old=old, new=new)["proof"]
-        return [bytes.fromhex(h) for h in proof]
+        return list(self._get(ProofJson, "/v1/log/proof/consistency", old=old, new=new).proof)
 
     # --- market ------------------------------------------------------------------------------
 
     def submit_job(self, spec: dict, bounty: int, *, min_stake: int = 0, verifier_fee: int = 0,
                    num_verifiers: int = 1, num_segments: int = 1, bidding_s: float = 60,
-                   idempotency_key: str | None = None) -> dict:
+                   idempotency_key: str | None = None) -> JobEventView:
         body = {"spec": spec, "bounty": bounty, "min_stake": min_stake,
                 "verifier_fee": verifier_fee, "num_verifiers": num_verifiers,
                 "num_segments": num_segments, "bidding_s": bidding_s}
-        return self._post("/v1/jobs", body, idempotency_key)
+        return self._post(JobEventView, "/v1/jobs", body, idempotency_key)
 
-    def list_jobs(self, state: str | None = None, profile: str | None = None, after: int = 0,
-                  limit: int = 100) -> list[dict]:
+    def list_jobs(self, state: JobState | None = None, profile: str | None = None, after: int = 0,
+                  limit: int = 100) -> list[JobView]:
         """One page of jobs; pass the last job's `id` as `after` for the next."""
-        return self._get("/v1/jobs", state=state, profile=profile, after=after, limit=limit)["jobs"]
+        body = self._get_json("/v1/jobs", state=state, profile=profile, after=after, limit=limit)
+        return parse_page(JobView, body, "jobs")
 
-    def get_job(self, job_id: str) -> dict:
-        return self._get(f"/v1/jobs/{job_id}")
+    def get_job(self, job_id: str) -> JobView:
+        """The job with its spec and its bids."""
+        return self._get(JobView, f"/v1/jobs/{job_id}")
 
     def bid(self, job_id: str, price: int, stake: int, profile: str,
-            idempotency_key: str | None = None) -> dict:
-        return self._post(f"/v1/jobs/{job_id}/bids",
+            idempotency_key: str | None = None) -> JobEventView:
+        """A second bid by the same account is refused with ProblemCode.ALREADY_EXISTS."""
+        return self._post(JobEventView, f"/v1/jobs/{job_id}/bids",
                           {"price": price, "stake": stake, "profile": profile}, idempotency_key)
 
-    def award(self, job_id: str) -> dict:
-        return self._post(f"/v1/jobs/{job_id}/award")
+    def award(self, job_id: str) -> JobEventView:
+        return self._post(JobEventView, f"/v1/jobs/{job_id}/award")
 
-    def heartbeat(self, job_id: str) -> dict:
-        return self._post(f"/v1/jobs/{job_id}/heartbeat")
+    def heartbeat(self, job_id: str) -> JobEventView:
+        return self._post(JobEventView, f"/v1/jobs/{job_id}/heartbeat")
 
-    def commit(self, job_id: str, commitment: dict, signature: bytes) -> dict:
-        return self._post(f"/v1/jobs/{job_id}/commitment",
+    def commit(self, job_id: str, commitment: dict, signature: bytes) -> JobEventView:
+        return self._post(JobEventView, f"/v1/jobs/{job_id}/commitment",
                           {"commitment": commitment, "signature": signature.hex()})
 
     def upload_checkpoint(self, job_id: str, index: int, step: int, data: bytes,
-                          proof: list[bytes]) -> dict:
+                          proof: list[bytes]) -> CheckpointView:
         params = {"step": step, "proof": ",".join(p.hex() for p in proof)}
-        response = self._send("PUT", f"/v1/jobs/{job_id}/checkpoints/{index}", content=data,
-                              params=params, signed=True,
-                              content_type="application/octet-stream")
-        return response.json()
+        return self._put_bytes(CheckpointView, f"/v1/jobs/{job_id}/checkpoints/{index}", data, params)
 
-    def upload_dataset(self, data: bytes) -> dict:
+    def upload_dataset(self, data: bytes) -> DatasetView:
         """Upload a safetensors dataset file; its address is its SHA-256."""
         sha256 = hashlib.sha256(data).hexdigest()
-        return self._send("PUT", f"/v1/datasets/{sha256}", content=data, signed=True,
-                          content_type="application/octet-stream").json()
+        return self._put_bytes(DatasetView, f"/v1/datasets/{sha256}", data)
 
     def download_dataset(self, sha256: str) -> bytes:
         data = self._send("GET", f"/v1/datasets/{sha256}").content
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise CoordinatorError(502, {"code": "bad_content", "detail": "dataset bytes do not match their SHA-256"})
+            raise InvalidResponse("dataset bytes do not match their SHA-256")
         return data
 
     def download_checkpoint(self, job_id: str, index: int) -> bytes:
         return self._send("GET", f"/v1/jobs/{job_id}/checkpoints/{index}").content
 
-    def get_checkpoint_info(self, job_id: str, index: int) -> dict:
-        return self._get(f"/v1/jobs/{job_id}/checkpoints/{index}/info")
+    def get_checkpoint_info(self, job_id: str, index: int) -> CheckpointView:
+        return self._get(CheckpointView, f"/v1/jobs/{job_id}/checkpoints/{index}/info")
 
-    def register_verifier(self, profiles: list[str], stake: int) -> dict:
-        return self._post("/v1/verifiers", {"profiles": profiles, "stake": stake})
+    # --- verification ------------------------------------------------------------------------
 
-    def withdraw_verifier_stake(self, amount: int) -> dict:
-        return self._post("/v1/verifiers/withdraw", {"amount": amount})
+    def register_verifier(self, profiles: list[str], stake: int) -> VerifierView:
+        return self._post(VerifierView, "/v1/verifiers", {"profiles": profiles, "stake": stake})
 
-    def get_job_assignments(self, job_id: str) -> list[dict]:
-        return self._get(f"/v1/jobs/{job_id}/assignments")["assignments"]
+    def withdraw_verifier_stake(self, amount: int) -> VerifierView:
+        return self._post(VerifierView, "/v1/verifiers/withdraw", {"amount": amount})
 
-    def get_assignments(self, verifier: str | None = None) -> list[dict]:
-        return self._get("/v1/assignments", verifier=verifier or self.public_key)["assignments"]
+    def get_job_assignments(self, job_id: str) -> list[AssignmentView]:
+        return parse_page(AssignmentView, self._get_json(f"/v1/jobs/{job_id}/assignments"),
+                          "assignments")
 
-    def commit_verification(self, assignment_id: int, commit_hash: bytes) -> dict:
-        return self._post(f"/v1/assignments/{assignment_id}/commit", {"commit_hash": commit_hash.hex()})
+    def get_assignments(self, verifier: str | None = None) -> list[AssignmentView]:
+        body = self._get_json("/v1/assignments", verifier=verifier or self.public_key)
+        return parse_page(AssignmentView, body, "assignments")
 
-    def list_disputes(self, party: str | None = None, status: str | None = "open") -> list[dict]:
-        """Disputes where `party` (default: this client's key) is the solver or the verifier."""
-        return self._get("/v1/disputes", party=party or self.public_key, status=status)["disputes"]
+    def commit_verification(self, assignment_id: int, commit_hash: bytes) -> AssignmentView:
+        return self._post(AssignmentView, f"/v1/assignments/{assignment_id}/commit",
+                          {"commit_hash": commit_hash.hex()})
 
-    def post_dispute_move(self, dispute_id: int, move: dict) -> dict:
-        return self._post(f"/v1/disputes/{dispute_id}/moves", {"move": move})
-
-    def upload_dispute_state(self, dispute_id: int, data: bytes) -> dict:
-        """The agreed state at the pinned step (safetensors bytes), owed by the solver."""
-        return self._send("PUT", f"/v1/disputes/{dispute_id}/state", content=data, signed=True,
-                          content_type="application/octet-stream").json()
-
-    def get_dispute(self, dispute_id: int) -> dict:
-        return self._get(f"/v1/disputes/{dispute_id}")
-
-    def rule_dispute(self, dispute_id: int, timeout_s: float = 600.0) -> dict:
-        """Ask the referee to rule now; it replays a segment, so this may take minutes.
-        Idempotent: a retry returns the ruling already made."""
-        return self._send("POST", f"/v1/disputes/{dispute_id}/rule", json_body={}, signed=True,
-                          timeout=httpx.Timeout(timeout_s, connect=5.0)).json()
-
-    def reveal_verification(self, assignment_id: int, root: bytes, salt: bytes) -> dict:
-        return self._post(f"/v1/assignments/{assignment_id}/reveal",
+    def reveal_verification(self, assignment_id: int, root: bytes, salt: bytes) -> AssignmentView:
+        return self._post(AssignmentView, f"/v1/assignments/{assignment_id}/reveal",
                           {"root": root.hex(), "salt": salt.hex()})
 
+    # --- disputes ----------------------------------------------------------------------------
 
-def compute_verification_commit(root: bytes, salt: bytes) -> bytes:
-    """What a verifier commits before the solver's leaf is revealed: H(tag ‖ root ‖ salt)."""
-    return hashlib.sha256(b"VTVCOMMIT1" + root + salt).digest()
+    def list_disputes(self, party: str | None = None,
+                      status: DisputeStatus | None = DisputeStatus.OPEN) -> list[DisputeView]:
+        """Disputes where `party` (default: this client's key) is the solver or the verifier;
+        `status=None` for all of them."""
+        body = self._get_json("/v1/disputes", party=party or self.public_key, status=status)
+        return parse_page(DisputeView, body, "disputes")
+
+    def get_dispute(self, dispute_id: int) -> DisputeView:
+        return self._get(DisputeView, f"/v1/disputes/{dispute_id}")
+
+    def post_dispute_move(self, dispute_id: int, move: dict) -> DisputeView:
+        return self._post(DisputeView, f"/v1/disputes/{dispute_id}/moves", {"move": move})
+
+    def upload_dispute_state(self, dispute_id: int, data: bytes) -> DisputeView:
+        """The agreed state at the pinned step (safetensors bytes), owed by the solver."""
+        return self._put_bytes(DisputeView, f"/v1/disputes/{dispute_id}/state", data)
+
+    def rule_dispute(self, dispute_id: int, timeout_s: float = 600.0) -> DisputeView:
+        """Ask the referee to rule now. It recomputes one training step from the agreed state
+        (on a warm worker), so the call may outlast an ordinary request: hence its own timeout.
+        Idempotent: a retry returns the ruling already made."""
+        return self._post(DisputeView, f"/v1/disputes/{dispute_id}/rule",
+                          timeout=httpx.Timeout(timeout_s, connect=5.0))

@@ -11,6 +11,7 @@ from protocol.behaviours import load_behaviour
 from protocol.dispute import SOLVER, VERIFIER, Game
 from protocol.spec import compute_checkpoint_steps, parse_job_spec
 from protocol.standin import Player, TraceTrajectory
+from protocol.wire import DisputeStatus
 from sdk.client import CoordinatorClient
 from sdk.disputes import get_game, play_until_idle
 from sdk.store import DATASET_FILE, CheckpointStore, write_atomically
@@ -41,17 +42,17 @@ def process_solver_disputes(client: CoordinatorClient, jobs_dir: Path, work_dir:
                             behaviour_name: str | None = None) -> int:
     """Play every open dispute against this solver; returns how many it looked at."""
     behaviour = load_behaviour(behaviour_name or "honest", "solver")
-    views = [v for v in client.list_disputes(status="open") if get_game(v).solver_key == client.public_key]
+    views = [v for v in client.list_disputes(status=DisputeStatus.OPEN) if get_game(v).solver_key == client.public_key]
     for view in views:
         game = get_game(view)
-        store = CheckpointStore.open(jobs_dir / view["job_id"])
+        store = CheckpointStore.open(jobs_dir / view.job_id)
         start, end = _segment_bounds(game)
-        trace_dir = get_trace_dir(work_dir, view["job_id"], view["segment"])
+        trace_dir = get_trace_dir(work_dir, view.job_id, view.segment)
         dataset = store.directory / DATASET_FILE
-        trace = _trace(trace_dir, store.manifest["spec"], store.checkpoint_path(view["segment"]),
+        trace = _trace(trace_dir, store.manifest["spec"], store.checkpoint_path(view.segment),
                        game.roots[start], end, dataset if dataset.exists() else None,
                        None if behaviour.honest else behaviour.name)
-        play_until_idle(client, view["id"], Player(SOLVER, client.key, trace, behaviour.policy),
+        play_until_idle(client, view.id, Player(SOLVER, client.key, trace, behaviour.policy),
                         lambda step, d=trace_dir: get_state_path(d, step).read_bytes())
     return len(views)
 
@@ -60,11 +61,11 @@ def process_verifier_disputes(client: CoordinatorClient, work_dir: Path,
                               behaviour_name: str | None = None) -> int:
     """Play every open dispute this verifier opened, from its own replay of the segment."""
     behaviour = load_behaviour(behaviour_name or "honest", "verifier")
-    views = [v for v in client.list_disputes(status="open") if get_game(v).verifier_key == client.public_key]
+    views = [v for v in client.list_disputes(status=DisputeStatus.OPEN) if get_game(v).verifier_key == client.public_key]
     for view in views:
         game = get_game(view)
-        trace = compute_segment_trace(client, work_dir, view["job_id"], view["segment"], game.roots[min(game.verifier_roots)])
-        play_until_idle(client, view["id"], Player(VERIFIER, client.key, trace, behaviour.policy))
+        trace = run_segment_trace(client, work_dir, view.job_id, view.segment, game.roots[min(game.verifier_roots)])
+        play_until_idle(client, view.id, Player(VERIFIER, client.key, trace, behaviour.policy))
     return len(views)
 
 
@@ -72,13 +73,13 @@ def get_trace_dir(work_dir: Path, job_id: str, segment: int) -> Path:
     return work_dir / f"{job_id}-{segment}"
 
 
-def compute_segment_trace(client: CoordinatorClient, work_dir: Path, job_id: str, segment: int,
-                          start_root: str) -> TraceTrajectory:
+def run_segment_trace(client: CoordinatorClient, work_dir: Path, job_id: str, segment: int,
+                      start_root: str) -> TraceTrajectory:
     """A verifier's honest replay of segment i → i + 1 from checkpoint i on the coordinator
     (checked against `start_root` by the worker), cached in `work_dir`."""
     trace_dir = get_trace_dir(work_dir, job_id, segment)
     trace_dir.mkdir(parents=True, exist_ok=True)
-    spec_json = client.get_job(job_id)["spec"]
+    spec_json = client.get_job(job_id).spec
     start_path = trace_dir / "start.safetensors"
     if not start_path.exists():
         write_atomically(start_path, client.download_checkpoint(job_id, segment))

@@ -6,39 +6,45 @@ Shared by the solver and verifier daemons (and tests). The moves themselves come
 
 from collections.abc import Callable
 
-from protocol.dispute import RULING, SOLVER, STATE, Game
+from protocol.dispute import RULING, SOLVER, STATE, Game, IllegalMove
 from protocol.standin import Player
+from protocol.wire import DisputeStatus, ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
+from sdk.responses import DisputeView
+
+# A move refused for these reasons lost a race (a restarted twin of us moved first, or the game
+# moved on): nothing to do. Any other refusal is a real error.
+_RACE_CODES = (ProblemCode.INVALID_STATE, IllegalMove.code)
 
 
-def get_game(view: dict) -> Game:
-    return Game.from_json(view["state"]["game"])
+def get_game(view: DisputeView) -> Game:
+    return Game.from_json(view.game_json)
 
 
-def play_turn(client: CoordinatorClient, view: dict, player: Player,
-              agreed_state: Callable[[int], bytes] | None = None) -> dict | None:
+def play_turn(client: CoordinatorClient, view: DisputeView, player: Player,
+              agreed_state: Callable[[int], bytes] | None = None) -> DisputeView | None:
     """Make this party's move if it is its turn; returns the new view, or None if nothing was
     owed. `agreed_state(step)` gives the solver's state bytes when the referee needs them."""
-    if view["status"] != "open":
+    if view.status != DisputeStatus.OPEN:
         return None
     game = get_game(view)
     if game.phase == STATE and player.party == SOLVER and agreed_state is not None:
-        return client.upload_dispute_state(view["id"], agreed_state(game.lo))
+        return client.upload_dispute_state(view.id, agreed_state(game.lo))
     if game.phase == RULING:
-        return client.rule_dispute(view["id"])
+        return client.rule_dispute(view.id)
     move = player.next_move(game)
     if move is None:
         return None
     try:
-        return client.post_dispute_move(view["id"], move.to_json())
+        return client.post_dispute_move(view.id, move.to_json())
     except CoordinatorError as err:
-        if err.status == 409 and err.problem_code in ("illegal_move", "invalid_state"):
-            return None  # someone (a restarted twin of us) moved first, or the game moved on
+        if err.status == 409 and err.problem_code in _RACE_CODES:
+            return None
         raise
 
 
 def play_until_idle(client: CoordinatorClient, dispute_id: int, player: Player,
-                    agreed_state: Callable[[int], bytes] | None = None, max_turns: int = 10_000) -> dict:
+                    agreed_state: Callable[[int], bytes] | None = None, max_turns: int = 10_000) -> DisputeView:
     """Keep moving while it is this party's turn; returns the latest view."""
     view = client.get_dispute(dispute_id)
     for _ in range(max_turns):

@@ -1,4 +1,5 @@
-"""What the training worker does, once its profile is pinned: train, replay, or compute one step.
+"""What the training worker does, once its profile is pinned: train, replay, the referee's step,
+or a dispute's trace.
 
 Runs only inside `sdk.worker`'s child process (torch was imported under the profile's settings).
 """
@@ -11,16 +12,11 @@ from typing import Any
 
 from protocol.behaviours import load_behaviour
 from protocol.errors import InvalidInput
+from protocol.referee import compute_referee_chunk
 from protocol.spec import parse_job_spec
-from protocol.state import (
-    compute_chunk_hashes,
-    compute_state_root,
-    decode_state,
-    encode_state,
-    get_step,
-)
+from protocol.state import compute_state_root, get_step
 from protocol.training import TrainingProgram, build_program
-from sdk.store import CheckpointStore, verify_state_bytes, write_atomically
+from sdk.store import CheckpointStore, write_atomically
 
 Progress = Callable[[dict[str, Any]], None]
 LOSSES_FILE = "losses.json"  # training loss per step, for reports (not part of any commitment)
@@ -104,20 +100,17 @@ def replay(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     return result
 
 
-def compute_single_step(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """The referee's one step: verify the agreed state against its root, then step once."""
+def run_referee_step(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The referee's one step (`protocol.referee`) on the agreed state read from disk: checked
+    against `agreed_root`, stepped once, the hash of chunk `chunk` of the result."""
+    chunk = request.get("chunk")
+    if isinstance(chunk, bool) or not isinstance(chunk, int):
+        raise InvalidInput("must be the disputed chunk's index", "chunk")
     spec = parse_job_spec(request["spec"])
     program = build_program(spec, _read_optional(request.get("dataset_path")))
-    data = Path(request["state_path"]).read_bytes()
-    state = decode_state(data)
-    if request.get("expected_root"):
-        verify_state_bytes(state, data, bytes.fromhex(request["expected_root"]), get_step(state), None)
-    next_state = program.step(state)
-    if request.get("out_path"):
-        write_atomically(Path(request["out_path"]), encode_state(next_state))
-    hashes = compute_chunk_hashes(next_state)
-    return {"step": get_step(next_state), "state_root": compute_state_root(next_state).hex(),
-            "chunk_hashes": [h.hex() for h in hashes]}
+    agreed_state = Path(request["state_path"]).read_bytes()
+    chunk_hash = compute_referee_chunk(program, agreed_state, bytes.fromhex(request["agreed_root"]), chunk)
+    return {"chunk_hash": chunk_hash.hex()}
 
 
 def _trace(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -126,7 +119,7 @@ def _trace(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     return trace_segment(request, progress)
 
 
-TASKS = {"train": train, "replay": replay, "step": compute_single_step, "trace": _trace}
+TASKS = {"train": train, "replay": replay, "step": run_referee_step, "trace": _trace}
 
 
 def run_task(request: dict[str, Any], progress: Progress) -> dict[str, Any]:

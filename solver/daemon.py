@@ -17,15 +17,24 @@ from protocol.behaviours import load_behaviour
 from protocol.spec import parse_job_spec
 from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
 from protocol.types import JobId, Root
+from protocol.wire import FINAL_JOB_STATES, AssignmentState, JobState, ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
 from sdk.daemon import Daemon, DaemonStopping
 from sdk.durable import DurableState
+from sdk.responses import JobView
 from sdk.store import CheckpointStore
 from sdk.worker import get_runnable_profiles, run_worker
 from solver import disputes
 
-FINAL_STATES = ("settled", "failed", "cancelled")
-
+# A refused bid that may succeed another round (funds arrive, a conflict clears) or never will
+# (wrong profile, price or stake, bidding closed): skip the job this round. Any other refusal
+# (401, 403, ...) is a problem of ours that recording the job as bid on would only hide.
+BID_DECLINED = frozenset({ProblemCode.INVALID_INPUT, ProblemCode.PROFILE_MISMATCH,
+                          ProblemCode.INSUFFICIENT_FUNDS, ProblemCode.INVALID_STATE,
+                          ProblemCode.WRITE_CONFLICT})
+# Owed checkpoints the coordinator will not take yet (a segment's verifiers have not all
+# committed) or any more (the job moved on): the next round asks again.
+UPLOAD_NOT_NOW = frozenset({ProblemCode.INVALID_STATE})
 
 
 @dataclass
@@ -54,47 +63,50 @@ class SolverDaemon(Daemon):
     def step(self) -> None:
         self._bid_on_open_jobs()
         for job_id, record in list(self.state.data["jobs"].items()):
-            if record["state"] not in FINAL_STATES:
+            if record["state"] not in FINAL_JOB_STATES:
                 self._advance(job_id)
         disputes.process_open_disputes(self)
 
     # --- bidding ---------------------------------------------------------------------------
     def _active_jobs(self) -> int:
-        return sum(r["state"] not in FINAL_STATES for r in self.state.data["jobs"].values())
+        return sum(r["state"] not in FINAL_JOB_STATES for r in self.state.data["jobs"].values())
 
     def _bid_on_open_jobs(self) -> None:
         for profile in self.config.profiles:
-            for job in self.client.list_jobs(state="bidding", profile=profile):
+            for job in self.client.list_jobs(state=JobState.BIDDING, profile=profile):
                 if self._active_jobs() >= self.config.max_jobs:
                     return
                 if self._wants(job):
                     self._bid(job)
 
-    def _wants(self, job: dict) -> bool:
-        return (job["job_id"] not in self.state.data["jobs"] and job["submitter"] != self.client.public_key
-                and job["min_stake"] <= self.config.stake
-                and (self.config.only_jobs is None or job["job_id"] in self.config.only_jobs))
+    def _wants(self, job: JobView) -> bool:
+        return (job.job_id not in self.state.data["jobs"] and job.submitter != self.client.public_key
+                and job.min_stake <= self.config.stake
+                and (self.config.only_jobs is None or job.job_id in self.config.only_jobs))
 
-    def _bid(self, job: dict) -> None:
+    def _bid(self, job: JobView) -> None:
+        """Bid and remember the job; a bid already on file (a restart lost its record) counts."""
         try:
-            self.client.bid(job["job_id"], self.config.price, self.config.stake, job["profile"])
+            self.client.bid(job.job_id, self.config.price, self.config.stake, job.profile)
         except CoordinatorError as err:
-            if err.status == 422 or (err.status == 409 and "already" not in str(err)):
-                self.log.info("not bidding on %s: %s", job["job_id"][:12], err)
+            if err.problem_code in BID_DECLINED:
+                self.log.info("not bidding on %s this round: %s", job.job_id[:12], err)
                 return
-        self.state.data["jobs"][job["job_id"]] = {"state": "bidding"}
+            if err.problem_code != ProblemCode.ALREADY_EXISTS:
+                raise
+        self.state.data["jobs"][job.job_id] = {"state": JobState.BIDDING}
         self.state.save()
 
     # --- one job ---------------------------------------------------------------------------
     def _advance(self, job_id: str) -> None:
         job = self.client.get_job(job_id)
-        if job["state"] != "bidding" and job["solver"] != self.client.public_key:
-            self._record(job_id, "cancelled")  # lost the award (its stake came back)
-        elif job["state"] in FINAL_STATES:
-            self._record(job_id, job["state"], outcome=job.get("outcome"))
-        elif job["state"] == "awarded":
+        if job.state is not JobState.BIDDING and job.solver != self.client.public_key:
+            self._record(job_id, JobState.CANCELLED)  # lost the award (its stake came back)
+        elif job.state in FINAL_JOB_STATES:
+            self._record(job_id, job.state, outcome=job.outcome)
+        elif job.state is JobState.AWARDED:
             self._train_and_commit(job)
-        elif job["state"] == "verifying":
+        elif job.state is JobState.VERIFYING:
             self._upload_owed_checkpoints(job_id)
 
     def _record(self, job_id: str, state: str, **extra) -> None:
@@ -104,19 +116,19 @@ class SolverDaemon(Daemon):
     def run_dir(self, job_id: str) -> Path:
         return self.store / "jobs" / job_id
 
-    def _train_and_commit(self, job: dict) -> None:
-        spec_json = job["spec"]
-        request = {"command": "train", "spec": spec_json, "dir": str(self.run_dir(job["job_id"])),
+    def _train_and_commit(self, job: JobView) -> None:
+        job_id, spec_json = job.job_id, job.spec
+        request = {"command": "train", "spec": spec_json, "dir": str(self.run_dir(job_id)),
                    "behaviour": None if self.behaviour.honest else self.behaviour.name}
-        self._record(job["job_id"], "training")
+        self._record(job_id, "training")
         run_worker(request, parse_job_spec(spec_json).profile,
-                   on_progress=lambda event: self._on_training_progress(job["job_id"], event))
-        store = CheckpointStore.open(self.run_dir(job["job_id"]))
+                   on_progress=lambda event: self._on_training_progress(job_id, event))
+        store = CheckpointStore.open(self.run_dir(job_id))
         manifest = store.manifest
-        commitment = Commitment(JobId(bytes.fromhex(job["job_id"])), Root(bytes.fromhex(manifest["trajectory_root"])),
+        commitment = Commitment(JobId(bytes.fromhex(job_id)), Root(bytes.fromhex(manifest["trajectory_root"])),
                                 len(store.entries()), Root(bytes.fromhex(manifest["final_model_root"])))
-        self.client.commit(job["job_id"], commitment.to_json(), sign_commitment(self.client.key, commitment))
-        self._record(job["job_id"], "committed")
+        self.client.commit(job_id, commitment.to_json(), sign_commitment(self.client.key, commitment))
+        self._record(job_id, "committed")
 
     def _on_training_progress(self, job_id: str, event: dict) -> None:
         if self.stopping:
@@ -133,15 +145,15 @@ class SolverDaemon(Daemon):
         entries = [(e.step, e.state_root) for e in store.entries()]
         owed = set()
         for a in self.client.get_job_assignments(job_id):
-            if a["state"] == "awaiting_start":
-                owed.add(a["segment"])
-            elif a["state"] == "committed":
-                owed.add(a["segment"] + 1)
+            if a.state is AssignmentState.AWAITING_START:
+                owed.add(a.segment)
+            elif a.state is AssignmentState.COMMITTED:
+                owed.add(a.segment + 1)
         for index in sorted(owed):
             try:
                 self.client.upload_checkpoint(job_id, index, entries[index][0],
                                               store.checkpoint_path(index).read_bytes(),
                                               compute_trajectory_proof(entries, index))
             except CoordinatorError as err:
-                if err.status != 409:  # 409: other verifiers of the segment have not committed yet
+                if err.problem_code not in UPLOAD_NOT_NOW:
                     raise

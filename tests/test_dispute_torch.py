@@ -4,9 +4,11 @@ recomputing one step — rules against it; an honest solver challenged frivolous
 
 import pytest
 from nacl.signing import SigningKey
+from safetensors.torch import save
 
 from protocol.behaviours import PERTURB_STEP, load_behaviour
 from protocol.dispute import OVER, SOLVER, VERIFIER, compute_initial_game
+from protocol.errors import CheckpointCorrupt
 from protocol.merkle import root_from_leaf_hashes
 from protocol.presets import example_job_spec_json
 from protocol.referee import compute_referee_chunk
@@ -41,9 +43,11 @@ def play(program, solver_states, verifier_states, agreed_states, verifier_trace=
     verifier_trace = verifier_trace or TraceTrajectory(
         {s: compute_chunk_hashes(v) for s, v in verifier_states.items()})
     num_chunks = len(solver_trace.chunk_hashes(0))
-    game = compute_initial_game("cd" * 32, bytes(SOLVER_KEY.verify_key).hex(),
-                                bytes(VERIFIER_KEY.verify_key).hex(), 0, solver_trace.root(0).hex(), 20,
-                                solver_trace.root(20).hex(), verifier_trace.root(20).hex(), num_chunks,
+    game = compute_initial_game(game_id="cd" * 32, solver_key=bytes(SOLVER_KEY.verify_key).hex(),
+                                verifier_key=bytes(VERIFIER_KEY.verify_key).hex(), start_step=0,
+                                start_root=solver_trace.root(0).hex(), end_step=20,
+                                solver_root=solver_trace.root(20).hex(),
+                                verifier_root=verifier_trace.root(20).hex(), num_chunks=num_chunks,
                                 now=0, move_timeout=60)
     referee = RefereeAtChunk(program, agreed_states)
     final = play_game(game, Player(SOLVER, SOLVER_KEY, solver_trace),
@@ -60,8 +64,7 @@ class RefereeAtChunk:
         agreed = self.agreed_states[step - 1]
         root = root_from_leaf_hashes(compute_chunk_hashes(agreed))
         self.steps_computed += 1
-        return _LazyChunks(lambda c: compute_referee_chunk(self.program, encode_state(agreed), root,
-                                                           step - 1, c))
+        return _LazyChunks(lambda c: compute_referee_chunk(self.program, encode_state(agreed), root, c))
 
 
 class _LazyChunks:
@@ -96,5 +99,11 @@ def test_honest_solver_frivolously_challenged_wins(program):
 def test_referee_refuses_a_state_that_is_not_the_agreed_one(program):
     honest = train(program, load_behaviour("honest", "solver"))
     wrong_root = root_from_leaf_hashes(compute_chunk_hashes(honest[4]))
-    with pytest.raises(Exception, match="not the agreed state"):
-        compute_referee_chunk(program, encode_state(honest[3]), wrong_root, 3, 0)
+    with pytest.raises(CheckpointCorrupt, match="does not match the agreed root"):
+        compute_referee_chunk(program, encode_state(honest[3]), wrong_root, 0)
+    right_root = root_from_leaf_hashes(compute_chunk_hashes(honest[3]))
+    with pytest.raises(CheckpointCorrupt, match="no chunk"):
+        compute_referee_chunk(program, encode_state(honest[3]), right_root, 10**6)
+    relabelled = save(dict(honest[3]), metadata={"format": "not-canonical"})  # same tensors, other header
+    with pytest.raises(CheckpointCorrupt, match="canonical"):
+        compute_referee_chunk(program, relabelled, right_root, 0)

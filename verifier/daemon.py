@@ -14,12 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.behaviours import load_behaviour
-from sdk.client import CoordinatorClient, compute_verification_commit
+from protocol.wire import AssignmentState, ProblemCode, compute_verification_commit
+from sdk.client import CoordinatorClient, CoordinatorError
 from sdk.daemon import Daemon
-from sdk.dispute_play import compute_segment_trace
+from sdk.dispute_play import run_segment_trace
 from sdk.durable import DurableState
+from sdk.responses import AssignmentView
 from sdk.worker import get_runnable_profiles
 from verifier import disputes
+
+# The assignment moved on between the listing and the move (its deadline passed, a replacement
+# was drawn): nothing to do for it; the other assignments still get their moves this round.
+ASSIGNMENT_MOVED_ON = frozenset({ProblemCode.INVALID_STATE})
 
 
 @dataclass
@@ -48,31 +54,39 @@ class VerifierDaemon(Daemon):
         for assignment in self.client.get_assignments():
             if self.stopping:
                 return
-            self._advance(assignment)
+            self._advance_or_skip(assignment)
         disputes.process_open_disputes(self)
 
-    def _advance(self, assignment: dict) -> None:
-        key = str(assignment["id"])
+    def _advance_or_skip(self, assignment: AssignmentView) -> None:
+        try:
+            self._advance(assignment)
+        except CoordinatorError as err:
+            if err.problem_code not in ASSIGNMENT_MOVED_ON:
+                raise
+            self.log.info("assignment %d moved on: %s", assignment.id, err)
+
+    def _advance(self, assignment: AssignmentView) -> None:
+        key = str(assignment.id)
         record = self.state.data["assignments"].get(key)
-        if assignment["state"] == "assigned" and self.behaviour.policy != "no-show":
+        if assignment.state is AssignmentState.ASSIGNED and self.behaviour.policy != "no-show":
             if record is None:
                 record = {"root": self._compute_claim(assignment).hex(), "salt": secrets.token_hex(16)}
                 self.state.data["assignments"][key] = record
                 self.state.save()  # before the commit: a restart must reveal what it committed
             commit = compute_verification_commit(bytes.fromhex(record["root"]), bytes.fromhex(record["salt"]))
-            self.client.commit_verification(assignment["id"], commit)
-        elif assignment["state"] == "revealable" and record is not None:
-            self.client.reveal_verification(assignment["id"], bytes.fromhex(record["root"]),
+            self.client.commit_verification(assignment.id, commit)
+        elif assignment.state is AssignmentState.REVEALABLE and record is not None:
+            self.client.reveal_verification(assignment.id, bytes.fromhex(record["root"]),
                                             bytes.fromhex(record["salt"]))
 
-    def _compute_claim(self, assignment: dict) -> bytes:
+    def _compute_claim(self, assignment: AssignmentView) -> bytes:
         """The root it commits to: its replay's, unless its behaviour says otherwise."""
-        job_id, segment = assignment["job_id"], assignment["segment"]
-        start_root = self.client.get_checkpoint_info(job_id, segment)["state_root"]
+        job_id, segment = assignment.job_id, assignment.segment
+        start_root = self.client.get_checkpoint_info(job_id, segment).state_root
         if self.behaviour.claim == "start-root":
             return bytes.fromhex(start_root)  # no replay: the only root it has
         if self.behaviour.claim == "guess":
             return secrets.token_bytes(32)  # commit-reveal: the solver's root is not public yet
-        trace = compute_segment_trace(self.client, self.store / "disputes", job_id, segment, start_root)
+        trace = run_segment_trace(self.client, self.store / "disputes", job_id, segment, start_root)
         root = trace.root(max(trace.chunks_by_step))
         return secrets.token_bytes(32) if self.behaviour.claim == "made-up" else root

@@ -10,6 +10,7 @@ from coordinator.disputes.schemas import DisputePage, DisputeView, MoveRequest
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
 from coordinator.schemas import EmptyRequest
+from coordinator.transitions import process_dispute_move, process_rule_dispute
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
 RT = Annotated[Runtime, Depends(get_runtime)]
@@ -36,7 +37,7 @@ def get_dispute(dispute_id: DisputeId, rt: RT) -> DisputeView:
 @router.post("/{dispute_id}/moves", response_model=DisputeView, responses=WRITE_PROBLEMS)
 def post_move(dispute_id: DisputeId, body: MoveRequest, signed: Signed, rt: RT) -> Response:
     """A bisection move (protocol.dispute.Move), signed by its party inside a request it signs."""
-    return execute_signed(rt, signed, lambda s: service.process_dispute_move(
+    return execute_signed(rt, signed, lambda s: process_dispute_move(
         s, rt, signed.public_key, dispute_id, body.move))
 
 
@@ -56,5 +57,5 @@ async def put_state(dispute_id: DisputeId, request: Request, signed: Signed, rt:
 async def post_rule(dispute_id: DisputeId, _body: EmptyRequest, signed: Signed, rt: RT) -> Response:
     """Ask the referee to rule now, once the game is in its ruling phase (the sweeper does too)."""
     await run_in_threadpool(execute_signed, rt, signed, lambda s: {})  # nonce + signature first
-    view = await run_in_threadpool(service.process_rule_dispute, rt, dispute_id)
+    view = await run_in_threadpool(process_rule_dispute, rt, dispute_id)
     return Response(view.model_dump_json(), media_type="application/json")

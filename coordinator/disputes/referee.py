@@ -1,19 +1,20 @@
-"""The referee's computation: one training step from the agreed state, in a warm worker
-subprocess pinned to the job's execution profile (sdk.warm_worker, started when the dispute
-opens, so a ruling does not wait for a torch import). The worker checks the state against its
-agreed root before stepping, so a wrong blob can never make the referee rule on the wrong state.
-Runs outside any transaction."""
+"""The referee's computation, run where it can be trusted: `protocol.referee.compute_referee_chunk`
+in a warm worker subprocess pinned to the job's execution profile (sdk.warm_worker, started when
+the dispute opens, so a ruling does not wait for a torch import). The worker checks the state
+against its agreed root before stepping, so a wrong blob can never make the referee rule on the
+wrong state. Runs outside any transaction."""
 
 import tempfile
 from pathlib import Path
 
-from protocol.errors import CheckpointCorrupt
 from protocol.spec import parse_job_spec
 from sdk.warm_worker import WorkerPool
 
 
-def compute_referee_chunk_hash(workers: WorkerPool, spec_json: dict, dataset: bytes | None,
-                               state_bytes: bytes, agreed_root: str, chunk: int, timeout_s: float) -> bytes:
+def run_referee_chunk_hash(workers: WorkerPool, spec_json: dict, dataset: bytes | None,
+                           state_bytes: bytes, agreed_root: str, chunk: int, timeout_s: float) -> bytes:
+    """Hash of chunk `chunk` one step after the agreed state; the worker's typed errors
+    (`CheckpointCorrupt` for a state that is not the agreed one) pass through."""
     with tempfile.TemporaryDirectory(prefix="veritrain-referee-") as tmp:
         state_path = Path(tmp) / "state.safetensors"
         state_path.write_bytes(state_bytes)
@@ -22,10 +23,7 @@ def compute_referee_chunk_hash(workers: WorkerPool, spec_json: dict, dataset: by
             dataset_path = Path(tmp) / "dataset.safetensors"
             dataset_path.write_bytes(dataset)
         result = workers.run({"command": "step", "spec": spec_json, "state_path": str(state_path),
-                             "expected_root": agreed_root,
-                             "dataset_path": str(dataset_path) if dataset_path else None},
+                              "agreed_root": agreed_root, "chunk": chunk,
+                              "dataset_path": str(dataset_path) if dataset_path else None},
                              parse_job_spec(spec_json).profile, timeout_s)
-    hashes = result["chunk_hashes"]
-    if not 0 <= chunk < len(hashes):
-        raise CheckpointCorrupt(f"the recomputed state has no chunk {chunk}")
-    return bytes.fromhex(hashes[chunk])
+    return bytes.fromhex(result["chunk_hash"])

@@ -4,7 +4,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordinator.errors import NotFound
-from coordinator.models import Dispute
+from coordinator.models import Assignment, Dispute, Job
+from protocol.wire import DisputeStatus
 
 
 def lock_dispute(session: Session, dispute_id: int) -> Dispute:
@@ -23,7 +24,7 @@ def get_dispute(session: Session, dispute_id: int) -> Dispute:
 
 
 def get_open_dispute_ids(session: Session, limit: int) -> list[int]:
-    stmt = select(Dispute.id).where(Dispute.status == "open").order_by(Dispute.deadline).limit(limit)
+    stmt = select(Dispute.id).where(Dispute.status == DisputeStatus.OPEN).order_by(Dispute.deadline).limit(limit)
     return list(session.execute(stmt).scalars())
 
 
@@ -33,8 +34,6 @@ def get_job_disputes(session: Session, job_id: str) -> list[Dispute]:
 
 def get_party_disputes(session: Session, key: str, status: str | None, limit: int) -> list[Dispute]:
     """Disputes where `key` is the job's solver or the assignment's verifier."""
-    from coordinator.models import Assignment, Job
-
     stmt = (select(Dispute).join(Job, Job.job_id == Dispute.job_id)
             .join(Assignment, Assignment.id == Dispute.assignment_id)
             .where((Job.solver == key) | (Assignment.verifier == key)).order_by(Dispute.id).limit(limit))
@@ -44,6 +43,6 @@ def get_party_disputes(session: Session, key: str, status: str | None, limit: in
 
 
 def get_overdue_open_dispute_ids(session: Session, now: float, limit: int) -> list[int]:
-    stmt = (select(Dispute.id).where(Dispute.status == "open", Dispute.deadline <= now)
+    stmt = (select(Dispute.id).where(Dispute.status == DisputeStatus.OPEN, Dispute.deadline <= now)
             .order_by(Dispute.deadline).limit(limit))
     return list(session.execute(stmt).scalars())

@@ -10,15 +10,17 @@ profile and compares chunk c with both claims. Outcome:
 - verifier right: the job fails and the solver's stake is slashed, half to the verifier;
 - neither: both are slashed (the solver's stake half to the submitter, the verifier's burned).
 Whoever misses a move's deadline, or equivocates, loses as if ruled against.
+What a ruling does to the job, the assignment and the stakes is `coordinator.transitions`'.
 """
 
 import json
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from coordinator.datasets.service import get_job_dataset
 from coordinator.disputes import repository
-from coordinator.disputes.referee import compute_referee_chunk_hash
+from coordinator.disputes.referee import run_referee_chunk_hash
 from coordinator.disputes.schemas import DisputeView
 from coordinator.errors import Forbidden, InvalidState
 from coordinator.jobs import repository as jobs_repository
@@ -27,13 +29,9 @@ from coordinator.jobs.checkpoints import (
     compute_decoded_checkpoint,
     get_checkpoint_row,
 )
-from coordinator.jobs.payouts import compute_slash_legs
-from coordinator.ledger.accounts import BURN_ACCOUNT, stake
-from coordinator.ledger.service import get_balance, process_movement
+from coordinator.ledger.service import process_movement
 from coordinator.models import Assignment, Dispute, Job
 from coordinator.runtime import Runtime
-from coordinator.verification import repository as verification_repository
-from coordinator.verification.service import REJECTED, UPHELD, process_solver_failure
 from protocol.dispute import (
     OVER,
     RULING,
@@ -52,8 +50,8 @@ from protocol.dispute import (
 from protocol.errors import CheckpointCorrupt
 from protocol.spec import parse_job_spec
 from protocol.state import compute_chunk_layout, decode_state
+from protocol.wire import DisputeStatus
 
-OPEN, RULED = "open", "ruled"
 DISPUTE_ARITY = 2
 
 
@@ -67,13 +65,16 @@ def process_open_dispute(session: Session, rt: Runtime, job: Job, assignment: As
     end = get_checkpoint_row(session, job.job_id, assignment.segment + 1)
     start_state = decode_state(jobs_repository.get_blob(session, start.blob_sha256).data)
     now = int(rt.clock.now())
+    game_id = compute_game_id(bytes.fromhex(job.job_id), assignment.segment,
+                              bytes.fromhex(assignment.verifier), assignment.id)
     game = compute_initial_game(
-        compute_game_id(bytes.fromhex(job.job_id), assignment.segment, bytes.fromhex(assignment.verifier),
-                        assignment.id),
-        job.solver, assignment.verifier, start.step, start.state_root, end.step, end.state_root,
-        verifier_root, len(compute_chunk_layout(start_state)), now, rt.settings.move_timeout_s,
-        DISPUTE_ARITY, _bound_solver_roots(session, job.job_id))
-    dispute = Dispute(job_id=job.job_id, assignment_id=assignment.id, status=OPEN, deadline=0.0,
+        game_id=game_id, solver_key=job.solver, verifier_key=assignment.verifier,
+        start_step=start.step, start_root=start.state_root, end_step=end.step,
+        solver_root=end.state_root, verifier_root=verifier_root,
+        num_chunks=len(compute_chunk_layout(start_state)), now=now,
+        move_timeout=rt.settings.move_timeout_s, arity=DISPUTE_ARITY,
+        known_roots=_bound_solver_roots(session, job.job_id))
+    dispute = Dispute(job_id=job.job_id, assignment_id=assignment.id, status=DisputeStatus.OPEN, deadline=0.0,
                       state_json="{}")
     session.add(dispute)
     _store(dispute, _supply_start_state(game, assignment.segment, start.step, now),
@@ -114,7 +115,7 @@ def get_game(dispute: Dispute) -> Game:
 # --- moves -----------------------------------------------------------------------------------
 
 
-def _lock(session: Session, dispute_id: int) -> tuple[Job, Dispute]:
+def lock_dispute(session: Session, dispute_id: int) -> tuple[Job, Dispute]:
     job = jobs_repository.lock_job(session, repository.get_dispute(session, dispute_id).job_id)
     return job, repository.lock_dispute(session, dispute_id)
 
@@ -128,12 +129,12 @@ def _party_of(game: Game, who: str) -> str:
 
 
 def process_dispute_move(session: Session, rt: Runtime, who: str, dispute_id: int,
-                         move_json: dict) -> DisputeView:
-    job, dispute = _lock(session, dispute_id)
+                         move_json: dict) -> tuple[Job, Dispute, Game]:
+    job, dispute = lock_dispute(session, dispute_id)
     game, move = get_game(dispute), Move.from_json(move_json)
     if move.party != _party_of(game, who):
         raise Forbidden("a party signs its own moves only")
-    if dispute.status != OPEN:
+    if dispute.status != DisputeStatus.OPEN:
         raise InvalidState(f"dispute {dispute_id} is already {dispute.status}")
     state = json.loads(dispute.state_json)
     now = int(rt.clock.now())
@@ -142,8 +143,7 @@ def process_dispute_move(session: Session, rt: Runtime, who: str, dispute_id: in
     _store(dispute, game)
     process_movement(session, rt, "dispute.move", {"dispute": dispute.id, "job_id": job.job_id,
                                                    "move": move.to_json()}, [])
-    _conclude_if_over(session, rt, job, dispute, game)
-    return get_dispute_view(dispute)
+    return job, dispute, game
 
 
 def compute_checked_state(data: bytes, game: Game) -> DecodedCheckpoint:
@@ -156,10 +156,10 @@ def compute_checked_state(data: bytes, game: Game) -> DecodedCheckpoint:
 
 def process_dispute_state(session: Session, rt: Runtime, who: str, dispute_id: int,
                           decoded: DecodedCheckpoint) -> DisputeView:
-    job, dispute = _lock(session, dispute_id)
+    job, dispute = lock_dispute(session, dispute_id)
     game = get_game(dispute)
     _party_of(game, who)
-    if dispute.status != OPEN or game.phase != STATE or decoded.step != game.lo \
+    if dispute.status != DisputeStatus.OPEN or game.phase != STATE or decoded.step != game.lo \
             or decoded.state_root.hex() != game.roots[game.lo]:
         raise InvalidState("no state is owed, or not this one")
     jobs_repository.add_blob_if_missing(session, decoded.sha256, decoded.data)
@@ -169,77 +169,60 @@ def process_dispute_state(session: Session, rt: Runtime, who: str, dispute_id: i
     return get_dispute_view(dispute)
 
 
-def process_dispute_deadline(session: Session, rt: Runtime, dispute_id: int) -> bool:
-    job, dispute = _lock(session, dispute_id)
-    if dispute.status != OPEN:
-        return False
+def process_dispute_deadline(session: Session, rt: Runtime, dispute_id: int) -> tuple[Job, Dispute, Game] | None:
+    """The party whose move is overdue loses; None when nothing was due."""
+    job, dispute = lock_dispute(session, dispute_id)
+    if dispute.status != DisputeStatus.OPEN:
+        return None
     game = process_deadline(get_game(dispute), int(rt.clock.now()))
     if game.phase != OVER:
-        return False
+        return None
     _store(dispute, game)
-    _conclude_if_over(session, rt, job, dispute, game)
-    return True
+    return job, dispute, game
 
 
 # --- the referee -----------------------------------------------------------------------------
 
 
-def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
-    """Compute outside any transaction (one training step in a worker), then rule inside one.
-    Idempotent: asking again returns the ruling made; before the ruling phase it changes nothing."""
-    with rt.db.read() as session:
-        dispute = repository.get_dispute(session, dispute_id)
-        game = get_game(dispute)
-        if dispute.status != OPEN or game.phase != RULING:
-            return get_dispute_view(dispute)
-        job = jobs_repository.get_job(session, dispute.job_id)
-        spec_json = json.loads(job.spec_json)
-        dataset = get_job_dataset(session, parse_job_spec(spec_json))
-        sha256 = json.loads(dispute.state_json)["state_sha256"]
-        state_bytes = jobs_repository.get_blob(session, sha256).data
-    chunk_hash = compute_referee_chunk_hash(rt.referee_workers, spec_json, dataset, state_bytes, game.roots[game.lo],
-                                            game.chunk, rt.settings.referee_timeout_s)
-    return rt.db.write(lambda s: _process_ruling(s, rt, dispute_id, chunk_hash))
+@dataclass(frozen=True)
+class RefereeTask:
+    spec_json: dict
+    dataset: bytes | None
+    state_bytes: bytes
+    state_root: str
+    chunk: int
 
 
-def _process_ruling(session: Session, rt: Runtime, dispute_id: int, chunk_hash: bytes) -> DisputeView:
-    job, dispute = _lock(session, dispute_id)
+def get_referee_task(session: Session, dispute_id: int) -> RefereeTask | None:
+    """What the referee needs to recompute the pinned step; None unless a ruling is owed."""
+    dispute = repository.get_dispute(session, dispute_id)
     game = get_game(dispute)
-    if dispute.status != OPEN or game.phase != RULING:  # ruled meanwhile: never rule twice
-        return get_dispute_view(dispute)
+    if dispute.status != DisputeStatus.OPEN or game.phase != RULING:
+        return None
+    spec_json = json.loads(jobs_repository.get_job(session, dispute.job_id).spec_json)
+    sha256 = json.loads(dispute.state_json)["state_sha256"]
+    return RefereeTask(spec_json, get_job_dataset(session, parse_job_spec(spec_json)),
+                       jobs_repository.get_blob(session, sha256).data, game.roots[game.lo], game.chunk)
+
+
+def run_referee(rt: Runtime, task: RefereeTask) -> bytes:
+    """One training step in a warm worker pinned to the job's profile: the chunk's leaf hash."""
+    return run_referee_chunk_hash(rt.referee_workers, task.spec_json, task.dataset, task.state_bytes,
+                                  task.state_root, task.chunk, rt.settings.referee_timeout_s)
+
+
+def process_referee_result(session: Session, dispute_id: int, chunk_hash: bytes) -> tuple[Job, Dispute, Game] | None:
+    job, dispute = lock_dispute(session, dispute_id)
+    game = get_game(dispute)
+    if dispute.status != DisputeStatus.OPEN or game.phase != RULING:  # ruled meanwhile: never twice
+        return None
     game = process_ruling(game, chunk_hash)
     _store(dispute, game)
-    _conclude_if_over(session, rt, job, dispute, game)
-    return get_dispute_view(dispute)
+    return job, dispute, game
 
 
-# --- settlement ------------------------------------------------------------------------------
-
-
-def _conclude_if_over(session: Session, rt: Runtime, job: Job, dispute: Dispute, game: Game) -> None:
-    if game.phase != OVER:
-        return
-    assignment = verification_repository.lock_assignment(session, dispute.assignment_id)
-    dispute.status, dispute.winner = RULED, game.winner or "neither"
-    by_referee = "referee_chunk_hash" in game.extra
-    assignment.state = UPHELD if game.winner == VERIFIER else REJECTED
-    if game.winner != SOLVER and job.state not in ("failed", "settled"):
-        reason = "solver_caught_by_referee" if by_referee else "solver_lost_dispute"
-        process_solver_failure(session, rt, job, reason, assignment.verifier if game.winner else None)
-    if game.winner != VERIFIER:
-        _slash_verifier(session, rt, job, assignment.verifier, job.solver if game.winner else None)
-    view = get_dispute_view(dispute)
-    process_movement(session, rt, "dispute.ruled", {
-        "dispute": dispute.id, "job_id": job.job_id, "winner": dispute.winner, "reason": game.reason,
-        "step": view.dispute_step, "chunk": view.dispute_chunk, "moves": game.moves}, [])
-
-
-def _slash_verifier(session: Session, rt: Runtime, job: Job, verifier: str, victim: str | None) -> None:
-    amount = min(get_balance(session, stake(verifier)), max(job.stake or 0, job.min_stake))
-    legs = compute_slash_legs(stake(verifier), amount, victim) if victim else \
-        [(stake(verifier), -amount), (BURN_ACCOUNT, amount)]
-    process_movement(session, rt, "verifier.slashed",
-                     {"verifier": verifier, "job_id": job.job_id, "slashed": amount}, legs)
+def process_dispute_ruled(dispute: Dispute, game: Game) -> None:
+    dispute.status, dispute.winner = DisputeStatus.RULED, game.winner or "neither"
 
 
 def get_dispute_view(dispute: Dispute) -> DisputeView:

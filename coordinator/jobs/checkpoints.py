@@ -14,17 +14,13 @@ from sqlalchemy.orm import Session
 from coordinator.errors import Forbidden, InvalidState, NotFound
 from coordinator.jobs import repository
 from coordinator.jobs.schemas import CheckpointView
-from coordinator.jobs.service import VERIFYING
-from coordinator.ledger.service import process_movement
-from coordinator.models import Checkpoint
-from coordinator.runtime import Runtime
-from coordinator.verification import repository as verification_repository
-from coordinator.verification.service import ASSIGNED, COMMITTED, REVEALABLE, WAIT_START
+from coordinator.models import Checkpoint, Job
 from protocol.errors import CheckpointCorrupt, InvalidInput
 from protocol.spec import compute_checkpoint_steps, parse_job_spec
 from protocol.state import compute_state_root, decode_state, get_step
 from protocol.trajectory import is_valid_trajectory_proof
 from protocol.types import Root, StepIndex
+from protocol.wire import JobState
 
 
 @dataclass(frozen=True)
@@ -55,7 +51,7 @@ def parse_proof(text: str) -> list[bytes]:
 def _check_against_commitment(session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint,
                               proof: list[bytes]):
     job = repository.lock_job(session, job_id)
-    if job.state != VERIFYING:
+    if job.state != JobState.VERIFYING:
         raise InvalidState(f"job is {job.state}: checkpoints are uploaded while verifying")
     steps = compute_checkpoint_steps(parse_job_spec(json.loads(job.spec_json)))
     if not 0 <= index < len(steps) or steps[index] != ckpt.step:
@@ -66,31 +62,22 @@ def _check_against_commitment(session: Session, job_id: str, index: int, ckpt: D
     return job
 
 
-def process_upload(session: Session, rt: Runtime, who: str, job_id: str, index: int,
-                   ckpt: DecodedCheckpoint, proof: list[bytes]) -> CheckpointView:
+def lock_upload_target(session: Session, who: str, job_id: str, index: int, ckpt: DecodedCheckpoint,
+                      proof: list[bytes]) -> tuple[Job, Checkpoint | None]:
+    """Lock the job, check the upload against its commitment; the row already stored, if any
+    (its content is bound by the proof, so a retry changes nothing)."""
     job = _check_against_commitment(session, job_id, index, ckpt, proof)
     if who != job.solver:
         raise Forbidden("only the job's solver uploads its checkpoints")
-    existing = repository.get_checkpoint(session, job_id, index)
-    if existing is not None:
-        return get_checkpoint_view(existing, len(ckpt.data))  # content is bound by the proof
-    assignments = verification_repository.get_job_assignments(session, job_id)
-    if any(a.segment == index - 1 and a.state in (WAIT_START, ASSIGNED) for a in assignments):
-        raise InvalidState(f"verifiers of segment {index - 1} have not committed yet")
+    return job, repository.get_checkpoint(session, job_id, index)
+
+
+def process_store_checkpoint(session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint) -> Checkpoint:
     repository.add_blob_if_missing(session, ckpt.sha256, ckpt.data)
     row = Checkpoint(job_id=job_id, index=index, step=ckpt.step, state_root=ckpt.state_root.hex(),
                      blob_sha256=ckpt.sha256)
     session.add(row)
-    deadline = rt.clock.now() + rt.settings.move_timeout_s
-    for a in assignments:
-        if a.segment == index and a.state == WAIT_START:
-            a.state, a.deadline = ASSIGNED, deadline
-        elif a.segment == index - 1 and a.state == COMMITTED:
-            a.state, a.deadline = REVEALABLE, deadline
-    process_movement(session, rt, "checkpoint.uploaded",
-                     {"job_id": job_id, "index": index, "step": ckpt.step,
-                      "state_root": ckpt.state_root.hex(), "sha256": ckpt.sha256}, [])
-    return get_checkpoint_view(row, len(ckpt.data))
+    return row
 
 
 def get_checkpoint_row(session: Session, job_id: str, index: int) -> Checkpoint:

@@ -18,9 +18,10 @@ from coordinator.jobs.schemas import (
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
 from coordinator.schemas import EmptyRequest
+from coordinator.transitions import process_checkpoint_upload, process_commitment
 from coordinator.verification import repository as verification_repository
 from coordinator.verification.schemas import AssignmentPage
-from coordinator.verification.service import get_assignment_view, process_commitment
+from coordinator.verification.service import get_assignment_view
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 RT = Annotated[Runtime, Depends(get_runtime)]
@@ -94,7 +95,7 @@ async def put_checkpoint(job_id: JobIdPath, index: IndexPath, request: Request, 
     data = await request.body()
     parsed_proof = checkpoints.parse_proof(proof)
     decoded = await run_in_threadpool(checkpoints.compute_decoded_checkpoint, data, step)
-    return await run_in_threadpool(execute_signed, rt, signed, lambda s: checkpoints.process_upload(
+    return await run_in_threadpool(execute_signed, rt, signed, lambda s: process_checkpoint_upload(
         s, rt, signed.public_key, job_id, index, decoded, parsed_proof))
 
 

@@ -10,28 +10,28 @@ import json
 
 from sqlalchemy.orm import Session
 
+from coordinator.clock import FAR_FUTURE
 from coordinator.datasets.service import check_dataset_available
 from coordinator.errors import AlreadyExists, Forbidden, InvalidState
 from coordinator.jobs import repository
-from coordinator.jobs.payouts import (
+from coordinator.jobs.schemas import BidRequest, BidView, JobEventView, JobView, SubmitJobRequest
+from coordinator.ledger.accounts import available, escrow, stake
+from coordinator.ledger.payouts import (
     compute_escrow_split,
     compute_slash_legs,
     compute_stake_release,
 )
-from coordinator.jobs.schemas import BidRequest, BidView, JobEventView, JobView, SubmitJobRequest
-from coordinator.ledger.accounts import available, escrow, stake
 from coordinator.ledger.service import get_balance, process_movement, transfer
 from coordinator.models import Bid, Job
 from coordinator.runtime import Runtime
+from protocol.economics import compute_max_price
 from protocol.errors import InvalidInput, ProfileMismatch
 from protocol.spec import compute_checkpoint_steps, compute_job_id, parse_job_spec, spec_to_json
-
-BIDDING, AWARDED, VERIFYING = "bidding", "awarded", "verifying"
-SETTLED, FAILED, CANCELLED = "settled", "failed", "cancelled"
-FAR_FUTURE = 1e15
+from protocol.trajectory import Commitment
+from protocol.wire import BidStatus, JobState
 
 
-def _event(job: Job, entry) -> JobEventView:
+def get_event_view(job: Job, entry) -> JobEventView:
     return JobEventView(job_id=job.job_id, state=job.state, log_index=entry.index)
 
 
@@ -50,7 +50,7 @@ def process_submit(session: Session, rt: Runtime, submitter: str, req: SubmitJob
     job = Job(job_id=job_id, submitter=submitter, spec_json=json.dumps(spec_to_json(spec), sort_keys=True),
               profile_label=spec.profile.label, bounty=req.bounty, min_stake=req.min_stake,
               verifier_fee=req.verifier_fee, num_verifiers=req.num_verifiers,
-              num_segments=req.num_segments, num_checkpoints=checkpoints, state=BIDDING,
+              num_segments=req.num_segments, num_checkpoints=checkpoints, state=JobState.BIDDING,
               created_at=now, bidding_deadline=now + max(req.bidding_s, rt.settings.min_bidding_s),
               deadline=now + max(req.bidding_s, rt.settings.min_bidding_s))
     session.add(job)
@@ -60,16 +60,12 @@ def process_submit(session: Session, rt: Runtime, submitter: str, req: SubmitJob
             "bidding_deadline": job.bidding_deadline}
     entry = process_movement(session, rt, "job.submitted", data,
                              transfer(available(submitter), escrow(job_id), req.bounty))
-    return _event(job, entry)
-
-
-def compute_max_price(job: Job) -> int:
-    return job.bounty - job.verifier_fee * job.num_verifiers
+    return get_event_view(job, entry)
 
 
 def process_bid(session: Session, rt: Runtime, bidder: str, job_id: str, req: BidRequest) -> JobEventView:
     job = repository.lock_job(session, job_id)
-    if job.state != BIDDING or rt.clock.now() >= job.bidding_deadline:
+    if job.state != JobState.BIDDING or rt.clock.now() >= job.bidding_deadline:
         raise InvalidState("bidding on this job is closed")
     if bidder == job.submitter:
         raise Forbidden("a submitter cannot bid on its own job")
@@ -77,8 +73,9 @@ def process_bid(session: Session, rt: Runtime, bidder: str, job_id: str, req: Bi
         raise ProfileMismatch(f"job needs profile {job.profile_label}, bid offers {req.profile}")
     if req.stake < job.min_stake:
         raise InvalidInput(f"stake must be at least {job.min_stake}", "stake")
-    if req.price > compute_max_price(job):
-        raise InvalidInput(f"price must not exceed {compute_max_price(job)}", "price")
+    max_price = compute_max_price(job.bounty, job.verifier_fee, job.num_verifiers)
+    if req.price > max_price:
+        raise InvalidInput(f"price must not exceed {max_price}", "price")
     if repository.get_bid(session, job_id, bidder) is not None:
         raise AlreadyExists("this account already bid on this job")
     session.add(Bid(job_id=job_id, bidder=bidder, price=req.price, stake=req.stake,
@@ -87,7 +84,7 @@ def process_bid(session: Session, rt: Runtime, bidder: str, job_id: str, req: Bi
     entry = process_movement(session, rt, "job.bid",
                              {"job_id": job_id, "bidder": bidder, "price": req.price, "stake": req.stake},
                              transfer(available(bidder), stake(bidder, job_id), req.stake))
-    return _event(job, entry)
+    return get_event_view(job, entry)
 
 
 def compute_winner(bids: list[Bid]) -> Bid | None:
@@ -97,7 +94,7 @@ def compute_winner(bids: list[Bid]) -> Bid | None:
 
 def process_award(session: Session, rt: Runtime, job_id: str) -> JobEventView:
     job = repository.lock_job(session, job_id)
-    if job.state != BIDDING:
+    if job.state != JobState.BIDDING:
         raise InvalidState(f"job is {job.state}, not bidding")
     now = rt.clock.now()
     if now < job.bidding_deadline:
@@ -106,24 +103,24 @@ def process_award(session: Session, rt: Runtime, job_id: str) -> JobEventView:
     winner = compute_winner(bids)
     legs = []
     for bid in bids:
-        bid.status = "won" if bid is winner else "lost"
+        bid.status = BidStatus.WON if bid is winner else BidStatus.LOST
         if bid is not winner:
             legs += compute_stake_release(bid.bidder, job_id, bid.stake)
     if winner is None:
-        job.state, job.outcome, job.deadline = CANCELLED, "no_bids", FAR_FUTURE
+        job.state, job.outcome, job.deadline = JobState.CANCELLED, "no_bids", FAR_FUTURE
         legs += compute_escrow_split(job_id, job.bounty, job.submitter, [])
         entry = process_movement(session, rt, "job.cancelled", {"job_id": job_id, "reason": "no_bids"}, legs)
-        return _event(job, entry)
-    job.state, job.solver, job.price, job.stake = AWARDED, winner.bidder, winner.price, winner.stake
+        return get_event_view(job, entry)
+    job.state, job.solver, job.price, job.stake = JobState.AWARDED, winner.bidder, winner.price, winner.stake
     job.heartbeat_at = now
     job.commit_deadline = now + rt.settings.commit_timeout_s
     job.deadline = min(job.commit_deadline, now + rt.settings.heartbeat_timeout_s)
     data = {"job_id": job_id, "solver": winner.bidder, "price": winner.price, "stake": winner.stake,
             "bids": len(bids), "commit_deadline": job.commit_deadline}
-    return _event(job, process_movement(session, rt, "job.awarded", data, legs))
+    return get_event_view(job, process_movement(session, rt, "job.awarded", data, legs))
 
 
-def _require_solver(job: Job, who: str, state: str, now: float | None = None) -> None:
+def require_solver(job: Job, who: str, state: JobState, now: float | None = None) -> None:
     """The caller is the solver, the job is in `state` and (given `now`) its deadline is ahead."""
     if job.solver != who:
         raise Forbidden("only the job's solver may do this")
@@ -133,13 +130,22 @@ def _require_solver(job: Job, who: str, state: str, now: float | None = None) ->
         raise InvalidState("the deadline for this move has passed")
 
 
+def process_verifying(job: Job, commitment: Commitment, signature: bytes, seed: bytes,
+                      deadline: float) -> None:
+    """The solver's commitment is recorded: the job waits for its verifiers until `deadline`."""
+    job.state, job.deadline = JobState.VERIFYING, deadline
+    job.trajectory_root = commitment.trajectory_root.hex()
+    job.final_model_root = commitment.final_model_root.hex()
+    job.commitment_signature, job.selection_seed = signature.hex(), seed.hex()
+
+
 def process_heartbeat(session: Session, rt: Runtime, solver: str, job_id: str) -> JobEventView:
     job = repository.lock_job(session, job_id)
     now = rt.clock.now()
-    _require_solver(job, solver, AWARDED, now)
+    require_solver(job, solver, JobState.AWARDED, now)
     job.heartbeat_at = now
     job.deadline = min(job.commit_deadline or now, now + rt.settings.heartbeat_timeout_s)
-    return _event(job, process_movement(session, rt, "job.heartbeat", {"job_id": job_id}, []))
+    return get_event_view(job, process_movement(session, rt, "job.heartbeat", {"job_id": job_id}, []))
 
 
 def process_solver_fault(session: Session, rt: Runtime, job: Job, reason: str,
@@ -148,18 +154,18 @@ def process_solver_fault(session: Session, rt: Runtime, job: Job, reason: str,
     legs = compute_slash_legs(stake(job.solver, job.job_id), job.stake or 0, victim or job.submitter)
     legs += compute_escrow_split(job.job_id, get_balance(session, escrow(job.job_id)), job.submitter,
                                  [(v, job.verifier_fee) for v in paid_verifiers])
-    job.state, job.outcome, job.deadline = FAILED, reason, FAR_FUTURE
+    job.state, job.outcome, job.deadline = JobState.FAILED, reason, FAR_FUTURE
     data = {"job_id": job.job_id, "solver": job.solver, "reason": reason, "slashed": job.stake}
-    return _event(job, process_movement(session, rt, "job.solver_slashed", data, legs))
+    return get_event_view(job, process_movement(session, rt, "job.solver_slashed", data, legs))
 
 
 def process_settlement(session: Session, rt: Runtime, job: Job, paid_verifiers: list[str]) -> JobEventView:
     legs = compute_escrow_split(job.job_id, get_balance(session, escrow(job.job_id)), job.submitter,
                                 [(job.solver, job.price or 0)] + [(v, job.verifier_fee) for v in paid_verifiers])
     legs += compute_stake_release(job.solver, job.job_id, job.stake or 0)
-    job.state, job.outcome, job.deadline = SETTLED, "accepted", FAR_FUTURE
+    job.state, job.outcome, job.deadline = JobState.SETTLED, "accepted", FAR_FUTURE
     data = {"job_id": job.job_id, "solver": job.solver, "price": job.price, "verifiers": paid_verifiers}
-    return _event(job, process_movement(session, rt, "job.settled", data, legs))
+    return get_event_view(job, process_movement(session, rt, "job.settled", data, legs))
 
 
 def get_job_view(job: Job, bids: list[Bid] | None = None, with_spec: bool = False) -> JobView:

@@ -21,17 +21,9 @@ from coordinator.models import LogEntry
 from protocol.errors import InvalidInput
 from protocol.merkle import consistency_proof_from_hashes, inclusion_proof_from_hashes
 from protocol.signing import get_public_key
+from protocol.wire import TreeHead
 
 MAX_PAGE = 1000
-
-
-@dataclass(frozen=True)
-class TreeHead:
-    size: int
-    timestamp_ms: int
-    root: bytes
-    signature: bytes
-    public_key: bytes
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from fastapi.responses import Response
 from coordinator.auth import Signed, execute_signed, get_runtime
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
+from coordinator.transitions import process_verification_reveal
 from coordinator.verification import repository, service
 from coordinator.verification.schemas import (
     AssignmentPage,
@@ -48,5 +49,5 @@ def post_commit(assignment_id: AssignmentId, body: CommitVerificationRequest, si
 
 @router.post("/assignments/{assignment_id}/reveal", response_model=AssignmentView, responses=WRITE_PROBLEMS)
 def post_reveal(assignment_id: AssignmentId, body: RevealVerificationRequest, signed: Signed, rt: RT) -> Response:
-    return execute_signed(rt, signed, lambda s: service.process_verification_reveal(
+    return execute_signed(rt, signed, lambda s: process_verification_reveal(
         s, rt, signed.public_key, assignment_id, body.root, body.salt))

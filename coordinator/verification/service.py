@@ -1,13 +1,14 @@
-"""Commitments, verifier selection and the commit/reveal of verification results.
+"""Verifiers, their assignments and the commit/reveal of verification results.
 
-Per assignment (verifier v replays segment i → i+1), whose move it is:
+Per assignment (verifier v replays segment i → i+1), whose move it is (`protocol.wire`):
     awaiting_start  solver must upload checkpoint i           (late: solver slashed)
     assigned        v must commit H(root ‖ salt)              (late: v times out, slashed)
     committed       solver must upload checkpoint i+1, which it may only do once every
                     verifier of segment i has committed       (late: solver slashed)
     revealable      v must reveal (root, salt)                (late: v times out, slashed)
-    disputed                                                  (the referee owes a ruling)
+    disputed                                                  (a game is under way)
     agreed | upheld | timed_out | rejected | cancelled        (no move due)
+Transitions that reach into jobs or disputes live in `coordinator.transitions`.
 Lock order everywhere: job row, then assignment rows, then ledger rows, then the log.
 """
 
@@ -15,42 +16,30 @@ import json
 
 from sqlalchemy.orm import Session
 
+from coordinator.clock import FAR_FUTURE
 from coordinator.errors import Forbidden, InvalidState, NotFound
 from coordinator.jobs import repository as jobs_repository
-from coordinator.jobs.payouts import compute_slash_legs
-from coordinator.jobs.schemas import CommitmentRequest, JobEventView
-from coordinator.jobs.service import (
-    AWARDED,
-    FAR_FUTURE,
-    VERIFYING,
-    _require_solver,
-    process_settlement,
-    process_solver_fault,
-)
+from coordinator.jobs.schemas import CommitmentRequest
 from coordinator.ledger.accounts import available, stake
+from coordinator.ledger.payouts import compute_slash_legs
 from coordinator.ledger.service import get_balance, process_movement, transfer
-from coordinator.log.repository import lock_log_state
 from coordinator.models import Assignment, Job, Verifier
 from coordinator.runtime import Runtime
 from coordinator.verification import repository
 from coordinator.verification.schemas import AssignmentView, RegisterVerifierRequest, VerifierView
+from protocol.economics import compute_false_challenge_penalty, compute_verifier_timeout_penalty
 from protocol.errors import InvalidInput
 from protocol.sampling import (
     compute_eligible_verifiers,
     compute_replacement_seed,
     compute_segment_choice,
-    compute_selection_seed,
     compute_verifier_choice,
 )
 from protocol.trajectory import Commitment, is_valid_commitment_signature
-from sdk.client import compute_verification_commit
+from protocol.wire import ACTIVE_ASSIGNMENT_STATES, AssignmentState, compute_verification_commit
 
-WAIT_START, ASSIGNED, COMMITTED, REVEALABLE = "awaiting_start", "assigned", "committed", "revealable"
-AGREED, DISPUTED, TIMED_OUT, REJECTED, CANCELLED = "agreed", "disputed", "timed_out", "rejected", "cancelled"
-UPHELD = "upheld"  # the verifier's challenge won at the referee
-ACTIVE = (WAIT_START, ASSIGNED, COMMITTED, REVEALABLE, DISPUTED)
-SOLVER_OWES = (WAIT_START, COMMITTED)
-VERIFIER_OWES = (ASSIGNED, REVEALABLE)
+State = AssignmentState
+ACTIVE = tuple(ACTIVE_ASSIGNMENT_STATES)
 
 
 # --- verifiers ---------------------------------------------------------------------------------
@@ -89,10 +78,20 @@ def process_withdraw_stake(session: Session, rt: Runtime, who: str, amount: int)
                         stake=entry.balances[stake(who)], log_index=entry.index)
 
 
+def process_verifier_slash(session: Session, rt: Runtime, job: Job, verifier: str, victim: str | None) -> None:
+    """A verifier whose challenge lost (victim: the solver) or that agreed with neither claim
+    (victim None: all burned)."""
+    amount = compute_false_challenge_penalty(get_balance(session, stake(verifier)), job.stake or 0,
+                                             job.min_stake)
+    process_movement(session, rt, "verifier.slashed",
+                     {"verifier": verifier, "job_id": job.job_id, "slashed": amount},
+                     compute_slash_legs(stake(verifier), amount, victim))
+
+
 # --- commitment and selection ------------------------------------------------------------------
 
 
-def _parse_commitment(job: Job, solver: str, req: CommitmentRequest) -> tuple[Commitment, bytes]:
+def compute_checked_commitment(job: Job, solver: str, req: CommitmentRequest) -> tuple[Commitment, bytes]:
     commitment = Commitment.from_json(req.commitment)
     if commitment.job_id.hex() != job.job_id:
         raise InvalidInput("commitment is for another job", "commitment.job_id")
@@ -110,36 +109,46 @@ def _eligible_verifiers(session: Session, job: Job) -> list[tuple[str, int]]:
     return compute_eligible_verifiers(candidates, job.profile_label, (job.solver, job.submitter))
 
 
-def process_commitment(session: Session, rt: Runtime, solver: str, job_id: str,
-                       req: CommitmentRequest) -> JobEventView:
-    job = jobs_repository.lock_job(session, job_id)
-    _require_solver(job, solver, AWARDED, rt.clock.now())
-    commitment, signature = _parse_commitment(job, solver, req)
-    # The seed uses the log head this very entry will link to: fixed by the log lock, public.
-    prev = bytes.fromhex(lock_log_state(session).last_hash)
-    seed = compute_selection_seed(bytes(commitment.trajectory_root), signature, prev)
+def process_draw_assignments(session: Session, rt: Runtime, job: Job, seed: bytes) -> tuple[list[str], list[int]]:
+    """Draw the job's verifiers and segments from the public seed; (verifiers, segments)."""
     verifiers = compute_verifier_choice(seed, _eligible_verifiers(session, job), job.num_verifiers)
     segments = compute_segment_choice(seed, job.num_checkpoints - 1, job.num_segments)
-    now = rt.clock.now()
+    deadline = rt.clock.now() + rt.settings.move_timeout_s
     for verifier in verifiers:
         for segment in segments:
-            session.add(Assignment(job_id=job_id, verifier=verifier, segment=segment, state=WAIT_START,
-                                   deadline=now + rt.settings.move_timeout_s))
-    job.state, job.deadline = VERIFYING, now + rt.settings.challenge_window_s
-    job.trajectory_root = commitment.trajectory_root.hex()
-    job.final_model_root = commitment.final_model_root.hex()
-    job.commitment_signature, job.selection_seed = signature.hex(), seed.hex()
-    data = {**commitment.to_json(), "signature": signature.hex(), "seed": seed.hex(),
-            "verifiers": verifiers, "segments": segments}
-    return JobEventView(job_id=job_id, state=job.state,
-                        log_index=process_movement(session, rt, "job.committed", data, []).index)
+            session.add(Assignment(job_id=job.job_id, verifier=verifier, segment=segment,
+                                   state=State.AWAITING_START, deadline=deadline))
+    return verifiers, segments
+
+
+# --- checkpoints reach the assignments -----------------------------------------------------------
+
+
+def check_segment_committed(session: Session, job_id: str, index: int) -> list[Assignment]:
+    """Checkpoint `index` ends segment index-1: it stays secret until that segment's verifiers
+    have all committed. Returns the job's assignments."""
+    assignments = repository.get_job_assignments(session, job_id)
+    if any(a.segment == index - 1 and a.state in (State.AWAITING_START, State.ASSIGNED) for a in assignments):
+        raise InvalidState(f"verifiers of segment {index - 1} have not committed yet")
+    return assignments
+
+
+def process_checkpoint_published(rt: Runtime, assignments: list[Assignment], index: int) -> None:
+    """Checkpoint `index` starts segment index (its verifiers may replay) and ends segment
+    index-1 (its verifiers may reveal)."""
+    deadline = rt.clock.now() + rt.settings.move_timeout_s
+    for a in assignments:
+        if a.segment == index and a.state == State.AWAITING_START:
+            a.state, a.deadline = State.ASSIGNED, deadline
+        elif a.segment == index - 1 and a.state == State.COMMITTED:
+            a.state, a.deadline = State.REVEALABLE, deadline
 
 
 # --- commit / reveal ---------------------------------------------------------------------------
 
 
 def _lock_for_move(session: Session, rt: Runtime, assignment_id: int, who: str,
-                   state: str) -> tuple[Job, Assignment]:
+                   state: State) -> tuple[Job, Assignment]:
     unlocked = session.get(Assignment, assignment_id)
     if unlocked is None:
         raise NotFound(f"no assignment {assignment_id}")
@@ -157,16 +166,16 @@ def _lock_for_move(session: Session, rt: Runtime, assignment_id: int, who: str,
 def process_refresh_segment(session: Session, rt: Runtime, job_id: str, segment: int) -> None:
     """Once no verifier of `segment` still owes a commit, the solver's reveal clock starts."""
     peers = [a for a in repository.get_job_assignments(session, job_id) if a.segment == segment]
-    waiting = any(a.state in (WAIT_START, ASSIGNED) for a in peers)
+    waiting = any(a.state in (State.AWAITING_START, State.ASSIGNED) for a in peers)
     for a in peers:
-        if a.state == COMMITTED:
+        if a.state == State.COMMITTED:
             a.deadline = FAR_FUTURE if waiting else rt.clock.now() + rt.settings.move_timeout_s
 
 
 def process_verification_commit(session: Session, rt: Runtime, who: str, assignment_id: int,
                                 commit_hash: str) -> AssignmentView:
-    job, assignment = _lock_for_move(session, rt, assignment_id, who, ASSIGNED)
-    assignment.commit_hash, assignment.state = commit_hash, COMMITTED
+    job, assignment = _lock_for_move(session, rt, assignment_id, who, State.ASSIGNED)
+    assignment.commit_hash, assignment.state = commit_hash, State.COMMITTED
     session.flush()
     process_refresh_segment(session, rt, job.job_id, assignment.segment)
     process_movement(session, rt, "verification.committed",
@@ -176,24 +185,20 @@ def process_verification_commit(session: Session, rt: Runtime, who: str, assignm
 
 
 def process_verification_reveal(session: Session, rt: Runtime, who: str, assignment_id: int,
-                                root: str, salt: str) -> AssignmentView:
-    job, assignment = _lock_for_move(session, rt, assignment_id, who, REVEALABLE)
+                                root: str, salt: str) -> tuple[Job, Assignment, dict]:
+    """Open the commit: agreed (logged here) or disputed (the caller opens the game).
+    Returns the job, the assignment and the log data of the reveal."""
+    job, assignment = _lock_for_move(session, rt, assignment_id, who, State.REVEALABLE)
     if compute_verification_commit(bytes.fromhex(root), bytes.fromhex(salt)).hex() != assignment.commit_hash:
         raise InvalidInput("(root, salt) does not open the committed hash", "root")
     end = jobs_repository.get_checkpoint(session, job.job_id, assignment.segment + 1)
     assignment.claimed_root = root
     data = {"assignment": assignment.id, "job_id": job.job_id, "verifier": who,
             "segment": assignment.segment, "root": root, "salt": salt}
-    if root == end.state_root:
-        assignment.state = AGREED
+    assignment.state = State.AGREED if root == end.state_root else State.DISPUTED
+    if assignment.state == State.AGREED:
         process_movement(session, rt, "verification.agreed", data, [])
-    else:
-        assignment.state = DISPUTED
-        from coordinator.disputes.service import process_open_dispute  # disputes build on us
-
-        dispute = process_open_dispute(session, rt, job, assignment, root)
-        process_movement(session, rt, "dispute.opened", {**data, "dispute": dispute.id}, [])
-    return get_assignment_view(assignment)
+    return job, assignment, data
 
 
 # --- conclusions -------------------------------------------------------------------------------
@@ -201,27 +206,35 @@ def process_verification_reveal(session: Session, rt: Runtime, who: str, assignm
 
 def get_paid_verifiers(assignments: list[Assignment]) -> list[str]:
     """Verifiers that did their work on this job and never lost or missed a move."""
-    bad = {a.verifier for a in assignments if a.state in (TIMED_OUT, REJECTED)}
+    bad = {a.verifier for a in assignments if a.state in (State.TIMED_OUT, State.REJECTED)}
     good = {a.verifier for a in assignments if a.commit_hash is not None}
     return sorted(good - bad)
 
 
-def process_solver_failure(session: Session, rt: Runtime, job: Job, reason: str,
-                           victim: str | None = None) -> JobEventView:
+def process_cancel_assignments(session: Session, job: Job) -> list[str]:
+    """The job ended early: every move still due is void. Returns the verifiers to pay."""
     assignments = repository.get_job_assignments(session, job.job_id)
     for a in assignments:
         if a.state in ACTIVE:
-            a.state = CANCELLED
-    return process_solver_fault(session, rt, job, reason, victim, get_paid_verifiers(assignments))
+            a.state = State.CANCELLED
+    return get_paid_verifiers(assignments)
+
+
+def is_job_owing_moves(session: Session, job: Job) -> bool:
+    return any(a.state in ACTIVE for a in repository.get_job_assignments(session, job.job_id))
+
+
+def get_job_paid_verifiers(session: Session, job: Job) -> list[str]:
+    return get_paid_verifiers(repository.get_job_assignments(session, job.job_id))
 
 
 def process_verifier_timeout(session: Session, rt: Runtime, job: Job, assignment: Assignment) -> None:
     """A verifier missed its move: it loses up to the fee it would have earned, and its slot.
     One that missed its commit is replaced while the segment's end is still secret."""
     missed = assignment.state
-    assignment.state = TIMED_OUT
-    amount = min(get_balance(session, stake(assignment.verifier)), job.verifier_fee)
-    replacement = _add_replacement(session, rt, job, assignment) if missed == ASSIGNED else None
+    assignment.state = State.TIMED_OUT
+    amount = compute_verifier_timeout_penalty(get_balance(session, stake(assignment.verifier)), job.verifier_fee)
+    replacement = _add_replacement(session, rt, job, assignment) if missed == State.ASSIGNED else None
     session.flush()
     process_refresh_segment(session, rt, job.job_id, assignment.segment)
     process_movement(session, rt, "verification.timed_out",
@@ -241,21 +254,9 @@ def _add_replacement(session: Session, rt: Runtime, job: Job, missed: Assignment
     chosen = compute_verifier_choice(seed, pool, 1)
     if not chosen:
         return None
-    session.add(Assignment(job_id=job.job_id, verifier=chosen[0], segment=missed.segment, state=ASSIGNED,
-                           deadline=rt.clock.now() + rt.settings.move_timeout_s))
+    session.add(Assignment(job_id=job.job_id, verifier=chosen[0], segment=missed.segment,
+                           state=State.ASSIGNED, deadline=rt.clock.now() + rt.settings.move_timeout_s))
     return chosen[0]
-
-
-def process_conclusion(session: Session, rt: Runtime, job: Job) -> bool:
-    """Settle a verifying job whose challenge window has passed and which owes no move."""
-    assignments = repository.get_job_assignments(session, job.job_id)
-    if job.state != VERIFYING or job.deadline > rt.clock.now():
-        return False
-    if any(a.state in ACTIVE for a in assignments):
-        job.deadline = rt.clock.now() + rt.settings.sweep_interval_s  # look again next sweep
-        return False
-    process_settlement(session, rt, job, get_paid_verifiers(assignments))
-    return True
 
 
 def get_assignment_view(a: Assignment) -> AssignmentView:

@@ -1,9 +1,8 @@
 """The `repro` execution profile: training bit-identical whatever the threads, ISA or device.
 
-`kernels` holds the backend-neutral fixed-order arithmetic, `functions` the autograd functions
-built on it, `ops` the `NativeOps`-compatible operator set the models run against.
+`reference` states the fixed-order arithmetic (contract `fo1`) in pure torch; `backend` picks the
+compiled kernels (`_fixed_order`, built from `csrc/`) for CPU tensors or the reference elsewhere;
+`functions` holds the autograd functions built on a backend, and `ops` the `NativeOps`-compatible
+operator set (`REPRO_OPS`) the models run against. Nothing is imported here, so importing one
+part never drags in the others.
 """
-
-from protocol.repro.ops import REPRO_OPS, ReproOps
-
-__all__ = ["REPRO_OPS", "ReproOps"]

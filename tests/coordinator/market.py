@@ -10,7 +10,9 @@ from protocol.presets import example_job_spec_json
 from protocol.spec import compute_job_id, parse_job_spec
 from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
 from protocol.types import JobId, Root, StepIndex
-from sdk.client import CoordinatorClient, compute_verification_commit
+from protocol.wire import compute_verification_commit
+from sdk.client import CoordinatorClient
+from sdk.responses import AssignmentView, JobEventView
 from sdk.store import CheckpointStore
 from sdk.worker import run_worker
 
@@ -63,7 +65,8 @@ def funded(make_client, amount: int = 10_000) -> CoordinatorClient:
     return client
 
 
-def commit_signed(solver: CoordinatorClient, job: TrainedJob, commitment: Commitment | None = None) -> dict:
+def commit_signed(solver: CoordinatorClient, job: TrainedJob,
+                  commitment: Commitment | None = None) -> JobEventView:
     commitment = commitment or job.commitment()
     return solver.commit(job.job_id, commitment.to_json(), sign_commitment(solver.key, commitment))
 
@@ -76,7 +79,7 @@ def verify_segment(verifier: CoordinatorClient, assignment_id: int, root: bytes)
 
 
 def open_verification(submitter: CoordinatorClient, solver: CoordinatorClient, verifier: CoordinatorClient,
-                      job: TrainedJob, verifier_stake: int = 500) -> dict:
+                      job: TrainedJob, verifier_stake: int = 500) -> AssignmentView:
     """Post a one-segment `job`, award it to `solver`, commit, upload checkpoint 0; returns the
     verifier's assignment, awaiting its commit."""
     verifier.register_verifier([job.profile], verifier_stake)

@@ -10,16 +10,17 @@ import pytest
 from nacl.signing import SigningKey
 
 from protocol.signing import DOMAIN_REQUEST, is_valid_signature
-from sdk.client import (
+from protocol.wire import (
     HEADER_IDEMPOTENCY,
     HEADER_KEY,
     HEADER_NONCE,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
-    CoordinatorClient,
-    CoordinatorError,
+    ProblemCode,
     compute_request_message,
 )
+from sdk.client import CoordinatorClient, CoordinatorError
+from sdk.responses import MovementView
 
 
 def _is_validly_signed(request: httpx.Request) -> bool:
@@ -41,7 +42,7 @@ def test_retries_reuse_the_idempotency_key_with_fresh_nonces():
 
     client = CoordinatorClient("http://coordinator", SigningKey.generate(),
                                transport=httpx.MockTransport(handler), backoff_s=0)
-    assert client.transfer("ab" * 32, 5) == {"log_index": 4, "available": 9}
+    assert client.transfer("ab" * 32, 5) == MovementView(log_index=4, available=9)
     assert len(seen) == 3
     assert len({r.headers[HEADER_IDEMPOTENCY] for r in seen}) == 1
     assert len({r.headers[HEADER_NONCE] for r in seen}) == 3
@@ -59,7 +60,7 @@ def test_problem_responses_raise_typed_errors_without_retrying_4xx():
     client = CoordinatorClient("http://c", SigningKey.generate(), transport=httpx.MockTransport(handler))
     with pytest.raises(CoordinatorError) as err:
         client.transfer("ab" * 32, 5)
-    assert err.value.status == 409 and err.value.problem_code == "insufficient_funds"
+    assert err.value.status == 409 and err.value.problem_code is ProblemCode.INSUFFICIENT_FUNDS
     assert len(calls) == 1
 
 

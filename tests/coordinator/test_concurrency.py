@@ -5,7 +5,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from nacl.signing import SigningKey
 
-from cli.audit_cmd import compute_audit
+from cli.audit_cmd import check_coordinator
+from protocol.wire import BidStatus, ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
 
 CLIENTS = 32
@@ -31,11 +32,11 @@ def test_racing_spenders_cannot_overspend(server, make_client, backend):
 
     outcomes = _race(spend)
     assert outcomes.count("ok") == 10, outcomes
-    assert set(outcomes) == {"ok", "insufficient_funds"}
+    assert set(outcomes) == {"ok", ProblemCode.INSUFFICIENT_FUNDS}
     reader = make_client(None)
     assert reader.get_balance(bytes(key.verify_key).hex()) == 0
     assert sum(reader.get_balance(r) for r in receivers) == 1000
-    report = compute_audit(reader)
+    report = check_coordinator(reader)
     assert report.ok, report.problems
 
 
@@ -69,16 +70,16 @@ def test_racing_bidders_and_awarders_give_exactly_one_award(server, make_client,
                 return err.problem_code
 
     outcomes = _race(award)
-    assert outcomes.count("ok") == 1 and outcomes.count("invalid_state") == CLIENTS - 1, outcomes
+    assert outcomes.count("ok") == 1 and outcomes.count(ProblemCode.INVALID_STATE) == CLIENTS - 1, outcomes
     job = submitter.get_job(job_id)
-    cheapest = [b for b in job["bids"] if b["price"] == 500]
-    assert job["solver"] == cheapest[0]["bidder"]  # earliest of the tied lowest bids (id order)
-    assert [b["status"] for b in job["bids"]].count("won") == 1
+    cheapest = [b for b in job.bids if b.price == 500]
+    assert job.solver == cheapest[0].bidder  # earliest of the tied lowest bids (id order)
+    assert [b.status for b in job.bids].count(BidStatus.WON) == 1
     awards = [e for e in submitter.iter_log_entries(submitter.get_tree_head().size)
-              if '"kind":"job.awarded"' in e["body"]]
+              if '"kind":"job.awarded"' in e.body]
     assert len(awards) == 1
     for i, key in enumerate(keys):
-        expected = 150 - (100 + i) if bytes(key.verify_key).hex() == job["solver"] else 150
+        expected = 150 - (100 + i) if bytes(key.verify_key).hex() == job.solver else 150
         assert submitter.get_balance(bytes(key.verify_key).hex()) == expected
-    report = compute_audit(submitter)
+    report = check_coordinator(submitter)
     assert report.ok, report.problems

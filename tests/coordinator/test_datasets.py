@@ -8,7 +8,9 @@ import torch
 from safetensors.torch import save
 
 from protocol.presets import example_job_spec_json
+from protocol.wire import ProblemCode
 from sdk.client import CoordinatorError
+from sdk.responses import DatasetView
 from tests.coordinator.market import funded
 
 
@@ -28,9 +30,9 @@ def test_upload_is_content_addressed_and_idempotent(make_client):
     client = funded(make_client)
     data = make_dataset_file()
     first = client.upload_dataset(data)
-    assert first == {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    assert first == DatasetView(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
     assert client.upload_dataset(data) == first
-    assert client.download_dataset(first["sha256"]) == data
+    assert client.download_dataset(first.sha256) == data
 
 
 def test_job_on_a_file_needs_the_file_first(make_client):
@@ -38,10 +40,11 @@ def test_job_on_a_file_needs_the_file_first(make_client):
     data = make_dataset_file()
     with pytest.raises(CoordinatorError) as refused:
         client.submit_job(file_job_spec(data), bounty=100, min_stake=10, verifier_fee=5)
-    assert refused.value.status == 409 and "PUT /v1/datasets/" in str(refused.value)
+    assert refused.value.problem_code is ProblemCode.INVALID_STATE
+    assert "PUT /v1/datasets/" in refused.value.problem["detail"]  # the detail says what to do
     client.upload_dataset(data)
     job = client.submit_job(file_job_spec(data), bounty=100, min_stake=10, verifier_fee=5)
-    assert job["job_id"]
+    assert job.job_id
 
 
 @pytest.mark.parametrize("body, field", [
@@ -52,7 +55,8 @@ def test_unusable_files_are_422(make_client, body, field):
     client = funded(make_client)
     with pytest.raises(CoordinatorError) as refused:
         client.upload_dataset(body)
-    assert refused.value.status == 422 and refused.value.problem.get("field") == field
+    assert refused.value.problem_code is ProblemCode.INVALID_SPEC
+    assert refused.value.problem.get("field") == field
 
 
 def test_wrong_address_is_422_and_unknown_is_404(make_client):
@@ -61,7 +65,8 @@ def test_wrong_address_is_422_and_unknown_is_404(make_client):
     with pytest.raises(CoordinatorError) as wrong:
         client._send("PUT", f"/v1/datasets/{'0' * 64}", content=data, signed=True,
                      content_type="application/octet-stream")
-    assert wrong.value.status == 422 and wrong.value.problem.get("field") == "sha256"
+    assert wrong.value.problem_code is ProblemCode.INVALID_INPUT
+    assert wrong.value.problem.get("field") == "sha256"
     with pytest.raises(CoordinatorError) as missing:
         client.download_dataset("1" * 64)
-    assert missing.value.status == 404
+    assert missing.value.problem_code is ProblemCode.NOT_FOUND

@@ -5,7 +5,7 @@ a legal move loses on time, the loser is slashed, and the audit still agrees."""
 import httpx
 import pytest
 
-from cli.audit_cmd import compute_audit
+from cli.audit_cmd import check_coordinator
 from protocol.dispute import SOLVER, VERIFIER
 from protocol.standin import Player, TraceTrajectory
 from protocol.state import (
@@ -17,6 +17,7 @@ from protocol.state import (
 )
 from protocol.trajectory import Commitment, compute_trajectory_proof, compute_trajectory_root
 from protocol.types import JobId, Root
+from protocol.wire import AssignmentState, DisputeStatus, JobState
 from sdk.disputes import play_until_idle
 from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
 from tests.coordinator.server import running_server
@@ -77,29 +78,29 @@ def test_lying_verifier_loses_and_is_slashed(sqlite_server, make_client, trained
     submitter, solver, verifier = _start(make_client, trained, 1)
     commit_signed(solver, trained)
     [a] = verifier.get_assignments()
-    seg = a["segment"]
+    seg = a.segment
     _upload(solver, trained, seg)
     wrong = bytes(32)
-    salt = verify_segment(verifier, a["id"], wrong)
+    salt = verify_segment(verifier, a.id, wrong)
     _upload(solver, trained, seg + 1)
-    assert verifier.reveal_verification(a["id"], wrong, salt)["state"] == "disputed"
+    assert verifier.reveal_verification(a.id, wrong, salt).state is AssignmentState.DISPUTED
     [dispute] = solver.list_disputes()
     honest = _trace({seg: trained.checkpoint_bytes(seg), seg + 1: trained.checkpoint_bytes(seg + 1)})
-    view = play_until_idle(solver, dispute["id"], Player(SOLVER, solver.key, honest))
-    assert (view["phase"], view["turn"]) == ("chunks", "verifier")
+    view = play_until_idle(solver, dispute.id, Player(SOLVER, solver.key, honest))
+    assert (view.phase, view.turn) == ("chunks", "verifier")
     # the made-up root has no children behind it: the verifier cannot move and runs out of time
-    assert play_until_idle(verifier, dispute["id"], Player(VERIFIER, verifier.key, honest)) == view
+    assert play_until_idle(verifier, dispute.id, Player(VERIFIER, verifier.key, honest)) == view
     solver.advance_clock(sqlite_server.settings.move_timeout_s + 1)
     solver.sweep()
-    ruled = solver.get_dispute(dispute["id"])
-    assert (ruled["status"], ruled["winner"], ruled["reason"]) == ("ruled", "solver", "verifier missed its deadline")
-    assert verifier.get_account()["escrow_and_stakes"]["stake:"] == VSTAKE - STAKE
+    ruled = solver.get_dispute(dispute.id)
+    assert (ruled.status, ruled.winner, ruled.reason) == (DisputeStatus.RULED, "solver", "verifier missed its deadline")
+    assert verifier.get_account().escrow_and_stakes["stake:"] == VSTAKE - STAKE
     solver.advance_clock(sqlite_server.settings.challenge_window_s + 1)
     solver.sweep()
-    assert solver.get_job(trained.job_id)["state"] == "settled"
+    assert solver.get_job(trained.job_id).state is JobState.SETTLED
     assert solver.get_balance() == 10_000 + PRICE + STAKE // 2
     assert submitter.get_balance() == 10_000 - PRICE  # the lying verifier is not paid
-    report = compute_audit(solver)
+    report = check_coordinator(solver)
     assert report.ok, report.problems
 
 
@@ -119,35 +120,35 @@ def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, train
     submitter, solver, verifier = _start(make_client, trained, 2)
     forged, entries, commitment = _forged_trajectory(trained)
     commit_signed(solver, trained, commitment)
-    by_segment = {a["segment"]: a for a in verifier.get_assignments()}
+    by_segment = {a.segment: a for a in verifier.get_assignments()}
     assert set(by_segment) == {0, 1}
     _upload(solver, trained, 0, proof=compute_trajectory_proof(entries, 0))
-    salt0 = verify_segment(verifier, by_segment[0]["id"], trained.entries()[1][1])
+    salt0 = verify_segment(verifier, by_segment[0].id, trained.entries()[1][1])
     _upload(solver, trained, 1, proof=compute_trajectory_proof(entries, 1))
-    verifier.reveal_verification(by_segment[0]["id"], trained.entries()[1][1], salt0)
+    verifier.reveal_verification(by_segment[0].id, trained.entries()[1][1], salt0)
     true_root = trained.entries()[2][1]
-    salt1 = verify_segment(verifier, by_segment[1]["id"], true_root)
+    salt1 = verify_segment(verifier, by_segment[1].id, true_root)
     _upload(solver, trained, 2, data=forged, proof=compute_trajectory_proof(entries, 2))
-    assert verifier.reveal_verification(by_segment[1]["id"], true_root, salt1)["state"] == "disputed"
+    assert verifier.reveal_verification(by_segment[1].id, true_root, salt1).state is AssignmentState.DISPUTED
     [dispute] = verifier.list_disputes()
     cheat = _trace({1: trained.checkpoint_bytes(1), 2: forged})
     honest = _trace({1: trained.checkpoint_bytes(1), 2: trained.checkpoint_bytes(2)})
     players = [(solver, Player(SOLVER, solver.key, cheat)), (verifier, Player(VERIFIER, verifier.key, honest))]
     for _ in range(20):  # alternate turns down the chunk tree; a player in the ruling phase
         for client, player in players:  # asks the referee (one step from checkpoint 1, on file)
-            play_until_idle(client, dispute["id"], player)
-    ruling = verifier.get_dispute(dispute["id"])
+            play_until_idle(client, dispute.id, player)
+    ruling = verifier.get_dispute(dispute.id)
     forged_chunk = next(i for i, (x, y) in enumerate(zip(cheat.chunk_hashes(2), honest.chunk_hashes(2),
                                                              strict=True)) if x != y)
-    assert (ruling["phase"], ruling["dispute_step"], ruling["dispute_chunk"]) == ("over", 1, forged_chunk)
-    assert ruling["winner"] == "verifier" and ruling["reason"] == "the referee's step reproduced the verifier's chunk"
-    assert verifier.rule_dispute(dispute["id"]) == ruling  # asking again changes nothing
+    assert (ruling.phase, ruling.dispute_step, ruling.dispute_chunk) == ("over", 1, forged_chunk)
+    assert ruling.winner == "verifier" and ruling.reason == "the referee's step reproduced the verifier's chunk"
+    assert verifier.rule_dispute(dispute.id) == ruling  # asking again changes nothing
     job = solver.get_job(trained.job_id)
-    assert job["state"] == "failed" and job["outcome"] == "solver_caught_by_referee"
+    assert job.state is JobState.FAILED and job.outcome == "solver_caught_by_referee"
     assert solver.get_balance() == 10_000 - STAKE
     assert verifier.get_balance() == 10_000 - VSTAKE + STAKE // 2 + FEE
     assert submitter.get_balance() == 10_000 - FEE
-    report = compute_audit(solver)
+    report = check_coordinator(solver)
     assert report.ok, report.problems
 
 
@@ -168,16 +169,16 @@ def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_w
     commit_signed(solver, job)
     [a] = verifier.get_assignments()
     _upload(solver, job, 0)
-    salt = verify_segment(verifier, a["id"], wrong.root(4))
+    salt = verify_segment(verifier, a.id, wrong.root(4))
     solver.upload_checkpoint(job.job_id, 1, 4, job.checkpoint_bytes(1), job.proof(1))
-    verifier.reveal_verification(a["id"], wrong.root(4), salt)
+    verifier.reveal_verification(a.id, wrong.root(4), salt)
     [dispute] = solver.list_disputes()
     players = [(solver, Player(SOLVER, solver.key, honest)), (verifier, Player(VERIFIER, verifier.key, wrong))]
     for _ in range(12):
         for client, player in players:
-            play_until_idle(client, dispute["id"], player, lambda step: encode_state(states[step]))
-    ruled = verifier.get_dispute(dispute["id"])
-    assert (ruled["dispute_step"], ruled["winner"], ruled["phase"]) == (2, "solver", "over")
-    assert ruled["state"]["state_sha256"] != job.store.manifest.get("sha256")  # the supplied state
-    report = compute_audit(solver)
+            play_until_idle(client, dispute.id, player, lambda step: encode_state(states[step]))
+    ruled = verifier.get_dispute(dispute.id)
+    assert (ruled.dispute_step, ruled.winner, ruled.phase) == (2, "solver", "over")
+    assert ruled.state["state_sha256"] != job.store.manifest.get("sha256")  # the supplied state
+    report = check_coordinator(solver)
     assert report.ok, report.problems

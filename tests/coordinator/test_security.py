@@ -1,5 +1,6 @@
 """Unsigned, wrongly signed, replayed, stale, oversized and malformed requests get a clear 4xx."""
 
+import dataclasses
 import json
 import time
 
@@ -7,7 +8,8 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
-from sdk.client import HEADER_SIGNATURE, HEADER_TIMESTAMP, compute_signed_headers
+from protocol.wire import HEADER_SIGNATURE, HEADER_TIMESTAMP
+from sdk.client import compute_signed_headers
 
 
 def _signed_post(server, key, path, body: bytes, **kwargs) -> tuple[dict, bytes]:
@@ -112,7 +114,7 @@ def test_idempotency_key_returns_first_response_without_moving_money_twice(serve
     headers, body = _signed_post(server, key, "/v1/dev/faucet", b'{"amount": 11}',
                                  idempotency_key="faucet-1")
     replay = _post(server, "/v1/dev/faucet", body, headers)  # fresh nonce, same key
-    assert replay.status_code == 200 and replay.json() == first
+    assert replay.status_code == 200 and replay.json() == dataclasses.asdict(first)
     assert replay.headers["idempotent-replayed"] == "true"
     assert client.get_balance() == 11
     headers, body = _signed_post(server, key, "/v1/dev/faucet", b'{"amount": 12}',

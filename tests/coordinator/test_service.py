@@ -11,6 +11,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from protocol.spec import compute_job_id, parse_job_spec
+from protocol.wire import JobState, ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
 from tests.coordinator.market import tiny_spec_json
 from tests.coordinator.server import running_server
@@ -41,7 +42,7 @@ def test_cli_serve_starts_a_dev_coordinator(tmp_path):
         assert info["dev"] is True
         assert (tmp_path / "c.key").stat().st_mode & 0o777 == 0o600
         with CoordinatorClient(f"http://127.0.0.1:{port}", SigningKey.generate()) as client:
-            assert client.faucet(5)["available"] == 5
+            assert client.faucet(5).available == 5
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -64,10 +65,10 @@ def test_background_sweeper_awards_without_being_asked(tmp_path):
         solver.bid(job_id, 100, 10, profile)
         solver.advance_clock(31)
         deadline = time.time() + 10
-        while solver.get_job(job_id)["state"] == "bidding":
+        while solver.get_job(job_id).state is JobState.BIDDING:
             assert time.time() < deadline, "the sweeper never awarded the job"
             time.sleep(0.1)
-        assert solver.get_job(job_id)["solver"] == solver.public_key
+        assert solver.get_job(job_id).solver == solver.public_key
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -83,6 +84,6 @@ def test_moves_after_their_deadline_are_refused(server, make_client):
     solver.advance_clock(server.settings.heartbeat_timeout_s + 1)
     with pytest.raises(CoordinatorError) as err:  # late, although the sweeper has not run yet
         solver.heartbeat(job_id)
-    assert err.value.status == 409 and "deadline" in err.value.problem["detail"]
+    assert err.value.problem_code is ProblemCode.INVALID_STATE and "deadline" in err.value.problem["detail"]
     with pytest.raises(CoordinatorError):
         solver.bid(job_id, 90, 10, profile)

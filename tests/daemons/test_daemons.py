@@ -14,10 +14,11 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
-from cli.audit_cmd import compute_audit
+from cli.audit_cmd import check_coordinator
 from cli.demo import COORDINATOR_ENV, _free_port
 from protocol.presets import example_job_spec_json
 from protocol.spec import compute_job_id, parse_job_spec
+from protocol.wire import FINAL_JOB_STATES, DisputeStatus, JobState
 from sdk.client import CoordinatorClient
 from sdk.keys import create_key_file
 
@@ -112,8 +113,9 @@ def test_solver_killed_mid_training_resumes_and_is_paid(market):
     spec["checkpoint_interval"] = 300
     job_id = compute_job_id(parse_job_spec(spec)).hex()
     market.daemon("verifier", "verifier", "--stake", "500")
-    wait_until(lambda: submitter.get_account(CoordinatorClient(market.url, _key(market, "verifier")).public_key)
-               ["escrow_and_stakes"].get("stake:"), 60, "verifier registration")
+    verifier_key = CoordinatorClient(market.url, _key(market, "verifier")).public_key
+    wait_until(lambda: submitter.get_account(verifier_key).escrow_and_stakes.get("stake:"), 60,
+               "verifier registration")
     solver = market.daemon("solver", "solver", "--price", "600", "--stake", "400", "--only-job", job_id)
     post_job(submitter, spec, 1)
     run = market.tmp / "solver" / "jobs" / job_id / "checkpoints"
@@ -123,10 +125,10 @@ def test_solver_killed_mid_training_resumes_and_is_paid(market):
     done_before = len(list(run.glob("*.safetensors")))
     assert done_before < 11, "training finished before the kill: make the job longer"
     market.daemon("solver", "solver", "--price", "600", "--stake", "400", "--only-job", job_id)
-    wait_until(lambda: submitter.get_job(job_id)["state"] in ("settled", "failed"), 240, "settlement")
+    wait_until(lambda: submitter.get_job(job_id).state in FINAL_JOB_STATES, 240, "settlement")
     job = submitter.get_job(job_id)
-    assert (job["state"], job["outcome"]) == ("settled", "accepted")
-    assert compute_audit(submitter).ok
+    assert (job.state, job.outcome) == (JobState.SETTLED, "accepted")
+    assert check_coordinator(submitter).ok
 
 
 def _key(market: Market, name: str) -> SigningKey:
@@ -143,7 +145,7 @@ def test_coordinator_killed_mid_dispute_resolves_after_restart(market):
     job_id = compute_job_id(parse_job_spec(spec)).hex()
     market.daemon("verifier", "verifier", "--stake", "500")
     verifier_key = CoordinatorClient(market.url, _key(market, "verifier")).public_key
-    wait_until(lambda: submitter.get_account(verifier_key)["escrow_and_stakes"].get("stake:"), 60, "registration")
+    wait_until(lambda: submitter.get_account(verifier_key).escrow_and_stakes.get("stake:"), 60, "registration")
     market.daemon("solver", "cheater", "--price", "600", "--stake", "400", "--only-job", job_id,
                   "--behaviour", "perturb-step")
     post_job(submitter, spec, 1)
@@ -152,9 +154,9 @@ def test_coordinator_killed_mid_dispute_resolves_after_restart(market):
     coordinator.wait()
     time.sleep(1)  # the daemons see connection errors and keep retrying
     market.start_coordinator()
-    ruled = wait_until(lambda: [d for d in submitter.list_disputes(party=verifier_key, status="ruled")], 180,
+    ruled = wait_until(lambda: submitter.list_disputes(party=verifier_key, status=DisputeStatus.RULED), 180,
                        "the ruling")
-    assert (ruled[0]["winner"], ruled[0]["dispute_step"]) == ("verifier", 7)
-    wait_until(lambda: submitter.get_job(job_id)["state"] == "failed", 60, "the job to fail")
-    report = compute_audit(submitter)
+    assert (ruled[0].winner, ruled[0].dispute_step) == ("verifier", 7)
+    wait_until(lambda: submitter.get_job(job_id).state is JobState.FAILED, 60, "the job to fail")
+    report = check_coordinator(submitter)
     assert report.ok, report.problems

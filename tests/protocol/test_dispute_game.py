@@ -4,6 +4,7 @@ number of moves stays within 2·⌈log_k L⌉ + 2·⌈log2 chunks⌉ + 1."""
 
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
@@ -18,6 +19,7 @@ from protocol.dispute import (
     compute_initial_game,
     compute_rounds_bound,
 )
+from protocol.errors import InternalError, InvalidInput
 from protocol.standin import Player, StandinTrajectory, compute_first_divergence, play_game
 
 SOLVER_KEY, VERIFIER_KEY = SigningKey(b"s" * 32), SigningKey(b"v" * 32)
@@ -82,10 +84,11 @@ def start_game(case: Case, solver: StandinTrajectory, verifier: StandinTrajector
         return None  # they agree: no dispute to play
     truth = StandinTrajectory(case.seed, case.chunks)
     return compute_initial_game(
-        compute_game_id(case.seed, 0, bytes(VERIFIER_KEY.verify_key), 0),
-        bytes(SOLVER_KEY.verify_key).hex(), bytes(VERIFIER_KEY.verify_key).hex(), case.start,
-        truth.root(case.start).hex(), end, solver.root(end).hex(), verifier.root(end).hex(),
-        case.chunks, 0, 10, case.arity)
+        game_id=compute_game_id(case.seed, 0, bytes(VERIFIER_KEY.verify_key), 0),
+        solver_key=bytes(SOLVER_KEY.verify_key).hex(), verifier_key=bytes(VERIFIER_KEY.verify_key).hex(),
+        start_step=case.start, start_root=truth.root(case.start).hex(), end_step=end,
+        solver_root=solver.root(end).hex(), verifier_root=verifier.root(end).hex(),
+        num_chunks=case.chunks, now=0, move_timeout=10, arity=case.arity)
 
 
 def run_case(case: Case) -> tuple[Game, StandinTrajectory, StandinTrajectory]:
@@ -162,3 +165,23 @@ def test_rounds_bound_is_logarithmic():
     assert compute_rounds_bound(1000, 64, 2) == 2 * 10 + 2 * 6 + 1
     assert compute_rounds_bound(1000, 64, 8) == 2 * 4 + 2 * 6 + 1
     assert compute_rounds_bound(1, 1) == 1
+
+
+def test_first_divergence_of_agreeing_or_fake_trajectories_is_invalid_input():
+    honest = StandinTrajectory(b"seed0000", 4)
+    with pytest.raises(InvalidInput, match="agree"):
+        compute_first_divergence(honest, StandinTrajectory(b"seed0000", 4), 0, 10)
+    fake = StandinTrajectory(b"seed0000", 4, fake_roots=((7, b"\xf0" * 32),))  # no chunk behind it
+    with pytest.raises(InvalidInput, match="no chunk"):
+        compute_first_divergence(honest, fake, 0, 10)
+    assert compute_first_divergence(honest, StandinTrajectory(b"seed0000", 4, (6, 2)), 0, 10) == (6, 2)
+
+
+def test_a_game_that_does_not_end_is_our_bug_not_a_party_fault():
+    case = Case(start=0, length=1000, chunks=8, arity=2, solver="perturb-step", verifier="honest",
+                bad_step=500, bad_chunk=None, seed=b"seed0000")
+    (solver, policy), (verifier, _) = solver_side(case), verifier_side(case)
+    game = start_game(case, solver, verifier)
+    players = Player(SOLVER, SOLVER_KEY, solver, policy), Player(VERIFIER, VERIFIER_KEY, verifier)
+    with pytest.raises(InternalError):
+        play_game(game, *players, StandinTrajectory(case.seed, case.chunks), max_moves=3)

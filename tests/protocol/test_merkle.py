@@ -6,14 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol.errors import InvalidInput
 from protocol.merkle import (
     EMPTY_ROOT,
     compute_leaf_hash,
     consistency_proof_from_hashes,
     inclusion_proof,
+    inclusion_proof_from_hashes,
     merkle_root,
     verify_consistency,
     verify_inclusion,
+    verify_inclusion_of_hash,
 )
 
 # Certificate Transparency reference leaves and roots for sizes 0..8 (RFC 6962 test vectors).
@@ -147,3 +150,39 @@ def test_consistency_proofs_verify_and_detect_rewrites(new_size, data):
     assert verify_consistency(old_size, new_size, proof, old_root, new_root)
     rewritten = merkle_root([b"evil", *leaves[1:old_size]])
     assert not verify_consistency(old_size, new_size, proof, rewritten, new_root)
+
+
+@pytest.mark.parametrize("junk", [*JUNK, b"\x00" * 64, iter([b"\x00" * 32])])
+def test_every_verify_returns_false_on_junk_never_raises(junk):
+    leaves = [b"a", b"b", b"c"]
+    hashes = [compute_leaf_hash(leaf) for leaf in leaves]
+    old_root, new_root = merkle_root(leaves[:1]), merkle_root(leaves)
+    proof = consistency_proof_from_hashes(hashes, 1)
+    assert verify_consistency(1, 3, proof, old_root, new_root)
+    assert not verify_consistency(1, 3, junk, old_root, new_root)
+    assert not verify_consistency(junk, 3, proof, old_root, new_root)
+    assert not verify_consistency(1, junk, proof, old_root, new_root)
+    assert not verify_consistency(1, 3, proof, junk, new_root)
+    assert not verify_consistency(1, 3, proof, old_root, junk)
+    assert not verify_inclusion_of_hash(hashes[0], 0, 3, junk, new_root)
+    assert not verify_inclusion_of_hash(junk, 0, 3, inclusion_proof(leaves, 0), new_root)
+
+
+def test_a_one_shot_iterator_proof_is_read_once():
+    leaves = [b"a", b"b", b"c"]
+    proof = inclusion_proof(leaves, 2)
+    assert verify_inclusion(b"c", 2, 3, iter(proof), merkle_root(leaves))
+
+
+@pytest.mark.parametrize("index", [-1, 3, 10])
+def test_proofs_for_leaves_outside_the_tree_are_invalid_input(index):
+    with pytest.raises(InvalidInput) as caught:
+        inclusion_proof_from_hashes([compute_leaf_hash(b"x")] * 3, index)
+    assert caught.value.field == "index"
+
+
+@pytest.mark.parametrize("old_size", [0, -1, 4])
+def test_consistency_proofs_from_impossible_sizes_are_invalid_input(old_size):
+    with pytest.raises(InvalidInput) as caught:
+        consistency_proof_from_hashes([compute_leaf_hash(b"x")] * 3, old_size)
+    assert caught.value.field == "old_size"

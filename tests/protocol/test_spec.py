@@ -46,6 +46,17 @@ BAD_SPECS = [
     (lambda s: s.update(profile={"kind": "repro", "dtype": "float64"}), "profile.dtype"),
     (lambda s: s.update(profile="fast"), "profile"),
     (lambda s: s.update(version=2), "version"),
+    # the shared validators (protocol.validation) name the same fields spec, models and data did
+    (lambda s: s.update(model=[]), "model"),
+    (lambda s: s["model"].update(config={"hidden": True}), "model.config.hidden"),
+    (lambda s: s["model"]["config"].update(dropout=1.0), "model.config.dropout"),
+    (lambda s: s["model"]["config"].update(hidden=[8] * 9), "model.config.hidden"),
+    (lambda s: s["dataset"]["config"].update(input_shape=[1, 2, 3, 4]), "dataset.config.input_shape"),
+    (lambda s: s["dataset"]["config"].update(examples=0), "dataset.config.examples"),
+    (lambda s: s["dataset"].update(seed=-1), "dataset.seed"),
+    (lambda s: s["optimizer"].update(lr=True), "optimizer.lr"),
+    (lambda s: s["profile"].update(math_reproducible=1), "profile.math_reproducible"),
+    (lambda s: s["schedule"].update(warmup_steps=10**6), "schedule.warmup_steps"),
 ]
 
 

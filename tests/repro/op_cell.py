@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.ops import NATIVE_OPS
-from protocol.repro import REPRO_OPS
 from protocol.repro.backend import get_cpu_kernels
+from protocol.repro.ops import REPRO_OPS
 
 FLAVOURS = ("normal", "signed_zeros", "subnormal", "spread")
 

@@ -10,11 +10,12 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
-from cli.audit_cmd import compute_audit
+from cli.audit_cmd import check_coordinator
 from protocol.behaviours import PERTURB_STEP
 from protocol.presets import example_job_spec_json
 from protocol.spec import parse_job_spec
 from protocol.state import compute_chunk_layout, decode_state
+from protocol.wire import DisputeStatus
 from sdk.client import CoordinatorClient
 from sdk.dispute_play import process_solver_disputes, process_verifier_disputes
 from sdk.store import CheckpointStore
@@ -49,9 +50,9 @@ def test_daemons_play_a_dispute_to_the_referee(tmp_path):
         cheat = TrainedJob(spec_json, CheckpointStore.open(jobs_dir / cheat.job_id))
         a = open_verification(submitter, solver, verifier, cheat)
         true_root = honest.entries()[1][1]
-        salt = verify_segment(verifier, a["id"], true_root)
+        salt = verify_segment(verifier, a.id, true_root)
         solver.upload_checkpoint(cheat.job_id, 1, STEPS, cheat.checkpoint_bytes(1), cheat.proof(1))
-        verifier.reveal_verification(a["id"], true_root, salt)
+        verifier.reveal_verification(a.id, true_root, salt)
         for _ in range(30):
             process_solver_disputes(solver, jobs_dir, tmp_path / "solver" / "work", "perturb-step")
             process_verifier_disputes(verifier, tmp_path / "verifier" / "work")
@@ -59,9 +60,9 @@ def test_daemons_play_a_dispute_to_the_referee(tmp_path):
         state = decode_state(honest.checkpoint_bytes(1))
         perturbed = min(k for k in state if k.startswith("param/"))
         chunk = next(c.index for c in compute_chunk_layout(state) if c.tensor == perturbed)
-        assert (view["status"], view["winner"]) == ("ruled", "verifier")
-        assert (view["dispute_step"], view["dispute_chunk"]) == (PERTURB_STEP, chunk)
+        assert (view.status, view.winner) == (DisputeStatus.RULED, "verifier")
+        assert (view.dispute_step, view.dispute_chunk) == (PERTURB_STEP, chunk)
         assert process_solver_disputes(solver, jobs_dir, tmp_path / "solver" / "work") == 0
-        assert solver.get_job(cheat.job_id)["outcome"] == "solver_caught_by_referee"
-        report = compute_audit(verifier)
+        assert solver.get_job(cheat.job_id).outcome == "solver_caught_by_referee"
+        report = check_coordinator(verifier)
         assert report.ok, report.problems

@@ -56,10 +56,11 @@ def generate_case(name, start, length, chunks, arity, s_div, s_policy, v_div, v_
     mine = _trajectory(seed, chunks, s_div, b"solver", end)
     theirs = _trajectory(seed, chunks, v_div, b"verifier", end)
     keys = SigningKey(SOLVER_SEED), SigningKey(VERIFIER_SEED)
-    game = compute_initial_game(seed.hex() * 4,
-                                bytes(keys[0].verify_key).hex(), bytes(keys[1].verify_key).hex(), start,
-                                truth.root(start).hex(), end, mine.root(end).hex(), theirs.root(end).hex(),
-                                chunks, now=0, move_timeout=10, arity=arity)
+    game = compute_initial_game(game_id=seed.hex() * 4, solver_key=bytes(keys[0].verify_key).hex(),
+                                verifier_key=bytes(keys[1].verify_key).hex(), start_step=start,
+                                start_root=truth.root(start).hex(), end_step=end,
+                                solver_root=mine.root(end).hex(), verifier_root=theirs.root(end).hex(),
+                                num_chunks=chunks, now=0, move_timeout=10, arity=arity)
     players = {SOLVER: Player(SOLVER, keys[0], mine, s_policy), VERIFIER: Player(VERIFIER, keys[1], theirs, v_policy)}
     initial, events = game.to_json(), []
     for now in range(1, 10_000):
@@ -74,19 +75,22 @@ def generate_case(name, start, length, chunks, arity, s_div, s_policy, v_div, v_
             game = process_ruling(game, chunk_hash)
         else:
             move = players[game.turn].next_move(game)
-            try:
-                if move is None:
-                    raise ValueError
-                game = process_move(game, move, now)
-                event = {"event": "move", "now": now, "move": move.to_json()}
-            except (ValueError, IllegalMove):  # no legal move: the clock runs out
-                event = {"event": "deadline", "now": game.deadline}
-                game = process_deadline(game, game.deadline)
+            game, event = _apply_or_time_out(game, move, now)
         events.append({**event, "after": game.to_json()})
     return {"name": name, "initial": initial, "events": events,
             "outcome": {"winner": game.winner, "reason": game.reason, "step": game.lo,
                         "chunk": game.chunk if game.node[1] - game.node[0] == 1 else None,
                         "moves": game.moves}}
+
+
+def _apply_or_time_out(game, move, now: int) -> tuple:
+    """The move and its event, or — when the party has no legal move — its clock running out."""
+    if move is not None:
+        try:
+            return process_move(game, move, now), {"event": "move", "now": now, "move": move.to_json()}
+        except IllegalMove:
+            pass
+    return process_deadline(game, game.deadline), {"event": "deadline", "now": game.deadline}
 
 
 def generate() -> str:

@@ -1,1 +1,0 @@
-"""Accounts keep no rows of their own: balances are ledger rows (coordinator.ledger.repository)."""

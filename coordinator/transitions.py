@@ -1,0 +1,186 @@
+"""Transitions that cross slices: the one module that jobs, verification and disputes meet in.
+
+The slices never import this module back (a test fails on any import circle in coordinator/):
+each slice changes its own rows and returns what happened; here those steps are composed, in
+the lock order job → assignments → ledger → log, inside the caller's transaction.
+"""
+
+from sqlalchemy.orm import Session
+
+from coordinator.disputes import repository as disputes_repository
+from coordinator.disputes import service as disputes
+from coordinator.disputes.schemas import DisputeView
+from coordinator.jobs import checkpoints
+from coordinator.jobs import repository as jobs_repository
+from coordinator.jobs import service as jobs
+from coordinator.jobs.schemas import CheckpointView, CommitmentRequest, JobEventView
+from coordinator.ledger.service import process_movement
+from coordinator.log.repository import lock_log_state
+from coordinator.models import Assignment, Dispute, Job
+from coordinator.runtime import Runtime
+from coordinator.verification import repository as verification_repository
+from coordinator.verification import service as verification
+from coordinator.verification.schemas import AssignmentView
+from protocol.dispute import OVER, SOLVER, VERIFIER, Game
+from protocol.sampling import compute_selection_seed
+from protocol.wire import SOLVER_OWES, VERIFIER_OWES, AssignmentState, JobState
+
+# --- the solver commits; verifiers are drawn -------------------------------------------------------
+
+
+def process_commitment(session: Session, rt: Runtime, solver: str, job_id: str,
+                       req: CommitmentRequest) -> JobEventView:
+    job = jobs_repository.lock_job(session, job_id)
+    jobs.require_solver(job, solver, JobState.AWARDED, rt.clock.now())
+    commitment, signature = verification.compute_checked_commitment(job, solver, req)
+    # The seed uses the log head this very entry will link to: fixed by the log lock, public.
+    prev = bytes.fromhex(lock_log_state(session).last_hash)
+    seed = compute_selection_seed(bytes(commitment.trajectory_root), signature, prev)
+    verifiers, segments = verification.process_draw_assignments(session, rt, job, seed)
+    jobs.process_verifying(job, commitment, signature, seed, rt.clock.now() + rt.settings.challenge_window_s)
+    data = {**commitment.to_json(), "signature": signature.hex(), "seed": seed.hex(),
+            "verifiers": verifiers, "segments": segments}
+    return jobs.get_event_view(job, process_movement(session, rt, "job.committed", data, []))
+
+
+def process_checkpoint_upload(session: Session, rt: Runtime, who: str, job_id: str, index: int,
+                              ckpt: checkpoints.DecodedCheckpoint, proof: list[bytes]) -> CheckpointView:
+    _job, existing = checkpoints.lock_upload_target(session, who, job_id, index, ckpt, proof)
+    if existing is not None:
+        return checkpoints.get_checkpoint_view(existing, len(ckpt.data))
+    assignments = verification.check_segment_committed(session, job_id, index)
+    row = checkpoints.process_store_checkpoint(session, job_id, index, ckpt)
+    verification.process_checkpoint_published(rt, assignments, index)
+    process_movement(session, rt, "checkpoint.uploaded",
+                     {"job_id": job_id, "index": index, "step": ckpt.step,
+                      "state_root": ckpt.state_root.hex(), "sha256": ckpt.sha256}, [])
+    return checkpoints.get_checkpoint_view(row, len(ckpt.data))
+
+
+# --- a verifier reveals; a disagreement opens a dispute ---------------------------------------------
+
+
+def process_verification_reveal(session: Session, rt: Runtime, who: str, assignment_id: int,
+                                root: str, salt: str) -> AssignmentView:
+    job, assignment, data = verification.process_verification_reveal(session, rt, who, assignment_id, root, salt)
+    if assignment.state == AssignmentState.DISPUTED:
+        dispute = disputes.process_open_dispute(session, rt, job, assignment, root)
+        process_movement(session, rt, "dispute.opened", {**data, "dispute": dispute.id}, [])
+    return verification.get_assignment_view(assignment)
+
+
+# --- disputes end ----------------------------------------------------------------------------------
+
+
+def process_dispute_move(session: Session, rt: Runtime, who: str, dispute_id: int, move_json: dict) -> DisputeView:
+    job, dispute, game = disputes.process_dispute_move(session, rt, who, dispute_id, move_json)
+    process_game_over(session, rt, job, dispute, game)
+    return disputes.get_dispute_view(dispute)
+
+
+def process_dispute_deadline(session: Session, rt: Runtime, dispute_id: int) -> bool:
+    over = disputes.process_dispute_deadline(session, rt, dispute_id)
+    if over is not None:
+        process_game_over(session, rt, *over)
+    return over is not None
+
+
+def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
+    """Compute outside any transaction (one training step in a worker), then rule inside one.
+    Idempotent: asking again returns the ruling made; before the ruling phase it changes nothing."""
+    with rt.db.read() as session:
+        task = disputes.get_referee_task(session, dispute_id)
+    if task is not None:
+        chunk_hash = disputes.run_referee(rt, task)
+        rt.db.write(lambda s: _process_ruling(s, rt, dispute_id, chunk_hash))
+    with rt.db.read() as session:
+        return disputes.get_dispute_view(disputes_repository.get_dispute(session, dispute_id))
+
+
+def _process_ruling(session: Session, rt: Runtime, dispute_id: int, chunk_hash: bytes) -> None:
+    ruled = disputes.process_referee_result(session, dispute_id, chunk_hash)
+    if ruled is not None:
+        process_game_over(session, rt, *ruled)
+
+
+def process_game_over(session: Session, rt: Runtime, job: Job, dispute: Dispute, game: Game) -> None:
+    """The loser pays: a caught solver fails the job, a wrong challenger is slashed (both, when
+    the referee reproduced neither claim)."""
+    if game.phase != OVER:
+        return
+    assignment = verification_repository.lock_assignment(session, dispute.assignment_id)
+    disputes.process_dispute_ruled(dispute, game)
+    assignment.state = AssignmentState.UPHELD if game.winner == VERIFIER else AssignmentState.REJECTED
+    if game.winner != SOLVER and job.state not in (JobState.FAILED, JobState.SETTLED):
+        reason = "solver_caught_by_referee" if "referee_chunk_hash" in game.extra else "solver_lost_dispute"
+        process_solver_failure(session, rt, job, reason, assignment.verifier if game.winner else None)
+    if game.winner != VERIFIER:
+        verification.process_verifier_slash(session, rt, job, assignment.verifier,
+                                            job.solver if game.winner else None)
+    view = disputes.get_dispute_view(dispute)
+    process_movement(session, rt, "dispute.ruled", {
+        "dispute": dispute.id, "job_id": job.job_id, "winner": dispute.winner, "reason": game.reason,
+        "step": view.dispute_step, "chunk": view.dispute_chunk, "moves": game.moves}, [])
+
+
+# --- jobs end --------------------------------------------------------------------------------------
+
+
+def process_solver_failure(session: Session, rt: Runtime, job: Job, reason: str,
+                           victim: str | None = None) -> JobEventView:
+    """The solver is slashed (to `victim`, else the submitter); verifiers that worked are paid."""
+    paid = verification.process_cancel_assignments(session, job)
+    return jobs.process_solver_fault(session, rt, job, reason, victim, paid)
+
+
+def process_conclusion(session: Session, rt: Runtime, job: Job) -> bool:
+    """Settle a verifying job whose challenge window has passed and which owes no move."""
+    if job.state != JobState.VERIFYING or job.deadline > rt.clock.now():
+        return False
+    if verification.is_job_owing_moves(session, job):
+        job.deadline = rt.clock.now() + rt.settings.sweep_interval_s  # look again next sweep
+        return False
+    jobs.process_settlement(session, rt, job, verification.get_job_paid_verifiers(session, job))
+    return True
+
+
+# --- overdue moves (the sweeper) ---------------------------------------------------------------------
+
+
+def _is_due(deadline: float, rt: Runtime) -> bool:
+    return deadline <= rt.clock.now()
+
+
+def process_overdue_bidding(session: Session, rt: Runtime, job_id: str) -> bool:
+    job = jobs_repository.lock_job(session, job_id)
+    if job.state != JobState.BIDDING or not _is_due(job.deadline, rt):
+        return False
+    jobs.process_award(session, rt, job_id)
+    return True
+
+
+def process_overdue_awarded(session: Session, rt: Runtime, job_id: str) -> bool:
+    job = jobs_repository.lock_job(session, job_id)
+    if job.state != JobState.AWARDED or not _is_due(job.deadline, rt):
+        return False
+    late_commit = job.commit_deadline is not None and _is_due(job.commit_deadline, rt)
+    process_solver_failure(session, rt, job, "solver_missed_commit" if late_commit else "solver_missed_heartbeat")
+    return True
+
+
+def process_overdue_verifying(session: Session, rt: Runtime, job_id: str) -> bool:
+    return process_conclusion(session, rt, jobs_repository.lock_job(session, job_id))
+
+
+def process_overdue_assignment(session: Session, rt: Runtime, assignment_id: int) -> bool:
+    job = jobs_repository.lock_job(session, session.get(Assignment, assignment_id).job_id)
+    assignment = verification_repository.lock_assignment(session, assignment_id)
+    if not _is_due(assignment.deadline, rt) or assignment.state not in SOLVER_OWES | VERIFIER_OWES:
+        return False
+    if job.state != JobState.VERIFYING:
+        assignment.state = AssignmentState.CANCELLED
+    elif assignment.state in SOLVER_OWES:
+        process_solver_failure(session, rt, job, f"solver_missed_move_{assignment.state}")
+    else:
+        verification.process_verifier_timeout(session, rt, job, assignment)
+    return True

@@ -1,0 +1,36 @@
+"""protocol.wire names every problem code the server can answer with, so a client that branches
+on `ProblemCode` never meets a code the wire format does not know."""
+
+import importlib
+import pkgutil
+
+import coordinator
+import protocol
+from protocol.errors import VeritrainError
+from protocol.wire import AssignmentState, JobState, ProblemCode
+
+CLIENT_SIDE = {"veritrain_error", "coordinator_error", "invalid_response"}
+
+
+def _server_error_classes() -> set[type[VeritrainError]]:
+    for package in (protocol, coordinator):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            if not info.name.startswith(("coordinator.migrations", "protocol.repro._")):
+                importlib.import_module(info.name)
+    found, todo = set(), [VeritrainError]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.add(sub)
+            todo.append(sub)
+    return {c for c in found if c.__module__.startswith(("protocol.", "coordinator."))}
+
+
+def test_every_server_error_code_is_a_problem_code():
+    codes = {c.code for c in _server_error_classes()} - CLIENT_SIDE
+    assert codes, "no error classes found"
+    assert codes <= {p.value for p in ProblemCode}, codes - {p.value for p in ProblemCode}
+
+
+def test_state_names_are_the_strings_on_the_wire():
+    assert JobState("settled") is JobState.SETTLED and f"{JobState.SETTLED}" == "settled"
+    assert AssignmentState.AWAITING_START == "awaiting_start"
