@@ -83,8 +83,15 @@ def serve(kind: str, url: str, port: int, key_file: str) -> None:
         from coordinator.app import create_app
         from coordinator.settings import tiny_preset
 
-        app = create_app(tiny_preset(database_url=url, signing_key_file=Path(key_file),
-                                     min_bidding_s=0, commit_timeout_s=10**6, heartbeat_timeout_s=10**6))
+        app = create_app(
+            tiny_preset(
+                database_url=url,
+                signing_key_file=Path(key_file),
+                min_bidding_s=0,
+                commit_timeout_s=10**6,
+                heartbeat_timeout_s=10**6,
+            )
+        )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
@@ -97,8 +104,10 @@ def _free_port() -> int:
 @contextmanager
 def server_process(kind: str, url: str, tmp: Path):
     port = _free_port()
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.coordinator_bench import serve; "
-            f"serve({kind!r}, {url!r}, {port}, {str(tmp / 'key')!r})")
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.coordinator_bench import serve; "
+        f"serve({kind!r}, {url!r}, {port}, {str(tmp / 'key')!r})"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -169,19 +178,32 @@ def bench_throughput(db_kind: str, tmp: Path, workers: int, per_worker: int) -> 
         http = httpx.Client(base_url=base, transport=transport)
         http.post("/insert", json={"value": "warm"})
         bare_rps, bare_lat = run_concurrent(
-            workers, per_worker, lambda i: lambda n: http.post("/insert", json={"value": f"{i}-{n}"}).raise_for_status())
+            workers,
+            per_worker,
+            lambda i: lambda n: http.post("/insert", json={"value": f"{i}-{n}"}).raise_for_status(),
+        )
     with database(db_kind, tmp, "signed") as url, server_process("coordinator", url, tmp) as base:
         # each client pays its own payee (as unrelated market traffic would); the log head is
         # still one row that every transaction locks
         sinks = [bytes(SigningKey.generate().verify_key).hex() for _ in range(workers)]
-        clients = [CoordinatorClient(base, SigningKey.generate(), transport=transport) for _ in range(workers)]
+        clients = [
+            CoordinatorClient(base, SigningKey.generate(), transport=transport)
+            for _ in range(workers)
+        ]
         for c in clients:
             c.faucet(10**9)
         signed_rps, signed_lat = run_concurrent(
-            workers, per_worker, lambda i: lambda n: clients[i].transfer(sinks[i], 1))
-    return {"bare_rps": bare_rps, "bare_p50": percentile(bare_lat, 0.5), "bare_p99": percentile(bare_lat, 0.99),
-            "signed_rps": signed_rps, "signed_p50": percentile(signed_lat, 0.5),
-            "signed_p99": percentile(signed_lat, 0.99), "ratio": signed_rps / bare_rps}
+            workers, per_worker, lambda i: lambda n: clients[i].transfer(sinks[i], 1)
+        )
+    return {
+        "bare_rps": bare_rps,
+        "bare_p50": percentile(bare_lat, 0.5),
+        "bare_p99": percentile(bare_lat, 0.99),
+        "signed_rps": signed_rps,
+        "signed_p50": percentile(signed_lat, 0.5),
+        "signed_p99": percentile(signed_lat, 0.99),
+        "ratio": signed_rps / bare_rps,
+    }
 
 
 # --- scaling: p99 of bid and commitment with 10^2 vs 10^4 jobs ----------------------------------
@@ -200,10 +222,20 @@ def populate_jobs(url: str, tmp: Path, count: int, submitter: str) -> list[str]:
     rt.db.write(lambda s: process_faucet(s, rt, submitter, 10**12))
     ids: list[str] = []
     for start in range(0, count, 100):
+
         def batch(session, start=start):
-            return [process_submit(session, rt, submitter, SubmitJobRequest(
-                spec=tiny_spec_json(seed=10_000 + n), bounty=1000, bidding_s=86_400)).job_id
-                for n in range(start, min(count, start + 100))]
+            return [
+                process_submit(
+                    session,
+                    rt,
+                    submitter,
+                    SubmitJobRequest(
+                        spec=tiny_spec_json(seed=10_000 + n), bounty=1000, bidding_s=86_400
+                    ),
+                ).job_id
+                for n in range(start, min(count, start + 100))
+            ]
+
         ids += rt.db.write(batch)
     rt.db.dispose()
     return ids
@@ -212,13 +244,22 @@ def populate_jobs(url: str, tmp: Path, count: int, submitter: str) -> list[str]:
 class ScalingSide:
     """One coordinator with `jobs` open jobs, and the clients that measure it."""
 
-    def __init__(self, base: str, jobs: list[str], submitter_key: SigningKey, samples: int,
-                 bid_jobs: int, profile: str):
+    def __init__(
+        self,
+        base: str,
+        jobs: list[str],
+        submitter_key: SigningKey,
+        samples: int,
+        bid_jobs: int,
+        profile: str,
+    ):
         transport = httpx.HTTPTransport()
         self.profile = profile
         self.sub = CoordinatorClient(base, submitter_key, transport=transport)
-        self.solvers = [CoordinatorClient(base, SigningKey.generate(), transport=transport)
-                        for _ in range(-(-samples // bid_jobs))]
+        self.solvers = [
+            CoordinatorClient(base, SigningKey.generate(), transport=transport)
+            for _ in range(-(-samples // bid_jobs))
+        ]
         for solver in self.solvers:
             solver.faucet(10**12)
         for _ in range(5):
@@ -232,7 +273,9 @@ class ScalingSide:
 
     def bid(self, n: int) -> None:
         t = time.perf_counter()
-        self.solvers[n // len(self.targets)].bid(self.targets[n % len(self.targets)], 10, 10, self.profile)
+        self.solvers[n // len(self.targets)].bid(
+            self.targets[n % len(self.targets)], 10, 10, self.profile
+        )
         self.bid_lat.append(time.perf_counter() - t)
 
     def prepare_commit(self, n: int) -> None:
@@ -254,14 +297,19 @@ class ScalingSide:
         self.commit_lat.append(time.perf_counter() - t)
 
     def summary(self) -> dict:
-        return {"bid_p50": percentile(self.bid_lat, 0.5), "bid_p99": percentile(self.bid_lat, 0.99),
-                "commit_p50": percentile(self.commit_lat, 0.5),
-                "commit_p99": percentile(self.commit_lat, 0.99),
-                "bids": len(self.bid_lat), "commits": len(self.commit_lat)}
+        return {
+            "bid_p50": percentile(self.bid_lat, 0.5),
+            "bid_p99": percentile(self.bid_lat, 0.99),
+            "commit_p50": percentile(self.commit_lat, 0.5),
+            "commit_p99": percentile(self.commit_lat, 0.99),
+            "bids": len(self.bid_lat),
+            "commits": len(self.commit_lat),
+        }
 
 
-def bench_scaling(db_kind: str, tmp: Path, sizes: tuple[int, int], samples: int,
-                  bid_jobs: int = 100) -> tuple[dict, dict]:
+def bench_scaling(
+    db_kind: str, tmp: Path, sizes: tuple[int, int], samples: int, bid_jobs: int = 100
+) -> tuple[dict, dict]:
     """Both ledgers are populated first, then both servers run side by side and the requests
     alternate between them one by one, so machine noise hits both sizes alike. Bids: `samples`
     bids over the newest `bid_jobs` jobs; commitments: `samples` freshly awarded jobs."""
@@ -274,10 +322,14 @@ def bench_scaling(db_kind: str, tmp: Path, sizes: tuple[int, int], samples: int,
     with database(db_kind, tmp, "small") as small_url, database(db_kind, tmp, "large") as large_url:
         small_jobs = populate_jobs(small_url, tmp, sizes[0], submitter)
         large_jobs = populate_jobs(large_url, tmp, sizes[1], submitter)
-        with server_process("coordinator", small_url, tmp) as small_base, \
-                server_process("coordinator", large_url, tmp) as large_base:
-            sides = [ScalingSide(small_base, small_jobs, submitter_key, samples, bid_jobs, profile),
-                     ScalingSide(large_base, large_jobs, submitter_key, samples, bid_jobs, profile)]
+        with (
+            server_process("coordinator", small_url, tmp) as small_base,
+            server_process("coordinator", large_url, tmp) as large_base,
+        ):
+            sides = [
+                ScalingSide(small_base, small_jobs, submitter_key, samples, bid_jobs, profile),
+                ScalingSide(large_base, large_jobs, submitter_key, samples, bid_jobs, profile),
+            ]
             for n in range(samples):
                 for side in sides:
                     side.bid(n)
@@ -351,13 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     args.small, args.large = 100, (1000 if args.quick else 10_000)
     samples = 100 if args.quick else 300
     reports = []
-    for db_kind in (["sqlite", "postgres"] if args.database == "both" else [args.database]):
+    for db_kind in ["sqlite", "postgres"] if args.database == "both" else [args.database]:
         with tempfile.TemporaryDirectory(prefix="veritrain-bench-") as d:
             tmp = Path(d)
             tp = bench_throughput(db_kind, tmp, args.workers, args.requests)
             print(f"{db_kind} throughput: {tp}", flush=True)
             small, large = bench_scaling(db_kind, tmp, (args.small, args.large), samples)
-            print(f"{db_kind} {args.small} jobs: {small}\n{db_kind} {args.large} jobs: {large}", flush=True)
+            print(
+                f"{db_kind} {args.small} jobs: {small}\n{db_kind} {args.large} jobs: {large}",
+                flush=True,
+            )
         reports.append(write_report(db_kind, tp, small, large, args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(reports))

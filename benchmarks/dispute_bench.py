@@ -47,8 +47,11 @@ def bench_economics(trials: int) -> tuple[dict, Path]:
     rows = summary["strategies"]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     labels = [f"{r['role'][0]}:{r['name']}" for r in rows]
-    ax.barh(labels, [r["expected_profit"] for r in rows],
-            color=["tab:green" if r["honest"] else "tab:red" for r in rows])
+    ax.barh(
+        labels,
+        [r["expected_profit"] for r in rows],
+        color=["tab:green" if r["honest"] else "tab:red" for r in rows],
+    )
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"expected profit per job (price {market.price:.0f}); green = honest")
     ax.invert_yaxis()
@@ -75,15 +78,31 @@ def bench_dispute_cost(model: str) -> dict:
         truth = StandinTrajectory(b"bench", chunks)
         cheat = StandinTrajectory(b"bench", chunks, (701, None), b"cheat")
         keys = SigningKey(b"s" * 32), SigningKey(b"v" * 32)
-        game = compute_initial_game(game_id="ab" * 32, solver_key=bytes(keys[0].verify_key).hex(),
-                                    verifier_key=bytes(keys[1].verify_key).hex(), start_step=0,
-                                    start_root=truth.root(0).hex(), end_step=SEGMENT,
-                                    solver_root=cheat.root(SEGMENT).hex(), verifier_root=truth.root(SEGMENT).hex(),
-                                    num_chunks=chunks, now=0, move_timeout=60, arity=arity)
-        final = play_game(game, Player(SOLVER, keys[0], cheat), Player(VERIFIER, keys[1], truth), truth)
+        game = compute_initial_game(
+            game_id="ab" * 32,
+            solver_key=bytes(keys[0].verify_key).hex(),
+            verifier_key=bytes(keys[1].verify_key).hex(),
+            start_step=0,
+            start_root=truth.root(0).hex(),
+            end_step=SEGMENT,
+            solver_root=cheat.root(SEGMENT).hex(),
+            verifier_root=truth.root(SEGMENT).hex(),
+            num_chunks=chunks,
+            now=0,
+            move_timeout=60,
+            arity=arity,
+        )
+        final = play_game(
+            game, Player(SOLVER, keys[0], cheat), Player(VERIFIER, keys[1], truth), truth
+        )
         moves[arity] = (final.moves, compute_rounds_bound(SEGMENT, chunks, arity), final.lo)
-    return {"model": model, "chunks": chunks, "step_ms": per_step * 1000, "moves": moves,
-            "replay_s": per_step * SEGMENT}
+    return {
+        "model": model,
+        "chunks": chunks,
+        "step_ms": per_step * 1000,
+        "moves": moves,
+        "replay_s": per_step * SEGMENT,
+    }
 
 
 def _perturbed(state: dict) -> dict:
@@ -131,48 +150,76 @@ def bench_end_to_end() -> dict:
         start = time.perf_counter()
         verifier.reveal_verification(a.id, true_root, salt)
         [dispute] = verifier.list_disputes()
-        players = [(solver, Player(SOLVER, solver.key, cheat_trace)),
-                   (verifier, Player(VERIFIER, verifier.key, honest_trace))]
+        players = [
+            (solver, Player(SOLVER, solver.key, cheat_trace)),
+            (verifier, Player(VERIFIER, verifier.key, honest_trace)),
+        ]
         view = verifier.get_dispute(dispute.id)
         while view.status == DisputeStatus.OPEN:
             for client, player in players:
                 view = play_until_idle(client, dispute.id, player, lambda s: encode_state(cheat[s]))
         elapsed = time.perf_counter() - start
         audit_ok = check_coordinator(verifier).ok
-    return {"challenge_to_ruling_s": elapsed, "trace_s": trace_s, "winner": view.winner,
-            "step": view.dispute_step, "chunk": view.dispute_chunk, "audit_ok": audit_ok,
-            "moves": view.game_json["moves"]}
+    return {
+        "challenge_to_ruling_s": elapsed,
+        "trace_s": trace_s,
+        "winner": view.winner,
+        "step": view.dispute_step,
+        "chunk": view.dispute_chunk,
+        "audit_ok": audit_ok,
+        "moves": view.game_json["moves"],
+    }
 
 
 def write_report(summary: dict, png: Path, costs: list[dict], e2e: dict) -> str:
     lines = [
-        "# Dispute benchmarks", "",
+        "# Dispute benchmarks",
+        "",
         f"Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, Python {platform.python_version()}. "
-        "Command: `python3 benchmarks/dispute_bench.py`.", "",
-        "## Economics (`veritrain simulate`)", "",
+        "Command: `python3 benchmarks/dispute_bench.py`.",
+        "",
+        "## Economics (`veritrain simulate`)",
+        "",
         f"Stake ÷ price **{summary['stake_multiple']}**, verification fraction **{summary['verification_fraction']}**; "
         f"verdict: {'every honest strategy earns and every deviation earns less than honest play' if summary['ok'] else 'BROKEN'}.",
-        "", "| role | behaviour | honest | expected profit | gain over honest | catch rate |",
-        "|---|---|---|---|---|---|"]
+        "",
+        "| role | behaviour | honest | expected profit | gain over honest | catch rate |",
+        "|---|---|---|---|---|---|",
+    ]
     for s in summary["strategies"]:
-        lines.append(f"| {s['role']} | {s['name']} | {'yes' if s['honest'] else 'no'} | {s['expected_profit']:.1f} "
-                     f"| {s['gain_over_honest']:.1f} | {s['catch_rate']:.3f} |")
-    lines += ["", f"![expected profit per strategy]({png.name})", "",
-              f"## Dispute cost on a {SEGMENT}-step segment", "",
-              "Cheat from step 700 (all chunks differ after it); moves include both parties' and the game "
-              "pins step 700 in every case.", "",
-              "| model | state chunks | moves (binary / bound) | moves (4-ary / bound) | referee: one step | replaying the segment |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {s['role']} | {s['name']} | {'yes' if s['honest'] else 'no'} | {s['expected_profit']:.1f} "
+            f"| {s['gain_over_honest']:.1f} | {s['catch_rate']:.3f} |"
+        )
+    lines += [
+        "",
+        f"![expected profit per strategy]({png.name})",
+        "",
+        f"## Dispute cost on a {SEGMENT}-step segment",
+        "",
+        "Cheat from step 700 (all chunks differ after it); moves include both parties' and the game "
+        "pins step 700 in every case.",
+        "",
+        "| model | state chunks | moves (binary / bound) | moves (4-ary / bound) | referee: one step | replaying the segment |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in costs:
         (m2, b2, _), (m4, b4, _) = c["moves"][2], c["moves"][4]
-        lines.append(f"| {c['model']} | {c['chunks']} | {m2} / {b2} | {m4} / {b4} | {c['step_ms']:.1f} ms "
-                     f"| {c['replay_s']:.2f} s |")
-    lines += ["", "## End to end on loopback (real coordinator, SQLite)", "",
-              f"1,000-step `mlp` segment, solver perturbed step 700: challenge (the verifier's reveal) → ruling "
-              f"**{e2e['challenge_to_ruling_s']:.2f} s** (target < 5 s), {e2e['moves']} moves over HTTP, pinned "
-              f"step {e2e['step']} chunk {e2e['chunk']}, winner {e2e['winner']}, audit "
-              f"{'passed' if e2e['audit_ok'] else 'FAILED'}. Building a party's 1,000-step trace (once, when it "
-              f"replays the segment) took {e2e['trace_s']:.2f} s.", ""]
+        lines.append(
+            f"| {c['model']} | {c['chunks']} | {m2} / {b2} | {m4} / {b4} | {c['step_ms']:.1f} ms "
+            f"| {c['replay_s']:.2f} s |"
+        )
+    lines += [
+        "",
+        "## End to end on loopback (real coordinator, SQLite)",
+        "",
+        f"1,000-step `mlp` segment, solver perturbed step 700: challenge (the verifier's reveal) → ruling "
+        f"**{e2e['challenge_to_ruling_s']:.2f} s** (target < 5 s), {e2e['moves']} moves over HTTP, pinned "
+        f"step {e2e['step']} chunk {e2e['chunk']}, winner {e2e['winner']}, audit "
+        f"{'passed' if e2e['audit_ok'] else 'FAILED'}. Building a party's 1,000-step trace (once, when it "
+        f"replays the segment) took {e2e['trace_s']:.2f} s.",
+        "",
+    ]
     return "\n".join(lines)
 
 

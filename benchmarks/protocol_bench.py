@@ -20,14 +20,29 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "protocol_core.md"
 # Sized so one training step takes >= 20 ms on a 2-core laptop-class CPU.
 BENCH_MODELS = {
-    "cnn": {"model": {"name": "cnn", "config": {"channels": [32, 64]}},
-            "dataset": {"kind": "synthetic-classification", "seed": 1,
-                        "config": {"input_shape": [3, 32, 32], "classes": 10}}, "batch_size": 64},
-    "gpt-tiny": {"model": {"name": "gpt-tiny", "config": {"d_model": 128, "layers": 2, "heads": 4}},
-                 "dataset": {"kind": "text", "config": {"context": 64}}, "batch_size": 32},
-    "mlp": {"model": {"name": "mlp", "config": {"hidden": [512, 512]}},
-            "dataset": {"kind": "synthetic-classification", "seed": 1,
-                        "config": {"input_shape": [256], "classes": 10}}, "batch_size": 256},
+    "cnn": {
+        "model": {"name": "cnn", "config": {"channels": [32, 64]}},
+        "dataset": {
+            "kind": "synthetic-classification",
+            "seed": 1,
+            "config": {"input_shape": [3, 32, 32], "classes": 10},
+        },
+        "batch_size": 64,
+    },
+    "gpt-tiny": {
+        "model": {"name": "gpt-tiny", "config": {"d_model": 128, "layers": 2, "heads": 4}},
+        "dataset": {"kind": "text", "config": {"context": 64}},
+        "batch_size": 32,
+    },
+    "mlp": {
+        "model": {"name": "mlp", "config": {"hidden": [512, 512]}},
+        "dataset": {
+            "kind": "synthetic-classification",
+            "seed": 1,
+            "config": {"input_shape": [256], "classes": 10},
+        },
+        "batch_size": 256,
+    },
 }
 PINNED = {"kind": "pinned", "intra_op_threads": 1, "cpu_capability": "avx2"}
 
@@ -47,8 +62,13 @@ def run_pinned_child(mode: str, model: str, count: int) -> dict:
 
     profile = parse_job_spec(bench_spec(model, 10)).profile
     env = {**os.environ, **compute_profile_environment(profile, 1, "avx2"), "BENCH_PINNED": "1"}
-    out = subprocess.run([sys.executable, __file__, mode, model, str(count)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, mode, model, str(count)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -80,8 +100,16 @@ def child_commitment_overhead(model: str, blocks: int) -> None:
                 store.manifest["checkpoints"].append({"index": block, "step": 10 * (block + 1)})
         checkpoint_bytes = store.checkpoint_path(0).stat().st_size
     step_ms = statistics.median(plain) / 10 * 1000
-    print(json.dumps({"model": model, "step_ms": step_ms, "checkpoint_mb": checkpoint_bytes / 1e6,
-                      "ratio": statistics.median(committed) / statistics.median(plain)}))
+    print(
+        json.dumps(
+            {
+                "model": model,
+                "step_ms": step_ms,
+                "checkpoint_mb": checkpoint_bytes / 1e6,
+                "ratio": statistics.median(committed) / statistics.median(plain),
+            }
+        )
+    )
 
 
 def measure_hashing(megabytes: int, repeats: int) -> dict:
@@ -99,8 +127,12 @@ def measure_hashing(megabytes: int, repeats: int) -> dict:
         start = time.perf_counter()
         hashlib.sha256(raw).digest()
         baseline.append(time.perf_counter() - start)
-    return {"megabytes": megabytes, "ours_mb_s": megabytes / min(ours),
-            "sha256_mb_s": megabytes / min(baseline), "ratio": min(baseline) / min(ours)}
+    return {
+        "megabytes": megabytes,
+        "ours_mb_s": megabytes / min(ours),
+        "sha256_mb_s": megabytes / min(baseline),
+        "ratio": min(baseline) / min(ours),
+    }
 
 
 def child_step_time(model: str, steps: int) -> None:
@@ -123,8 +155,15 @@ def child_step_time(model: str, steps: int) -> None:
         start = time.perf_counter()
         state = program.step(state)
         times.append(time.perf_counter() - start)
-    print(json.dumps({"ms": statistics.median(times) * 1000, "threads": torch.get_num_threads(),
-                      "isa": torch.backends.cpu.get_cpu_capability()}))
+    print(
+        json.dumps(
+            {
+                "ms": statistics.median(times) * 1000,
+                "threads": torch.get_num_threads(),
+                "isa": torch.backends.cpu.get_cpu_capability(),
+            }
+        )
+    )
 
 
 def measure_pinned_cost(model: str, steps: int) -> dict:
@@ -132,39 +171,74 @@ def measure_pinned_cost(model: str, steps: int) -> dict:
     from sdk.worker import compute_profile_environment
 
     profile = parse_job_spec(bench_spec(model, steps)).profile
-    pinned_env = {**os.environ, **compute_profile_environment(profile, 1, "avx2"), "BENCH_PINNED": "1"}
-    default_env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    pinned_env = {
+        **os.environ,
+        **compute_profile_environment(profile, 1, "avx2"),
+        "BENCH_PINNED": "1",
+    }
+    default_env = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    }
     results = {}
     for name, env in (("pinned", pinned_env), ("defaults", default_env), ("pinned2", pinned_env)):
-        out = subprocess.run([sys.executable, __file__, "--child", model, str(steps)], env=env,
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", model, str(steps)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         results[name] = json.loads(out.stdout.strip().splitlines()[-1])
     pinned_ms = min(results["pinned"]["ms"], results["pinned2"]["ms"])
-    return {"model": model, "pinned_ms": pinned_ms, "default_ms": results["defaults"]["ms"],
-            "ratio": pinned_ms / results["defaults"]["ms"],
-            "default_runtime": f"{results['defaults']['threads']} threads, {results['defaults']['isa']}"}
+    return {
+        "model": model,
+        "pinned_ms": pinned_ms,
+        "default_ms": results["defaults"]["ms"],
+        "ratio": pinned_ms / results["defaults"]["ms"],
+        "default_runtime": f"{results['defaults']['threads']} threads, {results['defaults']['isa']}",
+    }
 
 
 def write_table(overheads, hashing, pinned) -> str:
-    lines = ["# Protocol core benchmarks", "",
-             "Reproduce: `python3 benchmarks/protocol_bench.py` (2-core machine, torch 2.13.0 CPU).", "",
-             "## Commitment overhead (checkpoint interval 10, pinned profile: 1 thread, avx2)", "",
-             "| model | step (ms) | checkpoint (MB) | with ÷ without commitments | target |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {o['model']} | {o['step_ms']:.1f} | {o['checkpoint_mb']:.2f} | **{o['ratio']:.3f}** | ≤ 1.03 |"
-              for o in overheads]
-    lines += ["", "Each checkpoint commitment hashes every chunk, writes the safetensors file and its",
-              "chunk-hash sidecar (fsynced) and rewrites the manifest. Ratio of medians over alternating",
-              "10-step blocks.", "", "## Hashing throughput (one core)", "",
-              "| state size | state root (MB/s) | raw hashlib.sha256 (MB/s) | ratio | target |", "|---|---|---|---|---|",
-              f"| {hashing['megabytes']} MB | {hashing['ours_mb_s']:.0f} | {hashing['sha256_mb_s']:.0f} | "
-              f"**{hashing['ratio']:.3f}** | ≥ 0.8 |", "",
-              "## Cost of the pinned profile", "",
-              "Pinned: 1 intra-op thread, ATEN/MKL/oneDNN at AVX2, deterministic algorithms, mkldnn off.",
-              "", "| model | pinned step (ms) | torch defaults step (ms) | defaults runtime | pinned ÷ defaults |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {p['model']} | {p['pinned_ms']:.1f} | {p['default_ms']:.1f} | {p['default_runtime']} | "
-              f"{p['ratio']:.2f} |" for p in pinned]
+    lines = [
+        "# Protocol core benchmarks",
+        "",
+        "Reproduce: `python3 benchmarks/protocol_bench.py` (2-core machine, torch 2.13.0 CPU).",
+        "",
+        "## Commitment overhead (checkpoint interval 10, pinned profile: 1 thread, avx2)",
+        "",
+        "| model | step (ms) | checkpoint (MB) | with ÷ without commitments | target |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {o['model']} | {o['step_ms']:.1f} | {o['checkpoint_mb']:.2f} | **{o['ratio']:.3f}** | ≤ 1.03 |"
+        for o in overheads
+    ]
+    lines += [
+        "",
+        "Each checkpoint commitment hashes every chunk, writes the safetensors file and its",
+        "chunk-hash sidecar (fsynced) and rewrites the manifest. Ratio of medians over alternating",
+        "10-step blocks.",
+        "",
+        "## Hashing throughput (one core)",
+        "",
+        "| state size | state root (MB/s) | raw hashlib.sha256 (MB/s) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| {hashing['megabytes']} MB | {hashing['ours_mb_s']:.0f} | {hashing['sha256_mb_s']:.0f} | "
+        f"**{hashing['ratio']:.3f}** | ≥ 0.8 |",
+        "",
+        "## Cost of the pinned profile",
+        "",
+        "Pinned: 1 intra-op thread, ATEN/MKL/oneDNN at AVX2, deterministic algorithms, mkldnn off.",
+        "",
+        "| model | pinned step (ms) | torch defaults step (ms) | defaults runtime | pinned ÷ defaults |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {p['model']} | {p['pinned_ms']:.1f} | {p['default_ms']:.1f} | {p['default_runtime']} | "
+        f"{p['ratio']:.2f} |"
+        for p in pinned
+    ]
     return "\n".join(lines) + "\n"
 
 

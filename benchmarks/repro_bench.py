@@ -76,15 +76,32 @@ def hot_ops() -> dict[str, tuple]:
     qkv = r(32, 32, 192)
     heads = lambda t: t.reshape(32, 32, 4, 16).transpose(1, 2)  # noqa: E731
     return {
-        "linear 1024×64→256 (gpt fc1)": (lambda o, x, w, b: o.linear(x, w, b), [r(1024, 64), r(256, 64), r(256)]),
-        "linear 1024×256→64 (gpt fc2)": (lambda o, x, w, b: o.linear(x, w, b), [r(1024, 256), r(64, 256), r(64)]),
+        "linear 1024×64→256 (gpt fc1)": (
+            lambda o, x, w, b: o.linear(x, w, b),
+            [r(1024, 64), r(256, 64), r(256)],
+        ),
+        "linear 1024×256→64 (gpt fc2)": (
+            lambda o, x, w, b: o.linear(x, w, b),
+            [r(1024, 256), r(64, 256), r(64)],
+        ),
         "causal_attention 32×4×32×16 (from qkv)": (
-            lambda o, t: o.causal_attention(*(heads(p) for p in t.split(64, dim=-1))), [qkv]),
-        "layer_norm 32×32×64": (lambda o, x, w, b: o.layer_norm(x, w, b, 1e-5), [r(32, 32, 64), r(64), r(64)]),
+            lambda o, t: o.causal_attention(*(heads(p) for p in t.split(64, dim=-1))),
+            [qkv],
+        ),
+        "layer_norm 32×32×64": (
+            lambda o, x, w, b: o.layer_norm(x, w, b, 1e-5),
+            [r(32, 32, 64), r(64), r(64)],
+        ),
         "gelu 32×32×256": (lambda o, x: o.gelu(x), [r(32, 32, 256)]),
         "cross_entropy 1024×128": (lambda o, x: o.cross_entropy(x, targets), [r(1024, 128)]),
-        "conv2d 32×8×8×8→16 (cnn layer 2)": (lambda o, x, w, b: o.conv2d(x, w, b, 2, 1), [r(32, 8, 8, 8), r(16, 8, 3, 3), r(16)]),
-        "embedding 32×32 of 128×64": (lambda o, w: o.embedding(targets.reshape(32, 32), w), [r(128, 64)]),
+        "conv2d 32×8×8×8→16 (cnn layer 2)": (
+            lambda o, x, w, b: o.conv2d(x, w, b, 2, 1),
+            [r(32, 8, 8, 8), r(16, 8, 3, 3), r(16)],
+        ),
+        "embedding 32×32 of 128×64": (
+            lambda o, w: o.embedding(targets.reshape(32, 32), w),
+            [r(128, 64)],
+        ),
     }
 
 
@@ -95,14 +112,22 @@ def time_adamw() -> tuple[float, float]:
     slots = [(p, torch.rand_like(p), torch.rand_like(p), torch.rand_like(p)) for p in params]
     times = []
     for ops in (NATIVE_OPS, REPRO_OPS):
-        times.append(time_call(lambda ops=ops: [ops.adamw_update(p, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, 0.01)
-                                                for p, g, m, v in slots]))
+        times.append(
+            time_call(
+                lambda ops=ops: [
+                    ops.adamw_update(p, g, m, v, 3, 1e-3, 0.9, 0.999, 1e-8, 0.01)
+                    for p, g, m, v in slots
+                ]
+            )
+        )
     return times[0], times[1]
 
 
-GEMM_SHAPES = {"gpt fc1 forward 1024×64·64×256": ((1024, 64), (64, 256)),
-               "gpt fc1 grad_x 1024×256·256×64": ((1024, 256), (256, 64)),
-               "gpt fc1 grad_w 256×1024·1024×64": ((256, 1024), (1024, 64))}
+GEMM_SHAPES = {
+    "gpt fc1 forward 1024×64·64×256": ((1024, 64), (64, 256)),
+    "gpt fc1 grad_x 1024×256·256×64": ((1024, 256), (256, 64)),
+    "gpt fc1 grad_w 256×1024·1024×64": ((256, 1024), (1024, 64)),
+}
 
 
 def gemm_rows() -> list[str]:
@@ -115,9 +140,14 @@ def gemm_rows() -> list[str]:
         scale = exact.abs().max().item()
         native_error = ((a @ b).double() - exact).abs().max().item() / scale
         repro_error = (kernels.matmul(a, b).double() - exact).abs().max().item() / scale
-        native_t, repro_t = time_call(lambda a=a, b=b: a @ b, 41), time_call(lambda a=a, b=b: kernels.matmul(a, b), 41)
-        rows.append(f"| {name} | {native_t * 1e6:.0f} | {repro_t * 1e6:.0f} | {repro_t / native_t:.2f}× "
-                    f"| {native_error:.1e} | {repro_error:.1e} |")
+        native_t, repro_t = (
+            time_call(lambda a=a, b=b: a @ b, 41),
+            time_call(lambda a=a, b=b: kernels.matmul(a, b), 41),
+        )
+        rows.append(
+            f"| {name} | {native_t * 1e6:.0f} | {repro_t * 1e6:.0f} | {repro_t / native_t:.2f}× "
+            f"| {native_error:.1e} | {repro_error:.1e} |"
+        )
     return rows
 
 
@@ -145,13 +175,15 @@ def evaluate(program, state) -> tuple[float, float]:
     """(mean loss, accuracy) without dropout over EVAL_BATCHES fixed batches (far-off step numbers:
     the synthetic sets have no held-out split, so for mlp and cnn this is training-set accuracy;
     for gpt-tiny, next-token accuracy on the text)."""
-    params = {k[len("param/"):]: v for k, v in state.items() if k.startswith("param/")}
+    params = {k[len("param/") :]: v for k, v in state.items() if k.startswith("param/")}
     losses, hits, total = [], 0, 0
     with torch.no_grad():
         for batch in range(EVAL_BATCHES):
             step = 10**6 + batch
             losses.append(float(program.compute_loss(params, step, train=False)))
-            indices = compute_batch_indices(program.spec.seed, step, program.dataset.size, program.spec.batch_size)
+            indices = compute_batch_indices(
+                program.spec.seed, step, program.dataset.size, program.spec.batch_size
+            )
             inputs, targets = program.dataset.get_batch(indices)
             logits = program.model.forward(params, program.config, inputs, program.ops, None)
             hits += int((logits.argmax(-1) == targets).sum())
@@ -171,7 +203,9 @@ def convergence(model: str) -> dict[str, tuple[float, ...]]:
             state, metrics = program.step_with_metrics(state)
             trace.append(metrics["loss"])
         results[ops.name] = (trace[0], statistics.fmean(trace[-10:]), *evaluate(program, state))
-        finals[ops.name] = torch.cat([v.flatten() for k, v in sorted(state.items()) if k.startswith("param/")])
+        finals[ops.name] = torch.cat(
+            [v.flatten() for k, v in sorted(state.items()) if k.startswith("param/")]
+        )
     distance = ((finals["repro"] - finals["native"]).norm() / finals["native"].norm()).item()
     return {**results, "distance": (distance,)}
 
@@ -179,46 +213,83 @@ def convergence(model: str) -> dict[str, tuple[float, ...]]:
 def main() -> None:
     torch.set_num_threads(THREADS)
     kernels = get_cpu_kernels()
-    lines = ["# Repro ops: cost, accuracy and convergence", "",
-             f"torch {torch.__version__}, {THREADS} intra-op threads, torch CPU capability "
-             f"{torch.backends.cpu.get_cpu_capability()}, fixed-order kernels `{kernels.active_isa()}`; "
-             "`python3 benchmarks/repro_bench.py`. Native = `NativeOps` with torch defaults (MKL, oneDNN on). "
-             "Shared 2-core machine: medians of interleaved runs.", "",
-             "## Training step (repro ÷ native, target ≤ 1.3×)", "",
-             "| model | size | native ms | repro ms | ratio |", "|---|---|---|---|---|"]
+    lines = [
+        "# Repro ops: cost, accuracy and convergence",
+        "",
+        f"torch {torch.__version__}, {THREADS} intra-op threads, torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, fixed-order kernels `{kernels.active_isa()}`; "
+        "`python3 benchmarks/repro_bench.py`. Native = `NativeOps` with torch defaults (MKL, oneDNN on). "
+        "Shared 2-core machine: medians of interleaved runs.",
+        "",
+        "## Training step (repro ÷ native, target ≤ 1.3×)",
+        "",
+        "| model | size | native ms | repro ms | ratio |",
+        "|---|---|---|---|---|",
+    ]
     for size in ("example", "bench"):
         for model in MODELS:
             t = time_steps(build_program(bench_spec(model, size)))
-            lines.append(f"| {model} | {size} | {t['native'] * 1e3:.2f} | {t['repro'] * 1e3:.2f} "
-                         f"| **{t['repro'] / t['native']:.2f}×** |")
-    lines += ["", "Sizes: *example* = `veritrain job example --model NAME --profile repro`; *bench* = the "
-              "protocol benchmark's (`benchmarks/protocol_bench.py` BENCH_MODELS: mlp 256→512→512→10 batch 256, "
-              "cnn 32/64 channels on 3×32×32 batch 64, gpt-tiny d_model 128 context 64 batch 32).", "",
-              "## Hot ops, forward + backward (repro ÷ native)", "",
-              "| op | native ms | repro ms | ratio |", "|---|---|---|---|"]
+            lines.append(
+                f"| {model} | {size} | {t['native'] * 1e3:.2f} | {t['repro'] * 1e3:.2f} "
+                f"| **{t['repro'] / t['native']:.2f}×** |"
+            )
+    lines += [
+        "",
+        "Sizes: *example* = `veritrain job example --model NAME --profile repro`; *bench* = the "
+        "protocol benchmark's (`benchmarks/protocol_bench.py` BENCH_MODELS: mlp 256→512→512→10 batch 256, "
+        "cnn 32/64 channels on 3×32×32 batch 64, gpt-tiny d_model 128 context 64 batch 32).",
+        "",
+        "## Hot ops, forward + backward (repro ÷ native)",
+        "",
+        "| op | native ms | repro ms | ratio |",
+        "|---|---|---|---|",
+    ]
     for name, (fn, inputs) in hot_ops().items():
         native = time_op(lambda *a, fn=fn: fn(NATIVE_OPS, *a), inputs)
         repro = time_op(lambda *a, fn=fn: fn(REPRO_OPS, *a), inputs)
         lines.append(f"| {name} | {native * 1e3:.3f} | {repro * 1e3:.3f} | {repro / native:.2f}× |")
     native, repro = time_adamw()
-    lines.append(f"| AdamW, all gpt-tiny parameters | {native * 1e3:.3f} | {repro * 1e3:.3f} | {repro / native:.2f}× |")
-    lines += ["", "## The matrix product alone (fixed-order kernel vs torch.mm = MKL sgemm)", "",
-              "| product | MKL µs | fixed-order µs | ratio | MKL error | fixed-order error |", "|---|---|---|---|---|---|",
-              *gemm_rows(), "", "Error: max |result − float64 product of the same inputs| ÷ max |float64 product|.",
-              "", "## Kernel code paths (gpt-tiny example step, same bits on each)", "", "| kernels | repro ms |", "|---|---|",
-              *isa_rows(), "", "`scalar` is what a CPU without AVX2 runs (torch capability `default`): its fused "
-              "multiply-add is glibc's `fmaf`, a call per term.", "",
-              f"## Convergence ({CONVERGENCE_STEPS} steps, example specs, same data order)", "",
-              "| model | first loss native / repro | last-10 loss native / repro | eval loss native / repro "
-              "| eval accuracy native / repro | final weights, relative distance |", "|---|---|---|---|---|---|"]
+    lines.append(
+        f"| AdamW, all gpt-tiny parameters | {native * 1e3:.3f} | {repro * 1e3:.3f} | {repro / native:.2f}× |"
+    )
+    lines += [
+        "",
+        "## The matrix product alone (fixed-order kernel vs torch.mm = MKL sgemm)",
+        "",
+        "| product | MKL µs | fixed-order µs | ratio | MKL error | fixed-order error |",
+        "|---|---|---|---|---|---|",
+        *gemm_rows(),
+        "",
+        "Error: max |result − float64 product of the same inputs| ÷ max |float64 product|.",
+        "",
+        "## Kernel code paths (gpt-tiny example step, same bits on each)",
+        "",
+        "| kernels | repro ms |",
+        "|---|---|",
+        *isa_rows(),
+        "",
+        "`scalar` is what a CPU without AVX2 runs (torch capability `default`): its fused "
+        "multiply-add is glibc's `fmaf`, a call per term.",
+        "",
+        f"## Convergence ({CONVERGENCE_STEPS} steps, example specs, same data order)",
+        "",
+        "| model | first loss native / repro | last-10 loss native / repro | eval loss native / repro "
+        "| eval accuracy native / repro | final weights, relative distance |",
+        "|---|---|---|---|---|---|",
+    ]
     for model in MODELS:
         r = convergence(model)
         (n0, n1, n2, n3), (r0, r1, r2, r3) = r["native"], r["repro"]
-        lines.append(f"| {model} | {n0:.4f} / {r0:.4f} | {n1:.4f} / {r1:.4f} | {n2:.4f} / {r2:.4f} "
-                     f"| {n3:.1%} / {r3:.1%} | {r['distance'][0]:.1e} |")
-    lines += ["", f"Eval: {EVAL_BATCHES} batches without dropout at step numbers no training step uses; the "
-              "synthetic sets have no held-out split, so mlp and cnn accuracy is on the training distribution, "
-              "gpt-tiny's is next-token accuracy on the bundled text."]
+        lines.append(
+            f"| {model} | {n0:.4f} / {r0:.4f} | {n1:.4f} / {r1:.4f} | {n2:.4f} / {r2:.4f} "
+            f"| {n3:.1%} / {r3:.1%} | {r['distance'][0]:.1e} |"
+        )
+    lines += [
+        "",
+        f"Eval: {EVAL_BATCHES} batches without dropout at step numbers no training step uses; the "
+        "synthetic sets have no held-out split, so mlp and cnn accuracy is on the training distribution, "
+        "gpt-tiny's is next-token accuracy on the bundled text.",
+    ]
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

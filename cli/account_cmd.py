@@ -17,10 +17,13 @@ from sdk.keys import load_key_file
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     account = subparsers.add_parser("account", help="balances and their history").add_subparsers(
-        dest="account_command", required=True, metavar="COMMAND")
-    for name, func, text in (("balance", cmd_balance, "available balance, escrows and stakes"),
-                             ("history", cmd_history, "every movement of the key's money, with its reason"),
-                             ("faucet", cmd_faucet, "dev coordinators only: mint test money")):
+        dest="account_command", required=True, metavar="COMMAND"
+    )
+    for name, func, text in (
+        ("balance", cmd_balance, "available balance, escrows and stakes"),
+        ("history", cmd_history, "every movement of the key's money, with its reason"),
+        ("faucet", cmd_faucet, "dev coordinators only: mint test money"),
+    ):
         parser = account.add_parser(name, help=text)
         parser.add_argument("--key", required=True, help="key file")
         parser.add_argument("--coordinator", required=True, help="coordinator URL")
@@ -51,11 +54,22 @@ def get_history(client: CoordinatorClient, owner: str) -> list[dict]:
     rows = []
     for entry in client.iter_log_entries(size):
         body = json.loads(entry.body)
-        mine = [(account, delta) for account, delta in body.get("postings", [])
-                if account.split(":")[1] == owner]
+        mine = [
+            (account, delta)
+            for account, delta in body.get("postings", [])
+            if account.split(":")[1] == owner
+        ]
         if mine:
-            rows.append({"index": body["index"], "time": body["time"], "kind": body["kind"],
-                         "change": sum(d for _, d in mine), "accounts": dict(mine), "data": body["data"]})
+            rows.append(
+                {
+                    "index": body["index"],
+                    "time": body["time"],
+                    "kind": body["kind"],
+                    "change": sum(d for _, d in mine),
+                    "accounts": dict(mine),
+                    "data": body["data"],
+                }
+            )
     return rows
 
 
@@ -69,10 +83,18 @@ def cmd_history(args: argparse.Namespace) -> int:
     for column in ("#", "event", "change", "accounts", "details"):
         table.add_column(column)
     for row in rows:
-        details = {k: v for k, v in row["data"].items() if k in ("job_id", "reason", "winner", "slashed", "price")}
-        table.add_row(str(row["index"]), row["kind"], f"{row['change']:+d}",
-                      ", ".join(f"{a.split(':')[0]} {d:+d}" for a, d in row["accounts"].items()),
-                      json.dumps(details)[:80])
+        details = {
+            k: v
+            for k, v in row["data"].items()
+            if k in ("job_id", "reason", "winner", "slashed", "price")
+        }
+        table.add_row(
+            str(row["index"]),
+            row["kind"],
+            f"{row['change']:+d}",
+            ", ".join(f"{a.split(':')[0]} {d:+d}" for a, d in row["accounts"].items()),
+            json.dumps(details)[:80],
+        )
     Console().print(table)
     return 0
 

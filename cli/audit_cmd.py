@@ -39,11 +39,18 @@ class AuditReport:
         return not self.problems
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "log_size": self.log_size, "root": self.root,
-                "accounts_checked": self.accounts_checked, "problems": self.problems}
+        return {
+            "ok": self.ok,
+            "log_size": self.log_size,
+            "root": self.root,
+            "accounts_checked": self.accounts_checked,
+            "problems": self.problems,
+        }
 
 
-def _check_entry(entry: LogEntryView, expected_index: int, prev: str, key: bytes, report: AuditReport) -> str:
+def _check_entry(
+    entry: LogEntryView, expected_index: int, prev: str, key: bytes, report: AuditReport
+) -> str:
     """Check one entry; returns its leaf hash (hex), the next entry's expected `prev`."""
     body = entry.body.encode()
     decoded = json.loads(body)
@@ -65,8 +72,13 @@ def _check_entry(entry: LogEntryView, expected_index: int, prev: str, key: bytes
     return leaf
 
 
-def _check_previous_head(client: CoordinatorClient, previous: tuple[int, bytes], size: int,
-                         root: bytes, report: AuditReport) -> None:
+def _check_previous_head(
+    client: CoordinatorClient,
+    previous: tuple[int, bytes],
+    size: int,
+    root: bytes,
+    report: AuditReport,
+) -> None:
     """A tree head seen earlier must be a prefix of today's log (RFC 9162 consistency)."""
     old_size, old_root = previous
     if old_size > size:
@@ -74,11 +86,16 @@ def _check_previous_head(client: CoordinatorClient, previous: tuple[int, bytes],
         return
     proof = client.get_consistency_proof(old_size, size) if old_size < size else []
     if not verify_consistency(old_size, size, proof, old_root, root):
-        report.problems.append(f"the log is not an extension of the earlier head of size {old_size}")
+        report.problems.append(
+            f"the log is not an extension of the earlier head of size {old_size}"
+        )
 
 
-def check_coordinator(client: CoordinatorClient, pinned_key: bytes | None = None,
-                      previous: tuple[int, bytes] | None = None) -> AuditReport:
+def check_coordinator(
+    client: CoordinatorClient,
+    pinned_key: bytes | None = None,
+    previous: tuple[int, bytes] | None = None,
+) -> AuditReport:
     """Read the coordinator's log, tree head and balances over HTTP and check them; every
     difference goes into the report (it raises only when the server cannot be read)."""
     report = AuditReport()
@@ -138,8 +155,10 @@ def run_audit(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json(), indent=2))
     else:
         status = "OK" if report.ok else "FAILED"
-        print(f"audit {status}: {report.log_size} log entries (root {report.root}), "
-              f"{report.accounts_checked} accounts")
+        print(
+            f"audit {status}: {report.log_size} log entries (root {report.root}), "
+            f"{report.accounts_checked} accounts"
+        )
         for problem in report.problems:
             print(f"  - {problem}")
     return 0 if report.ok else 1
@@ -150,8 +169,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("url", help="coordinator base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     parser.add_argument("--key", help="pin the coordinator's public key (hex) instead of asking it")
-    parser.add_argument("--previous", metavar="SIZE:ROOT",
-                        help="a tree head from an earlier audit: check today's log extends it")
+    parser.add_argument(
+        "--previous",
+        metavar="SIZE:ROOT",
+        help="a tree head from an earlier audit: check today's log extends it",
+    )
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.set_defaults(func=run_audit)
 

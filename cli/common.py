@@ -48,8 +48,13 @@ def step_progress(description: str, enabled: bool = True):
     if not enabled or not sys.stderr.isatty() and not _force_progress():
         yield lambda event: None
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("{task.fields[loss]}"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[loss]}"),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, transient=False, console=_stderr_console()) as bar:
         task = bar.add_task(description, total=None, loss="")
 

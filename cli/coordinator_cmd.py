@@ -18,8 +18,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.key_file:
         overrides["signing_key_file"] = args.key_file
     app = create_app(Settings(**overrides))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
+    )
     return 0
 
 
@@ -29,11 +30,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="serve the REST API with uvicorn")
     serve.add_argument("--host", default=os.environ.get("VERITRAIN_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("VERITRAIN_PORT", "8000")))
-    serve.add_argument("--database-url", help="SQLAlchemy URL (default: VERITRAIN_DATABASE_URL or "
-                       "a SQLite file in the current directory)")
+    serve.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL (default: VERITRAIN_DATABASE_URL or "
+        "a SQLite file in the current directory)",
+    )
     serve.add_argument("--key-file", help="coordinator signing key file (created 0600 if missing)")
-    serve.add_argument("--dev", action="store_true",
-                       help="enable the dev faucet and protocol-clock endpoints (never in production)")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="enable the dev faucet and protocol-clock endpoints (never in production)",
+    )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true")
     serve.set_defaults(func=run_serve)

@@ -10,7 +10,8 @@ from sdk.keys import load_or_create_key_file
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     solver = subparsers.add_parser("solver", help="the solver daemon").add_subparsers(
-        dest="solver_command", required=True, metavar="COMMAND")
+        dest="solver_command", required=True, metavar="COMMAND"
+    )
     run = solver.add_parser("run", help="bid, train, commit and defend jobs until SIGTERM")
     _common(run)
     run.add_argument("--price", type=int, required=True, help="price to bid on every job")
@@ -20,8 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--only-job", action="append", help="bid only on this job id (repeatable)")
     run.set_defaults(func=cmd_solver_run)
     verifier = subparsers.add_parser("verifier", help="the verifier daemon").add_subparsers(
-        dest="verifier_command", required=True, metavar="COMMAND")
-    vrun = verifier.add_parser("run", help="replay assigned segments and play disputes until SIGTERM")
+        dest="verifier_command", required=True, metavar="COMMAND"
+    )
+    vrun = verifier.add_parser(
+        "run", help="replay assigned segments and play disputes until SIGTERM"
+    )
     _common(vrun)
     vrun.add_argument("--stake", type=int, required=True, help="standing stake to register with")
     vrun.set_defaults(func=cmd_verifier_run)
@@ -31,8 +35,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", required=True, help="key file (created 0600 if missing)")
     parser.add_argument("--coordinator", required=True, help="coordinator URL")
     parser.add_argument("--store", required=True, help="directory for state, runs and replays")
-    parser.add_argument("--profile", action="append", help="execution profile label it can run "
-                        "(repeatable; default: this machine's pinned label and repro)")
+    parser.add_argument(
+        "--profile",
+        action="append",
+        help="execution profile label it can run "
+        "(repeatable; default: this machine's pinned label and repro)",
+    )
     parser.add_argument("--behaviour", default="honest", help="built-in name or module:attribute")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between rounds")
 
@@ -47,9 +55,16 @@ def cmd_solver_run(args: argparse.Namespace) -> int:
     from sdk.worker import get_runnable_profiles
     from solver.daemon import SolverConfig, SolverDaemon
 
-    config = SolverConfig(price=args.price, stake=args.stake, profiles=args.profile or get_runnable_profiles(),
-                          max_jobs=args.max_jobs, behaviour=args.behaviour, poll_s=args.poll,
-                          heartbeat_s=args.heartbeat, only_jobs=args.only_job)
+    config = SolverConfig(
+        price=args.price,
+        stake=args.stake,
+        profiles=args.profile or get_runnable_profiles(),
+        max_jobs=args.max_jobs,
+        behaviour=args.behaviour,
+        poll_s=args.poll,
+        heartbeat_s=args.heartbeat,
+        only_jobs=args.only_job,
+    )
     SolverDaemon(_client(args), Path(args.store), config).run()
     return 0
 
@@ -58,7 +73,11 @@ def cmd_verifier_run(args: argparse.Namespace) -> int:
     from sdk.worker import get_runnable_profiles
     from verifier.daemon import VerifierConfig, VerifierDaemon
 
-    config = VerifierConfig(stake=args.stake, profiles=args.profile or get_runnable_profiles(),
-                            behaviour=args.behaviour, poll_s=args.poll)
+    config = VerifierConfig(
+        stake=args.stake,
+        profiles=args.profile or get_runnable_profiles(),
+        behaviour=args.behaviour,
+        poll_s=args.poll,
+    )
     VerifierDaemon(_client(args), Path(args.store), config).run()
     return 0

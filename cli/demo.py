@@ -36,22 +36,37 @@ from sdk.client import CoordinatorClient
 from sdk.keys import create_key_file
 
 # name, model, steps, checkpoint interval, behaviour, price
-SOLVERS = [("cheater", "mlp", 20, 10, "perturb-step", 500),
-           ("honest-a", "cnn", 10, 5, "honest", 550),
-           ("honest-b", "gpt-tiny", 6, 3, "honest", 600)]
+SOLVERS = [
+    ("cheater", "mlp", 20, 10, "perturb-step", 500),
+    ("honest-a", "cnn", 10, 5, "honest", 550),
+    ("honest-b", "gpt-tiny", 6, 3, "honest", 600),
+]
 VERIFIERS = [("verifier-1", 2000), ("verifier-2", 2000)]
 BOUNTY, FEE, STAKE, FUNDS = 1000, 50, 400, 10_000
 BIDDING_S = 4  # solvers are already polling when jobs appear
-COORDINATOR_ENV = {"VERITRAIN_MOVE_TIMEOUT_S": "30", "VERITRAIN_CHALLENGE_WINDOW_S": "2",
-                   "VERITRAIN_SWEEP_INTERVAL_S": "0.5", "VERITRAIN_MIN_BIDDING_S": "0",
-                   "VERITRAIN_HEARTBEAT_TIMEOUT_S": "120", "VERITRAIN_COMMIT_TIMEOUT_S": "300"}
+COORDINATOR_ENV = {
+    "VERITRAIN_MOVE_TIMEOUT_S": "30",
+    "VERITRAIN_CHALLENGE_WINDOW_S": "2",
+    "VERITRAIN_SWEEP_INTERVAL_S": "0.5",
+    "VERITRAIN_MIN_BIDDING_S": "0",
+    "VERITRAIN_HEARTBEAT_TIMEOUT_S": "120",
+    "VERITRAIN_COMMIT_TIMEOUT_S": "300",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run a local marketplace with a cheater (about a minute)")
-    parser.add_argument("--json", action="store_true", help="print a JSON summary instead of a table")
-    parser.add_argument("--report", help="directory for report.html and its plots (default: ./veritrain-demo)")
-    parser.add_argument("--timeout", type=float, default=240, help="give up after this many seconds")
+    parser = subparsers.add_parser(
+        "demo", help="run a local marketplace with a cheater (about a minute)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print a JSON summary instead of a table"
+    )
+    parser.add_argument(
+        "--report", help="directory for report.html and its plots (default: ./veritrain-demo)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=240, help="give up after this many seconds"
+    )
     parser.set_defaults(func=cmd_demo)
 
 
@@ -63,8 +78,13 @@ def _free_port() -> int:
 
 def _spawn(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     handle = open(log, "wb")  # noqa: SIM115 — lives as long as the process
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *args], stdout=handle, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})}, cwd=Path(__file__).resolve().parent.parent)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
 
 
 def _stop(processes: list[subprocess.Popen]) -> None:
@@ -103,10 +123,23 @@ class Demo:
         self.keys: dict[str, SigningKey] = {}
 
     def start_coordinator(self, deadline: float) -> CoordinatorClient:
-        coordinator = _spawn(["coordinator", "serve", "--dev", "--port", self.url.rsplit(":", 1)[1],
-                              "--database-url", f"sqlite:///{self.workdir / 'coordinator.db'}",
-                              "--key-file", str(self.workdir / "coordinator.key"), "--log-level", "warning"],
-                             self.workdir / "coordinator.log", COORDINATOR_ENV)
+        coordinator = _spawn(
+            [
+                "coordinator",
+                "serve",
+                "--dev",
+                "--port",
+                self.url.rsplit(":", 1)[1],
+                "--database-url",
+                f"sqlite:///{self.workdir / 'coordinator.db'}",
+                "--key-file",
+                str(self.workdir / "coordinator.key"),
+                "--log-level",
+                "warning",
+            ],
+            self.workdir / "coordinator.log",
+            COORDINATOR_ENV,
+        )
         self.processes.append(coordinator)
         _wait_for(self.url, coordinator, deadline)
         return self.client("submitter")
@@ -120,10 +153,25 @@ class Demo:
     def start_verifiers(self) -> None:
         for name, stake in VERIFIERS:
             self.client(name)
-            self.processes.append(_spawn(
-                ["verifier", "run", "--key", str(self.workdir / "keys" / f"{name}.key"), "--coordinator", self.url,
-                 "--store", str(self.workdir / name), "--stake", str(stake), "--poll", "0.3"],
-                self.workdir / f"{name}.log"))
+            self.processes.append(
+                _spawn(
+                    [
+                        "verifier",
+                        "run",
+                        "--key",
+                        str(self.workdir / "keys" / f"{name}.key"),
+                        "--coordinator",
+                        self.url,
+                        "--store",
+                        str(self.workdir / name),
+                        "--stake",
+                        str(stake),
+                        "--poll",
+                        "0.3",
+                    ],
+                    self.workdir / f"{name}.log",
+                )
+            )
 
     def wait_ready(self, submitter: CoordinatorClient, deadline: float) -> None:
         """Verifiers registered and solvers polling: only then may bidding open."""
@@ -150,19 +198,55 @@ class Demo:
             spec = _job_spec(model, steps, interval)
             job_id = compute_job_id(parse_job_spec(spec)).hex()
             self.client(name)
-            self.processes.append(_spawn(
-                ["solver", "run", "--key", str(self.workdir / "keys" / f"{name}.key"), "--coordinator", self.url,
-                 "--store", str(self.workdir / name), "--price", str(price), "--stake", str(STAKE),
-                 "--behaviour", behaviour, "--only-job", job_id, "--poll", "0.3"],
-                self.workdir / f"{name}.log"))
-            jobs.append({"job_id": job_id, "model": model, "solver": name, "behaviour": behaviour,
-                         "price": price, "spec": spec, "segments": steps // interval})
+            self.processes.append(
+                _spawn(
+                    [
+                        "solver",
+                        "run",
+                        "--key",
+                        str(self.workdir / "keys" / f"{name}.key"),
+                        "--coordinator",
+                        self.url,
+                        "--store",
+                        str(self.workdir / name),
+                        "--price",
+                        str(price),
+                        "--stake",
+                        str(STAKE),
+                        "--behaviour",
+                        behaviour,
+                        "--only-job",
+                        job_id,
+                        "--poll",
+                        "0.3",
+                    ],
+                    self.workdir / f"{name}.log",
+                )
+            )
+            jobs.append(
+                {
+                    "job_id": job_id,
+                    "model": model,
+                    "solver": name,
+                    "behaviour": behaviour,
+                    "price": price,
+                    "spec": spec,
+                    "segments": steps // interval,
+                }
+            )
         return jobs
 
     def submit(self, submitter: CoordinatorClient, jobs: list[dict]) -> None:
         for job in jobs:
-            submitter.submit_job(job.pop("spec"), BOUNTY, min_stake=STAKE, verifier_fee=FEE, num_verifiers=1,
-                                 num_segments=job.pop("segments"), bidding_s=BIDDING_S)
+            submitter.submit_job(
+                job.pop("spec"),
+                BOUNTY,
+                min_stake=STAKE,
+                verifier_fee=FEE,
+                num_verifiers=1,
+                num_segments=job.pop("segments"),
+                bidding_s=BIDDING_S,
+            )
 
 
 def _progress_table(statuses: list[JobStatus], jobs: list[dict], elapsed: float) -> Table:
@@ -170,18 +254,34 @@ def _progress_table(statuses: list[JobStatus], jobs: list[dict], elapsed: float)
     for column in ("job", "model", "solver", "state", "dispute"):
         table.add_column(column)
     for job, status in zip(jobs, statuses, strict=True):
-        dispute = "; ".join(f"{d.phase} step={d.dispute_step} chunk={d.dispute_chunk}"
-                            f"{' → ' + d.winner if d.winner else ''}" for d in status.disputes) or "-"
+        dispute = (
+            "; ".join(
+                f"{d.phase} step={d.dispute_step} chunk={d.dispute_chunk}"
+                f"{' → ' + d.winner if d.winner else ''}"
+                for d in status.disputes
+            )
+            or "-"
+        )
         outcome = status.job.outcome
-        table.add_row(job["job_id"][:10], job["model"], f"{job['solver']} ({job['behaviour']})",
-                      status.job.state + (f" ({outcome})" if outcome else ""), dispute)
+        table.add_row(
+            job["job_id"][:10],
+            job["model"],
+            f"{job['solver']} ({job['behaviour']})",
+            status.job.state + (f" ({outcome})" if outcome else ""),
+            dispute,
+        )
     return table
 
 
-def _wait_for_jobs(client: CoordinatorClient, jobs: list[dict], deadline: float,
-                   show: bool) -> list[JobStatus]:
+def _wait_for_jobs(
+    client: CoordinatorClient, jobs: list[dict], deadline: float, show: bool
+) -> list[JobStatus]:
     start = time.time()
-    with Live(console=Console(stderr=True), refresh_per_second=4, transient=False) if show else ExitStack() as live:
+    with (
+        Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
+        if show
+        else ExitStack() as live
+    ):
         while True:
             statuses = [get_job_status(client, j["job_id"]) for j in jobs]
             if show:
@@ -191,29 +291,44 @@ def _wait_for_jobs(client: CoordinatorClient, jobs: list[dict], deadline: float,
             time.sleep(0.5)
 
 
-def _summarise(client: CoordinatorClient, jobs: list[dict], statuses: list[JobStatus],
-               demo: Demo) -> list[dict]:
+def _summarise(
+    client: CoordinatorClient, jobs: list[dict], statuses: list[JobStatus], demo: Demo
+) -> list[dict]:
     log = [json.loads(e.body) for e in client.iter_log_entries(client.get_tree_head().size)]
     rows = []
     for job, status in zip(jobs, statuses, strict=True):
         key = bytes(demo.keys[job["solver"]].verify_key).hex()
         history = [h for h in get_history(client, key) if h["data"].get("job_id") == job["job_id"]]
-        slashed = sum(-h["accounts"].get(f"stake:{key}:{job['job_id']}", 0) for h in history
-                      if h["kind"] == "job.solver_slashed")
+        slashed = sum(
+            -h["accounts"].get(f"stake:{key}:{job['job_id']}", 0)
+            for h in history
+            if h["kind"] == "job.solver_slashed"
+        )
         paid = sum(h["change"] for h in history if h["kind"] == "job.settled")
         dispute = status.disputes[0] if status.disputes else None
-        rows.append({**job, "outcome": status.job.outcome or status.job.state, "state": status.job.state,
-                     "dispute_step": dispute.dispute_step if dispute else None,
-                     "dispute_chunk": dispute.dispute_chunk if dispute else None,
-                     "dispute_winner": dispute.winner if dispute else None, "slashed": slashed, "paid": paid,
-                     "challenge_to_ruling_s": _challenge_to_ruling(log, job["job_id"])})
+        rows.append(
+            {
+                **job,
+                "outcome": status.job.outcome or status.job.state,
+                "state": status.job.state,
+                "dispute_step": dispute.dispute_step if dispute else None,
+                "dispute_chunk": dispute.dispute_chunk if dispute else None,
+                "dispute_winner": dispute.winner if dispute else None,
+                "slashed": slashed,
+                "paid": paid,
+                "challenge_to_ruling_s": _challenge_to_ruling(log, job["job_id"]),
+            }
+        )
     return rows
 
 
 def _challenge_to_ruling(log: list[dict], job_id: str) -> float | None:
     """Protocol time from the verifier's revealing reveal to the ruling, from the public log."""
-    times = {e["kind"]: e["time"] for e in log if e["data"].get("job_id") == job_id
-             and e["kind"] in ("dispute.opened", "dispute.ruled")}
+    times = {
+        e["kind"]: e["time"]
+        for e in log
+        if e["data"].get("job_id") == job_id and e["kind"] in ("dispute.opened", "dispute.ruled")
+    }
     if len(times) < 2:
         return None
     return round(times["dispute.ruled"] - times["dispute.opened"], 2)
@@ -240,13 +355,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
             write_report(report_dir, Path(tmp), submitter, rows, demo.keys)
         finally:
             _stop(processes)
-    summary = {"jobs": rows, "ledger_conserved": audit.ok, "audit_ok": audit.ok,
-               "audit_problems": audit.problems[:10], "wall_s": round(time.time() - started, 1),
-               "report": str(report_dir / "report.html")}
-    honest_paid = all(r["state"] is JobState.SETTLED and r["paid"] > 0
-                      for r in rows if r["behaviour"] == "honest")
-    cheater_slashed = all(r["state"] is JobState.FAILED and r["slashed"] > 0
-                          for r in rows if r["behaviour"] != "honest")
+    summary = {
+        "jobs": rows,
+        "ledger_conserved": audit.ok,
+        "audit_ok": audit.ok,
+        "audit_problems": audit.problems[:10],
+        "wall_s": round(time.time() - started, 1),
+        "report": str(report_dir / "report.html"),
+    }
+    honest_paid = all(
+        r["state"] is JobState.SETTLED and r["paid"] > 0 for r in rows if r["behaviour"] == "honest"
+    )
+    cheater_slashed = all(
+        r["state"] is JobState.FAILED and r["slashed"] > 0
+        for r in rows
+        if r["behaviour"] != "honest"
+    )
     summary["ok"] = honest_paid and cheater_slashed and audit.ok
     _print_summary(summary, args.json)
     return 0 if summary["ok"] else 1
@@ -256,14 +380,35 @@ def _print_summary(summary: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"veritrain demo: {'OK' if summary['ok'] else 'FAILED'} in {summary['wall_s']} s")
-    for column in ("job", "model", "solver", "behaviour", "outcome", "dispute step", "chunk", "slashed", "paid"):
+    table = Table(
+        title=f"veritrain demo: {'OK' if summary['ok'] else 'FAILED'} in {summary['wall_s']} s"
+    )
+    for column in (
+        "job",
+        "model",
+        "solver",
+        "behaviour",
+        "outcome",
+        "dispute step",
+        "chunk",
+        "slashed",
+        "paid",
+    ):
         table.add_column(column)
     for r in summary["jobs"]:
-        table.add_row(r["job_id"][:10], r["model"], r["solver"], r["behaviour"], r["outcome"],
-                      str(r["dispute_step"] if r["dispute_step"] is not None else "-"),
-                      str(r["dispute_chunk"] if r["dispute_chunk"] is not None else "-"),
-                      str(r["slashed"]), str(r["paid"]))
+        table.add_row(
+            r["job_id"][:10],
+            r["model"],
+            r["solver"],
+            r["behaviour"],
+            r["outcome"],
+            str(r["dispute_step"] if r["dispute_step"] is not None else "-"),
+            str(r["dispute_chunk"] if r["dispute_chunk"] is not None else "-"),
+            str(r["slashed"]),
+            str(r["paid"]),
+        )
     console = Console()
     console.print(table)
-    console.print(f"ledger audit: {'passed' if summary['audit_ok'] else 'FAILED'}; report: {summary['report']}")
+    console.print(
+        f"ledger audit: {'passed' if summary['audit_ok'] else 'FAILED'}; report: {summary['report']}"
+    )

@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     example.add_argument("--profile", choices=PROFILE_KINDS, default="pinned")
     example.set_defaults(func=cmd_example)
 
-    run = commands.add_parser("run-local", help="train a spec locally, writing checkpoints to --out")
+    run = commands.add_parser(
+        "run-local", help="train a spec locally, writing checkpoints to --out"
+    )
     run.add_argument("spec", help="job spec JSON file")
     run.add_argument("--out", required=True, help="run directory (resumed if it exists)")
     run.add_argument("--dataset", help="safetensors dataset file for 'safetensors' datasets")
@@ -39,7 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.add_argument("--segment", type=int, required=True)
     _add_runtime_options(replay)
     replay.set_defaults(func=cmd_replay)
-
 
     _register_market_commands(commands)
 
@@ -57,10 +58,17 @@ def _register_market_commands(commands) -> None:
     status = commands.add_parser("status", help="a job's state, solver, outcome and disputes")
     watch = commands.add_parser("watch", help="follow a job until it is settled or failed")
     watch.add_argument("--interval", type=float, default=1.0)
-    download = commands.add_parser("download", help="the trained model as safetensors, checked "
-                                   "against the committed trajectory")
+    download = commands.add_parser(
+        "download",
+        help="the trained model as safetensors, checked against the committed trajectory",
+    )
     download.add_argument("--out", required=True)
-    for parser, func in ((submit, cmd_submit), (status, cmd_status), (watch, cmd_watch), (download, cmd_download)):
+    for parser, func in (
+        (submit, cmd_submit),
+        (status, cmd_status),
+        (watch, cmd_watch),
+        (download, cmd_download),
+    ):
         if parser is not submit:
             parser.add_argument("job_id")
         parser.add_argument("--coordinator", required=True, help="coordinator URL")
@@ -71,7 +79,9 @@ def _register_market_commands(commands) -> None:
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="intra-op threads (repro profiles only)")
-    parser.add_argument("--cpu-capability", choices=CPU_CAPABILITIES, help="ISA level (repro profiles only)")
+    parser.add_argument(
+        "--cpu-capability", choices=CPU_CAPABILITIES, help="ISA level (repro profiles only)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -86,12 +96,25 @@ def cmd_run_local(args: argparse.Namespace) -> int:
     spec_json = read_json_file(args.spec, "spec")
     spec = parse_job_spec(spec_json)
     dataset_path = str(Path(args.dataset).resolve()) if args.dataset else None
-    build_program(spec, Path(dataset_path).read_bytes() if dataset_path else None)  # clear errors here
-    request = {"command": "train", "spec": spec_json, "dir": str(Path(args.out).resolve()),
-               "dataset_path": dataset_path}
-    with step_progress(f"training {compute_job_id(spec).hex()[:12]}", not args.no_progress) as on_progress:
-        result = run_worker(request, spec.profile, threads=args.threads,
-                            capability=args.cpu_capability, on_progress=on_progress)
+    build_program(
+        spec, Path(dataset_path).read_bytes() if dataset_path else None
+    )  # clear errors here
+    request = {
+        "command": "train",
+        "spec": spec_json,
+        "dir": str(Path(args.out).resolve()),
+        "dataset_path": dataset_path,
+    }
+    with step_progress(
+        f"training {compute_job_id(spec).hex()[:12]}", not args.no_progress
+    ) as on_progress:
+        result = run_worker(
+            request,
+            spec.profile,
+            threads=args.threads,
+            capability=args.cpu_capability,
+            on_progress=on_progress,
+        )
     print_json(result)
     return 0
 
@@ -100,9 +123,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     store = CheckpointStore.open(Path(args.dir))
     request = {"command": "replay", "dir": str(Path(args.dir).resolve()), "segment": args.segment}
     with step_progress(f"replaying segment {args.segment}", not args.no_progress) as on_progress:
-        result = run_worker(request, store.spec.profile, threads=args.threads,
-                            capability=args.cpu_capability, on_progress=on_progress)
-    print_json({k: result[k] for k in ("segment", "match", "expected", "computed", "from_step", "to_step")})
+        result = run_worker(
+            request,
+            store.spec.profile,
+            threads=args.threads,
+            capability=args.cpu_capability,
+            on_progress=on_progress,
+        )
+    print_json(
+        {k: result[k] for k in ("segment", "match", "expected", "computed", "from_step", "to_step")}
+    )
     return 0 if result["match"] else EXIT_MISMATCH
 
 
@@ -122,8 +152,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     parse_job_spec(spec_json)
     if args.dataset:
         client.upload_dataset(Path(args.dataset).read_bytes())
-    event = client.submit_job(spec_json, args.bounty, min_stake=args.min_stake, verifier_fee=args.verifier_fee,
-                              num_verifiers=args.verifiers, num_segments=args.segments, bidding_s=args.bidding_s)
+    event = client.submit_job(
+        spec_json,
+        args.bounty,
+        min_stake=args.min_stake,
+        verifier_fee=args.verifier_fee,
+        num_verifiers=args.verifiers,
+        num_segments=args.segments,
+        bidding_s=args.bidding_s,
+    )
     print_json(event) if args.json else print(event.job_id)
     return 0
 
@@ -139,21 +176,39 @@ class JobStatus:
     def is_done(self) -> bool:
         """Final, and no dispute of it still open."""
         return self.job.state in FINAL_JOB_STATES and all(
-            d.status is not DisputeStatus.OPEN for d in self.disputes)
+            d.status is not DisputeStatus.OPEN for d in self.disputes
+        )
 
     def to_json(self) -> dict:
         job = self.job
-        return {"job_id": job.job_id, "state": job.state, "solver": job.solver, "price": job.price,
-                "outcome": job.outcome, "trajectory_root": job.trajectory_root,
-                "disputes": [{"id": d.id, "status": d.status, "winner": d.winner, "phase": d.phase,
-                              "dispute_step": d.dispute_step, "dispute_chunk": d.dispute_chunk}
-                             for d in self.disputes]}
+        return {
+            "job_id": job.job_id,
+            "state": job.state,
+            "solver": job.solver,
+            "price": job.price,
+            "outcome": job.outcome,
+            "trajectory_root": job.trajectory_root,
+            "disputes": [
+                {
+                    "id": d.id,
+                    "status": d.status,
+                    "winner": d.winner,
+                    "phase": d.phase,
+                    "dispute_step": d.dispute_step,
+                    "dispute_chunk": d.dispute_chunk,
+                }
+                for d in self.disputes
+            ],
+        }
 
 
 def get_job_status(client, job_id: str) -> JobStatus:
     job = client.get_job(job_id)
-    disputes = [d for d in client.list_disputes(party=job.solver, status=None)
-                if d.job_id == job_id] if job.solver else []
+    disputes = (
+        [d for d in client.list_disputes(party=job.solver, status=None) if d.job_id == job_id]
+        if job.solver
+        else []
+    )
     return JobStatus(job, tuple(disputes))
 
 
@@ -163,10 +218,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_json(status.to_json())
         return 0
     job = status.job
-    print(f"{job.job_id[:16]}… {job.state} solver={(job.solver or '-')[:12]} outcome={job.outcome or '-'}")
+    print(
+        f"{job.job_id[:16]}… {job.state} solver={(job.solver or '-')[:12]} outcome={job.outcome or '-'}"
+    )
     for d in status.disputes:
-        print(f"  dispute {d.id}: {d.status} phase={d.phase} step={d.dispute_step} "
-              f"chunk={d.dispute_chunk} winner={d.winner}")
+        print(
+            f"  dispute {d.id}: {d.status} phase={d.phase} step={d.dispute_step} "
+            f"chunk={d.dispute_chunk} winner={d.winner}"
+        )
     return 0
 
 
@@ -181,7 +240,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         line = (job.state, job.outcome, tuple((d.phase, d.winner) for d in status.disputes))
         if line != last:
             print_json(status.to_json()) if args.json else print(
-                f"{job.state} outcome={job.outcome or '-'} disputes={list(line[2])}")
+                f"{job.state} outcome={job.outcome or '-'} disputes={list(line[2])}"
+            )
             last = line
         if job.state in FINAL_JOB_STATES:
             return 0 if job.state is JobState.SETTLED else EXIT_MISMATCH
@@ -206,14 +266,26 @@ def cmd_download(args: argparse.Namespace) -> int:
     if job.state is not JobState.SETTLED:
         raise CheckpointCorrupt(f"job is {job.state}: only a settled job's model is verified")
     last = job.num_checkpoints - 1
-    state = decode_state(client.download_checkpoint(args.job_id, last))  # safetensors: never unpickles
+    state = decode_state(
+        client.download_checkpoint(args.job_id, last)
+    )  # safetensors: never unpickles
     info = client.get_checkpoint_info(args.job_id, last)
     if compute_state_root(state).hex() != info.state_root:
         raise CheckpointCorrupt("the downloaded checkpoint does not match its recorded state root")
     if compute_model_root(state).hex() != job.final_model_root:
-        raise CheckpointCorrupt("the model does not match the final-model root the solver committed to")
-    Path(args.out).write_bytes(save({k: v.contiguous() for k, v in get_model_params(state).items()}))
-    result = {"job_id": args.job_id, "out": args.out, "final_model_root": job.final_model_root,
-              "step": info.step}
-    print_json(result) if args.json else print(f"wrote {args.out} (model root {job.final_model_root[:16]}…)")
+        raise CheckpointCorrupt(
+            "the model does not match the final-model root the solver committed to"
+        )
+    Path(args.out).write_bytes(
+        save({k: v.contiguous() for k, v in get_model_params(state).items()})
+    )
+    result = {
+        "job_id": args.job_id,
+        "out": args.out,
+        "final_model_root": job.final_model_root,
+        "step": info.step,
+    }
+    print_json(result) if args.json else print(
+        f"wrote {args.out} (model root {job.final_model_root[:16]}…)"
+    )
     return 0

@@ -9,7 +9,8 @@ from sdk.keys import create_key_file, load_key_file
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     keys = subparsers.add_parser("keys", help="generate and show account keys").add_subparsers(
-        dest="keys_command", required=True, metavar="COMMAND")
+        dest="keys_command", required=True, metavar="COMMAND"
+    )
     generate = keys.add_parser("generate", help="write a new key file (0600, never overwritten)")
     generate.add_argument("--out", required=True)
     generate.add_argument("--json", action="store_true")

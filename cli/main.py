@@ -11,14 +11,24 @@ import sys
 
 from protocol.errors import VeritrainError
 
-COMMAND_MODULES = ["cli.job", "cli.coordinator_cmd", "cli.audit_cmd", "cli.simulate", "cli.keys_cmd",
-                   "cli.account_cmd", "cli.daemons_cmd", "cli.demo"]
+COMMAND_MODULES = [
+    "cli.job",
+    "cli.coordinator_cmd",
+    "cli.audit_cmd",
+    "cli.simulate",
+    "cli.keys_cmd",
+    "cli.account_cmd",
+    "cli.daemons_cmd",
+    "cli.demo",
+]
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="veritrain", description="Verifiable ML training marketplace")
+    parser = argparse.ArgumentParser(
+        prog="veritrain", description="Verifiable ML training marketplace"
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

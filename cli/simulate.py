@@ -13,11 +13,15 @@ EXIT_UNPROFITABLE_HONESTY = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("simulate", help="expected profit of every behaviour (economics check)")
+    parser = subparsers.add_parser(
+        "simulate", help="expected profit of every behaviour (economics check)"
+    )
     parser.add_argument("--trials", type=int, default=200, help="jobs simulated per behaviour")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--segments", type=int, default=Market.segments)
-    parser.add_argument("--sampled", type=int, default=Market.sampled, help="segments replayed per verifier")
+    parser.add_argument(
+        "--sampled", type=int, default=Market.sampled, help="segments replayed per verifier"
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=cmd_simulate)
 
@@ -35,13 +39,31 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _print_table(summary: dict) -> None:
-    table = Table(title=f"stake ÷ price {summary['stake_multiple']}, verification fraction "
-                        f"{summary['verification_fraction']}")
-    for column in ("role", "behaviour", "honest", "expected profit", "gain over honest", "catch rate"):
+    table = Table(
+        title=f"stake ÷ price {summary['stake_multiple']}, verification fraction "
+        f"{summary['verification_fraction']}"
+    )
+    for column in (
+        "role",
+        "behaviour",
+        "honest",
+        "expected profit",
+        "gain over honest",
+        "catch rate",
+    ):
         table.add_column(column)
     for s in summary["strategies"]:
-        table.add_row(s["role"], s["name"], "yes" if s["honest"] else "no", f"{s['expected_profit']:.1f}",
-                      f"{s['gain_over_honest']:.1f}", f"{s['catch_rate']:.3f}")
+        table.add_row(
+            s["role"],
+            s["name"],
+            "yes" if s["honest"] else "no",
+            f"{s['expected_profit']:.1f}",
+            f"{s['gain_over_honest']:.1f}",
+            f"{s['catch_rate']:.3f}",
+        )
     Console().print(table)
-    print("every honest strategy earns and every deviation loses" if summary["ok"]
-          else "ECONOMICS BROKEN: some deviation pays")
+    print(
+        "every honest strategy earns and every deviation loses"
+        if summary["ok"]
+        else "ECONOMICS BROKEN: some deviation pays"
+    )

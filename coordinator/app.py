@@ -59,14 +59,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="veritrain coordinator", version="1", lifespan=lifespan)
     app.state.runtime = rt
     install_problem_handlers(app)
-    for router in (system.router, accounts.router, ledger.router, log_endpoints.router, jobs.router,
-                   verification.router, disputes.router, datasets.router):
+    for router in (
+        system.router,
+        accounts.router,
+        ledger.router,
+        log_endpoints.router,
+        jobs.router,
+        verification.router,
+        disputes.router,
+        datasets.router,
+    ):
         app.include_router(router)
     if settings.dev:
         app.include_router(accounts.dev_router)
         app.include_router(system.dev_router)
-    app.add_middleware(BodyLimitMiddleware, max_json=settings.max_json_body,
-                       max_checkpoint=settings.max_checkpoint_body)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_json=settings.max_json_body,
+        max_checkpoint=settings.max_checkpoint_body,
+    )
     _register_problem_schema(app)
     return app
 
@@ -79,8 +90,9 @@ def _register_problem_schema(app: FastAPI) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = \
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
             Problem.model_json_schema()
+        )
         return schema
 
     app.openapi = openapi

@@ -62,11 +62,14 @@ def _target(request: Request) -> str:
     return (target + b"?" + query if query else target).decode("latin-1")
 
 
-def _parse_headers(key: str | None, timestamp: str | None, nonce: str | None,
-                   signature: str | None) -> tuple[bytes, int, bytes]:
+def _parse_headers(
+    key: str | None, timestamp: str | None, nonce: str | None, signature: str | None
+) -> tuple[bytes, int, bytes]:
     if not (key and timestamp and nonce and signature):
-        raise Unauthenticated("request must be signed: X-Veritrain-Key, -Timestamp, -Nonce and "
-                              "-Signature headers are required")
+        raise Unauthenticated(
+            "request must be signed: X-Veritrain-Key, -Timestamp, -Nonce and "
+            "-Signature headers are required"
+        )
     if not HEX_KEY_RE.match(key):
         raise Unauthenticated("X-Veritrain-Key must be 64 lowercase hex digits", "X-Veritrain-Key")
     if not timestamp.isdigit() or len(timestamp) > 12:
@@ -93,14 +96,19 @@ async def get_signed_request(
         raise Unauthenticated("must be 1-128 printable ASCII characters", HEADER_IDEMPOTENCY)
     skew = get_runtime(request).settings.request_max_skew_s
     if abs(time.time() - ts) > skew:
-        raise Unauthenticated(f"timestamp is more than {skew}s from the server's clock", HEADER_TIMESTAMP)
+        raise Unauthenticated(
+            f"timestamp is more than {skew}s from the server's clock", HEADER_TIMESTAMP
+        )
     body = await request.body()
     target = _target(request)
-    message = compute_request_message(request.method, target, body, ts, nonce, idempotency_key or "")
+    message = compute_request_message(
+        request.method, target, body, ts, nonce, idempotency_key or ""
+    )
     if not is_valid_signature(public_key, DOMAIN_REQUEST, message, sig):
         raise Unauthenticated("signature does not match the request", HEADER_SIGNATURE)
     request_hash = hashlib.sha256(
-        b"\n".join([request.method.encode(), target.encode(), hashlib.sha256(body).digest()])).hexdigest()
+        b"\n".join([request.method.encode(), target.encode(), hashlib.sha256(body).digest()])
+    ).hexdigest()
     return SignedRequest(key, nonce, ts, idempotency_key, request_hash)
 
 
@@ -108,12 +116,14 @@ Signed = Annotated[SignedRequest, Depends(get_signed_request)]
 
 
 # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING through SQLAlchemy.
-NONCE_INSERT = {name: insert(Nonce.__table__).on_conflict_do_nothing().returning(Nonce.__table__.c.nonce)
-                for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+NONCE_INSERT = {
+    name: insert(Nonce.__table__).on_conflict_do_nothing().returning(Nonce.__table__.c.nonce)
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
 _IDEMPOTENCY = IdempotencyRecord.__table__
-IDEMPOTENCY_SELECT = select(_IDEMPOTENCY.c.request_hash, _IDEMPOTENCY.c.status_code,
-                            _IDEMPOTENCY.c.response_body).where(
-    _IDEMPOTENCY.c.public_key == bindparam("pk"), _IDEMPOTENCY.c.key == bindparam("key"))
+IDEMPOTENCY_SELECT = select(
+    _IDEMPOTENCY.c.request_hash, _IDEMPOTENCY.c.status_code, _IDEMPOTENCY.c.response_body
+).where(_IDEMPOTENCY.c.public_key == bindparam("pk"), _IDEMPOTENCY.c.key == bindparam("key"))
 IDEMPOTENCY_INSERT = insert_record(_IDEMPOTENCY)
 
 
@@ -142,9 +152,19 @@ def _consume_nonce_and_find_response(session: Session, rt: Runtime, signed: Sign
     if session.bind.dialect.name != "postgresql":
         _consume_nonce(session, rt, signed)
         return _stored_response(session, signed)
-    row = session.connection().execute(PG_NONCE_AND_RECORD, {
-        "public_key": signed.public_key, "nonce": signed.nonce, "key": signed.idempotency_key,
-        "expires_at": signed.timestamp + rt.settings.request_max_skew_s + 1}).one()
+    row = (
+        session.connection()
+        .execute(
+            PG_NONCE_AND_RECORD,
+            {
+                "public_key": signed.public_key,
+                "nonce": signed.nonce,
+                "key": signed.idempotency_key,
+                "expires_at": signed.timestamp + rt.settings.request_max_skew_s + 1,
+            },
+        )
+        .one()
+    )
     if not row.fresh:
         raise NonceReused("this nonce was already used: the request is a replay", HEADER_NONCE)
     return _checked_record(signed, row if row.request_hash is not None else None)
@@ -153,15 +173,19 @@ def _consume_nonce_and_find_response(session: Session, rt: Runtime, signed: Sign
 def _stored_response(session: Session, signed: SignedRequest):
     if signed.idempotency_key is None:
         return None
-    record = session.connection().execute(
-        IDEMPOTENCY_SELECT, {"pk": signed.public_key, "key": signed.idempotency_key}).first()
+    record = (
+        session.connection()
+        .execute(IDEMPOTENCY_SELECT, {"pk": signed.public_key, "key": signed.idempotency_key})
+        .first()
+    )
     return _checked_record(signed, record)
 
 
 def _checked_record(signed: SignedRequest, record):
     if record is not None and record.request_hash != signed.request_hash:
-        raise IdempotencyKeyReused("this idempotency key was used for a different request",
-                                   HEADER_IDEMPOTENCY)
+        raise IdempotencyKeyReused(
+            "this idempotency key was used for a different request", HEADER_IDEMPOTENCY
+        )
     return record
 
 
@@ -171,8 +195,9 @@ def _encode(result: Any) -> str:
     return json.dumps(jsonable_encoder(result), separators=(",", ":"))
 
 
-def execute_signed(rt: Runtime, signed: SignedRequest, fn: Callable[[Session], Any],
-                   status_code: int = 200) -> Response:
+def execute_signed(
+    rt: Runtime, signed: SignedRequest, fn: Callable[[Session], Any], status_code: int = 200
+) -> Response:
     """Run `fn` once per idempotency key, in one transaction with the nonce check."""
 
     def transaction(session: Session) -> tuple[int, str, bool]:
@@ -181,10 +206,17 @@ def execute_signed(rt: Runtime, signed: SignedRequest, fn: Callable[[Session], A
             return record.status_code, record.response_body, True
         body = _encode(fn(session))
         if signed.idempotency_key is not None:
-            session.connection().execute(IDEMPOTENCY_INSERT, {
-                "public_key": signed.public_key, "key": signed.idempotency_key,
-                "request_hash": signed.request_hash, "status_code": status_code,
-                "response_body": body, "created_at": time.time()})
+            session.connection().execute(
+                IDEMPOTENCY_INSERT,
+                {
+                    "public_key": signed.public_key,
+                    "key": signed.idempotency_key,
+                    "request_hash": signed.request_hash,
+                    "status_code": status_code,
+                    "response_body": body,
+                    "created_at": time.time(),
+                },
+            )
         return status_code, body, False
 
     try:
@@ -194,7 +226,9 @@ def execute_signed(rt: Runtime, signed: SignedRequest, fn: Callable[[Session], A
             _burn_nonce(rt, signed)
         raise
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return Response(content=body, status_code=status, headers=headers, media_type="application/json")
+    return Response(
+        content=body, status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 def _burn_nonce(rt: Runtime, signed: SignedRequest) -> None:

@@ -52,8 +52,12 @@ def _configure_sqlite(engine: Engine, immediate: bool) -> None:
 
 def make_engine(url: str, immediate: bool = True) -> Engine:
     if _is_sqlite(url):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               pool_size=8, max_overflow=32)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=8,
+            max_overflow=32,
+        )
         _configure_sqlite(engine, immediate)
         return engine
     return create_engine(url, pool_size=16, max_overflow=48, pool_pre_ping=True)
@@ -113,9 +117,11 @@ class Database:
                     raise InternalError(f"database constraint violated: {err.orig}") from err
                 if not self._is_retryable(err) or attempt == MAX_ATTEMPTS - 1:
                     if isinstance(err, IntegrityError | OperationalError):
-                        raise WriteConflict(f"concurrent write kept conflicting: {type(err.orig).__name__}") from err
+                        raise WriteConflict(
+                            f"concurrent write kept conflicting: {type(err.orig).__name__}"
+                        ) from err
                     raise
-                time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
+                time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 6)))
         raise WriteConflict("unreachable")
 
     def _is_retryable(self, err: DBAPIError) -> bool:

@@ -10,7 +10,9 @@ import re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # binary uploads (checkpoints, dataset files, dispute states) get the large limit; everything else is JSON
-BINARY_PATH = re.compile(r"^/v1/(jobs/[^/]+/checkpoints/[^/]+|datasets/[^/]+|disputes/[^/]+/state)$")
+BINARY_PATH = re.compile(
+    r"^/v1/(jobs/[^/]+/checkpoints/[^/]+|datasets/[^/]+|disputes/[^/]+/state)$"
+)
 
 
 class BodyLimitMiddleware:
@@ -59,11 +61,24 @@ class BodyLimitMiddleware:
 
 
 async def _reject(send: Send, limit: int) -> None:
-    body = json.dumps({"type": "urn:veritrain:problem:payload_too_large", "title": "payload too large",
-                       "status": 413, "code": "payload_too_large",
-                       "detail": f"request body exceeds {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/problem+json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    body = json.dumps(
+        {
+            "type": "urn:veritrain:problem:payload_too_large",
+            "title": "payload too large",
+            "status": 413,
+            "code": "payload_too_large",
+            "detail": f"request body exceeds {limit} bytes",
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -190,7 +190,9 @@ class Assignment(Base):
 
     __tablename__ = "assignments"
     __table_args__ = (
-        UniqueConstraint("job_id", "verifier", "segment", name="uq_assignments_job_verifier_segment"),
+        UniqueConstraint(
+            "job_id", "verifier", "segment", name="uq_assignments_job_verifier_segment"
+        ),
         Index("ix_assignments_state_deadline", "state", "deadline"),
         Index("ix_assignments_verifier", "verifier"),
     )

@@ -52,12 +52,27 @@ def get_status(error: VeritrainError) -> int:
     return next(status for cls, status in STATUS_BY_ERROR if isinstance(error, cls))
 
 
-def problem_response(status: int, code: str, detail: str, field: str | None = None,
-                     headers: dict[str, str] | None = None) -> JSONResponse:
-    body = Problem(type=f"urn:veritrain:problem:{code}", title=code.replace("_", " "),
-                   status=status, detail=detail, code=code, field=field)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status,
-                        media_type=PROBLEM_TYPE, headers=headers)
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=f"urn:veritrain:problem:{code}",
+        title=code.replace("_", " "),
+        status=status,
+        detail=detail,
+        code=code,
+        field=field,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_TYPE,
+        headers=headers,
+    )
 
 
 def _from_veritrain(request: Request, error: VeritrainError) -> JSONResponse:
@@ -75,7 +90,9 @@ def _from_validation(_request: Request, error: RequestValidationError) -> JSONRe
 
 
 def _from_http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
-    if error.status_code == 400:  # FastAPI's "error parsing the body": a malformed body, like any other
+    if (
+        error.status_code == 400
+    ):  # FastAPI's "error parsing the body": a malformed body, like any other
         return problem_response(422, "invalid_input", str(error.detail))
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
     return problem_response(error.status_code, code, str(error.detail))
@@ -94,8 +111,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 def _problem_doc(description: str) -> dict:
-    return {"description": description,
-            "content": {PROBLEM_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    return {
+        "description": description,
+        "content": {PROBLEM_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
 
 
 READ_PROBLEMS = {404: _problem_doc("not found"), 422: _problem_doc("invalid input")}

@@ -47,9 +47,13 @@ class Settings(BaseSettings):
     def load_signing_key(self) -> SigningKey:
         """The coordinator's log key; refuses placeholders and key files others may access."""
         if self.signing_key_hex is not None:
-            return _parse_key_hex(self.signing_key_hex.get_secret_value(), "VERITRAIN_SIGNING_KEY_HEX")
+            return _parse_key_hex(
+                self.signing_key_hex.get_secret_value(), "VERITRAIN_SIGNING_KEY_HEX"
+            )
         if self.signing_key_file is None:
-            raise InvalidInput("set VERITRAIN_SIGNING_KEY_FILE or VERITRAIN_SIGNING_KEY_HEX", "signing_key")
+            raise InvalidInput(
+                "set VERITRAIN_SIGNING_KEY_FILE or VERITRAIN_SIGNING_KEY_HEX", "signing_key"
+            )
         return _load_or_create_key_file(self.signing_key_file)
 
 
@@ -80,7 +84,14 @@ def _load_or_create_key_file(path: Path) -> SigningKey:
 
 def tiny_preset(**overrides) -> Settings:
     """Settings for tests: short deadlines, dev features on, no background sweeper."""
-    values = dict(dev=True, min_bidding_s=0, heartbeat_timeout_s=60, commit_timeout_s=120,
-                  move_timeout_s=60, challenge_window_s=30, run_sweeper=False)
+    values = dict(
+        dev=True,
+        min_bidding_s=0,
+        heartbeat_timeout_s=60,
+        commit_timeout_s=120,
+        move_timeout_s=60,
+        challenge_window_s=30,
+        run_sweeper=False,
+    )
     values.update(overrides)
     return Settings(**values)

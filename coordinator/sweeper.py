@@ -50,7 +50,9 @@ def process_sweep(rt: Runtime, rule_disputes: bool = False) -> int:
         bidding = jobs_repository.get_overdue_job_ids(s, JobState.BIDDING, now, BATCH)
         awarded = jobs_repository.get_overdue_job_ids(s, JobState.AWARDED, now, BATCH)
         verifying = jobs_repository.get_overdue_job_ids(s, JobState.VERIFYING, now, BATCH)
-        assignments = [a.id for a in verification_repository.get_overdue_assignments(s, OWED_MOVES, now, BATCH)]
+        assignments = [
+            a.id for a in verification_repository.get_overdue_assignments(s, OWED_MOVES, now, BATCH)
+        ]
         overdue_disputes = disputes_repository.get_overdue_open_dispute_ids(s, now, BATCH)
         disputes = disputes_repository.get_open_dispute_ids(s, BATCH) if rule_disputes else []
     done = _each(rt, bidding, process_overdue_bidding) + _each(rt, awarded, process_overdue_awarded)

@@ -45,9 +45,14 @@ class ClockView(BaseModel):
 @router.get("/info", response_model=InfoView, responses=READ_PROBLEMS)
 def get_info(rt: RT) -> InfoView:
     s = rt.settings
-    return InfoView(public_key=get_public_key(rt.key).hex(), dev=s.dev, max_json_body=s.max_json_body,
-                    max_checkpoint_body=s.max_checkpoint_body,
-                    request_max_skew_s=s.request_max_skew_s, now=rt.clock.now())
+    return InfoView(
+        public_key=get_public_key(rt.key).hex(),
+        dev=s.dev,
+        max_json_body=s.max_json_body,
+        max_checkpoint_body=s.max_checkpoint_body,
+        request_max_skew_s=s.request_max_skew_s,
+        now=rt.clock.now(),
+    )
 
 
 @router.post("/sweep", response_model=SweepView, responses=WRITE_PROBLEMS)
@@ -55,8 +60,11 @@ def post_sweep(_body: EmptyRequest, signed: Signed, rt: RT) -> Response:
     """Resolve every overdue deadline now (the background sweeper does the same periodically)."""
     response = execute_signed(rt, signed, lambda s: {"resolved": 0})
     resolved = sweeper.process_sweep(rt)
-    return Response(content=SweepView(resolved=resolved).model_dump_json(),
-                    status_code=response.status_code, media_type="application/json")
+    return Response(
+        content=SweepView(resolved=resolved).model_dump_json(),
+        status_code=response.status_code,
+        media_type="application/json",
+    )
 
 
 def _advance(session: Session, rt: Runtime, seconds: float) -> ClockView:

@@ -28,8 +28,9 @@ from protocol.wire import SOLVER_OWES, VERIFIER_OWES, AssignmentState, JobState
 # --- the solver commits; verifiers are drawn -------------------------------------------------------
 
 
-def process_commitment(session: Session, rt: Runtime, solver: str, job_id: str,
-                       req: CommitmentRequest) -> JobEventView:
+def process_commitment(
+    session: Session, rt: Runtime, solver: str, job_id: str, req: CommitmentRequest
+) -> JobEventView:
     job = jobs_repository.lock_job(session, job_id)
     jobs.require_solver(job, solver, JobState.AWARDED, rt.clock.now())
     commitment, signature = verification.compute_checked_commitment(job, solver, req)
@@ -37,32 +38,59 @@ def process_commitment(session: Session, rt: Runtime, solver: str, job_id: str,
     prev = bytes.fromhex(lock_log_state(session).last_hash)
     seed = compute_selection_seed(bytes(commitment.trajectory_root), signature, prev)
     verifiers, segments = verification.process_draw_assignments(session, rt, job, seed)
-    jobs.process_verifying(job, commitment, signature, seed, rt.clock.now() + rt.settings.challenge_window_s)
-    data = {**commitment.to_json(), "signature": signature.hex(), "seed": seed.hex(),
-            "verifiers": verifiers, "segments": segments}
+    jobs.process_verifying(
+        job, commitment, signature, seed, rt.clock.now() + rt.settings.challenge_window_s
+    )
+    data = {
+        **commitment.to_json(),
+        "signature": signature.hex(),
+        "seed": seed.hex(),
+        "verifiers": verifiers,
+        "segments": segments,
+    }
     return jobs.get_event_view(job, process_movement(session, rt, "job.committed", data, []))
 
 
-def process_checkpoint_upload(session: Session, rt: Runtime, who: str, job_id: str, index: int,
-                              ckpt: checkpoints.DecodedCheckpoint, proof: list[bytes]) -> CheckpointView:
+def process_checkpoint_upload(
+    session: Session,
+    rt: Runtime,
+    who: str,
+    job_id: str,
+    index: int,
+    ckpt: checkpoints.DecodedCheckpoint,
+    proof: list[bytes],
+) -> CheckpointView:
     _job, existing = checkpoints.lock_upload_target(session, who, job_id, index, ckpt, proof)
     if existing is not None:
         return checkpoints.get_checkpoint_view(existing, len(ckpt.data))
     assignments = verification.check_segment_committed(session, job_id, index)
     row = checkpoints.process_store_checkpoint(session, job_id, index, ckpt)
     verification.process_checkpoint_published(rt, assignments, index)
-    process_movement(session, rt, "checkpoint.uploaded",
-                     {"job_id": job_id, "index": index, "step": ckpt.step,
-                      "state_root": ckpt.state_root.hex(), "sha256": ckpt.sha256}, [])
+    process_movement(
+        session,
+        rt,
+        "checkpoint.uploaded",
+        {
+            "job_id": job_id,
+            "index": index,
+            "step": ckpt.step,
+            "state_root": ckpt.state_root.hex(),
+            "sha256": ckpt.sha256,
+        },
+        [],
+    )
     return checkpoints.get_checkpoint_view(row, len(ckpt.data))
 
 
 # --- a verifier reveals; a disagreement opens a dispute ---------------------------------------------
 
 
-def process_verification_reveal(session: Session, rt: Runtime, who: str, assignment_id: int,
-                                root: str, salt: str) -> AssignmentView:
-    job, assignment, data = verification.process_verification_reveal(session, rt, who, assignment_id, root, salt)
+def process_verification_reveal(
+    session: Session, rt: Runtime, who: str, assignment_id: int, root: str, salt: str
+) -> AssignmentView:
+    job, assignment, data = verification.process_verification_reveal(
+        session, rt, who, assignment_id, root, salt
+    )
     if assignment.state == AssignmentState.DISPUTED:
         dispute = disputes.process_open_dispute(session, rt, job, assignment, root)
         process_movement(session, rt, "dispute.opened", {**data, "dispute": dispute.id}, [])
@@ -72,7 +100,9 @@ def process_verification_reveal(session: Session, rt: Runtime, who: str, assignm
 # --- disputes end ----------------------------------------------------------------------------------
 
 
-def process_dispute_move(session: Session, rt: Runtime, who: str, dispute_id: int, move_json: dict) -> DisputeView:
+def process_dispute_move(
+    session: Session, rt: Runtime, who: str, dispute_id: int, move_json: dict
+) -> DisputeView:
     job, dispute, game = disputes.process_dispute_move(session, rt, who, dispute_id, move_json)
     process_game_over(session, rt, job, dispute, game)
     return disputes.get_dispute_view(dispute)
@@ -103,31 +133,55 @@ def _process_ruling(session: Session, rt: Runtime, dispute_id: int, chunk_hash: 
         process_game_over(session, rt, *ruled)
 
 
-def process_game_over(session: Session, rt: Runtime, job: Job, dispute: Dispute, game: Game) -> None:
+def process_game_over(
+    session: Session, rt: Runtime, job: Job, dispute: Dispute, game: Game
+) -> None:
     """The loser pays: a caught solver fails the job, a wrong challenger is slashed (both, when
     the referee reproduced neither claim)."""
     if game.phase != OVER:
         return
     assignment = verification_repository.lock_assignment(session, dispute.assignment_id)
     disputes.process_dispute_ruled(dispute, game)
-    assignment.state = AssignmentState.UPHELD if game.winner == VERIFIER else AssignmentState.REJECTED
+    assignment.state = (
+        AssignmentState.UPHELD if game.winner == VERIFIER else AssignmentState.REJECTED
+    )
     if game.winner != SOLVER and job.state not in (JobState.FAILED, JobState.SETTLED):
-        reason = "solver_caught_by_referee" if "referee_chunk_hash" in game.extra else "solver_lost_dispute"
-        process_solver_failure(session, rt, job, reason, assignment.verifier if game.winner else None)
+        reason = (
+            "solver_caught_by_referee"
+            if "referee_chunk_hash" in game.extra
+            else "solver_lost_dispute"
+        )
+        process_solver_failure(
+            session, rt, job, reason, assignment.verifier if game.winner else None
+        )
     if game.winner != VERIFIER:
-        verification.process_verifier_slash(session, rt, job, assignment.verifier,
-                                            job.solver if game.winner else None)
+        verification.process_verifier_slash(
+            session, rt, job, assignment.verifier, job.solver if game.winner else None
+        )
     view = disputes.get_dispute_view(dispute)
-    process_movement(session, rt, "dispute.ruled", {
-        "dispute": dispute.id, "job_id": job.job_id, "winner": dispute.winner, "reason": game.reason,
-        "step": view.dispute_step, "chunk": view.dispute_chunk, "moves": game.moves}, [])
+    process_movement(
+        session,
+        rt,
+        "dispute.ruled",
+        {
+            "dispute": dispute.id,
+            "job_id": job.job_id,
+            "winner": dispute.winner,
+            "reason": game.reason,
+            "step": view.dispute_step,
+            "chunk": view.dispute_chunk,
+            "moves": game.moves,
+        },
+        [],
+    )
 
 
 # --- jobs end --------------------------------------------------------------------------------------
 
 
-def process_solver_failure(session: Session, rt: Runtime, job: Job, reason: str,
-                           victim: str | None = None) -> JobEventView:
+def process_solver_failure(
+    session: Session, rt: Runtime, job: Job, reason: str, victim: str | None = None
+) -> JobEventView:
     """The solver is slashed (to `victim`, else the submitter); verifiers that worked are paid."""
     paid = verification.process_cancel_assignments(session, job)
     return jobs.process_solver_fault(session, rt, job, reason, victim, paid)
@@ -164,7 +218,9 @@ def process_overdue_awarded(session: Session, rt: Runtime, job_id: str) -> bool:
     if job.state != JobState.AWARDED or not _is_due(job.deadline, rt):
         return False
     late_commit = job.commit_deadline is not None and _is_due(job.commit_deadline, rt)
-    process_solver_failure(session, rt, job, "solver_missed_commit" if late_commit else "solver_missed_heartbeat")
+    process_solver_failure(
+        session, rt, job, "solver_missed_commit" if late_commit else "solver_missed_heartbeat"
+    )
     return True
 
 

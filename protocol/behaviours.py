@@ -45,11 +45,15 @@ class Behaviour:
     chunk: int | None = None
     cheats_on: str = "all"  # "all" | "odd" segments
 
-    def divergence(self, segment_start: int, segment_end: int, segment_index: int) -> tuple[int, int | None] | None:
+    def divergence(
+        self, segment_start: int, segment_end: int, segment_index: int
+    ) -> tuple[int, int | None] | None:
         if self.cheats_on == "odd" and segment_index % 2 == 0:
             return None
         if self.at_step is not None:
-            return (self.at_step, self.chunk) if segment_start < self.at_step <= segment_end else None
+            return (
+                (self.at_step, self.chunk) if segment_start < self.at_step <= segment_end else None
+            )
         if self.offset is None:
             return None
         return min(segment_end, segment_start + self.offset), self.chunk
@@ -77,15 +81,20 @@ def _skip(program, before, after, step):
 def _lower_precision(program, before, after, step):
     import torch
 
-    return {k: (v.to(torch.bfloat16).to(v.dtype) if v.is_floating_point() else v) for k, v in after.items()}
+    return {
+        k: (v.to(torch.bfloat16).to(v.dtype) if v.is_floating_point() else v)
+        for k, v in after.items()
+    }
 
 
 def _interpolate(program, before, after, step):
     """Proof-of-Learning spoof: move linearly from the start towards a target model."""
     target = program.initial_state()
     weight = 1.0 / max(1, program.spec.steps - step + 1)
-    return {k: (v + weight * (target[k] - v) if v.is_floating_point() else after[k])
-            for k, v in before.items()}
+    return {
+        k: (v + weight * (target[k] - v) if v.is_floating_point() else after[k])
+        for k, v in before.items()
+    }
 
 
 def _skip_odd_segments(program, before, after, step):
@@ -99,37 +108,109 @@ def _wrong_data_order(program, before, after, step):
     return {**program.step(shifted), "step": after["step"]}
 
 
-TRANSFORMS = {"perturb-step": _perturb, "skip-steps": _skip, "lower-precision": _lower_precision,
-              "interpolate": _interpolate, "honest-on-some-segments": _skip_odd_segments,
-              "wrong-data-order": _wrong_data_order, "equivocate": _skip, "no-show": _skip}
+TRANSFORMS = {
+    "perturb-step": _perturb,
+    "skip-steps": _skip,
+    "lower-precision": _lower_precision,
+    "interpolate": _interpolate,
+    "honest-on-some-segments": _skip_odd_segments,
+    "wrong-data-order": _wrong_data_order,
+    "equivocate": _skip,
+    "no-show": _skip,
+}
 
 SOLVER_BEHAVIOURS = [
     Behaviour("honest", "solver", True, "trains every step as specified"),
-    Behaviour("skip-steps", "solver", False, "copies the state instead of training", saved_fraction=1.0,
-              offset=1),
-    Behaviour("perturb-step", "solver", False, f"adds {PERTURB_SIZE} to one tensor after step "
-              f"{PERTURB_STEP}", at_step=PERTURB_STEP + 1, chunk=0),
-    Behaviour("interpolate", "solver", False, "interpolates between init and a target model (PoL spoof)",
-              saved_fraction=0.95, offset=1),
-    Behaviour("honest-on-some-segments", "solver", False, "trains only the even segments",
-              saved_fraction=1.0, offset=1, cheats_on="odd"),
+    Behaviour(
+        "skip-steps",
+        "solver",
+        False,
+        "copies the state instead of training",
+        saved_fraction=1.0,
+        offset=1,
+    ),
+    Behaviour(
+        "perturb-step",
+        "solver",
+        False,
+        f"adds {PERTURB_SIZE} to one tensor after step {PERTURB_STEP}",
+        at_step=PERTURB_STEP + 1,
+        chunk=0,
+    ),
+    Behaviour(
+        "interpolate",
+        "solver",
+        False,
+        "interpolates between init and a target model (PoL spoof)",
+        saved_fraction=0.95,
+        offset=1,
+    ),
+    Behaviour(
+        "honest-on-some-segments",
+        "solver",
+        False,
+        "trains only the even segments",
+        saved_fraction=1.0,
+        offset=1,
+        cheats_on="odd",
+    ),
     Behaviour("wrong-data-order", "solver", False, "uses its own batch order", offset=1),
-    Behaviour("lower-precision", "solver", False, "computes in bfloat16", saved_fraction=0.5, offset=1),
-    Behaviour("equivocate", "solver", False, "cheats, then answers the bisection inconsistently",
-              policy="equivocate", saved_fraction=1.0, offset=1),
-    Behaviour("fake-root", "solver", False, "commits a root with no state behind it", policy="fake-root",
-              saved_fraction=1.0, offset=10**18),
-    Behaviour("no-show", "solver", False, "never answers a dispute", policy="no-show", saved_fraction=1.0,
-              offset=1),
+    Behaviour(
+        "lower-precision", "solver", False, "computes in bfloat16", saved_fraction=0.5, offset=1
+    ),
+    Behaviour(
+        "equivocate",
+        "solver",
+        False,
+        "cheats, then answers the bisection inconsistently",
+        policy="equivocate",
+        saved_fraction=1.0,
+        offset=1,
+    ),
+    Behaviour(
+        "fake-root",
+        "solver",
+        False,
+        "commits a root with no state behind it",
+        policy="fake-root",
+        saved_fraction=1.0,
+        offset=10**18,
+    ),
+    Behaviour(
+        "no-show",
+        "solver",
+        False,
+        "never answers a dispute",
+        policy="no-show",
+        saved_fraction=1.0,
+        offset=1,
+    ),
 ]
 VERIFIER_BEHAVIOURS = [
     Behaviour("honest", "verifier", True, "replays every sampled segment"),
-    Behaviour("lazy-approve", "verifier", False, "approves without replaying", saved_fraction=1.0,
-              claim="start-root"),
-    Behaviour("copy-solver", "verifier", False, "tries to copy the solver's root (commit-reveal "
-              "forces a guess)", saved_fraction=1.0, claim="guess"),
-    Behaviour("frivolous-challenge", "verifier", False, "challenges honest work with a made-up root",
-              claim="made-up"),
+    Behaviour(
+        "lazy-approve",
+        "verifier",
+        False,
+        "approves without replaying",
+        saved_fraction=1.0,
+        claim="start-root",
+    ),
+    Behaviour(
+        "copy-solver",
+        "verifier",
+        False,
+        "tries to copy the solver's root (commit-reveal forces a guess)",
+        saved_fraction=1.0,
+        claim="guess",
+    ),
+    Behaviour(
+        "frivolous-challenge",
+        "verifier",
+        False,
+        "challenges honest work with a made-up root",
+        claim="made-up",
+    ),
     Behaviour("no-show", "verifier", False, "never answers", policy="no-show", saved_fraction=1.0),
 ]
 BUILTIN = {(b.role, b.name): b for b in SOLVER_BEHAVIOURS + VERIFIER_BEHAVIOURS}
@@ -141,16 +222,22 @@ def load_behaviour(name_or_path: str, role: str) -> Any:
         return BUILTIN[(role, name_or_path)]
     if ":" not in name_or_path:
         known = ", ".join(sorted(n for r, n in BUILTIN if r == role))
-        raise InvalidInput(f"unknown {role} behaviour '{name_or_path}' (built-in: {known}; or "
-                           "module:attribute)", "behaviour")
+        raise InvalidInput(
+            f"unknown {role} behaviour '{name_or_path}' (built-in: {known}; or module:attribute)",
+            "behaviour",
+        )
     module_name, _, attribute = name_or_path.partition(":")
     try:
         found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as err:
         raise InvalidInput(f"cannot load {name_or_path}: {err}", "behaviour") from err
-    missing = [a for a in ("name", "role", "honest", "divergence", "transform_step", "policy")
-               if not hasattr(found, a)]
+    missing = [
+        a
+        for a in ("name", "role", "honest", "divergence", "transform_step", "policy")
+        if not hasattr(found, a)
+    ]
     if missing or found.role != role:
-        raise InvalidInput(f"{name_or_path} is not a {role} behaviour (missing {missing})", "behaviour")
+        raise InvalidInput(
+            f"{name_or_path} is not a {role} behaviour (missing {missing})", "behaviour"
+        )
     return found
-

@@ -47,8 +47,13 @@ TRANSITIONS: dict[tuple[str, str], frozenset[str]] = {
 # checked against the agreed root by the caller) -> `process_state_supplied`; the referee's
 # recomputed chunk -> `process_ruling`.
 # Who loses when the deadline passes in each phase (the referee has no deadline to miss).
-LATE_LOSER = {(STEPS, SOLVER): SOLVER, (STEPS, VERIFIER): VERIFIER, (CHUNKS, SOLVER): SOLVER,
-              (CHUNKS, VERIFIER): VERIFIER, (STATE, SOLVER): SOLVER}
+LATE_LOSER = {
+    (STEPS, SOLVER): SOLVER,
+    (STEPS, VERIFIER): VERIFIER,
+    (CHUNKS, SOLVER): SOLVER,
+    (CHUNKS, VERIFIER): VERIFIER,
+    (STATE, SOLVER): SOLVER,
+}
 
 
 class IllegalMove(PartyFault):
@@ -70,11 +75,22 @@ class Move:
 
     @classmethod
     def from_json(cls, obj: Any) -> "Move":
-        if not isinstance(obj, dict) or set(obj) - {"party", "kind", "round", "payload", "signature"}:
+        if not isinstance(obj, dict) or set(obj) - {
+            "party",
+            "kind",
+            "round",
+            "payload",
+            "signature",
+        }:
             raise IllegalMove("unknown", "a move is {party, kind, round, payload, signature}")
         try:
-            move = cls(str(obj["party"]), str(obj["kind"]), int(obj["round"]), dict(obj["payload"]),
-                       str(obj["signature"]))
+            move = cls(
+                str(obj["party"]),
+                str(obj["kind"]),
+                int(obj["round"]),
+                dict(obj["payload"]),
+                str(obj["signature"]),
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise IllegalMove(str(obj.get("party", "unknown")), f"malformed move: {err}") from err
         return move
@@ -104,7 +120,9 @@ class Game:
     reason: str = ""
     moves: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # ruling details
-    trail: tuple[tuple[str, int, int], ...] = ()  # how it narrowed: ("steps", lo, hi) / ("chunks", a, b)
+    trail: tuple[
+        tuple[str, int, int], ...
+    ] = ()  # how it narrowed: ("steps", lo, hi) / ("chunks", a, b)
 
     @property
     def step(self) -> int:
@@ -136,27 +154,70 @@ class Game:
 
 
 def compute_game_id(job_id: bytes, segment: int, verifier_key: bytes, opened_at: int) -> str:
-    return hashlib.sha256(b"VTGAME1" + job_id + segment.to_bytes(8, "little") + verifier_key
-                          + opened_at.to_bytes(8, "little")).hexdigest()
+    return hashlib.sha256(
+        b"VTGAME1"
+        + job_id
+        + segment.to_bytes(8, "little")
+        + verifier_key
+        + opened_at.to_bytes(8, "little")
+    ).hexdigest()
 
 
-def compute_initial_game(*, game_id: str, solver_key: str, verifier_key: str, start_step: int,
-                         start_root: str, end_step: int, solver_root: str, verifier_root: str,
-                         num_chunks: int, now: int, move_timeout: int, arity: int = 2,
-                         known_roots: dict[int, str] | None = None) -> Game:
+def compute_initial_game(
+    *,
+    game_id: str,
+    solver_key: str,
+    verifier_key: str,
+    start_step: int,
+    start_root: str,
+    end_step: int,
+    solver_root: str,
+    verifier_root: str,
+    num_chunks: int,
+    now: int,
+    move_timeout: int,
+    arity: int = 2,
+    known_roots: dict[int, str] | None = None,
+) -> Game:
     """The game over a segment (start_step, end_step] whose end the verifier disputes; raises
     InvalidInput naming the first field that cannot make a game."""
-    _validate_set_up(start_step=start_step, end_step=end_step, solver_root=solver_root,
-                     verifier_root=verifier_root, num_chunks=num_chunks, arity=arity)
+    _validate_set_up(
+        start_step=start_step,
+        end_step=end_step,
+        solver_root=solver_root,
+        verifier_root=verifier_root,
+        num_chunks=num_chunks,
+        arity=arity,
+    )
     roots = {**(known_roots or {}), start_step: start_root, end_step: solver_root}
-    game = Game(game_id, solver_key, verifier_key, arity, move_timeout, num_chunks, STEPS, SOLVER,
-                now + move_timeout, 0, start_step, end_step, roots,
-                {start_step: start_root, end_step: verifier_root})
+    game = Game(
+        game_id,
+        solver_key,
+        verifier_key,
+        arity,
+        move_timeout,
+        num_chunks,
+        STEPS,
+        SOLVER,
+        now + move_timeout,
+        0,
+        start_step,
+        end_step,
+        roots,
+        {start_step: start_root, end_step: verifier_root},
+    )
     return _enter_chunks_if_one_step(game)
 
 
-def _validate_set_up(*, start_step: int, end_step: int, solver_root: str, verifier_root: str,
-                     num_chunks: int, arity: int) -> None:
+def _validate_set_up(
+    *,
+    start_step: int,
+    end_step: int,
+    solver_root: str,
+    verifier_root: str,
+    num_chunks: int,
+    arity: int,
+) -> None:
     # The caller's set-up, not a party's move: InvalidInput, never a PartyFault (nobody is slashed).
     if arity < 2:
         raise InvalidInput("a dissection needs at least 2 parts", "arity")
@@ -186,27 +247,39 @@ def compute_rounds_bound(steps: int, num_chunks: int, arity: int = 2) -> int:
 # --- signing -----------------------------------------------------------------------------------
 
 
-def compute_move_message(*, game_id: str, party: str, kind: str, round_: int, payload: dict) -> bytes:
+def compute_move_message(
+    *, game_id: str, party: str, kind: str, round_: int, payload: dict
+) -> bytes:
     body = {"game": game_id, "party": party, "kind": kind, "round": round_, "payload": payload}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
 def sign_move(signing_key, game: Game, *, party: str, kind: str, payload: dict) -> Move:
-    message = compute_move_message(game_id=game.game_id, party=party, kind=kind, round_=game.round,
-                                   payload=payload)
-    return Move(party, kind, game.round, payload, sign(signing_key, DOMAIN_DISPUTE_MOVE, message).hex())
+    message = compute_move_message(
+        game_id=game.game_id, party=party, kind=kind, round_=game.round, payload=payload
+    )
+    return Move(
+        party, kind, game.round, payload, sign(signing_key, DOMAIN_DISPUTE_MOVE, message).hex()
+    )
 
 
 def _check_signature(game: Game, move: Move) -> None:
     key = game.solver_key if move.party == SOLVER else game.verifier_key
-    message = compute_move_message(game_id=game.game_id, party=move.party, kind=move.kind,
-                                   round_=move.round, payload=move.payload)
+    message = compute_move_message(
+        game_id=game.game_id,
+        party=move.party,
+        kind=move.kind,
+        round_=move.round,
+        payload=move.payload,
+    )
     try:
         signature = bytes.fromhex(move.signature)
     except ValueError:
         signature = b""
     if not is_valid_signature(bytes.fromhex(key), DOMAIN_DISPUTE_MOVE, message, signature):
-        raise IllegalMove(move.party, "move is not signed by this party's key for this game and round")
+        raise IllegalMove(
+            move.party, "move is not signed by this party's key for this game and round"
+        )
 
 
 # --- transitions -------------------------------------------------------------------------------
@@ -218,11 +291,17 @@ def process_move(game: Game, move: Move, now: int) -> Game:
         raise IllegalMove(move.party, "the game is over")
     if now >= game.deadline:
         raise IllegalMove(move.party, "the deadline for this move has passed")
-    if move.party != game.turn or move.kind not in TRANSITIONS.get((game.phase, move.party), frozenset()):
-        raise IllegalMove(move.party, f"{move.party} may not '{move.kind}' now "
-                                      f"(phase {game.phase}, {game.turn} to move)")
+    if move.party != game.turn or move.kind not in TRANSITIONS.get(
+        (game.phase, move.party), frozenset()
+    ):
+        raise IllegalMove(
+            move.party,
+            f"{move.party} may not '{move.kind}' now (phase {game.phase}, {game.turn} to move)",
+        )
     if move.round != game.round:
-        raise IllegalMove(move.party, f"move is for round {move.round}, the game is at {game.round}")
+        raise IllegalMove(
+            move.party, f"move is for round {move.round}, the game is at {game.round}"
+        )
     _check_signature(game, move)
     advanced = HANDLERS[move.kind](game, move.payload, now)
     return dataclasses.replace(advanced, moves=game.moves + 1)
@@ -241,12 +320,15 @@ def _other(party: str) -> str:
 
 
 def _over(game: Game, winner: str | None, reason: str, **extra: Any) -> Game:
-    return dataclasses.replace(game, phase=OVER, turn=None, winner=winner, reason=reason,
-                               extra={**game.extra, **extra})
+    return dataclasses.replace(
+        game, phase=OVER, turn=None, winner=winner, reason=reason, extra={**game.extra, **extra}
+    )
 
 
 def _next(game: Game, now: int, **changes: Any) -> Game:
-    return dataclasses.replace(game, round=game.round + 1, deadline=now + game.move_timeout, **changes)
+    return dataclasses.replace(
+        game, round=game.round + 1, deadline=now + game.move_timeout, **changes
+    )
 
 
 def _hex32(payload: dict, name: str, party: str) -> str:
@@ -264,7 +346,9 @@ def _dissect(game: Game, payload: dict, now: int) -> Game:
     posted = {p: _hex32({"root": r}, "root", SOLVER) for p, r in zip(points, roots, strict=True)}
     for step, root in posted.items():
         if game.roots.get(step, root) != root:
-            return _over(game, VERIFIER, f"solver equivocated at step {step}", equivocation_step=step)
+            return _over(
+                game, VERIFIER, f"solver equivocated at step {step}", equivocation_step=step
+            )
     return _next(game, now, roots={**game.roots, **posted}, points=points, turn=VERIFIER)
 
 
@@ -276,12 +360,22 @@ def _choose(game: Game, payload: dict, now: int) -> Game:
     lo, hi = bounds[index], bounds[index + 1]
     root = _hex32(payload, "root", VERIFIER)
     if root == game.roots[hi]:
-        raise IllegalMove(VERIFIER, f"your root at step {hi} equals the solver's: that is agreement")
+        raise IllegalMove(
+            VERIFIER, f"your root at step {hi} equals the solver's: that is agreement"
+        )
     if game.verifier_roots.get(hi, root) != root:
         raise IllegalMove(VERIFIER, f"you already claimed another root at step {hi}")
     verifier_roots = {**game.verifier_roots, lo: game.roots[lo], hi: root}
-    game = _next(game, now, lo=lo, hi=hi, points=(), turn=SOLVER, verifier_roots=verifier_roots,
-                 trail=(*game.trail, (STEPS, lo, hi)))
+    game = _next(
+        game,
+        now,
+        lo=lo,
+        hi=hi,
+        points=(),
+        turn=SOLVER,
+        verifier_roots=verifier_roots,
+        trail=(*game.trail, (STEPS, lo, hi)),
+    )
     return _enter_chunks_if_one_step(game)
 
 
@@ -289,8 +383,9 @@ def _enter_chunks_if_one_step(game: Game) -> Game:
     if game.hi - game.lo > 1:
         return game
     node_hashes = (game.roots[game.hi], game.verifier_roots[game.hi])
-    game = dataclasses.replace(game, phase=CHUNKS, turn=SOLVER, node=(0, game.num_chunks),
-                               node_hashes=node_hashes)
+    game = dataclasses.replace(
+        game, phase=CHUNKS, turn=SOLVER, node=(0, game.num_chunks), node_hashes=node_hashes
+    )
     return _enter_state_if_one_chunk(game)
 
 
@@ -318,8 +413,15 @@ def _pick(game: Game, payload: dict, now: int) -> Game:
     left_range, right_range = compute_child_ranges(game.node)
     side = 0 if mine[0] != game.split[0] else 1
     node = (left_range, right_range)[side]
-    game = _next(game, now, node=node, node_hashes=(game.split[side], mine[side]), split=("", ""),
-                 turn=SOLVER, trail=(*game.trail, (CHUNKS, *node)))
+    game = _next(
+        game,
+        now,
+        node=node,
+        node_hashes=(game.split[side], mine[side]),
+        split=("", ""),
+        turn=SOLVER,
+        trail=(*game.trail, (CHUNKS, *node)),
+    )
     return _enter_state_if_one_chunk(game)
 
 
@@ -333,8 +435,9 @@ def process_state_supplied(game: Game, now: int) -> Game:
     """The agreed state at s is in the referee's hands (already checked against its root)."""
     if game.phase != STATE:
         raise IllegalMove(SOLVER, f"no state is owed in phase {game.phase}")
-    return dataclasses.replace(game, phase=RULING, turn=REFEREE, round=game.round + 1,
-                               deadline=now + game.move_timeout)
+    return dataclasses.replace(
+        game, phase=RULING, turn=REFEREE, round=game.round + 1, deadline=now + game.move_timeout
+    )
 
 
 def process_ruling(game: Game, chunk_hash: bytes) -> Game:
@@ -344,9 +447,11 @@ def process_ruling(game: Game, chunk_hash: bytes) -> Game:
     truth = chunk_hash.hex()
     solver_leaf, verifier_leaf = game.node_hashes
     winner = SOLVER if truth == solver_leaf else VERIFIER if truth == verifier_leaf else None
-    reason = {SOLVER: "the referee's step reproduced the solver's chunk",
-              VERIFIER: "the referee's step reproduced the verifier's chunk",
-              None: "the referee's step reproduced neither chunk"}[winner]
+    reason = {
+        SOLVER: "the referee's step reproduced the solver's chunk",
+        VERIFIER: "the referee's step reproduced the verifier's chunk",
+        None: "the referee's step reproduced neither chunk",
+    }[winner]
     return _over(game, winner, reason, referee_chunk_hash=truth)
 
 

@@ -96,7 +96,9 @@ def compute_job_payouts(terms: JobTerms, outcome: Outcome) -> Payouts:
     solver_fails = outcome in (Outcome.SOLVER_NO_SHOW, Outcome.SOLVER_CAUGHT, Outcome.BOTH_WRONG)
     challenger_paid = outcome in (Outcome.SETTLED, Outcome.SOLVER_CAUGHT)
     fees = [terms.verifier_fee] * (terms.workers + challenger_paid)
-    paid, refund = compute_escrow_payments(terms.bounty, ([] if solver_fails else [terms.price]) + fees)
+    paid, refund = compute_escrow_payments(
+        terms.bounty, ([] if solver_fails else [terms.price]) + fees
+    )
     price = 0 if solver_fails else paid.pop(0)
     challenger_fee = paid.pop() if challenger_paid else 0
     solver, challenger, submitter, burned = price, challenger_fee, refund - terms.bounty, 0
@@ -112,14 +114,18 @@ def compute_job_payouts(terms: JobTerms, outcome: Outcome) -> Payouts:
         to_victim, burn = compute_slash_split(penalty)
         challenger, submitter, burned = challenger - penalty, submitter + to_victim, burned + burn
     elif outcome in (Outcome.FALSE_CHALLENGE, Outcome.BOTH_WRONG):
-        penalty = compute_false_challenge_penalty(terms.challenger_stake, terms.solver_stake,
-                                                  terms.min_stake)
-        to_victim, burn = compute_slash_split(penalty) if outcome == Outcome.FALSE_CHALLENGE else (0, penalty)
+        penalty = compute_false_challenge_penalty(
+            terms.challenger_stake, terms.solver_stake, terms.min_stake
+        )
+        to_victim, burn = (
+            compute_slash_split(penalty) if outcome == Outcome.FALSE_CHALLENGE else (0, penalty)
+        )
         challenger, solver, burned = challenger - penalty, solver + to_victim, burned + burn
     return Payouts(submitter, solver, sum(paid), challenger, burned)
 
 
 # --- simulation --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Market:
@@ -133,7 +139,9 @@ class Market:
 
     @property
     def solver_stake(self) -> int:
-        return round(compute_required_stake(self.compute_cost, max(1, self.sampled), self.stake_margin))
+        return round(
+            compute_required_stake(self.compute_cost, max(1, self.sampled), self.stake_margin)
+        )
 
     @property
     def verification_cost(self) -> float:
@@ -145,14 +153,20 @@ class Market:
 
     @property
     def verifier_stake(self) -> int:
-        return round(compute_jackpot(self.verifier_fee, self.forced_error_rate)) if self.sampled else 0
+        return (
+            round(compute_jackpot(self.verifier_fee, self.forced_error_rate)) if self.sampled else 0
+        )
 
     def compute_payouts(self, outcome: "Outcome") -> "Payouts":
         """The ledger's payouts for this market's job (bounty = price + every verifier's fee)."""
-        terms = JobTerms(bounty=round(self.price) + self.verifiers * self.verifier_fee,
-                         price=round(self.price), solver_stake=self.solver_stake,
-                         verifier_fee=self.verifier_fee, workers=self.verifiers - 1,
-                         challenger_stake=self.verifier_stake)
+        terms = JobTerms(
+            bounty=round(self.price) + self.verifiers * self.verifier_fee,
+            price=round(self.price),
+            solver_stake=self.solver_stake,
+            verifier_fee=self.verifier_fee,
+            workers=self.verifiers - 1,
+            challenger_stake=self.verifier_stake,
+        )
         return compute_job_payouts(terms, outcome)
 
 
@@ -176,7 +190,6 @@ def compute_jackpot(compensation: float, forced_error_rate: float, margin: float
     return margin * compensation / forced_error_rate
 
 
-
 @dataclass(frozen=True)
 class StrategyResult:
     name: str
@@ -188,26 +201,48 @@ class StrategyResult:
 
 
 def _bad_segments(behaviour: Behaviour, market: Market, length: int) -> set[int]:
-    return {i for i in range(market.segments)
-            if behaviour.divergence(i * length, (i + 1) * length, i) is not None}
+    return {
+        i
+        for i in range(market.segments)
+        if behaviour.divergence(i * length, (i + 1) * length, i) is not None
+    }
 
 
-def _play_segment(solver_traj: StandinTrajectory, verifier_traj: StandinTrajectory, start: int, end: int,
-                  rng: random.Random, solver_policy: str = "follow") -> str:
+def _play_segment(
+    solver_traj: StandinTrajectory,
+    verifier_traj: StandinTrajectory,
+    start: int,
+    end: int,
+    rng: random.Random,
+    solver_policy: str = "follow",
+) -> str:
     truth = StandinTrajectory(solver_traj.seed, solver_traj.num_chunks)
     keys = SigningKey(rng.randbytes(32)), SigningKey(rng.randbytes(32))
     game = compute_initial_game(
-        game_id=rng.randbytes(32).hex(), solver_key=bytes(keys[0].verify_key).hex(),
-        verifier_key=bytes(keys[1].verify_key).hex(), start_step=start, start_root=truth.root(start).hex(),
-        end_step=end, solver_root=solver_traj.root(end).hex(), verifier_root=verifier_traj.root(end).hex(),
-        num_chunks=truth.num_chunks, now=0, move_timeout=10)
-    final = play_game(game, Player(SOLVER, keys[0], solver_traj, solver_policy),
-                      Player(VERIFIER, keys[1], verifier_traj), truth)
+        game_id=rng.randbytes(32).hex(),
+        solver_key=bytes(keys[0].verify_key).hex(),
+        verifier_key=bytes(keys[1].verify_key).hex(),
+        start_step=start,
+        start_root=truth.root(start).hex(),
+        end_step=end,
+        solver_root=solver_traj.root(end).hex(),
+        verifier_root=verifier_traj.root(end).hex(),
+        num_chunks=truth.num_chunks,
+        now=0,
+        move_timeout=10,
+    )
+    final = play_game(
+        game,
+        Player(SOLVER, keys[0], solver_traj, solver_policy),
+        Player(VERIFIER, keys[1], verifier_traj),
+        truth,
+    )
     return final.winner or "neither"
 
 
-def _solver_dispute_loss_rate(behaviour: Behaviour, bad: list[int], length: int, trials: int,
-                              rng: random.Random) -> float:
+def _solver_dispute_loss_rate(
+    behaviour: Behaviour, bad: list[int], length: int, trials: int, rng: random.Random
+) -> float:
     """Share of stand-in games on its bad segments that the solver loses to an honest verifier."""
     if not bad:
         return 0.0
@@ -217,9 +252,17 @@ def _solver_dispute_loss_rate(behaviour: Behaviour, bad: list[int], length: int,
         seed, chunks = rng.randbytes(8), rng.randint(1, 64)
         start, end = segment * length, (segment + 1) * length
         fake = ((end, b"\xfa" * 32),) if behaviour.policy == "fake-root" else ()
-        mine = StandinTrajectory(seed, chunks, None if fake else behaviour.divergence(start, end, segment),
-                                 behaviour.name.encode(), fake)
-        lost += _play_segment(mine, StandinTrajectory(seed, chunks), start, end, rng, behaviour.policy) != SOLVER
+        mine = StandinTrajectory(
+            seed,
+            chunks,
+            None if fake else behaviour.divergence(start, end, segment),
+            behaviour.name.encode(),
+            fake,
+        )
+        lost += (
+            _play_segment(mine, StandinTrajectory(seed, chunks), start, end, rng, behaviour.policy)
+            != SOLVER
+        )
     return lost / trials
 
 
@@ -228,15 +271,20 @@ def compute_detection_probability(segments: int, bad: int, sampled: int) -> floa
     return 1 - math.comb(segments - bad, sampled) / math.comb(segments, sampled)
 
 
-def simulate_solver(behaviour: Behaviour, market: Market, trials: int, rng: random.Random) -> tuple[float, float]:
+def simulate_solver(
+    behaviour: Behaviour, market: Market, trials: int, rng: random.Random
+) -> tuple[float, float]:
     """(expected profit, catch rate) against an honest verifier: exact sampling odds times the
     share of played dispute games the solver loses."""
     length = 100
     bad = sorted(_bad_segments(behaviour, market, length))
     spent = market.compute_cost * (1 - behaviour.saved_fraction * len(bad) / market.segments)
-    catch = compute_detection_probability(market.segments, len(bad), market.sampled) \
-        * _solver_dispute_loss_rate(behaviour, bad, length, trials, rng)
-    paid, caught = (market.compute_payouts(o).solver for o in (Outcome.SETTLED, Outcome.SOLVER_CAUGHT))
+    catch = compute_detection_probability(
+        market.segments, len(bad), market.sampled
+    ) * _solver_dispute_loss_rate(behaviour, bad, length, trials, rng)
+    paid, caught = (
+        market.compute_payouts(o).solver for o in (Outcome.SETTLED, Outcome.SOLVER_CAUGHT)
+    )
     return (1 - catch) * paid + catch * caught - spent, catch
 
 
@@ -251,7 +299,9 @@ def _verifier_challenge_loss_rate(trials: int, rng: random.Random) -> float:
     return lost / trials
 
 
-def simulate_verifier(behaviour: Behaviour, market: Market, trials: int, rng: random.Random) -> tuple[float, float]:
+def simulate_verifier(
+    behaviour: Behaviour, market: Market, trials: int, rng: random.Random
+) -> tuple[float, float]:
     """(expected profit, catch rate) facing honest solvers and forced errors at rate φ."""
     fee, stake, phi = market.verifier_fee, market.verifier_stake, market.forced_error_rate
     cost = 0.0 if behaviour.saved_fraction == 1.0 else market.verification_cost
@@ -262,7 +312,9 @@ def simulate_verifier(behaviour: Behaviour, market: Market, trials: int, rng: ra
     if behaviour.honest:  # flags every planted segment: paid, plus its share of the jackpot
         return fee + phi * compute_slash_split(stake)[0] - cost, 0.0
     loss = _verifier_challenge_loss_rate(trials, rng)  # guessed or made-up roots must be defended
-    paid, lost = (market.compute_payouts(o).challenger for o in (Outcome.SETTLED, Outcome.FALSE_CHALLENGE))
+    paid, lost = (
+        market.compute_payouts(o).challenger for o in (Outcome.SETTLED, Outcome.FALSE_CHALLENGE)
+    )
     return (1 - loss) * paid + loss * lost - cost, loss
 
 
@@ -270,13 +322,23 @@ def simulate_market(market: Market, trials: int = 200, seed: int = 0) -> list[St
     """Every built-in behaviour on the same random draws (common random numbers), so the gain
     over honest play is not sampling noise."""
     results: list[StrategyResult] = []
-    for role, behaviours, simulate in ((SOLVER, SOLVER_BEHAVIOURS, simulate_solver),
-                                       (VERIFIER, VERIFIER_BEHAVIOURS, simulate_verifier)):
+    for role, behaviours, simulate in (
+        (SOLVER, SOLVER_BEHAVIOURS, simulate_solver),
+        (VERIFIER, VERIFIER_BEHAVIOURS, simulate_verifier),
+    ):
         honest_profit = simulate(behaviours[0], market, trials, random.Random(seed))[0]
         for b in behaviours:
             profit, catch = simulate(b, market, trials, random.Random(seed))
-            results.append(StrategyResult(b.name, role, b.honest, round(profit, 3),
-                                          round(profit - honest_profit, 3), round(catch, 4)))
+            results.append(
+                StrategyResult(
+                    b.name,
+                    role,
+                    b.honest,
+                    round(profit, 3),
+                    round(profit - honest_profit, 3),
+                    round(catch, 4),
+                )
+            )
     return results
 
 
@@ -284,9 +346,13 @@ def compute_summary(market: Market, results: list[StrategyResult]) -> dict:
     # honest play earns; every deviation earns less than honest play (a solver that cheats on
     # one segment still nets most of the price, but less than by doing the work)
     ok = all(r.expected_profit > 0 if r.honest else r.gain_over_honest < 0 for r in results)
-    return {"strategies": [asdict(r) for r in results],
-            "stake_multiple": round(market.solver_stake / market.price, 4),
-            "verifier_stake_multiple": round(market.verifier_stake / market.price, 4),
-            "verification_fraction": compute_verification_fraction(market.segments, market.sampled,
-                                                                   market.verifiers),
-            "market": asdict(market), "ok": ok}
+    return {
+        "strategies": [asdict(r) for r in results],
+        "stake_multiple": round(market.solver_stake / market.price, 4),
+        "verifier_stake_multiple": round(market.verifier_stake / market.price, 4),
+        "verification_fraction": compute_verification_fraction(
+            market.segments, market.sampled, market.verifiers
+        ),
+        "market": asdict(market),
+        "ok": ok,
+    }

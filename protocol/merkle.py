@@ -73,7 +73,9 @@ def inclusion_proof_from_hashes(leaf_hashes: Sequence[bytes], index: int) -> lis
     """RFC 9162 §2.1.3.1 audit path PATH(index, D[n]), leaf level first; InvalidInput for an
     index outside the tree (unlike `verify_*`, building a proof from a bad request is an error)."""
     if not 0 <= index < len(leaf_hashes):
-        raise InvalidInput(f"leaf index {index} outside a tree of {len(leaf_hashes)} leaves", "index")
+        raise InvalidInput(
+            f"leaf index {index} outside a tree of {len(leaf_hashes)} leaves", "index"
+        )
     path: list[bytes] = []
     start, end = 0, len(leaf_hashes)
     while end - start > 1:
@@ -149,7 +151,9 @@ def consistency_proof_from_hashes(leaf_hashes: Sequence[bytes], old_size: int) -
     return _subproof(leaf_hashes, old_size, 0, len(leaf_hashes), complete=True)
 
 
-def _subproof(hashes: Sequence[bytes], m: int, start: int, end: int, *, complete: bool) -> list[bytes]:
+def _subproof(
+    hashes: Sequence[bytes], m: int, start: int, end: int, *, complete: bool
+) -> list[bytes]:
     """RFC 9162 §2.1.4.1 SUBPROOF(m, D[start:end], b), with b = `complete`."""
     n = end - start
     if m == n:

@@ -19,7 +19,9 @@ class NativeOps:
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.linear(x, weight, bias)
 
-    def conv2d(self, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int) -> Tensor:
+    def conv2d(
+        self, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int
+    ) -> Tensor:
         return F.conv2d(x, weight, bias, stride=stride, padding=padding)
 
     def embedding(self, indices: Tensor, weight: Tensor) -> Tensor:
@@ -57,7 +59,9 @@ class NativeOps:
         return F.mse_loss(prediction, target)
 
     # --- training ---------------------------------------------------------------------------
-    def uniform(self, shape: tuple[int, ...], bound: float, generator: torch.Generator, dtype: torch.dtype) -> Tensor:
+    def uniform(
+        self, shape: tuple[int, ...], bound: float, generator: torch.Generator, dtype: torch.dtype
+    ) -> Tensor:
         """U(-bound, bound) initialisation (torch.rand is ISA-independent; randn is not)."""
         return (torch.rand(shape, generator=generator, dtype=dtype) * 2.0 - 1.0) * bound
 
@@ -65,8 +69,13 @@ class NativeOps:
         return list(torch.autograd.grad(loss, params))
 
     def sgd_update(
-        self, param: Tensor, grad: Tensor, momentum_buffer: Tensor,
-        lr: float, momentum: float, weight_decay: float,
+        self,
+        param: Tensor,
+        grad: Tensor,
+        momentum_buffer: Tensor,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
     ) -> tuple[Tensor, Tensor]:
         """SGD with momentum and L2 weight decay (torch.optim.SGD semantics, no dampening)."""
         grad = grad + weight_decay * param if weight_decay else grad
@@ -74,8 +83,17 @@ class NativeOps:
         return param - lr * buffer, buffer
 
     def adamw_update(
-        self, param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
-        lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+        self,
+        param: Tensor,
+        grad: Tensor,
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+        step: int,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """AdamW (decoupled weight decay); `step` counts from 1."""
         param = param * (1.0 - lr * weight_decay)

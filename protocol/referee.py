@@ -18,7 +18,9 @@ from protocol.state import (
 from protocol.training import TrainingProgram
 
 
-def compute_referee_chunk(program: TrainingProgram, agreed_state: bytes, agreed_root: bytes, chunk: int) -> bytes:
+def compute_referee_chunk(
+    program: TrainingProgram, agreed_state: bytes, agreed_root: bytes, chunk: int
+) -> bytes:
     """Leaf hash of chunk `chunk` of the state one step after `agreed_state`.
 
     The root commits to every tensor, the step counter included, and the game bound it to step s:
@@ -26,8 +28,12 @@ def compute_referee_chunk(program: TrainingProgram, agreed_state: bytes, agreed_
     state = decode_state(agreed_state)  # safetensors only: never unpickles
     if compute_state_root(state) != agreed_root:
         raise CheckpointCorrupt("the supplied state does not match the agreed root")
-    if encode_state(state) != agreed_state:  # same tensors, altered header: refuse all but canonical bytes
-        raise CheckpointCorrupt("the supplied state's safetensors header differs from the canonical encoding")
+    if (
+        encode_state(state) != agreed_state
+    ):  # same tensors, altered header: refuse all but canonical bytes
+        raise CheckpointCorrupt(
+            "the supplied state's safetensors header differs from the canonical encoding"
+        )
     hashes = compute_chunk_hashes(program.step(state))
     if not 0 <= chunk < len(hashes):
         raise CheckpointCorrupt(f"the state at step {get_step(state) + 1} has no chunk {chunk}")

@@ -20,13 +20,29 @@ class ModelEntry:
 
 
 MODEL_ENTRIES: tuple[ModelEntry, ...] = (
-    ModelEntry("mlp", {"hidden": [64, 64], "dropout": 0.1},
-               {"kind": "synthetic-classification", "seed": 1, "config": {"input_shape": [32], "classes": 10}}),
-    ModelEntry("cnn", {"channels": [8, 16]},
-               {"kind": "synthetic-classification", "seed": 1,
-                "config": {"input_shape": [1, 16, 16], "classes": 10}}),
-    ModelEntry("gpt-tiny", {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1},
-               {"kind": "text", "config": {"context": 32}}),
+    ModelEntry(
+        "mlp",
+        {"hidden": [64, 64], "dropout": 0.1},
+        {
+            "kind": "synthetic-classification",
+            "seed": 1,
+            "config": {"input_shape": [32], "classes": 10},
+        },
+    ),
+    ModelEntry(
+        "cnn",
+        {"channels": [8, 16]},
+        {
+            "kind": "synthetic-classification",
+            "seed": 1,
+            "config": {"input_shape": [1, 16, 16], "classes": 10},
+        },
+    ),
+    ModelEntry(
+        "gpt-tiny",
+        {"d_model": 64, "layers": 2, "heads": 4, "dropout": 0.1},
+        {"kind": "text", "config": {"context": 32}},
+    ),
 )
 MODEL_NAMES: tuple[str, ...] = tuple(entry.name for entry in MODEL_ENTRIES)
 

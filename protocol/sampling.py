@@ -13,20 +13,31 @@ from collections.abc import Sequence
 SELECTION_TAG = b"VTSELECT1"
 
 
-def compute_eligible_verifiers(candidates: Sequence[tuple[str, int, Sequence[str]]], profile_label: str,
-                               excluded: Sequence[str]) -> list[tuple[str, int]]:
+def compute_eligible_verifiers(
+    candidates: Sequence[tuple[str, int, Sequence[str]]],
+    profile_label: str,
+    excluded: Sequence[str],
+) -> list[tuple[str, int]]:
     """(key, stake) of candidates (key, stake, profile labels) that can replay this profile."""
-    return [(key, stake) for key, stake, profiles in candidates
-            if profile_label in profiles and key not in excluded]
+    return [
+        (key, stake)
+        for key, stake, profiles in candidates
+        if profile_label in profiles and key not in excluded
+    ]
 
 
-def compute_selection_seed(trajectory_root: bytes, commitment_signature: bytes, log_head: bytes) -> bytes:
-    return hashlib.sha256(SELECTION_TAG + trajectory_root + commitment_signature + log_head).digest()
+def compute_selection_seed(
+    trajectory_root: bytes, commitment_signature: bytes, log_head: bytes
+) -> bytes:
+    return hashlib.sha256(
+        SELECTION_TAG + trajectory_root + commitment_signature + log_head
+    ).digest()
 
 
 def compute_replacement_seed(selection_seed: bytes, missed_assignment_id: int) -> bytes:
-    return hashlib.sha256(SELECTION_TAG + b"replace" + selection_seed
-                          + missed_assignment_id.to_bytes(8, "little")).digest()
+    return hashlib.sha256(
+        SELECTION_TAG + b"replace" + selection_seed + missed_assignment_id.to_bytes(8, "little")
+    ).digest()
 
 
 def _draw(seed: bytes, purpose: bytes, counter: int, bound: int) -> int:
@@ -35,7 +46,9 @@ def _draw(seed: bytes, purpose: bytes, counter: int, bound: int) -> int:
     return int.from_bytes(digest, "little") % bound
 
 
-def compute_verifier_choice(seed: bytes, candidates: Sequence[tuple[str, int]], count: int) -> list[str]:
+def compute_verifier_choice(
+    seed: bytes, candidates: Sequence[tuple[str, int]], count: int
+) -> list[str]:
     """Up to `count` distinct candidates (key, stake>0), each draw weighted by stake."""
     pool = sorted((key, weight) for key, weight in candidates if weight > 0)
     chosen: list[str] = []
@@ -73,10 +86,14 @@ def is_forced_error(seed: bytes, assignment_index: int, rate_ppm: int) -> bool:
 
 def compute_planted_root(seed: bytes, assignment_index: int) -> bytes:
     """The bogus end root shown to the verifier: no state has it (a fresh hash)."""
-    return hashlib.sha256(SELECTION_TAG + FORCED_TAG + seed + assignment_index.to_bytes(8, "little")).digest()
+    return hashlib.sha256(
+        SELECTION_TAG + FORCED_TAG + seed + assignment_index.to_bytes(8, "little")
+    ).digest()
 
 
-def compute_forced_error_outcome(revealed_root: bytes, planted_root: bytes, jackpot: int) -> tuple[str, int]:
+def compute_forced_error_outcome(
+    revealed_root: bytes, planted_root: bytes, jackpot: int
+) -> tuple[str, int]:
     """A verifier that flags the planted root earns the jackpot; one that approves it (it cannot
     have replayed) loses as much from its stake."""
     return ("jackpot", jackpot) if revealed_root != planted_root else ("slash", jackpot)

@@ -110,8 +110,19 @@ class JobSpec:
 
 def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
     obj = get_object(obj, path)
-    validate_keys(obj, path, required={"kind"}, optional={"torch_version", "dtype", "intra_op_threads",
-                                                          "cpu_capability", "math_reproducible", "deterministic"})
+    validate_keys(
+        obj,
+        path,
+        required={"kind"},
+        optional={
+            "torch_version",
+            "dtype",
+            "intra_op_threads",
+            "cpu_capability",
+            "math_reproducible",
+            "deterministic",
+        },
+    )
     kind = get_choice(obj, "kind", path, choices=PROFILE_KINDS)
     torch_version = obj.get("torch_version", TORCH_VERSION)
     if not isinstance(torch_version, str) or not torch_version:
@@ -119,14 +130,21 @@ def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
     if kind == "repro":
         for pinned_only in ("intra_op_threads", "cpu_capability"):
             if obj.get(pinned_only) is not None:
-                raise InvalidSpec("repro profiles run on any threads and ISA; omit it", join_field(path, pinned_only))
+                raise InvalidSpec(
+                    "repro profiles run on any threads and ISA; omit it",
+                    join_field(path, pinned_only),
+                )
         threads, capability = None, None
     else:
         threads = get_int(obj, "intra_op_threads", path, low=1, high=256, default=1)
-        capability = get_choice(obj, "cpu_capability", path, choices=CPU_CAPABILITIES, default="avx2")
+        capability = get_choice(
+            obj, "cpu_capability", path, choices=CPU_CAPABILITIES, default="avx2"
+        )
     dtype = get_choice(obj, "dtype", path, choices=DTYPES, default="float32")
     if kind == "repro" and dtype not in REPRO_DTYPES:
-        raise InvalidSpec(f"repro profiles run {', '.join(REPRO_DTYPES)} only", join_field(path, "dtype"))
+        raise InvalidSpec(
+            f"repro profiles run {', '.join(REPRO_DTYPES)} only", join_field(path, "dtype")
+        )
     return ExecutionProfile(
         kind=kind,
         torch_version=torch_version,
@@ -145,14 +163,18 @@ def _parse_config(obj: dict, path: str) -> dict[str, Any]:
     config = get_object(obj.get("config", {}), field)
     for key, value in config.items():
         if isinstance(value, bool) or not isinstance(value, int | float | list):
-            raise InvalidSpec("config values must be numbers or lists of integers", join_field(field, key))
+            raise InvalidSpec(
+                "config values must be numbers or lists of integers", join_field(field, key)
+            )
     return config
 
 
 def _parse_model(obj: Any, path: str = "model") -> ModelSpec:
     obj = get_object(obj, path)
     validate_keys(obj, path, required={"name"}, optional={"config"})
-    return ModelSpec(name=get_choice(obj, "name", path, choices=MODELS), config=_parse_config(obj, path))
+    return ModelSpec(
+        name=get_choice(obj, "name", path, choices=MODELS), config=_parse_config(obj, path)
+    )
 
 
 def _parse_dataset(obj: Any, path: str = "dataset") -> DatasetSpec:
@@ -162,16 +184,29 @@ def _parse_dataset(obj: Any, path: str = "dataset") -> DatasetSpec:
     sha256 = obj.get("sha256")
     if kind == "safetensors":
         if not isinstance(sha256, str) or len(sha256) != 64 or not is_hex(sha256):
-            raise InvalidSpec("must be the dataset file's SHA-256 as 64 hex digits", join_field(path, "sha256"))
+            raise InvalidSpec(
+                "must be the dataset file's SHA-256 as 64 hex digits", join_field(path, "sha256")
+            )
     elif sha256 is not None:
-        raise InvalidSpec("only safetensors datasets are referenced by hash", join_field(path, "sha256"))
-    return DatasetSpec(kind=kind, seed=get_int(obj, "seed", path, low=0, high=2**62, default=0),
-                       config=_parse_config(obj, path), sha256=sha256.lower() if sha256 else None)
+        raise InvalidSpec(
+            "only safetensors datasets are referenced by hash", join_field(path, "sha256")
+        )
+    return DatasetSpec(
+        kind=kind,
+        seed=get_int(obj, "seed", path, low=0, high=2**62, default=0),
+        config=_parse_config(obj, path),
+        sha256=sha256.lower() if sha256 else None,
+    )
 
 
 def _parse_optimizer(obj: Any, path: str = "optimizer") -> OptimizerSpec:
     obj = get_object(obj, path)
-    validate_keys(obj, path, required={"name", "lr"}, optional={"momentum", "weight_decay", "beta1", "beta2", "eps"})
+    validate_keys(
+        obj,
+        path,
+        required={"name", "lr"},
+        optional={"momentum", "weight_decay", "beta1", "beta2", "eps"},
+    )
     return OptimizerSpec(
         name=get_choice(obj, "name", path, choices=OPTIMIZERS),
         lr=get_float(obj, "lr", path, low=0.0, high=10.0, default=0.0),
@@ -186,15 +221,30 @@ def _parse_optimizer(obj: Any, path: str = "optimizer") -> OptimizerSpec:
 def _parse_schedule(obj: Any, path: str = "schedule") -> ScheduleSpec:
     obj = get_object(obj, path)
     validate_keys(obj, path, required={"name"}, optional={"warmup_steps"})
-    return ScheduleSpec(name=get_choice(obj, "name", path, choices=SCHEDULES),
-                        warmup_steps=get_int(obj, "warmup_steps", path, low=0, high=MAX_STEPS, default=0))
+    return ScheduleSpec(
+        name=get_choice(obj, "name", path, choices=SCHEDULES),
+        warmup_steps=get_int(obj, "warmup_steps", path, low=0, high=MAX_STEPS, default=0),
+    )
 
 
 def parse_job_spec(obj: Any) -> JobSpec:
     """Validate a decoded JSON job spec; raises InvalidSpec naming the first bad field."""
     obj = get_object(obj, "")
-    validate_keys(obj, "", required={"model", "dataset", "optimizer", "batch_size", "steps", "seed",
-                                     "checkpoint_interval", "profile"}, optional={"schedule", "version"})
+    validate_keys(
+        obj,
+        "",
+        required={
+            "model",
+            "dataset",
+            "optimizer",
+            "batch_size",
+            "steps",
+            "seed",
+            "checkpoint_interval",
+            "profile",
+        },
+        optional={"schedule", "version"},
+    )
     if obj.get("version", SPEC_VERSION) != SPEC_VERSION:
         raise InvalidSpec(f"only spec version {SPEC_VERSION} is understood", "version")
     steps = get_int(obj, "steps", "", low=1, high=MAX_STEPS)
@@ -220,7 +270,9 @@ def spec_to_json(spec: JobSpec) -> dict[str, Any]:
 
 def encode_job_spec(spec: JobSpec) -> bytes:
     """Canonical JSON: sorted keys, no whitespace, ASCII only."""
-    return json.dumps(spec_to_json(spec), sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps(
+        spec_to_json(spec), sort_keys=True, separators=(",", ":"), allow_nan=False
+    ).encode()
 
 
 def compute_job_id(spec: JobSpec) -> JobId:

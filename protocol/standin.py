@@ -53,10 +53,12 @@ class StandinTrajectory:
     def _chunk(self, step: int, index: int) -> bytes:
         bad = self.divergence is not None and (
             step > self.divergence[0]
-            or (step == self.divergence[0] and self.divergence[1] in (None, index)))
+            or (step == self.divergence[0] and self.divergence[1] in (None, index))
+        )
         prefix = b"VTSTANDIN" + (self.tag if bad else b"true")
-        return hashlib.sha256(prefix + self.seed + step.to_bytes(8, "little")
-                              + index.to_bytes(4, "little")).digest()
+        return hashlib.sha256(
+            prefix + self.seed + step.to_bytes(8, "little") + index.to_bytes(4, "little")
+        ).digest()
 
     def chunk_hashes(self, step: int) -> list[bytes]:
         return [self._chunk(step, i) for i in range(self.num_chunks)]
@@ -65,14 +67,18 @@ class StandinTrajectory:
         return dict(self.fake_roots).get(step) or root_from_leaf_hashes(self.chunk_hashes(step))
 
 
-def compute_first_divergence(mine: Trajectory, theirs: Trajectory, lo: int, hi: int) -> tuple[int, int]:
+def compute_first_divergence(
+    mine: Trajectory, theirs: Trajectory, lo: int, hi: int
+) -> tuple[int, int]:
     """(first step in (lo, hi] whose root differs, first differing chunk there) — a linear scan,
     for tests on short trajectories. Two trajectories with no such step and chunk are not a
     dispute: InvalidInput."""
     for step in range(lo + 1, hi + 1):
         if mine.root(step) != theirs.root(step):
             a, b = mine.chunk_hashes(step), theirs.chunk_hashes(step)
-            chunk = next((i for i in range(max(len(a), len(b))) if a[i:i + 1] != b[i:i + 1]), None)
+            chunk = next(
+                (i for i in range(max(len(a), len(b))) if a[i : i + 1] != b[i : i + 1]), None
+            )
             if chunk is None:  # a fake root: no chunk behind it differs
                 raise InvalidInput(f"the roots at step {step} differ but no chunk does", "theirs")
             return step, chunk
@@ -113,28 +119,39 @@ class Player:
             end = bounds[index + 1]
             mine = self.trajectory.root(end).hex()
             if mine != game.roots[end]:
-                return sign_move(self.key, game, party=VERIFIER, kind="choose",
-                                 payload={"index": index, "root": mine})
+                return sign_move(
+                    self.key,
+                    game,
+                    party=VERIFIER,
+                    kind="choose",
+                    payload={"index": index, "root": mine},
+                )
         return None  # it agrees with everything: it cannot dispute, and will lose on time
 
     def _children(self, game: Game, kind: str) -> Move | None:
         hashes = self.trajectory.chunk_hashes(game.hi)
         left, right = compute_child_ranges(game.node)
-        payload = {"left": compute_subtree_root(hashes, *left).hex(),
-                   "right": compute_subtree_root(hashes, *right).hex()}
+        payload = {
+            "left": compute_subtree_root(hashes, *left).hex(),
+            "right": compute_subtree_root(hashes, *right).hex(),
+        }
         return sign_move(self.key, game, party=self.party, kind=kind, payload=payload)
 
 
-def play_game(game: Game, solver: Player, verifier: Player, truth: Trajectory, *,
-              max_moves: int = 10_000) -> Game:
+def play_game(
+    game: Game, solver: Player, verifier: Player, truth: Trajectory, *, max_moves: int = 10_000
+) -> Game:
     """Drive a game to its end: parties move (a party that cannot or will not is timed out),
     the solver supplies the agreed state unless it is a no-show, the referee rules from `truth`."""
     for now in range(1, max_moves + 1):
         if game.phase == OVER:
             return game
         if game.phase == STATE:
-            game = process_state_supplied(game, now) if solver.policy != "no-show" \
+            game = (
+                process_state_supplied(game, now)
+                if solver.policy != "no-show"
                 else process_deadline(game, game.deadline)
+            )
         elif game.phase == RULING:
             game = process_ruling(game, truth.chunk_hashes(game.hi)[game.chunk])
         else:

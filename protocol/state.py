@@ -55,13 +55,17 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
 def _chunk_header(name: str, tensor: torch.Tensor, chunk: int, chunks: int) -> bytes:
     encoded_name = name.encode()
     shape = tuple(tensor.shape)
-    return b"".join([
-        b"VTCHUNK1",
-        struct.pack("<H", len(encoded_name)), encoded_name,
-        ALLOWED_DTYPES[tensor.dtype].encode(),
-        struct.pack("<B", len(shape)), struct.pack(f"<{len(shape)}Q", *shape),
-        struct.pack("<II", chunk, chunks),
-    ])
+    return b"".join(
+        [
+            b"VTCHUNK1",
+            struct.pack("<H", len(encoded_name)),
+            encoded_name,
+            ALLOWED_DTYPES[tensor.dtype].encode(),
+            struct.pack("<B", len(shape)),
+            struct.pack(f"<{len(shape)}Q", *shape),
+            struct.pack("<II", chunk, chunks),
+        ]
+    )
 
 
 def _chunk_bounds(num_bytes: int) -> list[tuple[int, int]]:
@@ -134,7 +138,9 @@ def validate_state_layout(state: TrainingState) -> None:
         raise CheckpointCorrupt("state has no int64 scalar 'step' tensor")
     for name, tensor in state.items():
         if tensor.dtype not in ALLOWED_DTYPES:
-            raise CheckpointCorrupt(f"tensor {name!r} has unsupported dtype {tensor.dtype}", tensor=name)
+            raise CheckpointCorrupt(
+                f"tensor {name!r} has unsupported dtype {tensor.dtype}", tensor=name
+            )
         if name != STEP_KEY and not name.startswith((PARAM_PREFIX, "opt/")):
             raise CheckpointCorrupt(f"unexpected tensor {name!r} in state", tensor=name)
 

@@ -53,7 +53,9 @@ class TrainingProgram:
 
     def initial_state(self) -> TrainingState:
         dtype = DTYPES[self.spec.profile.dtype]
-        params = compute_initial_params(self.model, self.config, seed=self.spec.seed, ops=self.ops, dtype=dtype)
+        params = compute_initial_params(
+            self.model, self.config, seed=self.spec.seed, ops=self.ops, dtype=dtype
+        )
         state: TrainingState = {STEP_KEY: torch.tensor(0, dtype=torch.int64)}
         for name, value in params.items():
             state[PARAM_PREFIX + name] = value
@@ -73,7 +75,7 @@ class TrainingProgram:
 
     def step_with_metrics(self, state: TrainingState) -> tuple[TrainingState, dict[str, float]]:
         step = get_step(state)
-        names = sorted(k[len(PARAM_PREFIX):] for k in state if k.startswith(PARAM_PREFIX))
+        names = sorted(k[len(PARAM_PREFIX) :] for k in state if k.startswith(PARAM_PREFIX))
         params = {n: state[PARAM_PREFIX + n].detach().requires_grad_(True) for n in names}
         loss = self.compute_loss(params, step)
         grads = self.ops.gradients(loss, [params[n] for n in names])
@@ -83,17 +85,29 @@ class TrainingProgram:
             self._apply_update(state, new_state, name, grad=grad, t=step + 1, lr=lr)
         return new_state, {"loss": float(loss.detach())}
 
-    def _apply_update(self, old: TrainingState, new: TrainingState, name: str, *, grad, t: int, lr: float) -> None:
+    def _apply_update(
+        self, old: TrainingState, new: TrainingState, name: str, *, grad, t: int, lr: float
+    ) -> None:
         opt, param = self.spec.optimizer, old[PARAM_PREFIX + name]
         with torch.no_grad():
             if opt.name == "sgd":
-                param, buf = self.ops.sgd_update(param, grad, old[f"opt/momentum/{name}"], lr,
-                                                 opt.momentum, opt.weight_decay)
+                param, buf = self.ops.sgd_update(
+                    param, grad, old[f"opt/momentum/{name}"], lr, opt.momentum, opt.weight_decay
+                )
                 new[f"opt/momentum/{name}"] = buf
             else:
                 param, m, v = self.ops.adamw_update(
-                    param, grad, old[f"opt/exp_avg/{name}"], old[f"opt/exp_avg_sq/{name}"], t, lr,
-                    opt.beta1, opt.beta2, opt.eps, opt.weight_decay)
+                    param,
+                    grad,
+                    old[f"opt/exp_avg/{name}"],
+                    old[f"opt/exp_avg_sq/{name}"],
+                    t,
+                    lr,
+                    opt.beta1,
+                    opt.beta2,
+                    opt.eps,
+                    opt.weight_decay,
+                )
                 new[f"opt/exp_avg/{name}"], new[f"opt/exp_avg_sq/{name}"] = m, v
         new[PARAM_PREFIX + name] = param.detach()
 

@@ -43,10 +43,15 @@ class Commitment:
     final_model_root: Root
 
     def encode(self) -> bytes:
-        return b"".join([
-            b"VTCOMMIT1", bytes(self.job_id), bytes(self.trajectory_root),
-            struct.pack("<Q", self.num_checkpoints), bytes(self.final_model_root),
-        ])
+        return b"".join(
+            [
+                b"VTCOMMIT1",
+                bytes(self.job_id),
+                bytes(self.trajectory_root),
+                struct.pack("<Q", self.num_checkpoints),
+                bytes(self.final_model_root),
+            ]
+        )
 
     def to_json(self) -> dict:
         return {
@@ -59,7 +64,9 @@ class Commitment:
     @classmethod
     def from_json(cls, obj: dict) -> "Commitment":
         try:
-            fields = {k: bytes.fromhex(obj[k]) for k in ("job_id", "trajectory_root", "final_model_root")}
+            fields = {
+                k: bytes.fromhex(obj[k]) for k in ("job_id", "trajectory_root", "final_model_root")
+            }
             count = obj["num_checkpoints"]
         except (KeyError, TypeError, ValueError) as err:
             raise InvalidInput(f"malformed commitment ({err})", "commitment") from err
@@ -67,8 +74,12 @@ class Commitment:
             raise InvalidInput("hashes must be 32 bytes", "commitment")
         if isinstance(count, bool) or not isinstance(count, int) or count < 2:
             raise InvalidInput("must be an integer ≥ 2", "commitment.num_checkpoints")
-        return cls(JobId(fields["job_id"]), Root(fields["trajectory_root"]), count,
-                   Root(fields["final_model_root"]))
+        return cls(
+            JobId(fields["job_id"]),
+            Root(fields["trajectory_root"]),
+            count,
+            Root(fields["final_model_root"]),
+        )
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
@@ -78,5 +89,7 @@ def sign_commitment(key: SigningKey, commitment: Commitment) -> bytes:
     return sign(key, DOMAIN_COMMITMENT, commitment.encode())
 
 
-def is_valid_commitment_signature(public_key: bytes, commitment: Commitment, signature: bytes) -> bool:
+def is_valid_commitment_signature(
+    public_key: bytes, commitment: Commitment, signature: bytes
+) -> bool:
     return is_valid_signature(public_key, DOMAIN_COMMITMENT, commitment.encode(), signature)

@@ -23,8 +23,13 @@ def get_object(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
-def validate_keys(obj: dict[str, Any], path: str, *, required: Collection[str] = (),
-                  optional: Collection[str] = ()) -> None:
+def validate_keys(
+    obj: dict[str, Any],
+    path: str,
+    *,
+    required: Collection[str] = (),
+    optional: Collection[str] = (),
+) -> None:
     """Unknown keys first (a typo is likelier than an omission), then missing ones; the first
     offender in sorted order is named, so the answer is deterministic."""
     unknown = set(obj) - set(required) - set(optional)
@@ -39,7 +44,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not 1
 
 
-def get_int(obj: dict[str, Any], key: str, path: str, *, low: int, high: int, default: int | None = None) -> int:
+def get_int(
+    obj: dict[str, Any], key: str, path: str, *, low: int, high: int, default: int | None = None
+) -> int:
     """obj[key] (or `default` when absent) as an integer in [low, high]."""
     value = obj.get(key, default)
     if not _is_int(value) or not low <= value <= high:
@@ -47,7 +54,9 @@ def get_int(obj: dict[str, Any], key: str, path: str, *, low: int, high: int, de
     return value
 
 
-def get_float(obj: dict[str, Any], key: str, path: str, *, low: float, high: float, default: float) -> float:
+def get_float(
+    obj: dict[str, Any], key: str, path: str, *, low: float, high: float, default: float
+) -> float:
     """obj[key] as a number in [low, high]; the range check also refuses NaN."""
     value = obj.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
@@ -63,7 +72,9 @@ def get_probability(obj: dict[str, Any], key: str, path: str, *, default: float)
     return float(value)
 
 
-def get_choice(obj: dict[str, Any], key: str, path: str, *, choices: tuple, default: Any = None) -> Any:
+def get_choice(
+    obj: dict[str, Any], key: str, path: str, *, choices: tuple, default: Any = None
+) -> Any:
     value = obj.get(key, default)
     if value not in choices:
         raise InvalidSpec(f"must be one of {', '.join(map(str, choices))}", join_field(path, key))
@@ -77,14 +88,26 @@ def get_bool(obj: dict[str, Any], key: str, path: str, *, default: bool) -> bool
     return value
 
 
-def get_int_list(obj: dict[str, Any], key: str, path: str, *, low: int, high: int, max_items: int,
-                 default: list[int]) -> list[int]:
+def get_int_list(
+    obj: dict[str, Any],
+    key: str,
+    path: str,
+    *,
+    low: int,
+    high: int,
+    max_items: int,
+    default: list[int],
+) -> list[int]:
     """obj[key] as a list of 1 to `max_items` integers, each in [low, high]."""
     value = obj.get(key, default)
-    if not isinstance(value, list) or not 1 <= len(value) <= max_items or not all(
-        _is_int(v) and low <= v <= high for v in value
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= max_items
+        or not all(_is_int(v) and low <= v <= high for v in value)
     ):
-        raise InvalidSpec(f"must be a list of 1 to {max_items} integers in {low}..{high}", join_field(path, key))
+        raise InvalidSpec(
+            f"must be a list of 1 to {max_items} integers in {low}..{high}", join_field(path, key)
+        )
     return value
 
 

@@ -59,9 +59,15 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 RETRY_STATUSES = {502, 503, 504}
 
 
-def compute_signed_headers(key: SigningKey, method: str, target: str, body: bytes,
-                           idempotency_key: str = "", timestamp: int | None = None,
-                           nonce: str | None = None) -> dict[str, str]:
+def compute_signed_headers(
+    key: SigningKey,
+    method: str,
+    target: str,
+    body: bytes,
+    idempotency_key: str = "",
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
     timestamp = int(time.time()) if timestamp is None else timestamp
     nonce = nonce or secrets.token_hex(16)
     message = compute_request_message(method, target, body, timestamp, nonce, idempotency_key)
@@ -79,10 +85,16 @@ def compute_signed_headers(key: SigningKey, method: str, target: str, body: byte
 class CoordinatorClient:
     """One account's view of a coordinator. `key` may be None for read-only use."""
 
-    def __init__(self, base_url: str, key: SigningKey | None = None, *,
-                 transport: httpx.BaseTransport | None = None,
-                 timeout: httpx.Timeout = DEFAULT_TIMEOUT, retries: int = 3,
-                 backoff_s: float = 0.05):
+    def __init__(
+        self,
+        base_url: str,
+        key: SigningKey | None = None,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        retries: int = 3,
+        backoff_s: float = 0.05,
+    ):
         self.key = key
         self.retries = retries
         self.backoff_s = backoff_s
@@ -105,22 +117,42 @@ class CoordinatorClient:
 
     # --- transport ---------------------------------------------------------------------------
 
-    def _send(self, method: str, path: str, *, json_body: Any = None, content: bytes | None = None,
-              params: dict | None = None, signed: bool = False, idempotency_key: str | None = None,
-              content_type: str = "application/json",
-              timeout: httpx.Timeout | None = None) -> httpx.Response:
-        body = content if content is not None else (
-            b"" if json_body is None else json.dumps(json_body).encode())
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | None = None,
+        params: dict | None = None,
+        signed: bool = False,
+        idempotency_key: str | None = None,
+        content_type: str = "application/json",
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        body = (
+            content
+            if content is not None
+            else (b"" if json_body is None else json.dumps(json_body).encode())
+        )
         if signed and idempotency_key is None:
             idempotency_key = uuid.uuid4().hex  # one key for every retry of this call
         for attempt in range(self.retries + 1):
-            request = self._http.build_request(method, path, content=body, params=params,
-                                               headers={"Content-Type": content_type} if body else {},
-                                               **({"timeout": timeout} if timeout else {}))
+            request = self._http.build_request(
+                method,
+                path,
+                content=body,
+                params=params,
+                headers={"Content-Type": content_type} if body else {},
+                **({"timeout": timeout} if timeout else {}),
+            )
             if signed:
                 target = request.url.raw_path.decode()
                 request.headers.update(
-                    compute_signed_headers(self._require_key(), method, target, body, idempotency_key or ""))
+                    compute_signed_headers(
+                        self._require_key(), method, target, body, idempotency_key or ""
+                    )
+                )
             try:
                 response = self._http.send(request)
             except httpx.TransportError:
@@ -144,7 +176,9 @@ class CoordinatorClient:
                 problem = response.json()
             except ValueError:
                 problem = {"detail": response.text[:200]}
-            raise CoordinatorError(response.status_code, problem if isinstance(problem, dict) else {})
+            raise CoordinatorError(
+                response.status_code, problem if isinstance(problem, dict) else {}
+            )
         return response
 
     @staticmethod
@@ -152,7 +186,9 @@ class CoordinatorClient:
         try:
             return response.json()
         except ValueError as err:
-            raise InvalidResponse(f"{response.request.url.path} answered a body that is not JSON") from err
+            raise InvalidResponse(
+                f"{response.request.url.path} answered a body that is not JSON"
+            ) from err
 
     def _get_json(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}
@@ -161,15 +197,33 @@ class CoordinatorClient:
     def _get(self, cls: type[T], path: str, **params: Any) -> T:
         return parse_response(cls, self._get_json(path, **params))
 
-    def _post(self, cls: type[T], path: str, body: Any = None, idempotency_key: str | None = None,
-              timeout: httpx.Timeout | None = None) -> T:
-        response = self._send("POST", path, json_body=body if body is not None else {}, signed=True,
-                              idempotency_key=idempotency_key, timeout=timeout)
+    def _post(
+        self,
+        cls: type[T],
+        path: str,
+        body: Any = None,
+        idempotency_key: str | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> T:
+        response = self._send(
+            "POST",
+            path,
+            json_body=body if body is not None else {},
+            signed=True,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+        )
         return parse_response(cls, self._json(response))
 
     def _put_bytes(self, cls: type[T], path: str, data: bytes, params: dict | None = None) -> T:
-        response = self._send("PUT", path, content=data, params=params, signed=True,
-                              content_type="application/octet-stream")
+        response = self._send(
+            "PUT",
+            path,
+            content=data,
+            params=params,
+            signed=True,
+            content_type="application/octet-stream",
+        )
         return parse_response(cls, self._json(response))
 
     # --- service -----------------------------------------------------------------------------
@@ -183,8 +237,9 @@ class CoordinatorClient:
         return self._post(MovementView, "/v1/dev/faucet", {"amount": amount}, idempotency_key)
 
     def transfer(self, to: str, amount: int, idempotency_key: str | None = None) -> MovementView:
-        return self._post(MovementView, "/v1/accounts/transfer", {"to": to, "amount": amount},
-                          idempotency_key)
+        return self._post(
+            MovementView, "/v1/accounts/transfer", {"to": to, "amount": amount}, idempotency_key
+        )
 
     def get_account(self, public_key: str | None = None) -> AccountView:
         return self._get(AccountView, f"/v1/accounts/{public_key or self.public_key}")
@@ -214,8 +269,9 @@ class CoordinatorClient:
         return self._get(TreeHeadJson, "/v1/log/head").to_tree_head()
 
     def get_log_entries(self, start: int, limit: int = 1000) -> list[LogEntryView]:
-        return parse_page(LogEntryView, self._get_json("/v1/log/entries", start=start, limit=limit),
-                          "entries")
+        return parse_page(
+            LogEntryView, self._get_json("/v1/log/entries", start=start, limit=limit), "entries"
+        )
 
     def iter_log_entries(self, size: int, page: int = 1000) -> Iterator[LogEntryView]:
         start = 0
@@ -234,16 +290,36 @@ class CoordinatorClient:
 
     # --- market ------------------------------------------------------------------------------
 
-    def submit_job(self, spec: dict, bounty: int, *, min_stake: int = 0, verifier_fee: int = 0,
-                   num_verifiers: int = 1, num_segments: int = 1, bidding_s: float = 60,
-                   idempotency_key: str | None = None) -> JobEventView:
-        body = {"spec": spec, "bounty": bounty, "min_stake": min_stake,
-                "verifier_fee": verifier_fee, "num_verifiers": num_verifiers,
-                "num_segments": num_segments, "bidding_s": bidding_s}
+    def submit_job(
+        self,
+        spec: dict,
+        bounty: int,
+        *,
+        min_stake: int = 0,
+        verifier_fee: int = 0,
+        num_verifiers: int = 1,
+        num_segments: int = 1,
+        bidding_s: float = 60,
+        idempotency_key: str | None = None,
+    ) -> JobEventView:
+        body = {
+            "spec": spec,
+            "bounty": bounty,
+            "min_stake": min_stake,
+            "verifier_fee": verifier_fee,
+            "num_verifiers": num_verifiers,
+            "num_segments": num_segments,
+            "bidding_s": bidding_s,
+        }
         return self._post(JobEventView, "/v1/jobs", body, idempotency_key)
 
-    def list_jobs(self, state: JobState | None = None, profile: str | None = None, after: int = 0,
-                  limit: int = 100) -> list[JobView]:
+    def list_jobs(
+        self,
+        state: JobState | None = None,
+        profile: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> list[JobView]:
         """One page of jobs; pass the last job's `id` as `after` for the next."""
         body = self._get_json("/v1/jobs", state=state, profile=profile, after=after, limit=limit)
         return parse_page(JobView, body, "jobs")
@@ -252,11 +328,16 @@ class CoordinatorClient:
         """The job with its spec and its bids."""
         return self._get(JobView, f"/v1/jobs/{job_id}")
 
-    def bid(self, job_id: str, price: int, stake: int, profile: str,
-            idempotency_key: str | None = None) -> JobEventView:
+    def bid(
+        self, job_id: str, price: int, stake: int, profile: str, idempotency_key: str | None = None
+    ) -> JobEventView:
         """A second bid by the same account is refused with ProblemCode.ALREADY_EXISTS."""
-        return self._post(JobEventView, f"/v1/jobs/{job_id}/bids",
-                          {"price": price, "stake": stake, "profile": profile}, idempotency_key)
+        return self._post(
+            JobEventView,
+            f"/v1/jobs/{job_id}/bids",
+            {"price": price, "stake": stake, "profile": profile},
+            idempotency_key,
+        )
 
     def award(self, job_id: str) -> JobEventView:
         return self._post(JobEventView, f"/v1/jobs/{job_id}/award")
@@ -265,13 +346,19 @@ class CoordinatorClient:
         return self._post(JobEventView, f"/v1/jobs/{job_id}/heartbeat")
 
     def commit(self, job_id: str, commitment: dict, signature: bytes) -> JobEventView:
-        return self._post(JobEventView, f"/v1/jobs/{job_id}/commitment",
-                          {"commitment": commitment, "signature": signature.hex()})
+        return self._post(
+            JobEventView,
+            f"/v1/jobs/{job_id}/commitment",
+            {"commitment": commitment, "signature": signature.hex()},
+        )
 
-    def upload_checkpoint(self, job_id: str, index: int, step: int, data: bytes,
-                          proof: list[bytes]) -> CheckpointView:
+    def upload_checkpoint(
+        self, job_id: str, index: int, step: int, data: bytes, proof: list[bytes]
+    ) -> CheckpointView:
         params = {"step": step, "proof": ",".join(p.hex() for p in proof)}
-        return self._put_bytes(CheckpointView, f"/v1/jobs/{job_id}/checkpoints/{index}", data, params)
+        return self._put_bytes(
+            CheckpointView, f"/v1/jobs/{job_id}/checkpoints/{index}", data, params
+        )
 
     def upload_dataset(self, data: bytes) -> DatasetView:
         """Upload a safetensors dataset file; its address is its SHA-256."""
@@ -299,25 +386,33 @@ class CoordinatorClient:
         return self._post(VerifierView, "/v1/verifiers/withdraw", {"amount": amount})
 
     def get_job_assignments(self, job_id: str) -> list[AssignmentView]:
-        return parse_page(AssignmentView, self._get_json(f"/v1/jobs/{job_id}/assignments"),
-                          "assignments")
+        return parse_page(
+            AssignmentView, self._get_json(f"/v1/jobs/{job_id}/assignments"), "assignments"
+        )
 
     def get_assignments(self, verifier: str | None = None) -> list[AssignmentView]:
         body = self._get_json("/v1/assignments", verifier=verifier or self.public_key)
         return parse_page(AssignmentView, body, "assignments")
 
     def commit_verification(self, assignment_id: int, commit_hash: bytes) -> AssignmentView:
-        return self._post(AssignmentView, f"/v1/assignments/{assignment_id}/commit",
-                          {"commit_hash": commit_hash.hex()})
+        return self._post(
+            AssignmentView,
+            f"/v1/assignments/{assignment_id}/commit",
+            {"commit_hash": commit_hash.hex()},
+        )
 
     def reveal_verification(self, assignment_id: int, root: bytes, salt: bytes) -> AssignmentView:
-        return self._post(AssignmentView, f"/v1/assignments/{assignment_id}/reveal",
-                          {"root": root.hex(), "salt": salt.hex()})
+        return self._post(
+            AssignmentView,
+            f"/v1/assignments/{assignment_id}/reveal",
+            {"root": root.hex(), "salt": salt.hex()},
+        )
 
     # --- disputes ----------------------------------------------------------------------------
 
-    def list_disputes(self, party: str | None = None,
-                      status: DisputeStatus | None = DisputeStatus.OPEN) -> list[DisputeView]:
+    def list_disputes(
+        self, party: str | None = None, status: DisputeStatus | None = DisputeStatus.OPEN
+    ) -> list[DisputeView]:
         """Disputes where `party` (default: this client's key) is the solver or the verifier;
         `status=None` for all of them."""
         body = self._get_json("/v1/disputes", party=party or self.public_key, status=status)
@@ -337,5 +432,8 @@ class CoordinatorClient:
         """Ask the referee to rule now. It recomputes one training step from the agreed state
         (on a warm worker), so the call may outlast an ordinary request: hence its own timeout.
         Idempotent: a retry returns the ruling already made."""
-        return self._post(DisputeView, f"/v1/disputes/{dispute_id}/rule",
-                          timeout=httpx.Timeout(timeout_s, connect=5.0))
+        return self._post(
+            DisputeView,
+            f"/v1/disputes/{dispute_id}/rule",
+            timeout=httpx.Timeout(timeout_s, connect=5.0),
+        )

@@ -21,16 +21,32 @@ from sdk.worker import run_worker
 TRACE_TIMEOUT_S = 3600
 
 
-def _trace(trace_dir: Path, spec_json: dict, start_path: Path, start_root: str, to_step: int,
-           dataset_path: Path | None, behaviour: str | None) -> TraceTrajectory:
+def _trace(
+    trace_dir: Path,
+    spec_json: dict,
+    start_path: Path,
+    start_root: str,
+    to_step: int,
+    dataset_path: Path | None,
+    behaviour: str | None,
+) -> TraceTrajectory:
     steps = load_trace(trace_dir)
     if steps is None:
-        request = {"command": "trace", "spec": spec_json, "start_state_path": str(start_path),
-                   "start_root": start_root, "to_step": to_step, "trace_dir": str(trace_dir),
-                   "dataset_path": str(dataset_path) if dataset_path else None, "behaviour": behaviour}
+        request = {
+            "command": "trace",
+            "spec": spec_json,
+            "start_state_path": str(start_path),
+            "start_root": start_root,
+            "to_step": to_step,
+            "trace_dir": str(trace_dir),
+            "dataset_path": str(dataset_path) if dataset_path else None,
+            "behaviour": behaviour,
+        }
         run_worker(request, parse_job_spec(spec_json).profile, timeout=TRACE_TIMEOUT_S)
         steps = load_trace(trace_dir)
-    return TraceTrajectory({step: [bytes.fromhex(h) for h in entry["chunks"]] for step, entry in steps.items()})
+    return TraceTrajectory(
+        {step: [bytes.fromhex(h) for h in entry["chunks"]] for step, entry in steps.items()}
+    )
 
 
 def _segment_bounds(game: Game) -> tuple[int, int]:
@@ -38,33 +54,55 @@ def _segment_bounds(game: Game) -> tuple[int, int]:
     return min(game.verifier_roots), max(game.verifier_roots)
 
 
-def process_solver_disputes(client: CoordinatorClient, jobs_dir: Path, work_dir: Path,
-                            behaviour_name: str | None = None) -> int:
+def process_solver_disputes(
+    client: CoordinatorClient, jobs_dir: Path, work_dir: Path, behaviour_name: str | None = None
+) -> int:
     """Play every open dispute against this solver; returns how many it looked at."""
     behaviour = load_behaviour(behaviour_name or "honest", "solver")
-    views = [v for v in client.list_disputes(status=DisputeStatus.OPEN) if get_game(v).solver_key == client.public_key]
+    views = [
+        v
+        for v in client.list_disputes(status=DisputeStatus.OPEN)
+        if get_game(v).solver_key == client.public_key
+    ]
     for view in views:
         game = get_game(view)
         store = CheckpointStore.open(jobs_dir / view.job_id)
         start, end = _segment_bounds(game)
         trace_dir = get_trace_dir(work_dir, view.job_id, view.segment)
         dataset = store.directory / DATASET_FILE
-        trace = _trace(trace_dir, store.manifest["spec"], store.checkpoint_path(view.segment),
-                       game.roots[start], end, dataset if dataset.exists() else None,
-                       None if behaviour.honest else behaviour.name)
-        play_until_idle(client, view.id, Player(SOLVER, client.key, trace, behaviour.policy),
-                        lambda step, d=trace_dir: get_state_path(d, step).read_bytes())
+        trace = _trace(
+            trace_dir,
+            store.manifest["spec"],
+            store.checkpoint_path(view.segment),
+            game.roots[start],
+            end,
+            dataset if dataset.exists() else None,
+            None if behaviour.honest else behaviour.name,
+        )
+        play_until_idle(
+            client,
+            view.id,
+            Player(SOLVER, client.key, trace, behaviour.policy),
+            lambda step, d=trace_dir: get_state_path(d, step).read_bytes(),
+        )
     return len(views)
 
 
-def process_verifier_disputes(client: CoordinatorClient, work_dir: Path,
-                              behaviour_name: str | None = None) -> int:
+def process_verifier_disputes(
+    client: CoordinatorClient, work_dir: Path, behaviour_name: str | None = None
+) -> int:
     """Play every open dispute this verifier opened, from its own replay of the segment."""
     behaviour = load_behaviour(behaviour_name or "honest", "verifier")
-    views = [v for v in client.list_disputes(status=DisputeStatus.OPEN) if get_game(v).verifier_key == client.public_key]
+    views = [
+        v
+        for v in client.list_disputes(status=DisputeStatus.OPEN)
+        if get_game(v).verifier_key == client.public_key
+    ]
     for view in views:
         game = get_game(view)
-        trace = run_segment_trace(client, work_dir, view.job_id, view.segment, game.roots[min(game.verifier_roots)])
+        trace = run_segment_trace(
+            client, work_dir, view.job_id, view.segment, game.roots[min(game.verifier_roots)]
+        )
         play_until_idle(client, view.id, Player(VERIFIER, client.key, trace, behaviour.policy))
     return len(views)
 
@@ -73,8 +111,9 @@ def get_trace_dir(work_dir: Path, job_id: str, segment: int) -> Path:
     return work_dir / f"{job_id}-{segment}"
 
 
-def run_segment_trace(client: CoordinatorClient, work_dir: Path, job_id: str, segment: int,
-                      start_root: str) -> TraceTrajectory:
+def run_segment_trace(
+    client: CoordinatorClient, work_dir: Path, job_id: str, segment: int, start_root: str
+) -> TraceTrajectory:
     """A verifier's honest replay of segment i → i + 1 from checkpoint i on the coordinator
     (checked against `start_root` by the worker), cached in `work_dir`."""
     trace_dir = get_trace_dir(work_dir, job_id, segment)
@@ -84,8 +123,15 @@ def run_segment_trace(client: CoordinatorClient, work_dir: Path, job_id: str, se
     if not start_path.exists():
         write_atomically(start_path, client.download_checkpoint(job_id, segment))
     end_step = compute_checkpoint_steps(parse_job_spec(spec_json))[segment + 1]
-    return _trace(trace_dir, spec_json, start_path, start_root, end_step,
-                  _download_dataset(client, spec_json, trace_dir), None)
+    return _trace(
+        trace_dir,
+        spec_json,
+        start_path,
+        start_root,
+        end_step,
+        _download_dataset(client, spec_json, trace_dir),
+        None,
+    )
 
 
 def _download_dataset(client: CoordinatorClient, spec_json: dict, directory: Path) -> Path | None:

@@ -21,8 +21,12 @@ def get_game(view: DisputeView) -> Game:
     return Game.from_json(view.game_json)
 
 
-def play_turn(client: CoordinatorClient, view: DisputeView, player: Player,
-              agreed_state: Callable[[int], bytes] | None = None) -> DisputeView | None:
+def play_turn(
+    client: CoordinatorClient,
+    view: DisputeView,
+    player: Player,
+    agreed_state: Callable[[int], bytes] | None = None,
+) -> DisputeView | None:
     """Make this party's move if it is its turn; returns the new view, or None if nothing was
     owed. `agreed_state(step)` gives the solver's state bytes when the referee needs them."""
     if view.status != DisputeStatus.OPEN:
@@ -43,8 +47,13 @@ def play_turn(client: CoordinatorClient, view: DisputeView, player: Player,
         raise
 
 
-def play_until_idle(client: CoordinatorClient, dispute_id: int, player: Player,
-                    agreed_state: Callable[[int], bytes] | None = None, max_turns: int = 10_000) -> DisputeView:
+def play_until_idle(
+    client: CoordinatorClient,
+    dispute_id: int,
+    player: Player,
+    agreed_state: Callable[[int], bytes] | None = None,
+    max_turns: int = 10_000,
+) -> DisputeView:
     """Keep moving while it is this party's turn; returns the latest view."""
     view = client.get_dispute(dispute_id)
     for _ in range(max_turns):

@@ -25,8 +25,9 @@ def check_key_file_mode(path: Path) -> None:
         return
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & EXPOSING_BITS:
-        raise KeyFileExposed(f"{path} is accessible by others (mode {mode:o}): run chmod 600 {path}",
-                             "key")
+        raise KeyFileExposed(
+            f"{path} is accessible by others (mode {mode:o}): run chmod 600 {path}", "key"
+        )
 
 
 def create_key_file(path: Path) -> SigningKey:

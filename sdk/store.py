@@ -72,14 +72,20 @@ class CheckpointStore:
 
     # --- opening -----------------------------------------------------------------------------
     @classmethod
-    def create(cls, directory: Path, spec: JobSpec, dataset_blob: bytes | None = None) -> "CheckpointStore":
+    def create(
+        cls, directory: Path, spec: JobSpec, dataset_blob: bytes | None = None
+    ) -> "CheckpointStore":
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "checkpoints").mkdir(exist_ok=True)
         if dataset_blob is not None:
             write_atomically(directory / DATASET_FILE, dataset_blob)
         manifest = {
-            "format": RUN_FORMAT, "job_id": compute_job_id(spec).hex(), "spec": spec_to_json(spec),
-            "chunk_size": CHUNK_SIZE, "checkpoints": [], "complete": False,
+            "format": RUN_FORMAT,
+            "job_id": compute_job_id(spec).hex(),
+            "spec": spec_to_json(spec),
+            "chunk_size": CHUNK_SIZE,
+            "checkpoints": [],
+            "complete": False,
         }
         store = cls(directory, manifest)
         store._save_manifest()
@@ -97,11 +103,15 @@ class CheckpointStore:
         if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
             raise InvalidInput(f"{path} is not a veritrain run manifest", "dir")
         if manifest.get("chunk_size") != CHUNK_SIZE:
-            raise InvalidInput(f"chunk size {manifest.get('chunk_size')} is not {CHUNK_SIZE}", "dir")
+            raise InvalidInput(
+                f"chunk size {manifest.get('chunk_size')} is not {CHUNK_SIZE}", "dir"
+            )
         return cls(directory, manifest)
 
     @classmethod
-    def open_or_create(cls, directory: Path, spec: JobSpec, dataset_blob: bytes | None) -> "CheckpointStore":
+    def open_or_create(
+        cls, directory: Path, spec: JobSpec, dataset_blob: bytes | None
+    ) -> "CheckpointStore":
         if (directory / MANIFEST).exists():
             store = cls.open(directory)
             if store.manifest["job_id"] != compute_job_id(spec).hex():
@@ -115,8 +125,10 @@ class CheckpointStore:
         return self.manifest["job_id"]
 
     def entries(self) -> list[CheckpointEntry]:
-        return [CheckpointEntry(e["index"], StepIndex(e["step"]), Root(bytes.fromhex(e["state_root"])))
-                for e in self.manifest["checkpoints"]]
+        return [
+            CheckpointEntry(e["index"], StepIndex(e["step"]), Root(bytes.fromhex(e["state_root"])))
+            for e in self.manifest["checkpoints"]
+        ]
 
     def dataset_blob(self) -> bytes | None:
         path = self.directory / DATASET_FILE
@@ -128,7 +140,9 @@ class CheckpointStore:
     def _entry(self, index: int) -> CheckpointEntry:
         entries = self.entries()
         if not 0 <= index < len(entries):
-            raise InvalidInput(f"checkpoint {index} does not exist (have {len(entries)})", "segment")
+            raise InvalidInput(
+                f"checkpoint {index} does not exist (have {len(entries)})", "segment"
+            )
         return entries[index]
 
     def load_checkpoint(self, index: int) -> TrainingState:
@@ -136,14 +150,16 @@ class CheckpointStore:
         entry = self._entry(index)
         data = self.checkpoint_path(index).read_bytes()
         state = decode_state(data)
-        return verify_state_bytes(state, data, entry.state_root, entry.step, self._sidecar_hashes(index))
+        return verify_state_bytes(
+            state, data, entry.state_root, entry.step, self._sidecar_hashes(index)
+        )
 
     def _sidecar_hashes(self, index: int) -> list[bytes] | None:
         path = self.checkpoint_path(index).with_suffix(".hashes")
         if not path.exists():
             return None
         raw = path.read_bytes()
-        return [raw[i:i + HASH_SIZE] for i in range(0, len(raw), HASH_SIZE)]
+        return [raw[i : i + HASH_SIZE] for i in range(0, len(raw), HASH_SIZE)]
 
     # --- writing -----------------------------------------------------------------------------
     def write_checkpoint(self, state: TrainingState) -> CheckpointEntry:
@@ -156,15 +172,23 @@ class CheckpointStore:
         path = self.checkpoint_path(index)
         write_atomically(path, encode_state(state))
         write_atomically(path.with_suffix(".hashes"), b"".join(hashes))
-        self.manifest["checkpoints"].append({"index": index, "step": step, "state_root": root.hex(),
-                                             "file": f"checkpoints/{path.name}"})
+        self.manifest["checkpoints"].append(
+            {
+                "index": index,
+                "step": step,
+                "state_root": root.hex(),
+                "file": f"checkpoints/{path.name}",
+            }
+        )
         if index == len(self.checkpoint_steps) - 1:
             self._finalize(state)
         self._save_manifest()
         return CheckpointEntry(index, StepIndex(step), root)
 
     def _finalize(self, final_state: TrainingState) -> None:
-        entries = [(e["step"], bytes.fromhex(e["state_root"])) for e in self.manifest["checkpoints"]]
+        entries = [
+            (e["step"], bytes.fromhex(e["state_root"])) for e in self.manifest["checkpoints"]
+        ]
         self.manifest.update(
             complete=True,
             trajectory_root=compute_trajectory_root(entries).hex(),
@@ -177,10 +201,14 @@ class CheckpointStore:
         write_atomically(self.directory / MANIFEST, text.encode())
 
     def summary(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "trajectory_root": self.manifest.get("trajectory_root"),
-                "final_state_root": self.manifest.get("final_state_root"),
-                "final_model_root": self.manifest.get("final_model_root"),
-                "checkpoints": len(self.manifest["checkpoints"]), "complete": self.manifest["complete"]}
+        return {
+            "job_id": self.job_id,
+            "trajectory_root": self.manifest.get("trajectory_root"),
+            "final_state_root": self.manifest.get("final_state_root"),
+            "final_model_root": self.manifest.get("final_model_root"),
+            "checkpoints": len(self.manifest["checkpoints"]),
+            "complete": self.manifest["complete"],
+        }
 
 
 def verify_state_bytes(
@@ -189,11 +217,18 @@ def verify_state_bytes(
     """Check decoded checkpoint bytes against a committed root; name the first bad chunk."""
     hashes = compute_chunk_hashes(state)
     if root_from_leaf_hashes(hashes) != root:
-        bad = locate_bad_chunk(state, sidecar) if sidecar and root_from_leaf_hashes(sidecar) == root else None
+        bad = (
+            locate_bad_chunk(state, sidecar)
+            if sidecar and root_from_leaf_hashes(sidecar) == root
+            else None
+        )
         if bad is not None:
             raise CheckpointCorrupt(
                 f"chunk {bad.index} (tensor {bad.tensor!r}, bytes {bad.start}-{bad.end}) does not match "
-                "the committed state root", chunk_index=bad.index, tensor=bad.tensor)
+                "the committed state root",
+                chunk_index=bad.index,
+                tensor=bad.tensor,
+            )
         raise CheckpointCorrupt("state does not match the committed state root")
     if get_step(state) != step:
         raise CheckpointCorrupt(f"checkpoint holds step {get_step(state)}, expected {step}")

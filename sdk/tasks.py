@@ -49,7 +49,11 @@ def train(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     report = _throttled(progress)
     resumed_from = get_step(state)
     losses_path = store.directory / LOSSES_FILE
-    losses = {int(k): v for k, v in json.loads(losses_path.read_text()).items()} if losses_path.exists() else {}
+    losses = (
+        {int(k): v for k, v in json.loads(losses_path.read_text()).items()}
+        if losses_path.exists()
+        else {}
+    )
     behaviour = load_behaviour(request["behaviour"], "solver") if request.get("behaviour") else None
     while get_step(state) < spec.steps:
         before = state
@@ -92,9 +96,14 @@ def replay(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
             step_roots.append(compute_state_root(state).hex())
         report(step=get_step(state), steps=target.step)
     computed = compute_state_root(state)
-    result = {"segment": segment, "match": computed == target.state_root,
-              "expected": target.state_root.hex(), "computed": computed.hex(),
-              "from_step": entries[segment].step, "to_step": target.step}
+    result = {
+        "segment": segment,
+        "match": computed == target.state_root,
+        "expected": target.state_root.hex(),
+        "computed": computed.hex(),
+        "from_step": entries[segment].step,
+        "to_step": target.step,
+    }
     if request.get("step_roots"):
         result["step_roots"] = step_roots
     return result
@@ -109,7 +118,9 @@ def run_referee_step(request: dict[str, Any], progress: Progress) -> dict[str, A
     spec = parse_job_spec(request["spec"])
     program = build_program(spec, _read_optional(request.get("dataset_path")))
     agreed_state = Path(request["state_path"]).read_bytes()
-    chunk_hash = compute_referee_chunk(program, agreed_state, bytes.fromhex(request["agreed_root"]), chunk)
+    chunk_hash = compute_referee_chunk(
+        program, agreed_state, bytes.fromhex(request["agreed_root"]), chunk
+    )
     return {"chunk_hash": chunk_hash.hex()}
 
 

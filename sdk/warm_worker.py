@@ -36,10 +36,18 @@ class WarmWorker:
             return
         threads, capability = resolve_runtime(self.profile, None, None)
         env = {**os.environ, **compute_profile_environment(self.profile, threads, capability)}
-        self.process = subprocess.Popen([sys.executable, "-m", "sdk.worker", "--serve"], env=env, text=True,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sdk.worker", "--serve"],
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.stderr_lines = []
-        threading.Thread(target=lambda p=self.process: self.stderr_lines.extend(p.stderr), daemon=True).start()
+        threading.Thread(
+            target=lambda p=self.process: self.stderr_lines.extend(p.stderr), daemon=True
+        ).start()
         self._ready = False
 
     def run(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -94,7 +102,9 @@ class WorkerPool:
         with worker.lock:
             worker.start()
 
-    def run(self, request: dict[str, Any], profile: ExecutionProfile, timeout: float) -> dict[str, Any]:
+    def run(
+        self, request: dict[str, Any], profile: ExecutionProfile, timeout: float
+    ) -> dict[str, Any]:
         return self.get(profile).run(request, timeout)
 
     def close(self) -> None:

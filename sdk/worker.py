@@ -32,8 +32,14 @@ ISA_SETTINGS = {
 }
 TORCH_CAPABILITY_NAMES = {"DEFAULT": "default", "AVX2": "avx2", "AVX512": "avx512"}
 ERROR_TYPES: dict[str, type[errors.VeritrainError]] = {
-    cls.code: cls for cls in (errors.InternalError, errors.InvalidInput, errors.InvalidSpec,
-                              errors.ProfileMismatch, errors.CheckpointCorrupt)
+    cls.code: cls
+    for cls in (
+        errors.InternalError,
+        errors.InvalidInput,
+        errors.InvalidSpec,
+        errors.ProfileMismatch,
+        errors.CheckpointCorrupt,
+    )
 }
 
 
@@ -50,13 +56,17 @@ def get_runnable_profiles() -> list[str]:
     return labels
 
 
-def resolve_runtime(profile: ExecutionProfile, threads: int | None, capability: str | None) -> tuple[int | None, str | None]:
+def resolve_runtime(
+    profile: ExecutionProfile, threads: int | None, capability: str | None
+) -> tuple[int | None, str | None]:
     """Threads and ISA to run with: the profile's own when pinned, the caller's choice for repro."""
     if profile.kind == "pinned":
         if threads is not None or capability is not None:
             raise errors.InvalidInput(
                 f"this job's profile pins {profile.intra_op_threads} thread(s) and {profile.cpu_capability}; "
-                "--threads/--cpu-capability apply to repro profiles only", "threads")
+                "--threads/--cpu-capability apply to repro profiles only",
+                "threads",
+            )
         return profile.intra_op_threads, profile.cpu_capability
     if capability is not None and capability not in ISA_SETTINGS:
         raise errors.InvalidInput(f"must be one of {', '.join(ISA_SETTINGS)}", "cpu_capability")
@@ -65,11 +75,16 @@ def resolve_runtime(profile: ExecutionProfile, threads: int | None, capability: 
     return threads, capability
 
 
-def compute_profile_environment(profile: ExecutionProfile, threads: int | None, capability: str | None) -> dict[str, str]:
+def compute_profile_environment(
+    profile: ExecutionProfile, threads: int | None, capability: str | None
+) -> dict[str, str]:
     env: dict[str, str] = {"VERITRAIN_PROFILE": json.dumps(profile.__dict__)}
     if threads is not None:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-                   VERITRAIN_THREADS=str(threads))
+        env.update(
+            OMP_NUM_THREADS=str(threads),
+            MKL_NUM_THREADS=str(threads),
+            VERITRAIN_THREADS=str(threads),
+        )
     if capability is not None:
         aten, mkl, onednn = ISA_SETTINGS[capability]
         env.update(ATEN_CPU_CAPABILITY=aten, VERITRAIN_CPU_CAPABILITY=capability)
@@ -90,8 +105,14 @@ def run_worker(
     """Run one request in a fresh worker process; re-raise its typed error in the caller."""
     threads, capability = resolve_runtime(profile, threads, capability)
     env = {**os.environ, **compute_profile_environment(profile, threads, capability)}
-    process = subprocess.Popen([sys.executable, "-m", "sdk.worker"], env=env, text=True,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sdk.worker"],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     stderr_lines: list[str] = []
     drain = threading.Thread(target=lambda: stderr_lines.extend(process.stderr), daemon=True)
     drain.start()
@@ -138,7 +159,9 @@ def _read_line_outcome(process: subprocess.Popen) -> dict[str, Any] | None:
     return None
 
 
-def _result_or_raise(outcome: dict[str, Any] | None, returncode: int, stderr_lines: list[str]) -> dict[str, Any]:
+def _result_or_raise(
+    outcome: dict[str, Any] | None, returncode: int, stderr_lines: list[str]
+) -> dict[str, Any]:
     if outcome is None:
         tail = "".join(stderr_lines[-5:]).strip() or f"exit status {returncode}"
         raise errors.InternalError(f"training worker died without a result: {tail}")
@@ -167,7 +190,9 @@ def apply_and_check_profile(profile: ExecutionProfile) -> None:
 
     actual = torch.__version__.split("+")[0]
     if actual != profile.torch_version:
-        raise errors.ProfileMismatch(f"profile needs torch {profile.torch_version}, this machine has {actual}")
+        raise errors.ProfileMismatch(
+            f"profile needs torch {profile.torch_version}, this machine has {actual}"
+        )
     threads = os.environ.get("VERITRAIN_THREADS")
     if threads:
         torch.set_num_threads(int(threads))
@@ -176,7 +201,9 @@ def apply_and_check_profile(profile: ExecutionProfile) -> None:
     wanted = os.environ.get("VERITRAIN_CPU_CAPABILITY")
     have = TORCH_CAPABILITY_NAMES.get(torch.backends.cpu.get_cpu_capability(), "unknown")
     if wanted and have != wanted:
-        raise errors.ProfileMismatch(f"profile needs CPU capability {wanted}; this machine runs {have}")
+        raise errors.ProfileMismatch(
+            f"profile needs CPU capability {wanted}; this machine runs {have}"
+        )
     torch.use_deterministic_algorithms(profile.deterministic)
     if profile.math_reproducible:
         torch.backends.mkldnn.enabled = False  # oneDNN picks kernels by CPU at run time
@@ -193,14 +220,23 @@ def _run_and_report(run: Callable[[], dict[str, Any]]) -> bool:
         _emit({"event": "result", "result": run()})
         return True
     except errors.VeritrainError as err:
-        _emit({"event": "error", "code": err.code, "message": getattr(err, "message", str(err)),
-               "field": getattr(err, "field", None), "chunk_index": getattr(err, "chunk_index", None),
-               "tensor": getattr(err, "tensor", None)})
+        _emit(
+            {
+                "event": "error",
+                "code": err.code,
+                "message": getattr(err, "message", str(err)),
+                "field": getattr(err, "field", None),
+                "chunk_index": getattr(err, "chunk_index", None),
+                "tensor": getattr(err, "tensor", None),
+            }
+        )
     except Exception as err:  # noqa: BLE001 — reported to the parent as our own bug
         import traceback
 
         traceback.print_exc()
-        _emit({"event": "error", "code": "internal_error", "message": f"{type(err).__name__}: {err}"})
+        _emit(
+            {"event": "error", "code": "internal_error", "message": f"{type(err).__name__}: {err}"}
+        )
     return False
 
 

@@ -29,9 +29,15 @@ from solver import disputes
 # A refused bid that may succeed another round (funds arrive, a conflict clears) or never will
 # (wrong profile, price or stake, bidding closed): skip the job this round. Any other refusal
 # (401, 403, ...) is a problem of ours that recording the job as bid on would only hide.
-BID_DECLINED = frozenset({ProblemCode.INVALID_INPUT, ProblemCode.PROFILE_MISMATCH,
-                          ProblemCode.INSUFFICIENT_FUNDS, ProblemCode.INVALID_STATE,
-                          ProblemCode.WRITE_CONFLICT})
+BID_DECLINED = frozenset(
+    {
+        ProblemCode.INVALID_INPUT,
+        ProblemCode.PROFILE_MISMATCH,
+        ProblemCode.INSUFFICIENT_FUNDS,
+        ProblemCode.INVALID_STATE,
+        ProblemCode.WRITE_CONFLICT,
+    }
+)
 # Owed checkpoints the coordinator will not take yet (a segment's verifiers have not all
 # committed) or any more (the job moved on): the next round asks again.
 UPLOAD_NOT_NOW = frozenset({ProblemCode.INVALID_STATE})
@@ -80,9 +86,12 @@ class SolverDaemon(Daemon):
                     self._bid(job)
 
     def _wants(self, job: JobView) -> bool:
-        return (job.job_id not in self.state.data["jobs"] and job.submitter != self.client.public_key
-                and job.min_stake <= self.config.stake
-                and (self.config.only_jobs is None or job.job_id in self.config.only_jobs))
+        return (
+            job.job_id not in self.state.data["jobs"]
+            and job.submitter != self.client.public_key
+            and job.min_stake <= self.config.stake
+            and (self.config.only_jobs is None or job.job_id in self.config.only_jobs)
+        )
 
     def _bid(self, job: JobView) -> None:
         """Bid and remember the job; a bid already on file (a restart lost its record) counts."""
@@ -110,7 +119,11 @@ class SolverDaemon(Daemon):
             self._upload_owed_checkpoints(job_id)
 
     def _record(self, job_id: str, state: str, **extra) -> None:
-        self.state.data["jobs"][job_id] = {**self.state.data["jobs"][job_id], "state": state, **extra}
+        self.state.data["jobs"][job_id] = {
+            **self.state.data["jobs"][job_id],
+            "state": state,
+            **extra,
+        }
         self.state.save()
 
     def run_dir(self, job_id: str) -> Path:
@@ -118,16 +131,29 @@ class SolverDaemon(Daemon):
 
     def _train_and_commit(self, job: JobView) -> None:
         job_id, spec_json = job.job_id, job.spec
-        request = {"command": "train", "spec": spec_json, "dir": str(self.run_dir(job_id)),
-                   "behaviour": None if self.behaviour.honest else self.behaviour.name}
+        request = {
+            "command": "train",
+            "spec": spec_json,
+            "dir": str(self.run_dir(job_id)),
+            "behaviour": None if self.behaviour.honest else self.behaviour.name,
+        }
         self._record(job_id, "training")
-        run_worker(request, parse_job_spec(spec_json).profile,
-                   on_progress=lambda event: self._on_training_progress(job_id, event))
+        run_worker(
+            request,
+            parse_job_spec(spec_json).profile,
+            on_progress=lambda event: self._on_training_progress(job_id, event),
+        )
         store = CheckpointStore.open(self.run_dir(job_id))
         manifest = store.manifest
-        commitment = Commitment(JobId(bytes.fromhex(job_id)), Root(bytes.fromhex(manifest["trajectory_root"])),
-                                len(store.entries()), Root(bytes.fromhex(manifest["final_model_root"])))
-        self.client.commit(job_id, commitment.to_json(), sign_commitment(self.client.key, commitment))
+        commitment = Commitment(
+            JobId(bytes.fromhex(job_id)),
+            Root(bytes.fromhex(manifest["trajectory_root"])),
+            len(store.entries()),
+            Root(bytes.fromhex(manifest["final_model_root"])),
+        )
+        self.client.commit(
+            job_id, commitment.to_json(), sign_commitment(self.client.key, commitment)
+        )
         self._record(job_id, "committed")
 
     def _on_training_progress(self, job_id: str, event: dict) -> None:
@@ -137,8 +163,11 @@ class SolverDaemon(Daemon):
         if now - self._last_heartbeat >= self.config.heartbeat_s:
             self.client.heartbeat(job_id)
             self._last_heartbeat = now
-        self.state.data["jobs"][job_id]["progress"] = {"step": event.get("step"), "steps": event.get("steps"),
-                                                       "loss": event.get("loss")}
+        self.state.data["jobs"][job_id]["progress"] = {
+            "step": event.get("step"),
+            "steps": event.get("steps"),
+            "loss": event.get("loss"),
+        }
 
     def _upload_owed_checkpoints(self, job_id: str) -> None:
         store = CheckpointStore.open(self.run_dir(job_id))
@@ -151,9 +180,13 @@ class SolverDaemon(Daemon):
                 owed.add(a.segment + 1)
         for index in sorted(owed):
             try:
-                self.client.upload_checkpoint(job_id, index, entries[index][0],
-                                              store.checkpoint_path(index).read_bytes(),
-                                              compute_trajectory_proof(entries, index))
+                self.client.upload_checkpoint(
+                    job_id,
+                    index,
+                    entries[index][0],
+                    store.checkpoint_path(index).read_bytes(),
+                    compute_trajectory_proof(entries, index),
+                )
             except CoordinatorError as err:
                 if err.problem_code not in UPLOAD_NOT_NOW:
                     raise

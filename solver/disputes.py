@@ -5,5 +5,6 @@ from sdk.dispute_play import process_solver_disputes
 
 
 def process_open_disputes(daemon) -> None:
-    process_solver_disputes(daemon.client, daemon.store / "jobs", daemon.store / "disputes",
-                            daemon.config.behaviour)
+    process_solver_disputes(
+        daemon.client, daemon.store / "jobs", daemon.store / "disputes", daemon.config.behaviour
+    )

@@ -17,8 +17,14 @@ pytestmark = pytest.mark.slow
 
 def veritrain(*args, env_extra=None, cwd=None):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "cli.main", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def last_json(output: str) -> dict:
@@ -45,15 +51,27 @@ def test_same_profile_same_roots_whatever_the_outer_thread_settings(tmp_path, mo
     runs = []
     for threads in ("1", "2"):
         out = tmp_path / f"run-{threads}"
-        result = veritrain("job", "run-local", spec, "--out", out,
-                           env_extra={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        result = veritrain(
+            "job",
+            "run-local",
+            spec,
+            "--out",
+            out,
+            env_extra={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+        )
         assert result.returncode == 0, result.stderr
         runs.append(last_json(result.stdout))
     assert runs[0]["trajectory_root"] == runs[1]["trajectory_root"]
     assert runs[0]["checkpoints"] == 3 and len(bytes.fromhex(runs[0]["final_state_root"])) == 32
     for segment in range(2):
-        replay = veritrain("job", "replay", tmp_path / "run-1", "--segment", segment,
-                           env_extra={"OMP_NUM_THREADS": "2"})
+        replay = veritrain(
+            "job",
+            "replay",
+            tmp_path / "run-1",
+            "--segment",
+            segment,
+            env_extra={"OMP_NUM_THREADS": "2"},
+        )
         assert replay.returncode == 0, replay.stderr
         body = last_json(replay.stdout)
         assert body["match"] and body["segment"] == segment and body["expected"] == body["computed"]
@@ -106,7 +124,10 @@ def test_bad_inputs_are_one_line_errors_naming_the_field(tmp_path):
     missing = veritrain("job", "run-local", tmp_path / "nope.json", "--out", tmp_path / "o")
     one_line_error(missing, "no such file")
     (tmp_path / "broken.json").write_text("{not json")
-    one_line_error(veritrain("job", "run-local", tmp_path / "broken.json", "--out", tmp_path / "o"), "not valid JSON")
+    one_line_error(
+        veritrain("job", "run-local", tmp_path / "broken.json", "--out", tmp_path / "o"),
+        "not valid JSON",
+    )
     spec = write_example(tmp_path, "mlp", 4)
     data = json.loads(spec.read_text())
     data["model"]["name"] = "resnet"
@@ -119,12 +140,22 @@ def test_dataset_hash_mismatch_is_refused(tmp_path):
     blob = save({"inputs": torch.rand(40, 8), "targets": torch.randint(0, 2, (40,))})
     dataset = tmp_path / "data.safetensors"
     dataset.write_bytes(blob)
-    spec = write_example(tmp_path, "mlp", 4,
-                         dataset={"kind": "safetensors", "sha256": hashlib.sha256(b"other").hexdigest()})
-    one_line_error(veritrain("job", "run-local", spec, "--out", tmp_path / "o", "--dataset", dataset),
-                   "dataset.sha256")
-    spec = write_example(tmp_path, "mlp", 4,
-                         dataset={"kind": "safetensors", "sha256": hashlib.sha256(blob).hexdigest()})
+    spec = write_example(
+        tmp_path,
+        "mlp",
+        4,
+        dataset={"kind": "safetensors", "sha256": hashlib.sha256(b"other").hexdigest()},
+    )
+    one_line_error(
+        veritrain("job", "run-local", spec, "--out", tmp_path / "o", "--dataset", dataset),
+        "dataset.sha256",
+    )
+    spec = write_example(
+        tmp_path,
+        "mlp",
+        4,
+        dataset={"kind": "safetensors", "sha256": hashlib.sha256(blob).hexdigest()},
+    )
     ok = veritrain("job", "run-local", spec, "--out", tmp_path / "ok", "--dataset", dataset)
     assert ok.returncode == 0, ok.stderr
 
@@ -136,5 +167,7 @@ def test_profile_the_machine_cannot_honour_is_refused(tmp_path):
     spec.write_text(json.dumps(data))
     one_line_error(veritrain("job", "run-local", spec, "--out", tmp_path / "o"), "torch 2.99.0")
     pinned = write_example(tmp_path, "mlp", 4)
-    one_line_error(veritrain("job", "run-local", pinned, "--out", tmp_path / "p", "--threads", "2"),
-                   "repro profiles only")
+    one_line_error(
+        veritrain("job", "run-local", pinned, "--out", tmp_path / "p", "--threads", "2"),
+        "repro profiles only",
+    )

@@ -41,17 +41,29 @@ def train(program, behaviour):
 def play(program, solver_states, verifier_states, agreed_states, verifier_trace=None):
     solver_trace = TraceTrajectory({s: compute_chunk_hashes(v) for s, v in solver_states.items()})
     verifier_trace = verifier_trace or TraceTrajectory(
-        {s: compute_chunk_hashes(v) for s, v in verifier_states.items()})
+        {s: compute_chunk_hashes(v) for s, v in verifier_states.items()}
+    )
     num_chunks = len(solver_trace.chunk_hashes(0))
-    game = compute_initial_game(game_id="cd" * 32, solver_key=bytes(SOLVER_KEY.verify_key).hex(),
-                                verifier_key=bytes(VERIFIER_KEY.verify_key).hex(), start_step=0,
-                                start_root=solver_trace.root(0).hex(), end_step=20,
-                                solver_root=solver_trace.root(20).hex(),
-                                verifier_root=verifier_trace.root(20).hex(), num_chunks=num_chunks,
-                                now=0, move_timeout=60)
+    game = compute_initial_game(
+        game_id="cd" * 32,
+        solver_key=bytes(SOLVER_KEY.verify_key).hex(),
+        verifier_key=bytes(VERIFIER_KEY.verify_key).hex(),
+        start_step=0,
+        start_root=solver_trace.root(0).hex(),
+        end_step=20,
+        solver_root=solver_trace.root(20).hex(),
+        verifier_root=verifier_trace.root(20).hex(),
+        num_chunks=num_chunks,
+        now=0,
+        move_timeout=60,
+    )
     referee = RefereeAtChunk(program, agreed_states)
-    final = play_game(game, Player(SOLVER, SOLVER_KEY, solver_trace),
-                      Player(VERIFIER, VERIFIER_KEY, verifier_trace), referee)
+    final = play_game(
+        game,
+        Player(SOLVER, SOLVER_KEY, solver_trace),
+        Player(VERIFIER, VERIFIER_KEY, verifier_trace),
+        referee,
+    )
     return final, referee
 
 
@@ -64,7 +76,9 @@ class RefereeAtChunk:
         agreed = self.agreed_states[step - 1]
         root = root_from_leaf_hashes(compute_chunk_hashes(agreed))
         self.steps_computed += 1
-        return _LazyChunks(lambda c: compute_referee_chunk(self.program, encode_state(agreed), root, c))
+        return _LazyChunks(
+            lambda c: compute_referee_chunk(self.program, encode_state(agreed), root, c)
+        )
 
 
 class _LazyChunks:
@@ -104,6 +118,8 @@ def test_referee_refuses_a_state_that_is_not_the_agreed_one(program):
     right_root = root_from_leaf_hashes(compute_chunk_hashes(honest[3]))
     with pytest.raises(CheckpointCorrupt, match="no chunk"):
         compute_referee_chunk(program, encode_state(honest[3]), right_root, 10**6)
-    relabelled = save(dict(honest[3]), metadata={"format": "not-canonical"})  # same tensors, other header
+    relabelled = save(
+        dict(honest[3]), metadata={"format": "not-canonical"}
+    )  # same tensors, other header
     with pytest.raises(CheckpointCorrupt, match="canonical"):
         compute_referee_chunk(program, relabelled, right_root, 0)

@@ -14,8 +14,10 @@ TRANSITIONS = "coordinator.transitions"
 def get_import_graph(package_dir: Path) -> dict[str, set[str]]:
     """Module → the modules of the same package it imports (anywhere in the file)."""
     base = package_dir.parent
-    modules = {".".join(p.relative_to(base).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in package_dir.rglob("*.py")}
+    modules = {
+        ".".join(p.relative_to(base).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in package_dir.rglob("*.py")
+    }
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for module, path in modules.items():
         for node in ast.walk(ast.parse(path.read_text())):
@@ -81,7 +83,9 @@ def test_only_entry_points_import_the_transitions():
     graph = get_import_graph(ROOT / "coordinator")
     importers = {m for m, imported in graph.items() if TRANSITIONS in imported}
     allowed = {m for m in importers if m.endswith(".endpoints") or m == "coordinator.sweeper"}
-    assert importers == allowed, f"slices import the transitions back: {sorted(importers - allowed)}"
+    assert importers == allowed, (
+        f"slices import the transitions back: {sorted(importers - allowed)}"
+    )
 
 
 def test_a_circle_through_a_function_level_import_is_found(tmp_path):

@@ -40,7 +40,9 @@ def test_owner_only_modes_are_accepted(tmp_path, mode):
 
 
 def test_the_coordinator_refuses_its_own_exposed_key_file(tmp_path):
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", signing_key_file=tmp_path / "c.key")
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'x.db'}", signing_key_file=tmp_path / "c.key"
+    )
     first = settings.load_signing_key()  # created 0600
     settings.signing_key_file.chmod(0o644)
     with pytest.raises(KeyFileExposed):
@@ -53,8 +55,14 @@ def test_the_cli_says_what_to_do_in_one_line(tmp_path):
     path = tmp_path / "a.key"
     create_key_file(path)
     path.chmod(0o644)
-    result = subprocess.run([sys.executable, "-m", "cli.main", "keys", "show", str(path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "keys", "show", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
-        f"veritrain: error: key: {path} is accessible by others (mode 644): run chmod 600 {path}"]
+        f"veritrain: error: key: {path} is accessible by others (mode 644): run chmod 600 {path}"
+    ]

@@ -70,14 +70,20 @@ class VerifierDaemon(Daemon):
         record = self.state.data["assignments"].get(key)
         if assignment.state is AssignmentState.ASSIGNED and self.behaviour.policy != "no-show":
             if record is None:
-                record = {"root": self._compute_claim(assignment).hex(), "salt": secrets.token_hex(16)}
+                record = {
+                    "root": self._compute_claim(assignment).hex(),
+                    "salt": secrets.token_hex(16),
+                }
                 self.state.data["assignments"][key] = record
                 self.state.save()  # before the commit: a restart must reveal what it committed
-            commit = compute_verification_commit(bytes.fromhex(record["root"]), bytes.fromhex(record["salt"]))
+            commit = compute_verification_commit(
+                bytes.fromhex(record["root"]), bytes.fromhex(record["salt"])
+            )
             self.client.commit_verification(assignment.id, commit)
         elif assignment.state is AssignmentState.REVEALABLE and record is not None:
-            self.client.reveal_verification(assignment.id, bytes.fromhex(record["root"]),
-                                            bytes.fromhex(record["salt"]))
+            self.client.reveal_verification(
+                assignment.id, bytes.fromhex(record["root"]), bytes.fromhex(record["salt"])
+            )
 
     def _compute_claim(self, assignment: AssignmentView) -> bytes:
         """The root it commits to: its replay's, unless its behaviour says otherwise."""

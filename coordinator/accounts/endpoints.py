@@ -21,8 +21,11 @@ RT = Annotated[Runtime, Depends(get_runtime)]
 
 @router.post("/accounts/transfer", response_model=MovementResponse, responses=WRITE_PROBLEMS)
 def post_transfer(body: TransferRequest, signed: Signed, rt: RT) -> Response:
-    return execute_signed(rt, signed, lambda s: service.process_transfer(
-        s, rt, signed.public_key, body.to, body.amount))
+    return execute_signed(
+        rt,
+        signed,
+        lambda s: service.process_transfer(s, rt, signed.public_key, body.to, body.amount),
+    )
 
 
 @router.get("/accounts/{public_key}", response_model=AccountView, responses=READ_PROBLEMS)
@@ -33,4 +36,6 @@ def get_account(public_key: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")], rt:
 
 @dev_router.post("/faucet", response_model=MovementResponse, responses=WRITE_PROBLEMS)
 def post_faucet(body: FaucetRequest, signed: Signed, rt: RT) -> Response:
-    return execute_signed(rt, signed, lambda s: service.process_faucet(s, rt, signed.public_key, body.amount))
+    return execute_signed(
+        rt, signed, lambda s: service.process_faucet(s, rt, signed.public_key, body.amount)
+    )

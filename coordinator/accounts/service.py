@@ -12,16 +12,28 @@ from coordinator.runtime import Runtime
 
 def process_faucet(session: Session, rt: Runtime, owner: str, amount: int) -> MovementResponse:
     """Dev-only money from nowhere (a recorded mint, so the audit still balances)."""
-    entry = process_movement(session, rt, "faucet", {"owner": owner, "amount": amount},
-                             transfer(MINT_ACCOUNT, available(owner), amount))
+    entry = process_movement(
+        session,
+        rt,
+        "faucet",
+        {"owner": owner, "amount": amount},
+        transfer(MINT_ACCOUNT, available(owner), amount),
+    )
     return MovementResponse(log_index=entry.index, available=entry.balances[available(owner)])
 
 
-def process_transfer(session: Session, rt: Runtime, sender: str, to: str, amount: int) -> MovementResponse:
+def process_transfer(
+    session: Session, rt: Runtime, sender: str, to: str, amount: int
+) -> MovementResponse:
     if sender == to:
         raise InvalidState("cannot transfer to yourself")
-    entry = process_movement(session, rt, "transfer", {"from": sender, "to": to, "amount": amount},
-                             transfer(available(sender), available(to), amount))
+    entry = process_movement(
+        session,
+        rt,
+        "transfer",
+        {"from": sender, "to": to, "amount": amount},
+        transfer(available(sender), available(to), amount),
+    )
     return MovementResponse(log_index=entry.index, available=entry.balances[available(sender)])
 
 

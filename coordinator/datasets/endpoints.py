@@ -15,14 +15,21 @@ Sha256Path = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
-@router.put("/{sha256}", responses=WRITE_PROBLEMS,
-            openapi_extra={"requestBody": {"required": True, "content": BINARY}})
+@router.put(
+    "/{sha256}",
+    responses=WRITE_PROBLEMS,
+    openapi_extra={"requestBody": {"required": True, "content": BINARY}},
+)
 async def put_dataset(sha256: Sha256Path, request: Request, signed: Signed, rt: RT) -> Response:
     """Upload a safetensors dataset file under its SHA-256 (idempotent)."""
     data = await request.body()
     await run_in_threadpool(service.compute_checked_dataset, sha256, data)
-    return await run_in_threadpool(execute_signed, rt, signed, lambda s: service.process_upload(
-        s, rt, signed.public_key, sha256, data))
+    return await run_in_threadpool(
+        execute_signed,
+        rt,
+        signed,
+        lambda s: service.process_upload(s, rt, signed.public_key, sha256, data),
+    )
 
 
 @router.get("/{sha256}", responses={**READ_PROBLEMS, 200: {"content": BINARY}})

@@ -25,8 +25,13 @@ def compute_checked_dataset(sha256: str, data: bytes) -> None:
 def process_upload(session: Session, rt: Runtime, uploader: str, sha256: str, data: bytes) -> dict:
     if repository.get_blob(session, sha256) is None:
         repository.add_blob_if_missing(session, sha256, data)
-        process_movement(session, rt, "dataset.uploaded",
-                         {"sha256": sha256, "size": len(data), "uploader": uploader}, [])
+        process_movement(
+            session,
+            rt,
+            "dataset.uploaded",
+            {"sha256": sha256, "size": len(data), "uploader": uploader},
+            [],
+        )
     return {"sha256": sha256, "size": len(data)}
 
 
@@ -38,10 +43,17 @@ def get_dataset_bytes(session: Session, sha256: str) -> bytes:
 
 
 def check_dataset_available(session: Session, spec: JobSpec) -> None:
-    if spec.dataset.kind == "safetensors" and repository.get_blob(session, spec.dataset.sha256) is None:
+    if (
+        spec.dataset.kind == "safetensors"
+        and repository.get_blob(session, spec.dataset.sha256) is None
+    ):
         raise InvalidState(f"upload the dataset first: PUT /v1/datasets/{spec.dataset.sha256}")
 
 
 def get_job_dataset(session: Session, spec: JobSpec) -> bytes | None:
     """The file a job's training program needs, or None for built-in datasets."""
-    return get_dataset_bytes(session, spec.dataset.sha256) if spec.dataset.kind == "safetensors" else None
+    return (
+        get_dataset_bytes(session, spec.dataset.sha256)
+        if spec.dataset.kind == "safetensors"
+        else None
+    )

@@ -19,9 +19,12 @@ BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "b
 
 
 @router.get("", response_model=DisputePage, responses=READ_PROBLEMS)
-def get_disputes(rt: RT, party: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
-                 status: Annotated[str | None, Query(max_length=16)] = None,
-                 limit: Annotated[int, Query(ge=1, le=500)] = 100) -> DisputePage:
+def get_disputes(
+    rt: RT,
+    party: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> DisputePage:
     """Disputes where `party` is the solver or the verifier."""
     with rt.db.read() as session:
         rows = repository.get_party_disputes(session, party, status, limit)
@@ -37,20 +40,29 @@ def get_dispute(dispute_id: DisputeId, rt: RT) -> DisputeView:
 @router.post("/{dispute_id}/moves", response_model=DisputeView, responses=WRITE_PROBLEMS)
 def post_move(dispute_id: DisputeId, body: MoveRequest, signed: Signed, rt: RT) -> Response:
     """A bisection move (protocol.dispute.Move), signed by its party inside a request it signs."""
-    return execute_signed(rt, signed, lambda s: process_dispute_move(
-        s, rt, signed.public_key, dispute_id, body.move))
+    return execute_signed(
+        rt, signed, lambda s: process_dispute_move(s, rt, signed.public_key, dispute_id, body.move)
+    )
 
 
-@router.put("/{dispute_id}/state", response_model=DisputeView, responses=WRITE_PROBLEMS,
-            openapi_extra={"requestBody": {"required": True, "content": BINARY}})
+@router.put(
+    "/{dispute_id}/state",
+    response_model=DisputeView,
+    responses=WRITE_PROBLEMS,
+    openapi_extra={"requestBody": {"required": True, "content": BINARY}},
+)
 async def put_state(dispute_id: DisputeId, request: Request, signed: Signed, rt: RT) -> Response:
     """The agreed state at the pinned step (safetensors), which the solver owes the referee."""
     data = await request.body()
     with rt.db.read() as session:
         game = service.get_game(repository.get_dispute(session, dispute_id))
     decoded = await run_in_threadpool(service.compute_checked_state, data, game)
-    return await run_in_threadpool(execute_signed, rt, signed, lambda s: service.process_dispute_state(
-        s, rt, signed.public_key, dispute_id, decoded))
+    return await run_in_threadpool(
+        execute_signed,
+        rt,
+        signed,
+        lambda s: service.process_dispute_state(s, rt, signed.public_key, dispute_id, decoded),
+    )
 
 
 @router.post("/{dispute_id}/rule", response_model=DisputeView, responses=WRITE_PROBLEMS)

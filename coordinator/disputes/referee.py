@@ -11,8 +11,15 @@ from protocol.spec import parse_job_spec
 from sdk.warm_worker import WorkerPool
 
 
-def run_referee_chunk_hash(workers: WorkerPool, spec_json: dict, dataset: bytes | None,
-                           state_bytes: bytes, agreed_root: str, chunk: int, timeout_s: float) -> bytes:
+def run_referee_chunk_hash(
+    workers: WorkerPool,
+    spec_json: dict,
+    dataset: bytes | None,
+    state_bytes: bytes,
+    agreed_root: str,
+    chunk: int,
+    timeout_s: float,
+) -> bytes:
     """Hash of chunk `chunk` one step after the agreed state; the worker's typed errors
     (`CheckpointCorrupt` for a state that is not the agreed one) pass through."""
     with tempfile.TemporaryDirectory(prefix="veritrain-referee-") as tmp:
@@ -22,8 +29,16 @@ def run_referee_chunk_hash(workers: WorkerPool, spec_json: dict, dataset: bytes 
         if dataset is not None:
             dataset_path = Path(tmp) / "dataset.safetensors"
             dataset_path.write_bytes(dataset)
-        result = workers.run({"command": "step", "spec": spec_json, "state_path": str(state_path),
-                              "agreed_root": agreed_root, "chunk": chunk,
-                              "dataset_path": str(dataset_path) if dataset_path else None},
-                             parse_job_spec(spec_json).profile, timeout_s)
+        result = workers.run(
+            {
+                "command": "step",
+                "spec": spec_json,
+                "state_path": str(state_path),
+                "agreed_root": agreed_root,
+                "chunk": chunk,
+                "dataset_path": str(dataset_path) if dataset_path else None,
+            },
+            parse_job_spec(spec_json).profile,
+            timeout_s,
+        )
     return bytes.fromhex(result["chunk_hash"])

@@ -58,29 +58,52 @@ DISPUTE_ARITY = 2
 # --- opening ---------------------------------------------------------------------------------
 
 
-def process_open_dispute(session: Session, rt: Runtime, job: Job, assignment: Assignment,
-                         verifier_root: str) -> Dispute:
+def process_open_dispute(
+    session: Session, rt: Runtime, job: Job, assignment: Assignment, verifier_root: str
+) -> Dispute:
     """Start the game for a segment whose end the verifier disputes."""
     start = get_checkpoint_row(session, job.job_id, assignment.segment)
     end = get_checkpoint_row(session, job.job_id, assignment.segment + 1)
     start_state = decode_state(jobs_repository.get_blob(session, start.blob_sha256).data)
     now = int(rt.clock.now())
-    game_id = compute_game_id(bytes.fromhex(job.job_id), assignment.segment,
-                              bytes.fromhex(assignment.verifier), assignment.id)
+    game_id = compute_game_id(
+        bytes.fromhex(job.job_id),
+        assignment.segment,
+        bytes.fromhex(assignment.verifier),
+        assignment.id,
+    )
     game = compute_initial_game(
-        game_id=game_id, solver_key=job.solver, verifier_key=assignment.verifier,
-        start_step=start.step, start_root=start.state_root, end_step=end.step,
-        solver_root=end.state_root, verifier_root=verifier_root,
-        num_chunks=len(compute_chunk_layout(start_state)), now=now,
-        move_timeout=rt.settings.move_timeout_s, arity=DISPUTE_ARITY,
-        known_roots=_bound_solver_roots(session, job.job_id))
-    dispute = Dispute(job_id=job.job_id, assignment_id=assignment.id, status=DisputeStatus.OPEN, deadline=0.0,
-                      state_json="{}")
+        game_id=game_id,
+        solver_key=job.solver,
+        verifier_key=assignment.verifier,
+        start_step=start.step,
+        start_root=start.state_root,
+        end_step=end.step,
+        solver_root=end.state_root,
+        verifier_root=verifier_root,
+        num_chunks=len(compute_chunk_layout(start_state)),
+        now=now,
+        move_timeout=rt.settings.move_timeout_s,
+        arity=DISPUTE_ARITY,
+        known_roots=_bound_solver_roots(session, job.job_id),
+    )
+    dispute = Dispute(
+        job_id=job.job_id,
+        assignment_id=assignment.id,
+        status=DisputeStatus.OPEN,
+        deadline=0.0,
+        state_json="{}",
+    )
     session.add(dispute)
-    _store(dispute, _supply_start_state(game, assignment.segment, start.step, now),
-           {"segment": assignment.segment, "state_sha256": start.blob_sha256})
+    _store(
+        dispute,
+        _supply_start_state(game, assignment.segment, start.step, now),
+        {"segment": assignment.segment, "state_sha256": start.blob_sha256},
+    )
     session.flush()
-    rt.referee_workers.prewarm(parse_job_spec(json.loads(job.spec_json)).profile)  # ready by the ruling
+    rt.referee_workers.prewarm(
+        parse_job_spec(json.loads(job.spec_json)).profile
+    )  # ready by the ruling
     return dispute
 
 
@@ -128,8 +151,9 @@ def _party_of(game: Game, who: str) -> str:
     raise Forbidden("only the dispute's solver and verifier move in it")
 
 
-def process_dispute_move(session: Session, rt: Runtime, who: str, dispute_id: int,
-                         move_json: dict) -> tuple[Job, Dispute, Game]:
+def process_dispute_move(
+    session: Session, rt: Runtime, who: str, dispute_id: int, move_json: dict
+) -> tuple[Job, Dispute, Game]:
     job, dispute = lock_dispute(session, dispute_id)
     game, move = get_game(dispute), Move.from_json(move_json)
     if move.party != _party_of(game, who):
@@ -138,11 +162,20 @@ def process_dispute_move(session: Session, rt: Runtime, who: str, dispute_id: in
         raise InvalidState(f"dispute {dispute_id} is already {dispute.status}")
     state = json.loads(dispute.state_json)
     now = int(rt.clock.now())
-    game = _supply_start_state(process_move(game, move, now), state["segment"],
-                               get_checkpoint_row(session, job.job_id, state["segment"]).step, now)
+    game = _supply_start_state(
+        process_move(game, move, now),
+        state["segment"],
+        get_checkpoint_row(session, job.job_id, state["segment"]).step,
+        now,
+    )
     _store(dispute, game)
-    process_movement(session, rt, "dispute.move", {"dispute": dispute.id, "job_id": job.job_id,
-                                                   "move": move.to_json()}, [])
+    process_movement(
+        session,
+        rt,
+        "dispute.move",
+        {"dispute": dispute.id, "job_id": job.job_id, "move": move.to_json()},
+        [],
+    )
     return job, dispute, game
 
 
@@ -154,22 +187,36 @@ def compute_checked_state(data: bytes, game: Game) -> DecodedCheckpoint:
     return decoded
 
 
-def process_dispute_state(session: Session, rt: Runtime, who: str, dispute_id: int,
-                          decoded: DecodedCheckpoint) -> DisputeView:
+def process_dispute_state(
+    session: Session, rt: Runtime, who: str, dispute_id: int, decoded: DecodedCheckpoint
+) -> DisputeView:
     job, dispute = lock_dispute(session, dispute_id)
     game = get_game(dispute)
     _party_of(game, who)
-    if dispute.status != DisputeStatus.OPEN or game.phase != STATE or decoded.step != game.lo \
-            or decoded.state_root.hex() != game.roots[game.lo]:
+    if (
+        dispute.status != DisputeStatus.OPEN
+        or game.phase != STATE
+        or decoded.step != game.lo
+        or decoded.state_root.hex() != game.roots[game.lo]
+    ):
         raise InvalidState("no state is owed, or not this one")
     jobs_repository.add_blob_if_missing(session, decoded.sha256, decoded.data)
-    _store(dispute, process_state_supplied(game, int(rt.clock.now())), {"state_sha256": decoded.sha256})
-    process_movement(session, rt, "dispute.state_supplied",
-                     {"dispute": dispute.id, "job_id": job.job_id, "step": game.lo, "sha256": decoded.sha256}, [])
+    _store(
+        dispute, process_state_supplied(game, int(rt.clock.now())), {"state_sha256": decoded.sha256}
+    )
+    process_movement(
+        session,
+        rt,
+        "dispute.state_supplied",
+        {"dispute": dispute.id, "job_id": job.job_id, "step": game.lo, "sha256": decoded.sha256},
+        [],
+    )
     return get_dispute_view(dispute)
 
 
-def process_dispute_deadline(session: Session, rt: Runtime, dispute_id: int) -> tuple[Job, Dispute, Game] | None:
+def process_dispute_deadline(
+    session: Session, rt: Runtime, dispute_id: int
+) -> tuple[Job, Dispute, Game] | None:
     """The party whose move is overdue loses; None when nothing was due."""
     job, dispute = lock_dispute(session, dispute_id)
     if dispute.status != DisputeStatus.OPEN:
@@ -201,17 +248,31 @@ def get_referee_task(session: Session, dispute_id: int) -> RefereeTask | None:
         return None
     spec_json = json.loads(jobs_repository.get_job(session, dispute.job_id).spec_json)
     sha256 = json.loads(dispute.state_json)["state_sha256"]
-    return RefereeTask(spec_json, get_job_dataset(session, parse_job_spec(spec_json)),
-                       jobs_repository.get_blob(session, sha256).data, game.roots[game.lo], game.chunk)
+    return RefereeTask(
+        spec_json,
+        get_job_dataset(session, parse_job_spec(spec_json)),
+        jobs_repository.get_blob(session, sha256).data,
+        game.roots[game.lo],
+        game.chunk,
+    )
 
 
 def run_referee(rt: Runtime, task: RefereeTask) -> bytes:
     """One training step in a warm worker pinned to the job's profile: the chunk's leaf hash."""
-    return run_referee_chunk_hash(rt.referee_workers, task.spec_json, task.dataset, task.state_bytes,
-                                  task.state_root, task.chunk, rt.settings.referee_timeout_s)
+    return run_referee_chunk_hash(
+        rt.referee_workers,
+        task.spec_json,
+        task.dataset,
+        task.state_bytes,
+        task.state_root,
+        task.chunk,
+        rt.settings.referee_timeout_s,
+    )
 
 
-def process_referee_result(session: Session, dispute_id: int, chunk_hash: bytes) -> tuple[Job, Dispute, Game] | None:
+def process_referee_result(
+    session: Session, dispute_id: int, chunk_hash: bytes
+) -> tuple[Job, Dispute, Game] | None:
     job, dispute = lock_dispute(session, dispute_id)
     game = get_game(dispute)
     if dispute.status != DisputeStatus.OPEN or game.phase != RULING:  # ruled meanwhile: never twice
@@ -228,10 +289,22 @@ def process_dispute_ruled(dispute: Dispute, game: Game) -> None:
 def get_dispute_view(dispute: Dispute) -> DisputeView:
     state = json.loads(dispute.state_json)
     game = Game.from_json(state["game"])
-    pinned = game.phase in (STATE, RULING) or (game.phase == OVER and game.node[1] - game.node[0] == 1)
-    return DisputeView(id=dispute.id, job_id=dispute.job_id, assignment_id=dispute.assignment_id,
-                       status=dispute.status, winner=dispute.winner, phase=game.phase, turn=game.turn,
-                       deadline=game.deadline, round=game.round, segment=state["segment"],
-                       dispute_step=game.lo if game.hi - game.lo == 1 else None,
-                       dispute_chunk=game.chunk if pinned else None, reason=game.reason or None,
-                       state=state)
+    pinned = game.phase in (STATE, RULING) or (
+        game.phase == OVER and game.node[1] - game.node[0] == 1
+    )
+    return DisputeView(
+        id=dispute.id,
+        job_id=dispute.job_id,
+        assignment_id=dispute.assignment_id,
+        status=dispute.status,
+        winner=dispute.winner,
+        phase=game.phase,
+        turn=game.turn,
+        deadline=game.deadline,
+        round=game.round,
+        segment=state["segment"],
+        dispute_step=game.lo if game.hi - game.lo == 1 else None,
+        dispute_chunk=game.chunk if pinned else None,
+        reason=game.reason or None,
+        state=state,
+    )

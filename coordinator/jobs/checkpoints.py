@@ -35,7 +35,9 @@ def compute_decoded_checkpoint(data: bytes, step: int) -> DecodedCheckpoint:
     state = decode_state(data)  # safetensors only: never unpickles
     if get_step(state) != step:
         raise CheckpointCorrupt(f"state is at step {get_step(state)}, not {step}")
-    return DecodedCheckpoint(data, hashlib.sha256(data).hexdigest(), step, bytes(compute_state_root(state)))
+    return DecodedCheckpoint(
+        data, hashlib.sha256(data).hexdigest(), step, bytes(compute_state_root(state))
+    )
 
 
 def parse_proof(text: str) -> list[bytes]:
@@ -48,22 +50,30 @@ def parse_proof(text: str) -> list[bytes]:
     return proof
 
 
-def _check_against_commitment(session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint,
-                              proof: list[bytes]):
+def _check_against_commitment(
+    session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint, proof: list[bytes]
+):
     job = repository.lock_job(session, job_id)
     if job.state != JobState.VERIFYING:
         raise InvalidState(f"job is {job.state}: checkpoints are uploaded while verifying")
     steps = compute_checkpoint_steps(parse_job_spec(json.loads(job.spec_json)))
     if not 0 <= index < len(steps) or steps[index] != ckpt.step:
         raise InvalidInput(f"checkpoint {index} is not at step {ckpt.step}", "step")
-    if not is_valid_trajectory_proof(StepIndex(ckpt.step), Root(ckpt.state_root), index,
-                                     job.num_checkpoints, proof, Root(bytes.fromhex(job.trajectory_root))):
+    if not is_valid_trajectory_proof(
+        StepIndex(ckpt.step),
+        Root(ckpt.state_root),
+        index,
+        job.num_checkpoints,
+        proof,
+        Root(bytes.fromhex(job.trajectory_root)),
+    ):
         raise CheckpointCorrupt("state root and proof do not match the committed trajectory root")
     return job
 
 
-def lock_upload_target(session: Session, who: str, job_id: str, index: int, ckpt: DecodedCheckpoint,
-                      proof: list[bytes]) -> tuple[Job, Checkpoint | None]:
+def lock_upload_target(
+    session: Session, who: str, job_id: str, index: int, ckpt: DecodedCheckpoint, proof: list[bytes]
+) -> tuple[Job, Checkpoint | None]:
     """Lock the job, check the upload against its commitment; the row already stored, if any
     (its content is bound by the proof, so a retry changes nothing)."""
     job = _check_against_commitment(session, job_id, index, ckpt, proof)
@@ -72,10 +82,17 @@ def lock_upload_target(session: Session, who: str, job_id: str, index: int, ckpt
     return job, repository.get_checkpoint(session, job_id, index)
 
 
-def process_store_checkpoint(session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint) -> Checkpoint:
+def process_store_checkpoint(
+    session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint
+) -> Checkpoint:
     repository.add_blob_if_missing(session, ckpt.sha256, ckpt.data)
-    row = Checkpoint(job_id=job_id, index=index, step=ckpt.step, state_root=ckpt.state_root.hex(),
-                     blob_sha256=ckpt.sha256)
+    row = Checkpoint(
+        job_id=job_id,
+        index=index,
+        step=ckpt.step,
+        state_root=ckpt.state_root.hex(),
+        blob_sha256=ckpt.sha256,
+    )
     session.add(row)
     return row
 
@@ -93,7 +110,11 @@ def get_checkpoint_bytes(session: Session, job_id: str, index: int) -> bytes:
 
 
 def get_checkpoint_view(row: Checkpoint, size: int) -> CheckpointView:
-    return CheckpointView(job_id=row.job_id, index=row.index, step=row.step, state_root=row.state_root,
-                          sha256=row.blob_sha256, size=size)
-
-
+    return CheckpointView(
+        job_id=row.job_id,
+        index=row.index,
+        step=row.step,
+        state_root=row.state_root,
+        sha256=row.blob_sha256,
+        size=size,
+    )

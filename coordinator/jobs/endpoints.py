@@ -33,14 +33,19 @@ IndexPath = Annotated[int, Path(ge=0, le=10_000_000)]
 def post_job(body: SubmitJobRequest, signed: Signed, rt: RT) -> Response:
     """Post a job: the spec is validated, its id is the hash of its canonical form, the bounty
     is moved to the job's escrow."""
-    return execute_signed(rt, signed, lambda s: service.process_submit(s, rt, signed.public_key, body), 201)
+    return execute_signed(
+        rt, signed, lambda s: service.process_submit(s, rt, signed.public_key, body), 201
+    )
 
 
 @router.get("", response_model=JobPage, responses=READ_PROBLEMS)
-def get_jobs(rt: RT, state: Annotated[str | None, Query(max_length=16)] = None,
-             profile: Annotated[str | None, Query(max_length=128)] = None,
-             after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-             limit: Annotated[int, Query(ge=1, le=500)] = 100) -> JobPage:
+def get_jobs(
+    rt: RT,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+    profile: Annotated[str | None, Query(max_length=128)] = None,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> JobPage:
     """Jobs in submission order (pass the last `id` seen as `after` for the next page), optionally
     only those in `state` and/or needing execution profile `profile`."""
     with rt.db.read() as session:
@@ -57,7 +62,9 @@ def get_job(job_id: JobIdPath, rt: RT) -> JobView:
 
 @router.post("/{job_id}/bids", response_model=JobEventView, responses=WRITE_PROBLEMS)
 def post_bid(job_id: JobIdPath, body: BidRequest, signed: Signed, rt: RT) -> Response:
-    return execute_signed(rt, signed, lambda s: service.process_bid(s, rt, signed.public_key, job_id, body))
+    return execute_signed(
+        rt, signed, lambda s: service.process_bid(s, rt, signed.public_key, job_id, body)
+    )
 
 
 @router.post("/{job_id}/award", response_model=JobEventView, responses=WRITE_PROBLEMS)
@@ -68,12 +75,16 @@ def post_award(job_id: JobIdPath, _body: EmptyRequest, signed: Signed, rt: RT) -
 
 @router.post("/{job_id}/heartbeat", response_model=JobEventView, responses=WRITE_PROBLEMS)
 def post_heartbeat(job_id: JobIdPath, _body: EmptyRequest, signed: Signed, rt: RT) -> Response:
-    return execute_signed(rt, signed, lambda s: service.process_heartbeat(s, rt, signed.public_key, job_id))
+    return execute_signed(
+        rt, signed, lambda s: service.process_heartbeat(s, rt, signed.public_key, job_id)
+    )
 
 
 @router.post("/{job_id}/commitment", response_model=JobEventView, responses=WRITE_PROBLEMS)
 def post_commitment(job_id: JobIdPath, body: CommitmentRequest, signed: Signed, rt: RT) -> Response:
-    return execute_signed(rt, signed, lambda s: process_commitment(s, rt, signed.public_key, job_id, body))
+    return execute_signed(
+        rt, signed, lambda s: process_commitment(s, rt, signed.public_key, job_id, body)
+    )
 
 
 @router.get("/{job_id}/assignments", response_model=AssignmentPage, responses=READ_PROBLEMS)
@@ -84,30 +95,63 @@ def get_job_assignments(job_id: JobIdPath, rt: RT) -> AssignmentPage:
         return AssignmentPage(assignments=[get_assignment_view(a) for a in rows])
 
 
-@router.put("/{job_id}/checkpoints/{index}", response_model=CheckpointView, responses=WRITE_PROBLEMS,
-            openapi_extra={"requestBody": {"required": True, "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
-async def put_checkpoint(job_id: JobIdPath, index: IndexPath, request: Request, signed: Signed, rt: RT,
-                         step: Annotated[int, Query(ge=0, le=10_000_000)],
-                         proof: Annotated[str, Query(max_length=64 * 65)] = "") -> Response:
+@router.put(
+    "/{job_id}/checkpoints/{index}",
+    response_model=CheckpointView,
+    responses=WRITE_PROBLEMS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def put_checkpoint(
+    job_id: JobIdPath,
+    index: IndexPath,
+    request: Request,
+    signed: Signed,
+    rt: RT,
+    step: Annotated[int, Query(ge=0, le=10_000_000)],
+    proof: Annotated[str, Query(max_length=64 * 65)] = "",
+) -> Response:
     """Upload checkpoint `index` (safetensors bytes) with its proof of inclusion in the committed
     trajectory; stored under its SHA-256."""
     data = await request.body()
     parsed_proof = checkpoints.parse_proof(proof)
     decoded = await run_in_threadpool(checkpoints.compute_decoded_checkpoint, data, step)
-    return await run_in_threadpool(execute_signed, rt, signed, lambda s: process_checkpoint_upload(
-        s, rt, signed.public_key, job_id, index, decoded, parsed_proof))
+    return await run_in_threadpool(
+        execute_signed,
+        rt,
+        signed,
+        lambda s: process_checkpoint_upload(
+            s, rt, signed.public_key, job_id, index, decoded, parsed_proof
+        ),
+    )
 
 
-@router.get("/{job_id}/checkpoints/{index}", responses={
-    **READ_PROBLEMS, 200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+@router.get(
+    "/{job_id}/checkpoints/{index}",
+    responses={
+        **READ_PROBLEMS,
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+    },
+)
 def get_checkpoint(job_id: JobIdPath, index: IndexPath, rt: RT) -> Response:
     with rt.db.read() as session:
         data = checkpoints.get_checkpoint_bytes(session, job_id, index)
     return Response(content=data, media_type="application/octet-stream")
 
 
-@router.get("/{job_id}/checkpoints/{index}/info", response_model=CheckpointView, responses=READ_PROBLEMS)
+@router.get(
+    "/{job_id}/checkpoints/{index}/info", response_model=CheckpointView, responses=READ_PROBLEMS
+)
 def get_checkpoint_info(job_id: JobIdPath, index: IndexPath, rt: RT) -> CheckpointView:
     with rt.db.read() as session:
         row = checkpoints.get_checkpoint_row(session, job_id, index)

@@ -26,8 +26,9 @@ def is_existing_job(session: Session, job_id: str) -> bool:
     return session.execute(select(Job.id).where(Job.job_id == job_id)).first() is not None
 
 
-def get_jobs_page(session: Session, state: str | None, after: int, limit: int,
-                  profile: str | None = None) -> list[Job]:
+def get_jobs_page(
+    session: Session, state: str | None, after: int, limit: int, profile: str | None = None
+) -> list[Job]:
     stmt = select(Job).where(Job.id > after)
     if state is not None:
         stmt = stmt.where(Job.state == state)
@@ -37,13 +38,19 @@ def get_jobs_page(session: Session, state: str | None, after: int, limit: int,
 
 
 def get_overdue_job_ids(session: Session, state: str, now: float, limit: int) -> list[str]:
-    stmt = (select(Job.job_id).where(Job.state == state, Job.deadline <= now)
-            .order_by(Job.deadline).limit(limit))
+    stmt = (
+        select(Job.job_id)
+        .where(Job.state == state, Job.deadline <= now)
+        .order_by(Job.deadline)
+        .limit(limit)
+    )
     return list(session.execute(stmt).scalars())
 
 
 def get_bid(session: Session, job_id: str, bidder: str) -> Bid | None:
-    return session.execute(select(Bid).where(Bid.job_id == job_id, Bid.bidder == bidder)).scalar_one_or_none()
+    return session.execute(
+        select(Bid).where(Bid.job_id == job_id, Bid.bidder == bidder)
+    ).scalar_one_or_none()
 
 
 def get_bids(session: Session, job_id: str) -> list[Bid]:

@@ -35,11 +35,15 @@ def get_event_view(job: Job, entry) -> JobEventView:
     return JobEventView(job_id=job.job_id, state=job.state, log_index=entry.index)
 
 
-def process_submit(session: Session, rt: Runtime, submitter: str, req: SubmitJobRequest) -> JobEventView:
+def process_submit(
+    session: Session, rt: Runtime, submitter: str, req: SubmitJobRequest
+) -> JobEventView:
     spec = parse_job_spec(req.spec)
     job_id = compute_job_id(spec).hex()
     if repository.is_existing_job(session, job_id):
-        raise AlreadyExists(f"job {job_id} already exists (change the seed to post the same work twice)")
+        raise AlreadyExists(
+            f"job {job_id} already exists (change the seed to post the same work twice)"
+        )
     check_dataset_available(session, spec)
     checkpoints = len(compute_checkpoint_steps(spec))
     if req.num_segments > checkpoints - 1:
@@ -47,23 +51,46 @@ def process_submit(session: Session, rt: Runtime, submitter: str, req: SubmitJob
     if req.verifier_fee * req.num_verifiers > req.bounty:
         raise InvalidInput("bounty must cover num_verifiers × verifier_fee", "bounty")
     now = rt.clock.now()
-    job = Job(job_id=job_id, submitter=submitter, spec_json=json.dumps(spec_to_json(spec), sort_keys=True),
-              profile_label=spec.profile.label, bounty=req.bounty, min_stake=req.min_stake,
-              verifier_fee=req.verifier_fee, num_verifiers=req.num_verifiers,
-              num_segments=req.num_segments, num_checkpoints=checkpoints, state=JobState.BIDDING,
-              created_at=now, bidding_deadline=now + max(req.bidding_s, rt.settings.min_bidding_s),
-              deadline=now + max(req.bidding_s, rt.settings.min_bidding_s))
+    job = Job(
+        job_id=job_id,
+        submitter=submitter,
+        spec_json=json.dumps(spec_to_json(spec), sort_keys=True),
+        profile_label=spec.profile.label,
+        bounty=req.bounty,
+        min_stake=req.min_stake,
+        verifier_fee=req.verifier_fee,
+        num_verifiers=req.num_verifiers,
+        num_segments=req.num_segments,
+        num_checkpoints=checkpoints,
+        state=JobState.BIDDING,
+        created_at=now,
+        bidding_deadline=now + max(req.bidding_s, rt.settings.min_bidding_s),
+        deadline=now + max(req.bidding_s, rt.settings.min_bidding_s),
+    )
     session.add(job)
     session.flush()
-    data = {"job_id": job_id, "submitter": submitter, "bounty": req.bounty, "profile": job.profile_label,
-            "min_stake": req.min_stake, "verifier_fee": req.verifier_fee,
-            "bidding_deadline": job.bidding_deadline}
-    entry = process_movement(session, rt, "job.submitted", data,
-                             transfer(available(submitter), escrow(job_id), req.bounty))
+    data = {
+        "job_id": job_id,
+        "submitter": submitter,
+        "bounty": req.bounty,
+        "profile": job.profile_label,
+        "min_stake": req.min_stake,
+        "verifier_fee": req.verifier_fee,
+        "bidding_deadline": job.bidding_deadline,
+    }
+    entry = process_movement(
+        session,
+        rt,
+        "job.submitted",
+        data,
+        transfer(available(submitter), escrow(job_id), req.bounty),
+    )
     return get_event_view(job, entry)
 
 
-def process_bid(session: Session, rt: Runtime, bidder: str, job_id: str, req: BidRequest) -> JobEventView:
+def process_bid(
+    session: Session, rt: Runtime, bidder: str, job_id: str, req: BidRequest
+) -> JobEventView:
     job = repository.lock_job(session, job_id)
     if job.state != JobState.BIDDING or rt.clock.now() >= job.bidding_deadline:
         raise InvalidState("bidding on this job is closed")
@@ -78,12 +105,24 @@ def process_bid(session: Session, rt: Runtime, bidder: str, job_id: str, req: Bi
         raise InvalidInput(f"price must not exceed {max_price}", "price")
     if repository.get_bid(session, job_id, bidder) is not None:
         raise AlreadyExists("this account already bid on this job")
-    session.add(Bid(job_id=job_id, bidder=bidder, price=req.price, stake=req.stake,
-                    profile_label=req.profile, created_at=rt.clock.now()))
+    session.add(
+        Bid(
+            job_id=job_id,
+            bidder=bidder,
+            price=req.price,
+            stake=req.stake,
+            profile_label=req.profile,
+            created_at=rt.clock.now(),
+        )
+    )
     session.flush()
-    entry = process_movement(session, rt, "job.bid",
-                             {"job_id": job_id, "bidder": bidder, "price": req.price, "stake": req.stake},
-                             transfer(available(bidder), stake(bidder, job_id), req.stake))
+    entry = process_movement(
+        session,
+        rt,
+        "job.bid",
+        {"job_id": job_id, "bidder": bidder, "price": req.price, "stake": req.stake},
+        transfer(available(bidder), stake(bidder, job_id), req.stake),
+    )
     return get_event_view(job, entry)
 
 
@@ -109,14 +148,27 @@ def process_award(session: Session, rt: Runtime, job_id: str) -> JobEventView:
     if winner is None:
         job.state, job.outcome, job.deadline = JobState.CANCELLED, "no_bids", FAR_FUTURE
         legs += compute_escrow_split(job_id, job.bounty, job.submitter, [])
-        entry = process_movement(session, rt, "job.cancelled", {"job_id": job_id, "reason": "no_bids"}, legs)
+        entry = process_movement(
+            session, rt, "job.cancelled", {"job_id": job_id, "reason": "no_bids"}, legs
+        )
         return get_event_view(job, entry)
-    job.state, job.solver, job.price, job.stake = JobState.AWARDED, winner.bidder, winner.price, winner.stake
+    job.state, job.solver, job.price, job.stake = (
+        JobState.AWARDED,
+        winner.bidder,
+        winner.price,
+        winner.stake,
+    )
     job.heartbeat_at = now
     job.commit_deadline = now + rt.settings.commit_timeout_s
     job.deadline = min(job.commit_deadline, now + rt.settings.heartbeat_timeout_s)
-    data = {"job_id": job_id, "solver": winner.bidder, "price": winner.price, "stake": winner.stake,
-            "bids": len(bids), "commit_deadline": job.commit_deadline}
+    data = {
+        "job_id": job_id,
+        "solver": winner.bidder,
+        "price": winner.price,
+        "stake": winner.stake,
+        "bids": len(bids),
+        "commit_deadline": job.commit_deadline,
+    }
     return get_event_view(job, process_movement(session, rt, "job.awarded", data, legs))
 
 
@@ -130,8 +182,9 @@ def require_solver(job: Job, who: str, state: JobState, now: float | None = None
         raise InvalidState("the deadline for this move has passed")
 
 
-def process_verifying(job: Job, commitment: Commitment, signature: bytes, seed: bytes,
-                      deadline: float) -> None:
+def process_verifying(
+    job: Job, commitment: Commitment, signature: bytes, seed: bytes, deadline: float
+) -> None:
     """The solver's commitment is recorded: the job waits for its verifiers until `deadline`."""
     job.state, job.deadline = JobState.VERIFYING, deadline
     job.trajectory_root = commitment.trajectory_root.hex()
@@ -145,37 +198,86 @@ def process_heartbeat(session: Session, rt: Runtime, solver: str, job_id: str) -
     require_solver(job, solver, JobState.AWARDED, now)
     job.heartbeat_at = now
     job.deadline = min(job.commit_deadline or now, now + rt.settings.heartbeat_timeout_s)
-    return get_event_view(job, process_movement(session, rt, "job.heartbeat", {"job_id": job_id}, []))
+    return get_event_view(
+        job, process_movement(session, rt, "job.heartbeat", {"job_id": job_id}, [])
+    )
 
 
-def process_solver_fault(session: Session, rt: Runtime, job: Job, reason: str,
-                         victim: str | None, paid_verifiers: list[str]) -> JobEventView:
+def process_solver_fault(
+    session: Session,
+    rt: Runtime,
+    job: Job,
+    reason: str,
+    victim: str | None,
+    paid_verifiers: list[str],
+) -> JobEventView:
     """Slash the solver's stake, pay verifiers that worked, refund the submitter; job fails."""
-    legs = compute_slash_legs(stake(job.solver, job.job_id), job.stake or 0, victim or job.submitter)
-    legs += compute_escrow_split(job.job_id, get_balance(session, escrow(job.job_id)), job.submitter,
-                                 [(v, job.verifier_fee) for v in paid_verifiers])
+    legs = compute_slash_legs(
+        stake(job.solver, job.job_id), job.stake or 0, victim or job.submitter
+    )
+    legs += compute_escrow_split(
+        job.job_id,
+        get_balance(session, escrow(job.job_id)),
+        job.submitter,
+        [(v, job.verifier_fee) for v in paid_verifiers],
+    )
     job.state, job.outcome, job.deadline = JobState.FAILED, reason, FAR_FUTURE
     data = {"job_id": job.job_id, "solver": job.solver, "reason": reason, "slashed": job.stake}
     return get_event_view(job, process_movement(session, rt, "job.solver_slashed", data, legs))
 
 
-def process_settlement(session: Session, rt: Runtime, job: Job, paid_verifiers: list[str]) -> JobEventView:
-    legs = compute_escrow_split(job.job_id, get_balance(session, escrow(job.job_id)), job.submitter,
-                                [(job.solver, job.price or 0)] + [(v, job.verifier_fee) for v in paid_verifiers])
+def process_settlement(
+    session: Session, rt: Runtime, job: Job, paid_verifiers: list[str]
+) -> JobEventView:
+    legs = compute_escrow_split(
+        job.job_id,
+        get_balance(session, escrow(job.job_id)),
+        job.submitter,
+        [(job.solver, job.price or 0)] + [(v, job.verifier_fee) for v in paid_verifiers],
+    )
     legs += compute_stake_release(job.solver, job.job_id, job.stake or 0)
     job.state, job.outcome, job.deadline = JobState.SETTLED, "accepted", FAR_FUTURE
-    data = {"job_id": job.job_id, "solver": job.solver, "price": job.price, "verifiers": paid_verifiers}
+    data = {
+        "job_id": job.job_id,
+        "solver": job.solver,
+        "price": job.price,
+        "verifiers": paid_verifiers,
+    }
     return get_event_view(job, process_movement(session, rt, "job.settled", data, legs))
 
 
 def get_job_view(job: Job, bids: list[Bid] | None = None, with_spec: bool = False) -> JobView:
     return JobView(
-        id=job.id, job_id=job.job_id, submitter=job.submitter, state=job.state, profile=job.profile_label,
-        bounty=job.bounty, min_stake=job.min_stake, verifier_fee=job.verifier_fee,
-        num_verifiers=job.num_verifiers, num_segments=job.num_segments,
-        num_checkpoints=job.num_checkpoints, created_at=job.created_at, deadline=job.deadline,
-        solver=job.solver, price=job.price, stake=job.stake, trajectory_root=job.trajectory_root,
-        final_model_root=job.final_model_root, outcome=job.outcome,
+        id=job.id,
+        job_id=job.job_id,
+        submitter=job.submitter,
+        state=job.state,
+        profile=job.profile_label,
+        bounty=job.bounty,
+        min_stake=job.min_stake,
+        verifier_fee=job.verifier_fee,
+        num_verifiers=job.num_verifiers,
+        num_segments=job.num_segments,
+        num_checkpoints=job.num_checkpoints,
+        created_at=job.created_at,
+        deadline=job.deadline,
+        solver=job.solver,
+        price=job.price,
+        stake=job.stake,
+        trajectory_root=job.trajectory_root,
+        final_model_root=job.final_model_root,
+        outcome=job.outcome,
         spec=json.loads(job.spec_json) if with_spec else None,
-        bids=[BidView(bidder=b.bidder, price=b.price, stake=b.stake, profile=b.profile_label,
-                      status=b.status) for b in bids] if bids is not None else None)
+        bids=[
+            BidView(
+                bidder=b.bidder,
+                price=b.price,
+                stake=b.stake,
+                profile=b.profile_label,
+                status=b.status,
+            )
+            for b in bids
+        ]
+        if bids is not None
+        else None,
+    )

@@ -14,11 +14,19 @@ RT = Annotated[Runtime, Depends(get_runtime)]
 
 
 @router.get("/accounts", response_model=LedgerPage, responses=READ_PROBLEMS)
-def get_ledger_accounts(rt: RT, after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-                        limit: Annotated[int, Query(ge=1, le=1000)] = 500) -> LedgerPage:
+def get_ledger_accounts(
+    rt: RT,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> LedgerPage:
     """Every ledger balance, in id order (keyset pagination: pass the last id as `after`)."""
     with rt.db.read() as session:
         rows = repository.get_accounts_page(session, after, limit)
-        return LedgerPage(accounts=[
-            LedgerAccountView(id=r.id, account=str(AccountKey(r.kind, r.owner, r.job_id)),
-                              balance=r.balance) for r in rows])
+        return LedgerPage(
+            accounts=[
+                LedgerAccountView(
+                    id=r.id, account=str(AccountKey(r.kind, r.owner, r.job_id)), balance=r.balance
+                )
+                for r in rows
+            ]
+        )

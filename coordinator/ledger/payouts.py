@@ -18,8 +18,9 @@ def compute_slash_legs(source: AccountKey, amount: int, victim: str | None) -> l
     return legs
 
 
-def compute_escrow_split(job_id: str, escrow_balance: int, submitter: str,
-                         payees: list[tuple[str, int]]) -> list[Leg]:
+def compute_escrow_split(
+    job_id: str, escrow_balance: int, submitter: str, payees: list[tuple[str, int]]
+) -> list[Leg]:
     """Pay `payees` from the job's escrow in order (capped by what is there), refund the rest."""
     paid, refund = compute_escrow_payments(escrow_balance, [amount for _, amount in payees])
     legs: list[Leg] = []

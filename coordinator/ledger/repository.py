@@ -20,9 +20,23 @@ def _select_accounts_stmt(count: int):
     """SELECT … FOR UPDATE of `count` accounts by key, built once per count (hot path).
     OR of equalities, not a row-value IN: SQLite answers the latter with a full table scan."""
     t = _ACCOUNTS
-    return (select(t.c.id, t.c.kind, t.c.owner, t.c.job_id, t.c.balance).where(or_(*[
-        and_(t.c.kind == bindparam(f"k{i}"), t.c.owner == bindparam(f"o{i}"), t.c.job_id == bindparam(f"j{i}"))
-        for i in range(count)])).order_by(t.c.id).with_for_update())
+    return (
+        select(t.c.id, t.c.kind, t.c.owner, t.c.job_id, t.c.balance)
+        .where(
+            or_(
+                *[
+                    and_(
+                        t.c.kind == bindparam(f"k{i}"),
+                        t.c.owner == bindparam(f"o{i}"),
+                        t.c.job_id == bindparam(f"j{i}"),
+                    )
+                    for i in range(count)
+                ]
+            )
+        )
+        .order_by(t.c.id)
+        .with_for_update()
+    )
 
 
 def _key_params(keys: list[AccountKey]) -> dict[str, str]:
@@ -50,13 +64,17 @@ def lock_accounts(session: Session, keys: list[AccountKey]) -> dict[AccountKey, 
     """Get-or-create the accounts and lock them FOR UPDATE in id order (no deadlock cycles).
     Core statements, not the ORM: this is the hot path of every movement."""
     stmt, params, conn = _select_accounts_stmt(len(keys)), _key_params(keys), session.connection()
-    found = {AccountKey(r.kind, r.owner, r.job_id): LockedAccount(r.id, r.balance)
-             for r in conn.execute(stmt, params)}
+    found = {
+        AccountKey(r.kind, r.owner, r.job_id): LockedAccount(r.id, r.balance)
+        for r in conn.execute(stmt, params)
+    }
     missing = [k for k in keys if k not in found]
     if missing:
         _insert_missing(session, missing)
-        found = {AccountKey(r.kind, r.owner, r.job_id): LockedAccount(r.id, r.balance)
-                 for r in conn.execute(stmt, params)}
+        found = {
+            AccountKey(r.kind, r.owner, r.job_id): LockedAccount(r.id, r.balance)
+            for r in conn.execute(stmt, params)
+        }
     return found
 
 
@@ -79,21 +97,37 @@ SELECT l.id, l.kind, l.owner, l.job_id, l.balance, (SELECT count(*) FROM applied
 """)
 
 
-def lock_and_apply(session: Session, deltas: list[tuple[AccountKey, int]]) -> tuple[dict[AccountKey, LockedAccount], bool]:
+def lock_and_apply(
+    session: Session, deltas: list[tuple[AccountKey, int]]
+) -> tuple[dict[AccountKey, LockedAccount], bool]:
     """PostgreSQL only: (balances before, by key; whether the deltas were applied)."""
-    params = {"kinds": [k.kind for k, _ in deltas], "owners": [k.owner for k, _ in deltas],
-              "jobs": [k.job_id for k, _ in deltas], "deltas": [d for _, d in deltas], "n": len(deltas)}
+    params = {
+        "kinds": [k.kind for k, _ in deltas],
+        "owners": [k.owner for k, _ in deltas],
+        "jobs": [k.job_id for k, _ in deltas],
+        "deltas": [d for _, d in deltas],
+        "n": len(deltas),
+    }
     rows = session.connection().execute(PG_LOCK_AND_APPLY, params).all()
     if len(rows) < len(deltas):
-        _insert_missing(session, [k for k, _ in deltas
-                                  if k not in {AccountKey(r.kind, r.owner, r.job_id) for r in rows}])
+        _insert_missing(
+            session,
+            [
+                k
+                for k, _ in deltas
+                if k not in {AccountKey(r.kind, r.owner, r.job_id) for r in rows}
+            ],
+        )
         rows = session.connection().execute(PG_LOCK_AND_APPLY, params).all()
     before = {AccountKey(r.kind, r.owner, r.job_id): LockedAccount(r.id, r.balance) for r in rows}
     return before, bool(rows) and rows[0].applied == len(deltas)
 
 
-BALANCE_UPDATE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("account_id"))
-                  .values(balance=bindparam("new_balance")))
+BALANCE_UPDATE = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.id == bindparam("account_id"))
+    .values(balance=bindparam("new_balance"))
+)
 
 
 # PostgreSQL: one statement, not an executemany (psycopg pipelines those: costly for 2 rows).
@@ -106,22 +140,31 @@ WHERE a.id = v.id
 
 def update_balances(session: Session, balances: dict[int, int]) -> None:
     if session.bind.dialect.name == "postgresql":
-        session.connection().execute(PG_BALANCE_UPDATE, {"ids": list(balances),
-                                                         "balances": list(balances.values())})
+        session.connection().execute(
+            PG_BALANCE_UPDATE, {"ids": list(balances), "balances": list(balances.values())}
+        )
         return
     session.connection().execute(
-        BALANCE_UPDATE, [{"account_id": k, "new_balance": v} for k, v in balances.items()])
+        BALANCE_UPDATE, [{"account_id": k, "new_balance": v} for k, v in balances.items()]
+    )
 
 
 def get_balance(session: Session, key: AccountKey) -> int:
     stmt = select(LedgerAccount.balance).where(
-        LedgerAccount.kind == key.kind, LedgerAccount.owner == key.owner,
-        LedgerAccount.job_id == key.job_id)
+        LedgerAccount.kind == key.kind,
+        LedgerAccount.owner == key.owner,
+        LedgerAccount.job_id == key.job_id,
+    )
     return session.execute(stmt).scalar_one_or_none() or 0
 
 
 def get_accounts_page(session: Session, after_id: int, limit: int) -> list[LedgerAccount]:
-    stmt = select(LedgerAccount).where(LedgerAccount.id > after_id).order_by(LedgerAccount.id).limit(limit)
+    stmt = (
+        select(LedgerAccount)
+        .where(LedgerAccount.id > after_id)
+        .order_by(LedgerAccount.id)
+        .limit(limit)
+    )
     return list(session.execute(stmt).scalars())
 
 

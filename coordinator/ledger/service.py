@@ -44,8 +44,9 @@ def transfer(source: AccountKey, target: AccountKey, amount: int) -> list[Leg]:
     return [(source, -amount), (target, amount)]
 
 
-def process_movement(session: Session, rt: Runtime, kind: str, data: dict,
-                     legs: Sequence[Leg]) -> AppendedEntry:
+def process_movement(
+    session: Session, rt: Runtime, kind: str, data: dict, legs: Sequence[Leg]
+) -> AppendedEntry:
     """Apply balanced `legs` and log them as one entry of `kind` (also when no money moves).
     Returns the log entry, with every touched account's new balance."""
     net = compute_net_legs(legs)
@@ -61,9 +62,15 @@ def process_movement(session: Session, rt: Runtime, kind: str, data: dict,
             balances[key] = accounts[key].balance + delta
         if not applied:  # the CHECK constraint re-checks this inside the same transaction
             repository.update_balances(session, {accounts[k].id: v for k, v in balances.items()})
-    entry = process_log_append(session, rt.key, rt.clock.now(), kind, data,
-                               [(str(k), d) for k, d in net],
-                               [(accounts[k].id, d) for k, d in net] if net else [])
+    entry = process_log_append(
+        session,
+        rt.key,
+        rt.clock.now(),
+        kind,
+        data,
+        [(str(k), d) for k, d in net],
+        [(accounts[k].id, d) for k, d in net] if net else [],
+    )
     return AppendedEntry(entry.index, entry.leaf_hash, balances)
 
 

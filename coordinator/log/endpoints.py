@@ -19,17 +19,29 @@ def get_head(rt: RT) -> TreeHeadView:
     """A freshly signed RFC 9162 tree head over the whole log."""
     with rt.db.read() as session:
         head = service.get_tree_head(session, rt.key, rt.clock.now())
-    return TreeHeadView(size=head.size, timestamp_ms=head.timestamp_ms, root=head.root.hex(),
-                        signature=head.signature.hex(), public_key=head.public_key.hex())
+    return TreeHeadView(
+        size=head.size,
+        timestamp_ms=head.timestamp_ms,
+        root=head.root.hex(),
+        signature=head.signature.hex(),
+        public_key=head.public_key.hex(),
+    )
 
 
 @router.get("/entries", response_model=LogPage, responses=READ_PROBLEMS)
-def get_entries(rt: RT, start: Index = 0,
-                limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100) -> LogPage:
+def get_entries(
+    rt: RT, start: Index = 0, limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100
+) -> LogPage:
     with rt.db.read() as session:
         rows = service.get_entries(session, start, limit)
-        return LogPage(entries=[LogEntryView(index=r.index, body=r.body, leaf_hash=r.leaf_hash,
-                                             signature=r.signature) for r in rows])
+        return LogPage(
+            entries=[
+                LogEntryView(
+                    index=r.index, body=r.body, leaf_hash=r.leaf_hash, signature=r.signature
+                )
+                for r in rows
+            ]
+        )
 
 
 @router.get("/proof/inclusion", response_model=ProofView, responses=READ_PROBLEMS)

@@ -25,12 +25,19 @@ def encode_canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
-def encode_entry(index: int, prev: str, time_s: float, kind: str, data: dict,
-                 postings: Sequence[tuple[str, int]]) -> bytes:
-    return encode_canonical_json({
-        "index": index, "prev": prev, "time": round(time_s, 3), "kind": kind, "data": data,
-        "postings": [[account, delta] for account, delta in postings],
-    })
+def encode_entry(
+    index: int, prev: str, time_s: float, kind: str, data: dict, postings: Sequence[tuple[str, int]]
+) -> bytes:
+    return encode_canonical_json(
+        {
+            "index": index,
+            "prev": prev,
+            "time": round(time_s, 3),
+            "kind": kind,
+            "data": data,
+            "postings": [[account, delta] for account, delta in postings],
+        }
+    )
 
 
 def sign_entry(key: SigningKey, body: bytes) -> bytes:
@@ -49,10 +56,12 @@ def sign_tree_head(key: SigningKey, size: int, timestamp_ms: int, root: bytes) -
     return sign(key, DOMAIN_LOG_HEAD, encode_tree_head(size, timestamp_ms, root))
 
 
-def is_valid_tree_head(public_key: bytes, size: int, timestamp_ms: int, root: bytes,
-                       signature: bytes) -> bool:
-    return is_valid_signature(public_key, DOMAIN_LOG_HEAD,
-                              encode_tree_head(size, timestamp_ms, root), signature)
+def is_valid_tree_head(
+    public_key: bytes, size: int, timestamp_ms: int, root: bytes, signature: bytes
+) -> bool:
+    return is_valid_signature(
+        public_key, DOMAIN_LOG_HEAD, encode_tree_head(size, timestamp_ms, root), signature
+    )
 
 
 # --- compact range: the log's root in O(log n) without reading old entries -----------------

@@ -32,9 +32,15 @@ class NewEntry:
     leaf_hash: str
 
 
-def process_log_append(session: Session, key: SigningKey, now: float, kind: str, data: dict,
-                       postings: Sequence[tuple[str, int]] = (),
-                       posting_rows: Sequence[tuple[int, int]] = ()) -> NewEntry:
+def process_log_append(
+    session: Session,
+    key: SigningKey,
+    now: float,
+    kind: str,
+    data: dict,
+    postings: Sequence[tuple[str, int]] = (),
+    posting_rows: Sequence[tuple[int, int]] = (),
+) -> NewEntry:
     """Append one signed entry (and the ledger postings it records, by account id). Locks the
     log head row: call it last in a transaction, after every other row lock, so lock order
     stays job -> ledger accounts -> log."""
@@ -42,10 +48,16 @@ def process_log_append(session: Session, key: SigningKey, now: float, kind: str,
     body = encode_entry(size, last_hash, now, kind, data, postings)
     leaf = compute_entry_leaf_hash(body)
     frontier = compute_frontier_append(Frontier.decode(size, frontier_text), leaf)
-    entry = {"idx": size, "kind": kind, "body": body.decode(), "leaf_hash": leaf.hex(),
-             "signature": sign_entry(key, body).hex()}
-    repository.write_entry(session, entry, (frontier.size, leaf.hex(), frontier.encode()),
-                           list(posting_rows))
+    entry = {
+        "idx": size,
+        "kind": kind,
+        "body": body.decode(),
+        "leaf_hash": leaf.hex(),
+        "signature": sign_entry(key, body).hex(),
+    }
+    repository.write_entry(
+        session, entry, (frontier.size, leaf.hex(), frontier.encode()), list(posting_rows)
+    )
     return NewEntry(size, leaf.hex())
 
 
@@ -53,8 +65,13 @@ def get_tree_head(session: Session, key: SigningKey, now: float) -> TreeHead:
     state = repository.get_log_state(session)
     root = compute_frontier_root(Frontier.decode(state.size, state.frontier))
     timestamp_ms = int(now * 1000)
-    return TreeHead(state.size, timestamp_ms, root,
-                    sign_tree_head(key, state.size, timestamp_ms, root), get_public_key(key))
+    return TreeHead(
+        state.size,
+        timestamp_ms,
+        root,
+        sign_tree_head(key, state.size, timestamp_ms, root),
+        get_public_key(key),
+    )
 
 
 def get_entries(session: Session, start: int, limit: int) -> list[LogEntry]:

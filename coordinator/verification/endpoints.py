@@ -25,29 +25,53 @@ AssignmentId = Annotated[int, Path(ge=1, le=2**62)]
 
 @router.post("/verifiers", response_model=VerifierView, responses=WRITE_PROBLEMS)
 def post_verifier(body: RegisterVerifierRequest, signed: Signed, rt: RT) -> Response:
-    return execute_signed(rt, signed, lambda s: service.process_register_verifier(s, rt, signed.public_key, body))
+    return execute_signed(
+        rt, signed, lambda s: service.process_register_verifier(s, rt, signed.public_key, body)
+    )
 
 
 @router.post("/verifiers/withdraw", response_model=VerifierView, responses=WRITE_PROBLEMS)
 def post_withdraw(body: WithdrawStakeRequest, signed: Signed, rt: RT) -> Response:
-    return execute_signed(rt, signed, lambda s: service.process_withdraw_stake(s, rt, signed.public_key, body.amount))
+    return execute_signed(
+        rt, signed, lambda s: service.process_withdraw_stake(s, rt, signed.public_key, body.amount)
+    )
 
 
 @router.get("/assignments", response_model=AssignmentPage, responses=READ_PROBLEMS)
-def get_assignments(rt: RT, verifier: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")]) -> AssignmentPage:
+def get_assignments(
+    rt: RT, verifier: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")]
+) -> AssignmentPage:
     with rt.db.read() as session:
         rows = repository.get_verifier_assignments(session, verifier)
         return AssignmentPage(assignments=[service.get_assignment_view(a) for a in rows])
 
 
-@router.post("/assignments/{assignment_id}/commit", response_model=AssignmentView, responses=WRITE_PROBLEMS)
-def post_commit(assignment_id: AssignmentId, body: CommitVerificationRequest, signed: Signed, rt: RT) -> Response:
+@router.post(
+    "/assignments/{assignment_id}/commit", response_model=AssignmentView, responses=WRITE_PROBLEMS
+)
+def post_commit(
+    assignment_id: AssignmentId, body: CommitVerificationRequest, signed: Signed, rt: RT
+) -> Response:
     """Commit H(tag ‖ root ‖ salt) to the replayed end root before the solver reveals its own."""
-    return execute_signed(rt, signed, lambda s: service.process_verification_commit(
-        s, rt, signed.public_key, assignment_id, body.commit_hash))
+    return execute_signed(
+        rt,
+        signed,
+        lambda s: service.process_verification_commit(
+            s, rt, signed.public_key, assignment_id, body.commit_hash
+        ),
+    )
 
 
-@router.post("/assignments/{assignment_id}/reveal", response_model=AssignmentView, responses=WRITE_PROBLEMS)
-def post_reveal(assignment_id: AssignmentId, body: RevealVerificationRequest, signed: Signed, rt: RT) -> Response:
-    return execute_signed(rt, signed, lambda s: process_verification_reveal(
-        s, rt, signed.public_key, assignment_id, body.root, body.salt))
+@router.post(
+    "/assignments/{assignment_id}/reveal", response_model=AssignmentView, responses=WRITE_PROBLEMS
+)
+def post_reveal(
+    assignment_id: AssignmentId, body: RevealVerificationRequest, signed: Signed, rt: RT
+) -> Response:
+    return execute_signed(
+        rt,
+        signed,
+        lambda s: process_verification_reveal(
+            s, rt, signed.public_key, assignment_id, body.root, body.salt
+        ),
+    )

@@ -45,8 +45,9 @@ ACTIVE = tuple(ACTIVE_ASSIGNMENT_STATES)
 # --- verifiers ---------------------------------------------------------------------------------
 
 
-def process_register_verifier(session: Session, rt: Runtime, who: str,
-                              req: RegisterVerifierRequest) -> VerifierView:
+def process_register_verifier(
+    session: Session, rt: Runtime, who: str, req: RegisterVerifierRequest
+) -> VerifierView:
     """Register (or update) the profiles a verifier can replay and add to its standing stake."""
     profiles = sorted(set(req.profiles))
     if any(not p or len(p) > 128 for p in profiles):
@@ -57,11 +58,19 @@ def process_register_verifier(session: Session, rt: Runtime, who: str,
         session.add(verifier)
     verifier.profiles = json.dumps(profiles)
     session.flush()
-    entry = process_movement(session, rt, "verifier.registered",
-                             {"verifier": who, "profiles": profiles, "stake_added": req.stake},
-                             transfer(available(who), stake(who), req.stake))
-    return VerifierView(public_key=who, profiles=profiles, stake=get_balance(session, stake(who)),
-                        log_index=entry.index)
+    entry = process_movement(
+        session,
+        rt,
+        "verifier.registered",
+        {"verifier": who, "profiles": profiles, "stake_added": req.stake},
+        transfer(available(who), stake(who), req.stake),
+    )
+    return VerifierView(
+        public_key=who,
+        profiles=profiles,
+        stake=get_balance(session, stake(who)),
+        log_index=entry.index,
+    )
 
 
 def process_withdraw_stake(session: Session, rt: Runtime, who: str, amount: int) -> VerifierView:
@@ -72,31 +81,51 @@ def process_withdraw_stake(session: Session, rt: Runtime, who: str, amount: int)
         raise NotFound("not a registered verifier")
     if repository.is_verifier_busy(session, who, ACTIVE):
         raise InvalidState("finish your open assignments and disputes before withdrawing stake")
-    entry = process_movement(session, rt, "verifier.withdrew", {"verifier": who, "amount": amount},
-                             transfer(stake(who), available(who), amount))
-    return VerifierView(public_key=who, profiles=json.loads(verifier.profiles),
-                        stake=entry.balances[stake(who)], log_index=entry.index)
+    entry = process_movement(
+        session,
+        rt,
+        "verifier.withdrew",
+        {"verifier": who, "amount": amount},
+        transfer(stake(who), available(who), amount),
+    )
+    return VerifierView(
+        public_key=who,
+        profiles=json.loads(verifier.profiles),
+        stake=entry.balances[stake(who)],
+        log_index=entry.index,
+    )
 
 
-def process_verifier_slash(session: Session, rt: Runtime, job: Job, verifier: str, victim: str | None) -> None:
+def process_verifier_slash(
+    session: Session, rt: Runtime, job: Job, verifier: str, victim: str | None
+) -> None:
     """A verifier whose challenge lost (victim: the solver) or that agreed with neither claim
     (victim None: all burned)."""
-    amount = compute_false_challenge_penalty(get_balance(session, stake(verifier)), job.stake or 0,
-                                             job.min_stake)
-    process_movement(session, rt, "verifier.slashed",
-                     {"verifier": verifier, "job_id": job.job_id, "slashed": amount},
-                     compute_slash_legs(stake(verifier), amount, victim))
+    amount = compute_false_challenge_penalty(
+        get_balance(session, stake(verifier)), job.stake or 0, job.min_stake
+    )
+    process_movement(
+        session,
+        rt,
+        "verifier.slashed",
+        {"verifier": verifier, "job_id": job.job_id, "slashed": amount},
+        compute_slash_legs(stake(verifier), amount, victim),
+    )
 
 
 # --- commitment and selection ------------------------------------------------------------------
 
 
-def compute_checked_commitment(job: Job, solver: str, req: CommitmentRequest) -> tuple[Commitment, bytes]:
+def compute_checked_commitment(
+    job: Job, solver: str, req: CommitmentRequest
+) -> tuple[Commitment, bytes]:
     commitment = Commitment.from_json(req.commitment)
     if commitment.job_id.hex() != job.job_id:
         raise InvalidInput("commitment is for another job", "commitment.job_id")
     if commitment.num_checkpoints != job.num_checkpoints:
-        raise InvalidInput(f"this job has {job.num_checkpoints} checkpoints", "commitment.num_checkpoints")
+        raise InvalidInput(
+            f"this job has {job.num_checkpoints} checkpoints", "commitment.num_checkpoints"
+        )
     signature = bytes.fromhex(req.signature)
     if not is_valid_commitment_signature(bytes.fromhex(solver), commitment, signature):
         raise InvalidInput("not the solver's signature over this commitment", "signature")
@@ -104,20 +133,31 @@ def compute_checked_commitment(job: Job, solver: str, req: CommitmentRequest) ->
 
 
 def _eligible_verifiers(session: Session, job: Job) -> list[tuple[str, int]]:
-    candidates = [(v.public_key, balance, json.loads(v.profiles))
-                  for v, balance in repository.get_verifier_stakes(session)]
+    candidates = [
+        (v.public_key, balance, json.loads(v.profiles))
+        for v, balance in repository.get_verifier_stakes(session)
+    ]
     return compute_eligible_verifiers(candidates, job.profile_label, (job.solver, job.submitter))
 
 
-def process_draw_assignments(session: Session, rt: Runtime, job: Job, seed: bytes) -> tuple[list[str], list[int]]:
+def process_draw_assignments(
+    session: Session, rt: Runtime, job: Job, seed: bytes
+) -> tuple[list[str], list[int]]:
     """Draw the job's verifiers and segments from the public seed; (verifiers, segments)."""
     verifiers = compute_verifier_choice(seed, _eligible_verifiers(session, job), job.num_verifiers)
     segments = compute_segment_choice(seed, job.num_checkpoints - 1, job.num_segments)
     deadline = rt.clock.now() + rt.settings.move_timeout_s
     for verifier in verifiers:
         for segment in segments:
-            session.add(Assignment(job_id=job.job_id, verifier=verifier, segment=segment,
-                                   state=State.AWAITING_START, deadline=deadline))
+            session.add(
+                Assignment(
+                    job_id=job.job_id,
+                    verifier=verifier,
+                    segment=segment,
+                    state=State.AWAITING_START,
+                    deadline=deadline,
+                )
+            )
     return verifiers, segments
 
 
@@ -128,7 +168,10 @@ def check_segment_committed(session: Session, job_id: str, index: int) -> list[A
     """Checkpoint `index` ends segment index-1: it stays secret until that segment's verifiers
     have all committed. Returns the job's assignments."""
     assignments = repository.get_job_assignments(session, job_id)
-    if any(a.segment == index - 1 and a.state in (State.AWAITING_START, State.ASSIGNED) for a in assignments):
+    if any(
+        a.segment == index - 1 and a.state in (State.AWAITING_START, State.ASSIGNED)
+        for a in assignments
+    ):
         raise InvalidState(f"verifiers of segment {index - 1} have not committed yet")
     return assignments
 
@@ -147,8 +190,9 @@ def process_checkpoint_published(rt: Runtime, assignments: list[Assignment], ind
 # --- commit / reveal ---------------------------------------------------------------------------
 
 
-def _lock_for_move(session: Session, rt: Runtime, assignment_id: int, who: str,
-                   state: State) -> tuple[Job, Assignment]:
+def _lock_for_move(
+    session: Session, rt: Runtime, assignment_id: int, who: str, state: State
+) -> tuple[Job, Assignment]:
     unlocked = session.get(Assignment, assignment_id)
     if unlocked is None:
         raise NotFound(f"no assignment {assignment_id}")
@@ -172,29 +216,50 @@ def process_refresh_segment(session: Session, rt: Runtime, job_id: str, segment:
             a.deadline = FAR_FUTURE if waiting else rt.clock.now() + rt.settings.move_timeout_s
 
 
-def process_verification_commit(session: Session, rt: Runtime, who: str, assignment_id: int,
-                                commit_hash: str) -> AssignmentView:
+def process_verification_commit(
+    session: Session, rt: Runtime, who: str, assignment_id: int, commit_hash: str
+) -> AssignmentView:
     job, assignment = _lock_for_move(session, rt, assignment_id, who, State.ASSIGNED)
     assignment.commit_hash, assignment.state = commit_hash, State.COMMITTED
     session.flush()
     process_refresh_segment(session, rt, job.job_id, assignment.segment)
-    process_movement(session, rt, "verification.committed",
-                     {"assignment": assignment.id, "job_id": job.job_id, "verifier": who,
-                      "segment": assignment.segment, "commit_hash": commit_hash}, [])
+    process_movement(
+        session,
+        rt,
+        "verification.committed",
+        {
+            "assignment": assignment.id,
+            "job_id": job.job_id,
+            "verifier": who,
+            "segment": assignment.segment,
+            "commit_hash": commit_hash,
+        },
+        [],
+    )
     return get_assignment_view(assignment)
 
 
-def process_verification_reveal(session: Session, rt: Runtime, who: str, assignment_id: int,
-                                root: str, salt: str) -> tuple[Job, Assignment, dict]:
+def process_verification_reveal(
+    session: Session, rt: Runtime, who: str, assignment_id: int, root: str, salt: str
+) -> tuple[Job, Assignment, dict]:
     """Open the commit: agreed (logged here) or disputed (the caller opens the game).
     Returns the job, the assignment and the log data of the reveal."""
     job, assignment = _lock_for_move(session, rt, assignment_id, who, State.REVEALABLE)
-    if compute_verification_commit(bytes.fromhex(root), bytes.fromhex(salt)).hex() != assignment.commit_hash:
+    if (
+        compute_verification_commit(bytes.fromhex(root), bytes.fromhex(salt)).hex()
+        != assignment.commit_hash
+    ):
         raise InvalidInput("(root, salt) does not open the committed hash", "root")
     end = jobs_repository.get_checkpoint(session, job.job_id, assignment.segment + 1)
     assignment.claimed_root = root
-    data = {"assignment": assignment.id, "job_id": job.job_id, "verifier": who,
-            "segment": assignment.segment, "root": root, "salt": salt}
+    data = {
+        "assignment": assignment.id,
+        "job_id": job.job_id,
+        "verifier": who,
+        "segment": assignment.segment,
+        "root": root,
+        "salt": salt,
+    }
     assignment.state = State.AGREED if root == end.state_root else State.DISPUTED
     if assignment.state == State.AGREED:
         process_movement(session, rt, "verification.agreed", data, [])
@@ -228,37 +293,69 @@ def get_job_paid_verifiers(session: Session, job: Job) -> list[str]:
     return get_paid_verifiers(repository.get_job_assignments(session, job.job_id))
 
 
-def process_verifier_timeout(session: Session, rt: Runtime, job: Job, assignment: Assignment) -> None:
+def process_verifier_timeout(
+    session: Session, rt: Runtime, job: Job, assignment: Assignment
+) -> None:
     """A verifier missed its move: it loses up to the fee it would have earned, and its slot.
     One that missed its commit is replaced while the segment's end is still secret."""
     missed = assignment.state
     assignment.state = State.TIMED_OUT
-    amount = compute_verifier_timeout_penalty(get_balance(session, stake(assignment.verifier)), job.verifier_fee)
-    replacement = _add_replacement(session, rt, job, assignment) if missed == State.ASSIGNED else None
+    amount = compute_verifier_timeout_penalty(
+        get_balance(session, stake(assignment.verifier)), job.verifier_fee
+    )
+    replacement = (
+        _add_replacement(session, rt, job, assignment) if missed == State.ASSIGNED else None
+    )
     session.flush()
     process_refresh_segment(session, rt, job.job_id, assignment.segment)
-    process_movement(session, rt, "verification.timed_out",
-                     {"assignment": assignment.id, "job_id": job.job_id, "verifier": assignment.verifier,
-                      "slashed": amount, "replaced_by": replacement},
-                     compute_slash_legs(stake(assignment.verifier), amount, job.submitter))
+    process_movement(
+        session,
+        rt,
+        "verification.timed_out",
+        {
+            "assignment": assignment.id,
+            "job_id": job.job_id,
+            "verifier": assignment.verifier,
+            "slashed": amount,
+            "replaced_by": replacement,
+        },
+        compute_slash_legs(stake(assignment.verifier), amount, job.submitter),
+    )
 
 
 def _add_replacement(session: Session, rt: Runtime, job: Job, missed: Assignment) -> str | None:
     """Draw another verifier for the segment from the job's public seed and the missed
     assignment's id, so anyone can recompute it; none left → the segment keeps fewer checks.
     Only before checkpoint i+1 is public: after it, a newcomer could copy the solver's root."""
-    taken = {a.verifier for a in repository.get_job_assignments(session, job.job_id)
-             if a.segment == missed.segment}
+    taken = {
+        a.verifier
+        for a in repository.get_job_assignments(session, job.job_id)
+        if a.segment == missed.segment
+    }
     pool = [(key, w) for key, w in _eligible_verifiers(session, job) if key not in taken]
     seed = compute_replacement_seed(bytes.fromhex(job.selection_seed), missed.id)
     chosen = compute_verifier_choice(seed, pool, 1)
     if not chosen:
         return None
-    session.add(Assignment(job_id=job.job_id, verifier=chosen[0], segment=missed.segment,
-                           state=State.ASSIGNED, deadline=rt.clock.now() + rt.settings.move_timeout_s))
+    session.add(
+        Assignment(
+            job_id=job.job_id,
+            verifier=chosen[0],
+            segment=missed.segment,
+            state=State.ASSIGNED,
+            deadline=rt.clock.now() + rt.settings.move_timeout_s,
+        )
+    )
     return chosen[0]
 
 
 def get_assignment_view(a: Assignment) -> AssignmentView:
-    return AssignmentView(id=a.id, job_id=a.job_id, verifier=a.verifier, segment=a.segment,
-                          state=a.state, deadline=a.deadline, claimed_root=a.claimed_root)
+    return AssignmentView(
+        id=a.id,
+        job_id=a.job_id,
+        verifier=a.verifier,
+        segment=a.segment,
+        state=a.state,
+        deadline=a.deadline,
+        claimed_root=a.claimed_root,
+    )

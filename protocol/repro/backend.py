@@ -31,7 +31,8 @@ def get_cpu_kernels() -> ModuleType:
         except ImportError as err:
             raise ProfileMismatch(
                 "the repro profile needs the compiled fixed-order kernels (protocol.repro._fixed_order), "
-                f"which did not load ({err}); reinstall with scripts/install.sh") from err
+                f"which did not load ({err}); reinstall with scripts/install.sh"
+            ) from err
         _fixed_order.select_isa(get_torch_isa())
         _cpu = _fixed_order
     return _cpu

@@ -42,7 +42,9 @@ class Conv2dFunction(Function):
     is an NCHW view of channels-last memory, which the next convolution reads without a copy."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int) -> Tensor:
+    def forward(
+        ctx, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int
+    ) -> Tensor:
         kernels = get_backend(x.device)
         out_channels, _, kh, kw = weight.shape
         channels_last = x.permute(0, 2, 3, 1).contiguous()  # free when x is a channels-last view
@@ -64,10 +66,16 @@ class Conv2dFunction(Function):
         g = grad.permute(0, 2, 3, 1).reshape(-1, weight_shape[0])  # (N·Ho·Wo, O)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = kernels.conv2d_input_grad(g, w_rows, shape, kh, kw, stride, padding).permute(0, 3, 1, 2)
+            grad_x = kernels.conv2d_input_grad(g, w_rows, shape, kh, kw, stride, padding).permute(
+                0, 3, 1, 2
+            )
         if ctx.needs_input_grad[1]:
             out_channels, channels = weight_shape[0], weight_shape[1]
-            grad_w = kernels.matmul(g.t(), cols).reshape(out_channels, kh, kw, channels).permute(0, 3, 1, 2)
+            grad_w = (
+                kernels.matmul(g.t(), cols)
+                .reshape(out_channels, kh, kw, channels)
+                .permute(0, 3, 1, 2)
+            )
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = kernels.sum16_cols(g)
         return grad_x, grad_w, grad_b, None, None
@@ -100,7 +108,9 @@ class EmbeddingFunction(Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         (indices,) = ctx.saved_tensors
-        return None, get_backend(grad.device).segment_sum(_rows(grad), indices.reshape(-1), ctx.vocab)
+        return None, get_backend(grad.device).segment_sum(
+            _rows(grad), indices.reshape(-1), ctx.vocab
+        )
 
 
 class LayerNormFunction(Function):
@@ -113,7 +123,9 @@ class LayerNormFunction(Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         normalized, inv_std, weight = ctx.saved_tensors
-        grad_x, grad_w, grad_b = get_backend(grad.device).layer_norm_backward(grad, normalized, inv_std, weight)
+        grad_x, grad_w, grad_b = get_backend(grad.device).layer_norm_backward(
+            grad, normalized, inv_std, weight
+        )
         return grad_x, grad_w, grad_b, None
 
 
@@ -152,7 +164,9 @@ class CausalAttentionFunction(Function):
         q, k, v, probs = ctx.saved_tensors
         kernels = get_backend(grad.device)
         grad_v = kernels.matmul(probs.transpose(-2, -1), grad)
-        grad_scores = kernels.softmax_backward(kernels.matmul(grad, v.transpose(-2, -1)), probs, ctx.scale)
+        grad_scores = kernels.softmax_backward(
+            kernels.matmul(grad, v.transpose(-2, -1)), probs, ctx.scale
+        )
         grad_q = kernels.matmul(grad_scores, k)
         grad_k = kernels.matmul(grad_scores.transpose(-2, -1), q)
         return grad_q, grad_k, grad_v

@@ -22,7 +22,9 @@ class ReproOps(NativeOps):
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         return F.LinearFunction.apply(x, weight, bias)
 
-    def conv2d(self, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int) -> Tensor:
+    def conv2d(
+        self, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int
+    ) -> Tensor:
         return F.Conv2dFunction.apply(x, weight, bias, stride, padding)
 
     def embedding(self, indices: Tensor, weight: Tensor) -> Tensor:
@@ -46,13 +48,32 @@ class ReproOps(NativeOps):
     def mse_loss(self, prediction: Tensor, target: Tensor) -> Tensor:
         return F.MSELossFunction.apply(prediction, target)
 
-    def sgd_update(self, param: Tensor, grad: Tensor, momentum_buffer: Tensor,
-                   lr: float, momentum: float, weight_decay: float) -> tuple[Tensor, Tensor]:
-        return get_backend(param.device).sgd_update(param, grad, momentum_buffer, lr, momentum, weight_decay)
+    def sgd_update(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        momentum_buffer: Tensor,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+    ) -> tuple[Tensor, Tensor]:
+        return get_backend(param.device).sgd_update(
+            param, grad, momentum_buffer, lr, momentum, weight_decay
+        )
 
-    def adamw_update(self, param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, step: int,
-                     lr: float, beta1: float, beta2: float, eps: float,
-                     weight_decay: float) -> tuple[Tensor, Tensor, Tensor]:
+    def adamw_update(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+        step: int,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         scalars = reference.adamw_scalars(step, lr, beta1, beta2, eps, weight_decay)
         return get_backend(param.device).adamw_update(param, grad, exp_avg, exp_avg_sq, *scalars)
 

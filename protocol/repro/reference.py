@@ -190,7 +190,9 @@ def gelu_backward(grad: Tensor, x: Tensor, t: Tensor) -> Tensor:
     return ((t + 1.0) * 0.5 + slope) * grad
 
 
-def layer_norm_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+def layer_norm_forward(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """(output, normalized, 1/std per row (..., 1))."""
     d = x.shape[-1]
     centered = x - (sum16_rows(x) / d).unsqueeze(-1)
@@ -200,7 +202,9 @@ def layer_norm_forward(x: Tensor, weight: Tensor, bias: Tensor, eps: float) -> t
     return normalized * weight + bias, normalized, inv_std
 
 
-def layer_norm_backward(grad: Tensor, normalized: Tensor, inv_std: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def layer_norm_backward(
+    grad: Tensor, normalized: Tensor, inv_std: Tensor, weight: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """(grad_x, grad_weight, grad_bias)."""
     d = normalized.shape[-1]
     grad_norm = grad * weight
@@ -259,14 +263,28 @@ def canonical_nan(x: Tensor) -> Tensor:
     return torch.where(x.isnan(), torch.full_like(x, math.nan), x)
 
 
-def adamw_scalars(step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> tuple[float, ...]:
+def adamw_scalars(
+    step: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float
+) -> tuple[float, ...]:
     """(decay, β1, 1 − β1, β2, 1 − β2, √(1 − β2**t), ε, lr / (1 − β1**t)) in float64."""
-    return (1.0 - lr * weight_decay, beta1, 1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(1.0 - beta2**step), eps,
-            lr / (1.0 - beta1**step))
+    return (
+        1.0 - lr * weight_decay,
+        beta1,
+        1.0 - beta1,
+        beta2,
+        1.0 - beta2,
+        math.sqrt(1.0 - beta2**step),
+        eps,
+        lr / (1.0 - beta1**step),
+    )
 
 
-def adamw_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *scalars: float) -> tuple[Tensor, Tensor, Tensor]:
-    decay, beta1, one_minus_beta1, beta2, one_minus_beta2, sqrt_correction2, eps, step_size = (f32(s) for s in scalars)
+def adamw_update(
+    param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, *scalars: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    decay, beta1, one_minus_beta1, beta2, one_minus_beta2, sqrt_correction2, eps, step_size = (
+        f32(s) for s in scalars
+    )
     p = param * decay
     m = exp_avg * beta1 + grad * one_minus_beta1
     v = exp_avg_sq * beta2 + (grad * grad) * one_minus_beta2
@@ -274,7 +292,9 @@ def adamw_update(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tenso
     return canonical_nan(p - (m / denom) * step_size), canonical_nan(m), canonical_nan(v)
 
 
-def sgd_update(param: Tensor, grad: Tensor, buffer: Tensor, lr: float, momentum: float, weight_decay: float) -> tuple[Tensor, Tensor]:
+def sgd_update(
+    param: Tensor, grad: Tensor, buffer: Tensor, lr: float, momentum: float, weight_decay: float
+) -> tuple[Tensor, Tensor]:
     g = grad + param * f32(weight_decay) if weight_decay else grad
     b = buffer * f32(momentum) + g
     return canonical_nan(param - b * f32(lr)), canonical_nan(b)
@@ -289,8 +309,11 @@ def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 def _patch_views(padded: Tensor, kh: int, kw: int, stride: int, ho: int, wo: int) -> list[Tensor]:
     """The kh·kw strided (N, Ho, Wo, C) views of a padded channels-last input, in kernel order."""
-    return [padded[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride, :]
-            for i in range(kh) for j in range(kw)]
+    return [
+        padded[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
 
 
 def im2col(x: Tensor, kh: int, kw: int, stride: int, padding: int) -> Tensor:
@@ -315,8 +338,9 @@ def col2im(cols: Tensor, shape: list[int], kh: int, kw: int, stride: int, paddin
     return padded[:, padding : padding + h, padding : padding + w].contiguous()
 
 
-def conv2d_input_grad(grad_rows: Tensor, w_rows: Tensor, shape: list[int], kh: int, kw: int, stride: int,
-                      padding: int) -> Tensor:
+def conv2d_input_grad(
+    grad_rows: Tensor, w_rows: Tensor, shape: list[int], kh: int, kw: int, stride: int, padding: int
+) -> Tensor:
     """A convolution's input gradient, channels-last: col2im of (N·Ho·Wo, O) @ (O, kh·kw·C)."""
     return col2im(matmul(grad_rows, w_rows), shape, kh, kw, stride, padding)
 

@@ -6,11 +6,16 @@ from tests.coordinator.server import POSTGRES_ENV, get_postgres_url, running_ser
 
 BACKENDS = [
     "sqlite",
-    pytest.param("postgres", marks=[
-        pytest.mark.postgres,
-        pytest.mark.skipif(get_postgres_url() is None,
-                           reason=f"PostgreSQL tests need {POSTGRES_ENV} (set by .ci/run)"),
-    ]),
+    pytest.param(
+        "postgres",
+        marks=[
+            pytest.mark.postgres,
+            pytest.mark.skipif(
+                get_postgres_url() is None,
+                reason=f"PostgreSQL tests need {POSTGRES_ENV} (set by .ci/run)",
+            ),
+        ],
+    ),
 ]
 
 
@@ -30,7 +35,9 @@ def make_client(server):
     clients: list[CoordinatorClient] = []
 
     def make(key: SigningKey | None = None, **kwargs) -> CoordinatorClient:
-        client = CoordinatorClient(server.url, key if key is not None else SigningKey.generate(), **kwargs)
+        client = CoordinatorClient(
+            server.url, key if key is not None else SigningKey.generate(), **kwargs
+        )
         clients.append(client)
         return client
 

@@ -48,14 +48,21 @@ class TrainedJob:
 
     def commitment(self) -> Commitment:
         m = self.store.manifest
-        return Commitment(JobId(bytes.fromhex(self.job_id)), Root(bytes.fromhex(m["trajectory_root"])),
-                          len(self.entries()), Root(bytes.fromhex(m["final_model_root"])))
+        return Commitment(
+            JobId(bytes.fromhex(self.job_id)),
+            Root(bytes.fromhex(m["trajectory_root"])),
+            len(self.entries()),
+            Root(bytes.fromhex(m["final_model_root"])),
+        )
 
 
 def train_tiny_job(directory: Path, seed: int = 42, spec_json: dict | None = None) -> TrainedJob:
     spec_json = spec_json or tiny_spec_json(seed)
-    run_worker({"command": "train", "spec": spec_json, "dir": str(directory)},
-               parse_job_spec(spec_json).profile, timeout=120)
+    run_worker(
+        {"command": "train", "spec": spec_json, "dir": str(directory)},
+        parse_job_spec(spec_json).profile,
+        timeout=120,
+    )
     return TrainedJob(spec_json, CheckpointStore.open(directory))
 
 
@@ -65,8 +72,9 @@ def funded(make_client, amount: int = 10_000) -> CoordinatorClient:
     return client
 
 
-def commit_signed(solver: CoordinatorClient, job: TrainedJob,
-                  commitment: Commitment | None = None) -> JobEventView:
+def commit_signed(
+    solver: CoordinatorClient, job: TrainedJob, commitment: Commitment | None = None
+) -> JobEventView:
     commitment = commitment or job.commitment()
     return solver.commit(job.job_id, commitment.to_json(), sign_commitment(solver.key, commitment))
 
@@ -78,8 +86,13 @@ def verify_segment(verifier: CoordinatorClient, assignment_id: int, root: bytes)
     return salt
 
 
-def open_verification(submitter: CoordinatorClient, solver: CoordinatorClient, verifier: CoordinatorClient,
-                      job: TrainedJob, verifier_stake: int = 500) -> AssignmentView:
+def open_verification(
+    submitter: CoordinatorClient,
+    solver: CoordinatorClient,
+    verifier: CoordinatorClient,
+    job: TrainedJob,
+    verifier_stake: int = 500,
+) -> AssignmentView:
     """Post a one-segment `job`, award it to `solver`, commit, upload checkpoint 0; returns the
     verifier's assignment, awaiting its commit."""
     verifier.register_verifier([job.profile], verifier_stake)

@@ -61,8 +61,14 @@ class ServerThread:
         self.settings = settings
         self.port = _free_port()
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -90,5 +96,8 @@ def make_settings(url: str, tmp_path: Path, **overrides) -> Settings:
 
 @contextmanager
 def running_server(kind: str, tmp_path: Path, **overrides) -> Iterator[ServerThread]:
-    with database_url(kind, tmp_path) as url, ServerThread(make_settings(url, tmp_path, **overrides)) as server:
+    with (
+        database_url(kind, tmp_path) as url,
+        ServerThread(make_settings(url, tmp_path, **overrides)) as server,
+    ):
         yield server

@@ -28,8 +28,10 @@ def test_audit_reports_a_tampered_balance(server, make_client, capsys):
     alice, _ = _some_movements(make_client)
     engine = sa.create_engine(server.settings.database_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE ledger_accounts SET balance = balance + 5 WHERE owner = :o"),
-                     {"o": alice.public_key})
+        conn.execute(
+            sa.text("UPDATE ledger_accounts SET balance = balance + 5 WHERE owner = :o"),
+            {"o": alice.public_key},
+        )
     engine.dispose()
     assert audit_main(["audit", server.url]) == 1
     out = capsys.readouterr().out
@@ -46,7 +48,9 @@ def test_audit_reports_a_rewritten_log_entry(server, make_client, capsys):
     engine.dispose()
     assert audit_main(["audit", server.url]) == 1
     out = capsys.readouterr().out
-    assert "entry 2: leaf hash does not match" in out and "entry 2: bad coordinator signature" in out
+    assert (
+        "entry 2: leaf hash does not match" in out and "entry 2: bad coordinator signature" in out
+    )
 
 
 def test_audit_rejects_a_different_pinned_key(server, make_client, capsys):

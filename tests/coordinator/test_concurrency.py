@@ -70,13 +70,18 @@ def test_racing_bidders_and_awarders_give_exactly_one_award(server, make_client,
                 return err.problem_code
 
     outcomes = _race(award)
-    assert outcomes.count("ok") == 1 and outcomes.count(ProblemCode.INVALID_STATE) == CLIENTS - 1, outcomes
+    assert outcomes.count("ok") == 1 and outcomes.count(ProblemCode.INVALID_STATE) == CLIENTS - 1, (
+        outcomes
+    )
     job = submitter.get_job(job_id)
     cheapest = [b for b in job.bids if b.price == 500]
     assert job.solver == cheapest[0].bidder  # earliest of the tied lowest bids (id order)
     assert [b.status for b in job.bids].count(BidStatus.WON) == 1
-    awards = [e for e in submitter.iter_log_entries(submitter.get_tree_head().size)
-              if '"kind":"job.awarded"' in e.body]
+    awards = [
+        e
+        for e in submitter.iter_log_entries(submitter.get_tree_head().size)
+        if '"kind":"job.awarded"' in e.body
+    ]
     assert len(awards) == 1
     for i, key in enumerate(keys):
         expected = 150 - (100 + i) if bytes(key.verify_key).hex() == job.solver else 150

@@ -47,10 +47,13 @@ def test_job_on_a_file_needs_the_file_first(make_client):
     assert job.job_id
 
 
-@pytest.mark.parametrize("body, field", [
-    (b"not safetensors at all", "dataset"),
-    (save({"inputs": torch.zeros(4, 2)}), "dataset"),  # no targets
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b"not safetensors at all", "dataset"),
+        (save({"inputs": torch.zeros(4, 2)}), "dataset"),  # no targets
+    ],
+)
 def test_unusable_files_are_422(make_client, body, field):
     client = funded(make_client)
     with pytest.raises(CoordinatorError) as refused:
@@ -63,8 +66,13 @@ def test_wrong_address_is_422_and_unknown_is_404(make_client):
     client = funded(make_client)
     data = make_dataset_file()
     with pytest.raises(CoordinatorError) as wrong:
-        client._send("PUT", f"/v1/datasets/{'0' * 64}", content=data, signed=True,
-                     content_type="application/octet-stream")
+        client._send(
+            "PUT",
+            f"/v1/datasets/{'0' * 64}",
+            content=data,
+            signed=True,
+            content_type="application/octet-stream",
+        )
     assert wrong.value.problem_code is ProblemCode.INVALID_INPUT
     assert wrong.value.problem.get("field") == "sha256"
     with pytest.raises(CoordinatorError) as missing:

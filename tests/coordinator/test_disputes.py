@@ -45,8 +45,13 @@ def make_client(sqlite_server):
     clients = []
 
     def make(key=None):  # the referee runs worker processes: allow for a loaded machine
-        clients.append(CoordinatorClient(sqlite_server.url, key or SigningKey.generate(),
-                                         timeout=httpx.Timeout(120, connect=5)))
+        clients.append(
+            CoordinatorClient(
+                sqlite_server.url,
+                key or SigningKey.generate(),
+                timeout=httpx.Timeout(120, connect=5),
+            )
+        )
         return clients[-1]
 
     yield make
@@ -57,8 +62,15 @@ def make_client(sqlite_server):
 def _start(make_client, trained, num_segments):
     submitter, solver, verifier = funded(make_client), funded(make_client), funded(make_client)
     verifier.register_verifier([trained.profile], VSTAKE)
-    submitter.submit_job(trained.spec_json, BOUNTY, min_stake=STAKE, verifier_fee=FEE,
-                         num_verifiers=1, num_segments=num_segments, bidding_s=30)
+    submitter.submit_job(
+        trained.spec_json,
+        BOUNTY,
+        min_stake=STAKE,
+        verifier_fee=FEE,
+        num_verifiers=1,
+        num_segments=num_segments,
+        bidding_s=30,
+    )
     solver.bid(trained.job_id, PRICE, STAKE, trained.profile)
     solver.advance_clock(31)
     solver.award(trained.job_id)
@@ -66,12 +78,19 @@ def _start(make_client, trained, num_segments):
 
 
 def _upload(solver, trained, index, data=None, proof=None):
-    solver.upload_checkpoint(trained.job_id, index, index, data or trained.checkpoint_bytes(index),
-                             proof or trained.proof(index))
+    solver.upload_checkpoint(
+        trained.job_id,
+        index,
+        index,
+        data or trained.checkpoint_bytes(index),
+        proof or trained.proof(index),
+    )
 
 
 def _trace(states: dict[int, bytes]) -> TraceTrajectory:
-    return TraceTrajectory({step: compute_chunk_hashes(decode_state(data)) for step, data in states.items()})
+    return TraceTrajectory(
+        {step: compute_chunk_hashes(decode_state(data)) for step, data in states.items()}
+    )
 
 
 def test_lying_verifier_loses_and_is_slashed(sqlite_server, make_client, trained):
@@ -85,7 +104,9 @@ def test_lying_verifier_loses_and_is_slashed(sqlite_server, make_client, trained
     _upload(solver, trained, seg + 1)
     assert verifier.reveal_verification(a.id, wrong, salt).state is AssignmentState.DISPUTED
     [dispute] = solver.list_disputes()
-    honest = _trace({seg: trained.checkpoint_bytes(seg), seg + 1: trained.checkpoint_bytes(seg + 1)})
+    honest = _trace(
+        {seg: trained.checkpoint_bytes(seg), seg + 1: trained.checkpoint_bytes(seg + 1)}
+    )
     view = play_until_idle(solver, dispute.id, Player(SOLVER, solver.key, honest))
     assert (view.phase, view.turn) == ("chunks", "verifier")
     # the made-up root has no children behind it: the verifier cannot move and runs out of time
@@ -93,7 +114,11 @@ def test_lying_verifier_loses_and_is_slashed(sqlite_server, make_client, trained
     solver.advance_clock(sqlite_server.settings.move_timeout_s + 1)
     solver.sweep()
     ruled = solver.get_dispute(dispute.id)
-    assert (ruled.status, ruled.winner, ruled.reason) == (DisputeStatus.RULED, "solver", "verifier missed its deadline")
+    assert (ruled.status, ruled.winner, ruled.reason) == (
+        DisputeStatus.RULED,
+        "solver",
+        "verifier missed its deadline",
+    )
     assert verifier.get_account().escrow_and_stakes["stake:"] == VSTAKE - STAKE
     solver.advance_clock(sqlite_server.settings.challenge_window_s + 1)
     solver.sweep()
@@ -111,8 +136,12 @@ def _forged_trajectory(trained):
     state[name] = state[name] + 1e-3
     forged = encode_state(state)
     entries = trained.entries()[:2] + [(trained.entries()[2][0], compute_state_root(state))]
-    commitment = Commitment(JobId(bytes.fromhex(trained.job_id)), compute_trajectory_root(entries),
-                            3, Root(compute_model_root(state)))
+    commitment = Commitment(
+        JobId(bytes.fromhex(trained.job_id)),
+        compute_trajectory_root(entries),
+        3,
+        Root(compute_model_root(state)),
+    )
     return forged, entries, commitment
 
 
@@ -129,19 +158,31 @@ def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, train
     true_root = trained.entries()[2][1]
     salt1 = verify_segment(verifier, by_segment[1].id, true_root)
     _upload(solver, trained, 2, data=forged, proof=compute_trajectory_proof(entries, 2))
-    assert verifier.reveal_verification(by_segment[1].id, true_root, salt1).state is AssignmentState.DISPUTED
+    assert (
+        verifier.reveal_verification(by_segment[1].id, true_root, salt1).state
+        is AssignmentState.DISPUTED
+    )
     [dispute] = verifier.list_disputes()
     cheat = _trace({1: trained.checkpoint_bytes(1), 2: forged})
     honest = _trace({1: trained.checkpoint_bytes(1), 2: trained.checkpoint_bytes(2)})
-    players = [(solver, Player(SOLVER, solver.key, cheat)), (verifier, Player(VERIFIER, verifier.key, honest))]
+    players = [
+        (solver, Player(SOLVER, solver.key, cheat)),
+        (verifier, Player(VERIFIER, verifier.key, honest)),
+    ]
     for _ in range(20):  # alternate turns down the chunk tree; a player in the ruling phase
         for client, player in players:  # asks the referee (one step from checkpoint 1, on file)
             play_until_idle(client, dispute.id, player)
     ruling = verifier.get_dispute(dispute.id)
-    forged_chunk = next(i for i, (x, y) in enumerate(zip(cheat.chunk_hashes(2), honest.chunk_hashes(2),
-                                                             strict=True)) if x != y)
+    forged_chunk = next(
+        i
+        for i, (x, y) in enumerate(zip(cheat.chunk_hashes(2), honest.chunk_hashes(2), strict=True))
+        if x != y
+    )
     assert (ruling.phase, ruling.dispute_step, ruling.dispute_chunk) == ("over", 1, forged_chunk)
-    assert ruling.winner == "verifier" and ruling.reason == "the referee's step reproduced the verifier's chunk"
+    assert (
+        ruling.winner == "verifier"
+        and ruling.reason == "the referee's step reproduced the verifier's chunk"
+    )
     assert verifier.rule_dispute(dispute.id) == ruling  # asking again changes nothing
     job = solver.get_job(trained.job_id)
     assert job.state is JobState.FAILED and job.outcome == "solver_caught_by_referee"
@@ -152,7 +193,9 @@ def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, train
     assert report.ok, report.problems
 
 
-def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_work(tmp_path, make_client):
+def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_work(
+    tmp_path, make_client
+):
     """A 4-step segment; a verifier whose replay goes wrong after step 2 pins step 2 → 3; the
     solver supplies the agreed state at step 2 (checked against its root) and wins."""
     from tests.coordinator.market import tiny_spec_json
@@ -161,10 +204,14 @@ def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_w
     job = train_tiny_job(tmp_path / "run", spec_json=spec_json)
     # Every step's state, computed like the referee's: in a worker pinned to the job's profile
     # (this process may run another thread count or ISA, whose bits differ).
-    every_step = train_tiny_job(tmp_path / "every-step", spec_json={**spec_json, "checkpoint_interval": 1})
+    every_step = train_tiny_job(
+        tmp_path / "every-step", spec_json={**spec_json, "checkpoint_interval": 1}
+    )
     states = {step: decode_state(every_step.checkpoint_bytes(step)) for step in range(5)}
     honest = TraceTrajectory({s: compute_chunk_hashes(v) for s, v in states.items()})
-    wrong = TraceTrajectory({s: (h if s < 3 else [bytes(32)] * len(h)) for s, h in honest.chunks_by_step.items()})
+    wrong = TraceTrajectory(
+        {s: (h if s < 3 else [bytes(32)] * len(h)) for s, h in honest.chunks_by_step.items()}
+    )
     submitter, solver, verifier = _start(make_client, job, 1)
     commit_signed(solver, job)
     [a] = verifier.get_assignments()
@@ -173,7 +220,10 @@ def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_w
     solver.upload_checkpoint(job.job_id, 1, 4, job.checkpoint_bytes(1), job.proof(1))
     verifier.reveal_verification(a.id, wrong.root(4), salt)
     [dispute] = solver.list_disputes()
-    players = [(solver, Player(SOLVER, solver.key, honest)), (verifier, Player(VERIFIER, verifier.key, wrong))]
+    players = [
+        (solver, Player(SOLVER, solver.key, honest)),
+        (verifier, Player(VERIFIER, verifier.key, wrong)),
+    ]
     for _ in range(12):
         for client, player in players:
             play_until_idle(client, dispute.id, player, lambda step: encode_state(states[step]))

@@ -54,7 +54,9 @@ class LedgerMachine(RuleBasedStateMachine):
         """Apply in the DB and in the model; an overdraft must fail and change nothing."""
         overdraft = source != MINT_ACCOUNT and self.model.get(source, 0) < amount
         try:
-            self.rt.db.write(lambda s: process_movement(s, self.rt, kind, {}, transfer(source, target, amount)))
+            self.rt.db.write(
+                lambda s: process_movement(s, self.rt, kind, {}, transfer(source, target, amount))
+            )
         except InsufficientFunds:
             assert overdraft, f"{kind} refused although {source} holds {self.model.get(source, 0)}"
             return
@@ -102,10 +104,15 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def balances_match_model_conserve_and_stay_nonnegative(self):
         with self.rt.db.read() as session:
-            rows = {AccountKey(a.kind, a.owner, a.job_id): a.balance
-                    for a in session.execute(select(LedgerAccount)).scalars()}
-            posted = dict(session.execute(
-                select(Posting.account_id, func.sum(Posting.delta)).group_by(Posting.account_id)).all())
+            rows = {
+                AccountKey(a.kind, a.owner, a.job_id): a.balance
+                for a in session.execute(select(LedgerAccount)).scalars()
+            }
+            posted = dict(
+                session.execute(
+                    select(Posting.account_id, func.sum(Posting.delta)).group_by(Posting.account_id)
+                ).all()
+            )
             by_id = dict(session.execute(select(LedgerAccount.id, LedgerAccount.balance)).all())
         assert {k: v for k, v in by_id.items() if v} == {k: v for k, v in posted.items() if v}
         assert sum(rows.values()) == 0
@@ -124,8 +131,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 prev = compute_entry_leaf_hash(entry.body.encode()).hex()
                 for account, delta in body["postings"]:
                     replayed[account] = replayed.get(account, 0) + delta
-        assert {k: v for k, v in replayed.items() if v} == \
-            {str(k): v for k, v in self.model.items() if v}
+        assert {k: v for k, v in replayed.items() if v} == {
+            str(k): v for k, v in self.model.items() if v
+        }
 
 
 LedgerMachine.TestCase.settings = settings(max_examples=25, stateful_step_count=25, deadline=None)

@@ -50,7 +50,10 @@ def test_award_rule_lowest_price_then_earliest(server, make_client, trained):
     view = a.get_job(trained.job_id)
     assert view.solver == b.public_key and view.price == 600
     assert {x.bidder: x.status for x in view.bids} == {
-        a.public_key: BidStatus.LOST, b.public_key: BidStatus.WON, c.public_key: BidStatus.LOST}
+        a.public_key: BidStatus.LOST,
+        b.public_key: BidStatus.WON,
+        c.public_key: BidStatus.LOST,
+    }
     assert a.get_balance() == 10_000 and c.get_balance() == 10_000  # losing stakes released
     assert b.get_balance() == 10_000 - STAKE - 10
     _assert_audit_ok(a)
@@ -59,11 +62,16 @@ def test_award_rule_lowest_price_then_earliest(server, make_client, trained):
 def test_bids_are_validated(server, make_client, trained):
     submitter, solver = funded(make_client), funded(make_client, 100)
     _post_job(submitter, trained)
-    cases = [(dict(price=10, stake=STAKE, profile="repro:fo1:torch-2.13.0:float32"), 409,
-              ProblemCode.PROFILE_MISMATCH),
-             (dict(price=10, stake=STAKE - 1, profile=trained.profile), 422, ProblemCode.INVALID_INPUT),
-             (dict(price=BOUNTY, stake=STAKE, profile=trained.profile), 422, ProblemCode.INVALID_INPUT),
-             (dict(price=10, stake=STAKE, profile=trained.profile), 409, ProblemCode.INSUFFICIENT_FUNDS)]
+    cases = [
+        (
+            dict(price=10, stake=STAKE, profile="repro:fo1:torch-2.13.0:float32"),
+            409,
+            ProblemCode.PROFILE_MISMATCH,
+        ),
+        (dict(price=10, stake=STAKE - 1, profile=trained.profile), 422, ProblemCode.INVALID_INPUT),
+        (dict(price=BOUNTY, stake=STAKE, profile=trained.profile), 422, ProblemCode.INVALID_INPUT),
+        (dict(price=10, stake=STAKE, profile=trained.profile), 409, ProblemCode.INSUFFICIENT_FUNDS),
+    ]
     for kwargs, status, code in cases:
         with pytest.raises(CoordinatorError) as err:
             solver.bid(trained.job_id, **kwargs)
@@ -101,14 +109,22 @@ def test_honest_lifecycle_settles_and_pays_everyone(server, make_client, trained
     seg = assignment.segment
     assert assignment.state is AssignmentState.AWAITING_START and seg in (0, 1)
     with pytest.raises(CoordinatorError) as err:  # the end root may not be revealed before commits
-        solver.upload_checkpoint(trained.job_id, seg + 1, seg + 1, trained.checkpoint_bytes(seg + 1),
-                                 trained.proof(seg + 1))
+        solver.upload_checkpoint(
+            trained.job_id,
+            seg + 1,
+            seg + 1,
+            trained.checkpoint_bytes(seg + 1),
+            trained.proof(seg + 1),
+        )
     assert err.value.problem_code is ProblemCode.INVALID_STATE
-    solver.upload_checkpoint(trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg))
+    solver.upload_checkpoint(
+        trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg)
+    )
     assert verifier.download_checkpoint(trained.job_id, seg) == trained.checkpoint_bytes(seg)
     salt = verify_segment(verifier, assignment.id, trained.entries()[seg + 1][1])
-    solver.upload_checkpoint(trained.job_id, seg + 1, seg + 1, trained.checkpoint_bytes(seg + 1),
-                             trained.proof(seg + 1))
+    solver.upload_checkpoint(
+        trained.job_id, seg + 1, seg + 1, trained.checkpoint_bytes(seg + 1), trained.proof(seg + 1)
+    )
     agreed = verifier.reveal_verification(assignment.id, trained.entries()[seg + 1][1], salt)
     assert agreed.state is AssignmentState.AGREED
     solver.advance_clock(server.settings.challenge_window_s + 1)
@@ -127,7 +143,9 @@ def test_checkpoint_not_matching_the_commitment_is_rejected(server, make_client,
     _award(solver, trained.job_id)
     commit_signed(solver, trained)
     with pytest.raises(CoordinatorError) as err:  # checkpoint 1's bytes with checkpoint 0's proof
-        solver.upload_checkpoint(trained.job_id, 0, 1, trained.checkpoint_bytes(1), trained.proof(0))
+        solver.upload_checkpoint(
+            trained.job_id, 0, 1, trained.checkpoint_bytes(1), trained.proof(0)
+        )
     assert err.value.status == 422
     with pytest.raises(CoordinatorError) as err:
         solver.upload_checkpoint(trained.job_id, 1, 1, b"not safetensors", trained.proof(1))
@@ -159,7 +177,9 @@ def test_late_verifier_times_out_and_job_still_settles(server, make_client, trai
     commit_signed(solver, trained)
     [assignment] = verifier.get_assignments()
     seg = assignment.segment
-    solver.upload_checkpoint(trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg))
+    solver.upload_checkpoint(
+        trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg)
+    )
     solver.advance_clock(server.settings.move_timeout_s + 1)
     solver.sweep()
     assert verifier.get_assignments()[0].state is AssignmentState.TIMED_OUT
@@ -181,15 +201,22 @@ def test_verifier_missing_its_commit_is_replaced_and_penalised(server, make_clie
     second.register_verifier([trained.profile], 500)  # after the draw: only a replacement
     [assignment] = first.get_assignments()
     seg = assignment.segment
-    solver.upload_checkpoint(trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg))
+    solver.upload_checkpoint(
+        trained.job_id, seg, seg, trained.checkpoint_bytes(seg), trained.proof(seg)
+    )
     solver.advance_clock(server.settings.move_timeout_s + 1)
     solver.sweep()
     assert first.get_assignments()[0].state is AssignmentState.TIMED_OUT
     [replacement] = second.get_assignments()
     assert (replacement.segment, replacement.state) == (seg, AssignmentState.ASSIGNED)
     salt = verify_segment(second, replacement.id, trained.entries()[seg + 1][1])
-    solver.upload_checkpoint(trained.job_id, seg + 1, trained.entries()[seg + 1][0],
-                             trained.checkpoint_bytes(seg + 1), trained.proof(seg + 1))
+    solver.upload_checkpoint(
+        trained.job_id,
+        seg + 1,
+        trained.entries()[seg + 1][0],
+        trained.checkpoint_bytes(seg + 1),
+        trained.proof(seg + 1),
+    )
     second.reveal_verification(replacement.id, trained.entries()[seg + 1][1], salt)
     solver.advance_clock(server.settings.challenge_window_s + 1)
     solver.sweep()
@@ -266,7 +293,9 @@ def test_repro_jobs_go_to_any_repro_verifier_whatever_its_hardware(server, make_
     repro_verifier, pinned_verifier = funded(make_client), funded(make_client)
     repro_verifier.register_verifier([label], 500)
     pinned_verifier.register_verifier(["pinned:torch-2.13.0:float32:t1:avx2"], 5000)
-    submitter.submit_job(spec_json, BOUNTY, min_stake=STAKE, verifier_fee=FEE, num_verifiers=2, bidding_s=30)
+    submitter.submit_job(
+        spec_json, BOUNTY, min_stake=STAKE, verifier_fee=FEE, num_verifiers=2, bidding_s=30
+    )
     solver.bid(job_id.hex(), 600, STAKE, label)
     _award(solver, job_id.hex())
     checkpoints = submitter.get_job(job_id.hex()).num_checkpoints

@@ -20,7 +20,9 @@ def test_upgrade_from_empty_and_downgrade_cleanly(backend, tmp_path):
             assert _tables(engine) == set(Base.metadata.tables)
             with engine.connect() as conn:
                 assert conn.exec_driver_sql("SELECT size FROM log_state").scalar_one() == 0
-                checks = [c["name"] for c in sa.inspect(conn).get_check_constraints("ledger_accounts")]
+                checks = [
+                    c["name"] for c in sa.inspect(conn).get_check_constraints("ledger_accounts")
+                ]
                 assert "ck_ledger_accounts_nonnegative" in checks
             downgrade_database(engine)
             assert _tables(engine) == set()
@@ -35,8 +37,10 @@ def test_database_rejects_negative_balances_itself(backend, tmp_path):
         engine = make_engine(url)
         try:
             upgrade_database(engine)
-            insert = ("INSERT INTO ledger_accounts (kind, owner, job_id, balance) "
-                      "VALUES ('{kind}', 'x', '', -1)")
+            insert = (
+                "INSERT INTO ledger_accounts (kind, owner, job_id, balance) "
+                "VALUES ('{kind}', 'x', '', -1)"
+            )
             with engine.begin() as conn:
                 conn.exec_driver_sql(insert.format(kind="mint"))  # mint alone may go negative
             try:

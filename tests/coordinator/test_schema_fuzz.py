@@ -19,13 +19,19 @@ from tests.coordinator.server import running_server
 
 KEY = SigningKey.generate()
 HTTP = httpx.Client(timeout=30)  # one client: creating one per request costs ~50 ms
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory):
-    with running_server("sqlite", tmp_path_factory.mktemp("fuzz"), max_checkpoint_body=64 * 1024) as server:
+    with running_server(
+        "sqlite", tmp_path_factory.mktemp("fuzz"), max_checkpoint_body=64 * 1024
+    ) as server:
         with CoordinatorClient(server.url, KEY) as client:
             client.faucet(10**9)
         yield server
@@ -43,12 +49,19 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 def _send_signed(case, base_url: str) -> httpx.Response:
     kwargs = case.as_transport_kwargs(base_url=base_url)
-    request = httpx.Request(kwargs["method"], kwargs["url"], params=kwargs.get("params"),
-                            headers=kwargs.get("headers"), json=kwargs.get("json"),
-                            content=kwargs.get("data") if isinstance(kwargs.get("data"), bytes) else None)
+    request = httpx.Request(
+        kwargs["method"],
+        kwargs["url"],
+        params=kwargs.get("params"),
+        headers=kwargs.get("headers"),
+        json=kwargs.get("json"),
+        content=kwargs.get("data") if isinstance(kwargs.get("data"), bytes) else None,
+    )
     if request.method != "GET":
         body = request.read()
-        request.headers.update(compute_signed_headers(KEY, request.method, request.url.raw_path.decode(), body))
+        request.headers.update(
+            compute_signed_headers(KEY, request.method, request.url.raw_path.decode(), body)
+        )
     return HTTP.send(request)
 
 

@@ -27,9 +27,24 @@ def test_cli_serve_starts_a_dev_coordinator(tmp_path):
     port = _free_port()
     env = {**os.environ, "VERITRAIN_RUN_SWEEPER": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "coordinator", "serve", "--port", str(port), "--dev",
-         "--database-url", f"sqlite:///{tmp_path / 'c.db'}", "--key-file", str(tmp_path / "c.key"),
-         "--log-level", "warning"], env=env)
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "coordinator",
+            "serve",
+            "--port",
+            str(port),
+            "--dev",
+            "--database-url",
+            f"sqlite:///{tmp_path / 'c.db'}",
+            "--key-file",
+            str(tmp_path / "c.key"),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
     try:
         deadline = time.time() + 60
         while True:
@@ -56,9 +71,11 @@ def _job(client):
 
 
 def test_background_sweeper_awards_without_being_asked(tmp_path):
-    with running_server("sqlite", tmp_path, run_sweeper=True, sweep_interval_s=0.1) as server, \
-            CoordinatorClient(server.url, SigningKey.generate()) as submitter, \
-            CoordinatorClient(server.url, SigningKey.generate()) as solver:
+    with (
+        running_server("sqlite", tmp_path, run_sweeper=True, sweep_interval_s=0.1) as server,
+        CoordinatorClient(server.url, SigningKey.generate()) as submitter,
+        CoordinatorClient(server.url, SigningKey.generate()) as solver,
+    ):
         submitter.faucet(5000)
         solver.faucet(5000)
         job_id, profile = _job(submitter)
@@ -84,6 +101,9 @@ def test_moves_after_their_deadline_are_refused(server, make_client):
     solver.advance_clock(server.settings.heartbeat_timeout_s + 1)
     with pytest.raises(CoordinatorError) as err:  # late, although the sweeper has not run yet
         solver.heartbeat(job_id)
-    assert err.value.problem_code is ProblemCode.INVALID_STATE and "deadline" in err.value.problem["detail"]
+    assert (
+        err.value.problem_code is ProblemCode.INVALID_STATE
+        and "deadline" in err.value.problem["detail"]
+    )
     with pytest.raises(CoordinatorError):
         solver.bid(job_id, 90, 10, profile)

@@ -27,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def spawn(args: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=ROOT, stdout=open(log, "wb"),  # noqa: SIM115
-                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT,
+        stdout=open(log, "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 class Market:
@@ -37,9 +42,23 @@ class Market:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start_coordinator(self) -> subprocess.Popen:
-        process = spawn(["coordinator", "serve", "--dev", "--port", str(self.port), "--database-url",
-                         f"sqlite:///{self.tmp / 'c.db'}", "--key-file", str(self.tmp / 'c.key'),
-                         "--log-level", "warning"], self.tmp / "coordinator.log", COORDINATOR_ENV)
+        process = spawn(
+            [
+                "coordinator",
+                "serve",
+                "--dev",
+                "--port",
+                str(self.port),
+                "--database-url",
+                f"sqlite:///{self.tmp / 'c.db'}",
+                "--key-file",
+                str(self.tmp / "c.key"),
+                "--log-level",
+                "warning",
+            ],
+            self.tmp / "coordinator.log",
+            COORDINATOR_ENV,
+        )
         self.processes.append(process)
         for _ in range(150):
             try:
@@ -57,8 +76,22 @@ class Market:
 
     def daemon(self, role: str, name: str, *extra: str) -> subprocess.Popen:
         state = self.tmp / name / "state.json"
-        process = spawn([role, "run", "--key", str(self.tmp / f"{name}.key"), "--coordinator", self.url,
-                         "--store", str(self.tmp / name), "--poll", "0.3", *extra], self.tmp / f"{name}.log")
+        process = spawn(
+            [
+                role,
+                "run",
+                "--key",
+                str(self.tmp / f"{name}.key"),
+                "--coordinator",
+                self.url,
+                "--store",
+                str(self.tmp / name),
+                "--poll",
+                "0.3",
+                *extra,
+            ],
+            self.tmp / f"{name}.log",
+        )
         self.processes.append(process)
         if not state.exists():  # up and polling before anything is posted
             wait_until(state.exists, 120, f"{name} to start")
@@ -89,19 +122,30 @@ def wait_until(predicate, timeout: float, what: str):
 
 
 def post_job(submitter, spec, segments: int) -> str:
-    submitter.submit_job(spec, 1000, min_stake=400, verifier_fee=50, num_segments=segments, bidding_s=3)
+    submitter.submit_job(
+        spec, 1000, min_stake=400, verifier_fee=50, num_segments=segments, bidding_s=3
+    )
     return compute_job_id(parse_job_spec(spec)).hex()
 
 
 def test_demo_json(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--json", "--report", str(tmp_path / "r")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "demo", "--json", "--report", str(tmp_path / "r")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     summary = json.loads(out.stdout)
     assert out.returncode == 0 and summary["ok"], (summary, out.stderr[-2000:])
     by_behaviour = {j["behaviour"]: j for j in summary["jobs"] if j["behaviour"] != "honest"}
     cheat = by_behaviour["perturb-step"]
     assert (cheat["dispute_step"], cheat["state"], cheat["slashed"]) == (7, "failed", 400)
-    assert all(j["state"] == "settled" and j["paid"] > 0 for j in summary["jobs"] if j["behaviour"] == "honest")
+    assert all(
+        j["state"] == "settled" and j["paid"] > 0
+        for j in summary["jobs"]
+        if j["behaviour"] == "honest"
+    )
     assert summary["ledger_conserved"] and (tmp_path / "r" / "report.html").exists()
 
 
@@ -114,12 +158,19 @@ def test_solver_killed_mid_training_resumes_and_is_paid(market):
     job_id = compute_job_id(parse_job_spec(spec)).hex()
     market.daemon("verifier", "verifier", "--stake", "500")
     verifier_key = CoordinatorClient(market.url, _key(market, "verifier")).public_key
-    wait_until(lambda: submitter.get_account(verifier_key).escrow_and_stakes.get("stake:"), 60,
-               "verifier registration")
-    solver = market.daemon("solver", "solver", "--price", "600", "--stake", "400", "--only-job", job_id)
+    wait_until(
+        lambda: submitter.get_account(verifier_key).escrow_and_stakes.get("stake:"),
+        60,
+        "verifier registration",
+    )
+    solver = market.daemon(
+        "solver", "solver", "--price", "600", "--stake", "400", "--only-job", job_id
+    )
     post_job(submitter, spec, 1)
     run = market.tmp / "solver" / "jobs" / job_id / "checkpoints"
-    wait_until(lambda: run.exists() and len(list(run.glob("*.safetensors"))) >= 3, 120, "checkpoints")
+    wait_until(
+        lambda: run.exists() and len(list(run.glob("*.safetensors"))) >= 3, 120, "checkpoints"
+    )
     solver.send_signal(signal.SIGKILL)
     solver.wait()
     done_before = len(list(run.glob("*.safetensors")))
@@ -145,17 +196,34 @@ def test_coordinator_killed_mid_dispute_resolves_after_restart(market):
     job_id = compute_job_id(parse_job_spec(spec)).hex()
     market.daemon("verifier", "verifier", "--stake", "500")
     verifier_key = CoordinatorClient(market.url, _key(market, "verifier")).public_key
-    wait_until(lambda: submitter.get_account(verifier_key).escrow_and_stakes.get("stake:"), 60, "registration")
-    market.daemon("solver", "cheater", "--price", "600", "--stake", "400", "--only-job", job_id,
-                  "--behaviour", "perturb-step")
+    wait_until(
+        lambda: submitter.get_account(verifier_key).escrow_and_stakes.get("stake:"),
+        60,
+        "registration",
+    )
+    market.daemon(
+        "solver",
+        "cheater",
+        "--price",
+        "600",
+        "--stake",
+        "400",
+        "--only-job",
+        job_id,
+        "--behaviour",
+        "perturb-step",
+    )
     post_job(submitter, spec, 1)
     wait_until(lambda: submitter.list_disputes(party=verifier_key), 120, "a dispute")
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
     time.sleep(1)  # the daemons see connection errors and keep retrying
     market.start_coordinator()
-    ruled = wait_until(lambda: submitter.list_disputes(party=verifier_key, status=DisputeStatus.RULED), 180,
-                       "the ruling")
+    ruled = wait_until(
+        lambda: submitter.list_disputes(party=verifier_key, status=DisputeStatus.RULED),
+        180,
+        "the ruling",
+    )
     assert (ruled[0].winner, ruled[0].dispute_step) == ("verifier", 7)
     wait_until(lambda: submitter.get_job(job_id).state is JobState.FAILED, 60, "the job to fail")
     report = check_coordinator(submitter)

@@ -18,19 +18,45 @@ PROFILE = "pinned:torch-2.13.0:float32:t1:avx2"
 
 
 def problem(status: int, code: str) -> httpx.Response:
-    return httpx.Response(status, json={"type": f"urn:veritrain:problem:{code}", "title": code,
-                                        "status": status, "detail": "refused", "code": code})
+    return httpx.Response(
+        status,
+        json={
+            "type": f"urn:veritrain:problem:{code}",
+            "title": code,
+            "status": status,
+            "detail": "refused",
+            "code": code,
+        },
+    )
 
 
 def job_json() -> dict:
-    return {"id": 1, "job_id": JOB_ID, "submitter": "cd" * 32, "state": "bidding", "profile": PROFILE,
-            "bounty": 1000, "min_stake": 10, "verifier_fee": 0, "num_verifiers": 0, "num_segments": 1,
-            "num_checkpoints": 2, "created_at": 0.0, "deadline": 60.0}
+    return {
+        "id": 1,
+        "job_id": JOB_ID,
+        "submitter": "cd" * 32,
+        "state": "bidding",
+        "profile": PROFILE,
+        "bounty": 1000,
+        "min_stake": 10,
+        "verifier_fee": 0,
+        "num_verifiers": 0,
+        "num_segments": 1,
+        "num_checkpoints": 2,
+        "created_at": 0.0,
+        "deadline": 60.0,
+    }
 
 
 def assignment_json(assignment_id: int) -> dict:
-    return {"id": assignment_id, "job_id": JOB_ID, "verifier": "ef" * 32, "segment": 0,
-            "state": "assigned", "deadline": 60.0}
+    return {
+        "id": assignment_id,
+        "job_id": JOB_ID,
+        "verifier": "ef" * 32,
+        "segment": 0,
+        "state": "assigned",
+        "deadline": 60.0,
+    }
 
 
 class Coordinator:
@@ -52,29 +78,47 @@ class Coordinator:
         bodies = {
             ("GET", "/v1/jobs"): {"jobs": [job_json()]},
             ("GET", f"/v1/jobs/{JOB_ID}"): job_json(),
-            ("POST", f"/v1/jobs/{JOB_ID}/bids"): {"job_id": JOB_ID, "state": "bidding", "log_index": 3},
+            ("POST", f"/v1/jobs/{JOB_ID}/bids"): {
+                "job_id": JOB_ID,
+                "state": "bidding",
+                "log_index": 3,
+            },
             ("GET", "/v1/disputes"): {"disputes": []},
             ("POST", "/v1/verifiers"): {"public_key": "ef" * 32, "profiles": [PROFILE], "stake": 5},
             ("GET", "/v1/assignments"): {"assignments": [assignment_json(1), assignment_json(2)]},
             ("GET", f"/v1/jobs/{JOB_ID}/checkpoints/0/info"): {
-                "job_id": JOB_ID, "index": 0, "step": 0, "state_root": "11" * 32, "sha256": "22" * 32,
-                "size": 1},
+                "job_id": JOB_ID,
+                "index": 0,
+                "step": 0,
+                "state_root": "11" * 32,
+                "sha256": "22" * 32,
+                "size": 1,
+            },
         }
         if route[0] == "POST" and route[1].startswith("/v1/assignments/"):
-            return httpx.Response(200, json={**assignment_json(int(route[1].split("/")[3])),
-                                             "state": "committed"})
+            return httpx.Response(
+                200, json={**assignment_json(int(route[1].split("/")[3])), "state": "committed"}
+            )
         return httpx.Response(200, json=bodies[route])
 
 
 def client_for(coordinator: Coordinator) -> CoordinatorClient:
-    return CoordinatorClient("http://coordinator", SigningKey.generate(),
-                             transport=httpx.MockTransport(coordinator), retries=0, backoff_s=0)
+    return CoordinatorClient(
+        "http://coordinator",
+        SigningKey.generate(),
+        transport=httpx.MockTransport(coordinator),
+        retries=0,
+        backoff_s=0,
+    )
 
 
 def solver_after_one_round(tmp_path, bid_answer: httpx.Response | None) -> SolverDaemon:
     answers = {("POST", f"/v1/jobs/{JOB_ID}/bids"): bid_answer} if bid_answer else {}
-    daemon = SolverDaemon(client_for(Coordinator(answers)), tmp_path,
-                          SolverConfig(price=600, stake=400, profiles=[PROFILE]))
+    daemon = SolverDaemon(
+        client_for(Coordinator(answers)),
+        tmp_path,
+        SolverConfig(price=600, stake=400, profiles=[PROFILE]),
+    )
     daemon.step()
     return daemon
 
@@ -91,17 +135,30 @@ def test_a_bid_already_on_file_is_recorded(tmp_path):
     assert JOB_ID in daemon.state.data["jobs"]
 
 
-@pytest.mark.parametrize("status, code", [
-    (409, ProblemCode.INSUFFICIENT_FUNDS), (409, ProblemCode.PROFILE_MISMATCH),
-    (409, ProblemCode.INVALID_STATE), (422, ProblemCode.INVALID_INPUT), (503, ProblemCode.WRITE_CONFLICT)])
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        (409, ProblemCode.INSUFFICIENT_FUNDS),
+        (409, ProblemCode.PROFILE_MISMATCH),
+        (409, ProblemCode.INVALID_STATE),
+        (422, ProblemCode.INVALID_INPUT),
+        (503, ProblemCode.WRITE_CONFLICT),
+    ],
+)
 def test_a_declined_bid_is_skipped_this_round(tmp_path, status, code):
     daemon = solver_after_one_round(tmp_path, problem(status, code))
     assert daemon.state.data["jobs"] == {}
 
 
-@pytest.mark.parametrize("status, code", [
-    (401, ProblemCode.UNAUTHENTICATED), (403, ProblemCode.FORBIDDEN), (404, ProblemCode.NOT_FOUND),
-    (409, "some_new_code")])
+@pytest.mark.parametrize(
+    "status, code",
+    [
+        (401, ProblemCode.UNAUTHENTICATED),
+        (403, ProblemCode.FORBIDDEN),
+        (404, ProblemCode.NOT_FOUND),
+        (409, "some_new_code"),
+    ],
+)
 def test_a_refusal_it_does_not_handle_is_raised_and_not_recorded(tmp_path, status, code):
     with pytest.raises(CoordinatorError) as err:
         solver_after_one_round(tmp_path, problem(status, code))
@@ -112,8 +169,11 @@ def test_a_refusal_it_does_not_handle_is_raised_and_not_recorded(tmp_path, statu
 def verifier_round(tmp_path, commit_answer: httpx.Response) -> Coordinator:
     """One verifier round over assignments 1 and 2; assignment 1's commit gets `commit_answer`."""
     coordinator = Coordinator({("POST", "/v1/assignments/1/commit"): commit_answer})
-    daemon = VerifierDaemon(client_for(coordinator), tmp_path,
-                            VerifierConfig(stake=5, profiles=[PROFILE], behaviour="lazy-approve"))
+    daemon = VerifierDaemon(
+        client_for(coordinator),
+        tmp_path,
+        VerifierConfig(stake=5, profiles=[PROFILE], behaviour="lazy-approve"),
+    )
     daemon.step()
     return coordinator
 
@@ -123,7 +183,9 @@ def test_an_assignment_that_moved_on_does_not_hold_up_the_others(tmp_path):
     assert ("POST", "/v1/assignments/2/commit") in coordinator.seen
 
 
-@pytest.mark.parametrize("status, code", [(401, ProblemCode.UNAUTHENTICATED), (403, ProblemCode.FORBIDDEN)])
+@pytest.mark.parametrize(
+    "status, code", [(401, ProblemCode.UNAUTHENTICATED), (403, ProblemCode.FORBIDDEN)]
+)
 def test_a_refused_commit_it_does_not_handle_is_raised(tmp_path, status, code):
     with pytest.raises(CoordinatorError) as err:
         verifier_round(tmp_path, problem(status, code))

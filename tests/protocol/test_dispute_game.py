@@ -48,13 +48,16 @@ def cases(draw, max_length=10**6, arities=(2, 3, 4, 8), solvers=None, verifiers=
     length = draw(st.integers(1, max_length))
     chunks = draw(st.integers(1, 64))
     return Case(
-        start=draw(st.integers(0, 10**6)), length=length, chunks=chunks,
+        start=draw(st.integers(0, 10**6)),
+        length=length,
+        chunks=chunks,
         arity=draw(st.sampled_from(arities)),
         solver=draw(st.sampled_from(solvers or [b.name for b in SOLVER_BEHAVIOURS])),
         verifier=draw(st.sampled_from(verifiers)),
         bad_step=draw(st.integers(1, length)),
         bad_chunk=draw(st.one_of(st.none(), st.integers(0, chunks - 1))),
-        seed=draw(st.binary(min_size=8, max_size=8)))
+        seed=draw(st.binary(min_size=8, max_size=8)),
+    )
 
 
 def solver_side(case: Case) -> tuple[StandinTrajectory, str]:
@@ -63,19 +66,31 @@ def solver_side(case: Case) -> tuple[StandinTrajectory, str]:
     if behaviour.honest:
         return StandinTrajectory(case.seed, case.chunks), "follow"
     if behaviour.policy == "fake-root":
-        return StandinTrajectory(case.seed, case.chunks, fake_roots=((end, b"\xfa" * 32),)), "follow"
+        return StandinTrajectory(
+            case.seed, case.chunks, fake_roots=((end, b"\xfa" * 32),)
+        ), "follow"
     divergence = (case.start + case.bad_step, case.bad_chunk)
-    return StandinTrajectory(case.seed, case.chunks, divergence, tag=case.solver.encode()), behaviour.policy
+    return StandinTrajectory(
+        case.seed, case.chunks, divergence, tag=case.solver.encode()
+    ), behaviour.policy
 
 
 def verifier_side(case: Case) -> tuple[StandinTrajectory, str]:
     end = case.start + case.length
     if case.verifier == "wrong-trajectory":  # a verifier whose replay is wrong, playing it out
-        return StandinTrajectory(case.seed, case.chunks, (case.start + case.bad_step, case.bad_chunk),
-                                 tag=b"verifier-bug"), "follow"
+        return StandinTrajectory(
+            case.seed,
+            case.chunks,
+            (case.start + case.bad_step, case.bad_chunk),
+            tag=b"verifier-bug",
+        ), "follow"
     if case.verifier == "frivolous-challenge":  # a made-up root at the end, nothing behind it
-        return StandinTrajectory(case.seed, case.chunks, fake_roots=((end, b"\xf0" * 32),)), "follow"
-    return StandinTrajectory(case.seed, case.chunks), "no-show" if case.verifier == "no-show" else "follow"
+        return StandinTrajectory(
+            case.seed, case.chunks, fake_roots=((end, b"\xf0" * 32),)
+        ), "follow"
+    return StandinTrajectory(
+        case.seed, case.chunks
+    ), "no-show" if case.verifier == "no-show" else "follow"
 
 
 def start_game(case: Case, solver: StandinTrajectory, verifier: StandinTrajectory) -> Game | None:
@@ -85,10 +100,18 @@ def start_game(case: Case, solver: StandinTrajectory, verifier: StandinTrajector
     truth = StandinTrajectory(case.seed, case.chunks)
     return compute_initial_game(
         game_id=compute_game_id(case.seed, 0, bytes(VERIFIER_KEY.verify_key), 0),
-        solver_key=bytes(SOLVER_KEY.verify_key).hex(), verifier_key=bytes(VERIFIER_KEY.verify_key).hex(),
-        start_step=case.start, start_root=truth.root(case.start).hex(), end_step=end,
-        solver_root=solver.root(end).hex(), verifier_root=verifier.root(end).hex(),
-        num_chunks=case.chunks, now=0, move_timeout=10, arity=case.arity)
+        solver_key=bytes(SOLVER_KEY.verify_key).hex(),
+        verifier_key=bytes(VERIFIER_KEY.verify_key).hex(),
+        start_step=case.start,
+        start_root=truth.root(case.start).hex(),
+        end_step=end,
+        solver_root=solver.root(end).hex(),
+        verifier_root=verifier.root(end).hex(),
+        num_chunks=case.chunks,
+        now=0,
+        move_timeout=10,
+        arity=case.arity,
+    )
 
 
 def run_case(case: Case) -> tuple[Game, StandinTrajectory, StandinTrajectory]:
@@ -96,8 +119,12 @@ def run_case(case: Case) -> tuple[Game, StandinTrajectory, StandinTrajectory]:
     game = start_game(case, solver, verifier)
     assume(game is not None)  # agreeing parties play no game; only played games count
     truth = StandinTrajectory(case.seed, case.chunks)
-    final = play_game(game, Player(SOLVER, SOLVER_KEY, solver, solver_policy),
-                      Player(VERIFIER, VERIFIER_KEY, verifier, verifier_policy), truth)
+    final = play_game(
+        game,
+        Player(SOLVER, SOLVER_KEY, solver, solver_policy),
+        Player(VERIFIER, VERIFIER_KEY, verifier, verifier_policy),
+        truth,
+    )
     return final, solver, verifier
 
 
@@ -133,8 +160,19 @@ def test_kary_games_honest_party_never_loses(case):
 
 
 @games(2000)
-@given(cases(solvers=["perturb-step", "skip-steps", "interpolate", "wrong-data-order",
-                      "lower-precision", "honest-on-some-segments"], verifiers=("honest",)))
+@given(
+    cases(
+        solvers=[
+            "perturb-step",
+            "skip-steps",
+            "interpolate",
+            "wrong-data-order",
+            "lower-precision",
+            "honest-on-some-segments",
+        ],
+        verifiers=("honest",),
+    )
+)
 def test_dispute_pins_the_first_divergent_step_and_chunk(case):
     final = check_outcome(case)
     solver, _ = solver_side(case)
@@ -153,8 +191,13 @@ def test_wrong_verifier_is_pinned_at_its_own_divergence(case):
 
 
 @games(300)
-@given(cases(max_length=300, solvers=["perturb-step", "wrong-data-order", "honest"],
-             verifiers=("honest", "wrong-trajectory")))
+@given(
+    cases(
+        max_length=300,
+        solvers=["perturb-step", "wrong-data-order", "honest"],
+        verifiers=("honest", "wrong-trajectory"),
+    )
+)
 def test_pin_matches_a_linear_scan_on_short_segments(case):
     final, solver, verifier = run_case(case)
     step, chunk = compute_first_divergence(solver, verifier, case.start, case.start + case.length)
@@ -174,12 +217,24 @@ def test_first_divergence_of_agreeing_or_fake_trajectories_is_invalid_input():
     fake = StandinTrajectory(b"seed0000", 4, fake_roots=((7, b"\xf0" * 32),))  # no chunk behind it
     with pytest.raises(InvalidInput, match="no chunk"):
         compute_first_divergence(honest, fake, 0, 10)
-    assert compute_first_divergence(honest, StandinTrajectory(b"seed0000", 4, (6, 2)), 0, 10) == (6, 2)
+    assert compute_first_divergence(honest, StandinTrajectory(b"seed0000", 4, (6, 2)), 0, 10) == (
+        6,
+        2,
+    )
 
 
 def test_a_game_that_does_not_end_is_our_bug_not_a_party_fault():
-    case = Case(start=0, length=1000, chunks=8, arity=2, solver="perturb-step", verifier="honest",
-                bad_step=500, bad_chunk=None, seed=b"seed0000")
+    case = Case(
+        start=0,
+        length=1000,
+        chunks=8,
+        arity=2,
+        solver="perturb-step",
+        verifier="honest",
+        bad_step=500,
+        bad_chunk=None,
+        seed=b"seed0000",
+    )
     (solver, policy), (verifier, _) = solver_side(case), verifier_side(case)
     game = start_game(case, solver, verifier)
     players = Player(SOLVER, SOLVER_KEY, solver, policy), Player(VERIFIER, VERIFIER_KEY, verifier)

@@ -30,11 +30,21 @@ CHEAT = StandinTrajectory(b"seed", 8, (13, 5))
 
 
 def new_game(known_roots=None, length=100, arity=2, cheat=CHEAT) -> Game:
-    return compute_initial_game(game_id="ab" * 32, solver_key=bytes(SOLVER_KEY.verify_key).hex(),
-                                verifier_key=bytes(VERIFIER_KEY.verify_key).hex(), start_step=0,
-                                start_root=TRUTH.root(0).hex(), end_step=length,
-                                solver_root=cheat.root(length).hex(), verifier_root=TRUTH.root(length).hex(),
-                                num_chunks=8, now=0, move_timeout=10, arity=arity, known_roots=known_roots)
+    return compute_initial_game(
+        game_id="ab" * 32,
+        solver_key=bytes(SOLVER_KEY.verify_key).hex(),
+        verifier_key=bytes(VERIFIER_KEY.verify_key).hex(),
+        start_step=0,
+        start_root=TRUTH.root(0).hex(),
+        end_step=length,
+        solver_root=cheat.root(length).hex(),
+        verifier_root=TRUTH.root(length).hex(),
+        num_chunks=8,
+        now=0,
+        move_timeout=10,
+        arity=arity,
+        known_roots=known_roots,
+    )
 
 
 def solver_move(game: Game) -> Move:
@@ -56,9 +66,13 @@ def test_the_transition_table_is_data_and_names_every_party_move():
 
 def test_out_of_turn_wrong_kind_and_wrong_round_are_refused():
     game = new_game()
-    verifier_move = sign_move(VERIFIER_KEY, game, party=VERIFIER, kind="choose", payload={"index": 0, "root": "11" * 32})
+    verifier_move = sign_move(
+        VERIFIER_KEY, game, party=VERIFIER, kind="choose", payload={"index": 0, "root": "11" * 32}
+    )
     assert_refused(game, verifier_move, VERIFIER, words="may not")
-    pick = sign_move(SOLVER_KEY, game, party=SOLVER, kind="pick", payload={"left": "00" * 32, "right": "00" * 32})
+    pick = sign_move(
+        SOLVER_KEY, game, party=SOLVER, kind="pick", payload={"left": "00" * 32, "right": "00" * 32}
+    )
     assert_refused(game, pick, SOLVER, words="may not")
     good = solver_move(game)
     stale = Move(good.party, good.kind, good.round + 1, good.payload, good.signature)
@@ -77,28 +91,50 @@ def test_forged_and_replayed_signatures_are_refused():
     assert_refused(moved, replay, SOLVER)
 
 
-@pytest.mark.parametrize("payload", [{}, {"roots": []}, {"roots": ["zz" * 32]}, {"roots": [1]},
-                                     {"roots": ["00" * 32, "00" * 32]}])
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"roots": []}, {"roots": ["zz" * 32]}, {"roots": [1]}, {"roots": ["00" * 32, "00" * 32]}],
+)
 def test_malformed_dissections_are_refused(payload):
     game = new_game()
-    assert_refused(game, sign_move(SOLVER_KEY, game, party=SOLVER, kind="dissect", payload=payload), SOLVER)
+    assert_refused(
+        game, sign_move(SOLVER_KEY, game, party=SOLVER, kind="dissect", payload=payload), SOLVER
+    )
 
 
 def test_a_verifier_cannot_agree_then_dispute_or_change_its_claim():
     game = process_move(new_game(), solver_move(new_game()), 1)
     mid = game.points[0]
-    agree = sign_move(VERIFIER_KEY, game, party=VERIFIER, kind="choose", payload={"index": 0, "root": game.roots[mid]})
+    agree = sign_move(
+        VERIFIER_KEY,
+        game,
+        party=VERIFIER,
+        kind="choose",
+        payload={"index": 0, "root": game.roots[mid]},
+    )
     assert_refused(game, agree, VERIFIER, 2, "agreement")
-    flip = sign_move(VERIFIER_KEY, game, party=VERIFIER, kind="choose", payload={"index": 1, "root": "33" * 32})
+    flip = sign_move(
+        VERIFIER_KEY, game, party=VERIFIER, kind="choose", payload={"index": 1, "root": "33" * 32}
+    )
     assert_refused(game, flip, VERIFIER, 2, "another root")
-    out_of_range = sign_move(VERIFIER_KEY, game, party=VERIFIER, kind="choose", payload={"index": 2, "root": "33" * 32})
+    out_of_range = sign_move(
+        VERIFIER_KEY, game, party=VERIFIER, kind="choose", payload={"index": 2, "root": "33" * 32}
+    )
     assert_refused(game, out_of_range, VERIFIER, 2, "sub-intervals")
 
 
 def test_children_must_open_the_claim():
-    game = new_game(length=1, cheat=StandinTrajectory(b"seed", 8, (1, 5)))  # one step: straight to the chunk tree
+    game = new_game(
+        length=1, cheat=StandinTrajectory(b"seed", 8, (1, 5))
+    )  # one step: straight to the chunk tree
     assert game.phase == CHUNKS
-    bogus = sign_move(SOLVER_KEY, game, party=SOLVER, kind="split", payload={"left": "44" * 32, "right": "55" * 32})
+    bogus = sign_move(
+        SOLVER_KEY,
+        game,
+        party=SOLVER,
+        kind="split",
+        payload={"left": "44" * 32, "right": "55" * 32},
+    )
     assert_refused(game, bogus, SOLVER, words="do not hash")
 
 
@@ -136,18 +172,30 @@ def test_games_round_trip_through_json():
         Move.from_json({"party": "solver", "kind": "dissect"})
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    ({"arity": 1}, "arity"),
-    ({"end_step": 0}, "end_step"),
-    ({"end_step": -5}, "end_step"),
-    ({"num_chunks": 0}, "num_chunks"),
-    ({"verifier_root": CHEAT.root(100).hex()}, "verifier_root"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"arity": 1}, "arity"),
+        ({"end_step": 0}, "end_step"),
+        ({"end_step": -5}, "end_step"),
+        ({"num_chunks": 0}, "num_chunks"),
+        ({"verifier_root": CHEAT.root(100).hex()}, "verifier_root"),
+    ],
+)
 def test_a_game_that_cannot_be_set_up_is_invalid_input_naming_the_field(change, field):
-    set_up = dict(game_id="ab" * 32, solver_key=bytes(SOLVER_KEY.verify_key).hex(),
-                  verifier_key=bytes(VERIFIER_KEY.verify_key).hex(), start_step=0,
-                  start_root=TRUTH.root(0).hex(), end_step=100, solver_root=CHEAT.root(100).hex(),
-                  verifier_root=TRUTH.root(100).hex(), num_chunks=8, now=0, move_timeout=10)
+    set_up = dict(
+        game_id="ab" * 32,
+        solver_key=bytes(SOLVER_KEY.verify_key).hex(),
+        verifier_key=bytes(VERIFIER_KEY.verify_key).hex(),
+        start_step=0,
+        start_root=TRUTH.root(0).hex(),
+        end_step=100,
+        solver_root=CHEAT.root(100).hex(),
+        verifier_root=TRUTH.root(100).hex(),
+        num_chunks=8,
+        now=0,
+        move_timeout=10,
+    )
     compute_initial_game(**set_up)  # the unchanged set-up is a game
     with pytest.raises(InvalidInput) as caught:
         compute_initial_game(**{**set_up, **change})

@@ -48,9 +48,15 @@ def test_without_sampling_skipping_work_pays():
 
 
 def test_simulate_cli_prints_the_summary_as_json():
-    out = subprocess.run([sys.executable, "-m", "cli.main", "simulate", "--json", "--trials", "5"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "simulate", "--json", "--trials", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert {"stake_multiple", "verification_fraction", "strategies"} <= set(summary)
-    assert {"name", "role", "honest", "expected_profit", "catch_rate"} <= set(summary["strategies"][0])
+    assert {"name", "role", "honest", "expected_profit", "catch_rate"} <= set(
+        summary["strategies"][0]
+    )

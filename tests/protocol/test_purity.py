@@ -6,9 +6,30 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-IO_MODULES = {"httpx", "fastapi", "starlette", "sqlalchemy", "alembic", "uvicorn", "socket", "subprocess",
-              "requests", "urllib", "http", "asyncio", "shutil", "tempfile", "pathlib", "os", "io", "sdk",
-              "coordinator", "solver", "verifier", "cli"}
+IO_MODULES = {
+    "httpx",
+    "fastapi",
+    "starlette",
+    "sqlalchemy",
+    "alembic",
+    "uvicorn",
+    "socket",
+    "subprocess",
+    "requests",
+    "urllib",
+    "http",
+    "asyncio",
+    "shutil",
+    "tempfile",
+    "pathlib",
+    "os",
+    "io",
+    "sdk",
+    "coordinator",
+    "solver",
+    "verifier",
+    "cli",
+}
 SERVER_MODULES = {"fastapi", "starlette", "sqlalchemy", "alembic", "uvicorn", "coordinator"}
 
 
@@ -25,11 +46,15 @@ def imported_modules(path: Path) -> set[str]:
 
 def calls_open(path: Path) -> bool:
     tree = ast.parse(path.read_text())
-    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "open"
-               for n in ast.walk(tree))
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "open"
+        for n in ast.walk(tree)
+    )
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "protocol").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "protocol").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT))
+)
 def test_protocol_imports_no_io(path):
     forbidden = imported_modules(path) & IO_MODULES
     assert not forbidden, f"{path.name} imports {forbidden}"

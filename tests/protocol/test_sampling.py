@@ -17,8 +17,16 @@ PINNED = "pinned:torch-2.13.0:float32:t1:avx2"
 
 
 def test_only_verifiers_of_the_profile_and_never_the_parties():
-    candidates = [("a", 5, [PINNED]), ("b", 5, [REPRO, PINNED]), ("solver", 9, [REPRO]), ("c", 1, [REPRO])]
-    assert compute_eligible_verifiers(candidates, REPRO, ("solver", "submitter")) == [("b", 5), ("c", 1)]
+    candidates = [
+        ("a", 5, [PINNED]),
+        ("b", 5, [REPRO, PINNED]),
+        ("solver", 9, [REPRO]),
+        ("c", 1, [REPRO]),
+    ]
+    assert compute_eligible_verifiers(candidates, REPRO, ("solver", "submitter")) == [
+        ("b", 5),
+        ("c", 1),
+    ]
 
 
 @given(st.binary(min_size=32, max_size=32), st.integers(1, 50), st.integers(0, 50))
@@ -30,8 +38,12 @@ def test_same_public_inputs_same_choice(seed, total, count):
 
 def test_choice_follows_stake_and_the_seed():
     pool = [("heavy", 90), ("light", 10), ("broke", 0)]
-    picks = Counter(compute_verifier_choice(compute_selection_seed(bytes([i]) * 32, b"sig", b"prev"), pool, 1)[0]
-                    for i in range(200))
+    picks = Counter(
+        compute_verifier_choice(compute_selection_seed(bytes([i]) * 32, b"sig", b"prev"), pool, 1)[
+            0
+        ]
+        for i in range(200)
+    )
     assert picks["broke"] == 0 and picks["heavy"] > 150 and picks["light"] > 5
     a = compute_selection_seed(b"r" * 32, b"sig", b"prev")
     assert a != compute_selection_seed(b"r" * 32, b"sig", b"prev2")  # the log link changes it

@@ -51,7 +51,10 @@ BAD_SPECS = [
     (lambda s: s["model"].update(config={"hidden": True}), "model.config.hidden"),
     (lambda s: s["model"]["config"].update(dropout=1.0), "model.config.dropout"),
     (lambda s: s["model"]["config"].update(hidden=[8] * 9), "model.config.hidden"),
-    (lambda s: s["dataset"]["config"].update(input_shape=[1, 2, 3, 4]), "dataset.config.input_shape"),
+    (
+        lambda s: s["dataset"]["config"].update(input_shape=[1, 2, 3, 4]),
+        "dataset.config.input_shape",
+    ),
     (lambda s: s["dataset"]["config"].update(examples=0), "dataset.config.examples"),
     (lambda s: s["dataset"].update(seed=-1), "dataset.seed"),
     (lambda s: s["optimizer"].update(lr=True), "optimizer.lr"),

@@ -20,7 +20,9 @@ from protocol.state import (
 from protocol.training import build_program
 from sdk.store import CheckpointStore
 
-special_floats = st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan, 1e-45, -1e-45, 3.4e38, 1.0])
+special_floats = st.sampled_from(
+    [0.0, -0.0, math.inf, -math.inf, math.nan, 1e-45, -1e-45, 3.4e38, 1.0]
+)
 
 
 @st.composite
@@ -28,7 +30,9 @@ def states(draw):
     state = {"step": torch.tensor(draw(st.integers(0, 2**40)), dtype=torch.int64)}
     for i in range(draw(st.integers(1, 4))):
         dtype = draw(st.sampled_from([torch.float32, torch.float64]))
-        values = draw(st.lists(st.one_of(special_floats, st.floats(width=32)), min_size=0, max_size=40))
+        values = draw(
+            st.lists(st.one_of(special_floats, st.floats(width=32)), min_size=0, max_size=40)
+        )
         state[f"param/t{i}"] = torch.tensor(values, dtype=dtype)
     return state
 
@@ -49,7 +53,10 @@ def test_encoding_round_trips_bit_exactly(state):
 
 def test_nan_and_inf_states_encode_deterministically():
     def make():
-        return {"step": torch.tensor(3), "param/x": torch.tensor([math.nan, math.inf, -math.inf, -0.0])}
+        return {
+            "step": torch.tensor(3),
+            "param/x": torch.tensor([math.nan, math.inf, -math.inf, -0.0]),
+        }
 
     assert encode_state(make()) == encode_state(make())
     assert compute_state_root(make()) == compute_state_root(make())
@@ -69,7 +76,10 @@ def test_chunks_split_large_tensors_and_name_them():
 def test_renaming_or_reshaping_a_tensor_changes_the_root():
     base = {"step": torch.tensor(0), "param/a": torch.arange(6, dtype=torch.float32)}
     renamed = {"step": torch.tensor(0), "param/b": torch.arange(6, dtype=torch.float32)}
-    reshaped = {"step": torch.tensor(0), "param/a": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    reshaped = {
+        "step": torch.tensor(0),
+        "param/a": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+    }
     roots = {compute_state_root(s) for s in (base, renamed, reshaped)}
     assert len(roots) == 3
 

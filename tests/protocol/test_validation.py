@@ -65,7 +65,10 @@ def test_probabilities_are_half_open(value):
 
 @pytest.mark.parametrize("value", [[], [1] * 4, [0], [True], [1.0], "1", None])
 def test_int_lists_have_bounded_length_and_items(value):
-    assert refused_field(get_int_list, {"l": value}, "l", "c", low=1, high=9, max_items=3, default=[1]) == "c.l"
+    assert (
+        refused_field(get_int_list, {"l": value}, "l", "c", low=1, high=9, max_items=3, default=[1])
+        == "c.l"
+    )
     assert get_int_list({}, "l", "c", low=1, high=9, max_items=3, default=[2, 3]) == [2, 3]
 
 

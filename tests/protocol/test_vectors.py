@@ -38,7 +38,11 @@ def test_vector_replays_exactly(case):
         assert game.to_json() == Game.from_json(event["after"]).to_json()
     outcome = case["outcome"]
     assert (game.winner, game.reason, game.lo, game.moves) == (
-        outcome["winner"], outcome["reason"], outcome["step"], outcome["moves"])
+        outcome["winner"],
+        outcome["reason"],
+        outcome["step"],
+        outcome["moves"],
+    )
 
 
 def test_vectors_are_up_to_date():

@@ -62,8 +62,11 @@ def test_missing_kernels_refuse_repro_jobs_and_are_not_advertised(monkeypatch):
     with pytest.raises(ProfileMismatch, match="compiled fixed-order kernels"):
         backend.get_cpu_kernels()
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.endswith("_fixed_order") else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.endswith("_fixed_order") else real_find_spec(name, *a),
+    )
     labels = get_runnable_profiles()
     assert labels and not any(label.startswith("repro:") for label in labels)
 

@@ -48,7 +48,9 @@ def assert_same_bits(fast, slow, what: str) -> None:
     assert torch.equal(nan_a, nan_b), f"{what}: NaN positions differ"
     bits_a, bits_b = fast.view(torch.int32)[~nan_a], slow.view(torch.int32)[~nan_b]
     differ = (bits_a != bits_b).nonzero()
-    assert differ.numel() == 0, f"{what}: {differ.numel()} elements differ, first {fast[~nan_a][differ[0]].item()!r} vs {slow[~nan_b][differ[0]].item()!r}"
+    assert differ.numel() == 0, (
+        f"{what}: {differ.numel()} elements differ, first {fast[~nan_a][differ[0]].item()!r} vs {slow[~nan_b][differ[0]].item()!r}"
+    )
 
 
 def on_every_isa(case) -> None:
@@ -75,23 +77,35 @@ common = dict(seed=st.integers(0, 2**31), flavour=st.sampled_from(FLAVOURS))
 @given(shape=shapes, with_bias=st.booleans(), transpose=st.booleans(), **common)
 def test_matmul_matches_reference(shape, with_bias, transpose, seed, flavour):
     m, k, n = shape
-    a, b, bias = make((m, k), seed, flavour), make((k, n), seed + 1, flavour), make((n,), seed + 2, flavour)
+    a, b, bias = (
+        make((m, k), seed, flavour),
+        make((k, n), seed + 1, flavour),
+        make((n,), seed + 2, flavour),
+    )
     if transpose:  # strided operands, as a linear layer's backward passes them
         a, b = a.t().contiguous().t(), b.t().contiguous().t()
     on_every_isa(lambda K: K.matmul(a, b, bias if with_bias else None))
 
 
 @settings(max_examples=15)
-@given(batch=st.tuples(st.integers(1, 3), st.integers(1, 4)), size=st.tuples(st.integers(1, 20), st.integers(1, 20)), **common)
+@given(
+    batch=st.tuples(st.integers(1, 3), st.integers(1, 4)),
+    size=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    **common,
+)
 def test_batched_strided_matmul_and_softmax_match_reference(batch, size, seed, flavour):
     t, d = size
-    q = make((batch[0], t, batch[1], d), seed, flavour).transpose(1, 2)  # (B, H, T, D) view, as from qkv
+    q = make((batch[0], t, batch[1], d), seed, flavour).transpose(
+        1, 2
+    )  # (B, H, T, D) view, as from qkv
     k = make((batch[0], batch[1], t, d), seed + 1, flavour)
     on_every_isa(lambda K: K.matmul(q, k.transpose(-2, -1)))
     scores = make((*batch, t, t), seed + 2, flavour)
     on_every_isa(lambda K: K.softmax_(scores.clone(), 0.25, True))
     on_every_isa(lambda K: K.softmax_(scores.clone(), 1.5, False))
-    on_every_isa(lambda K: K.softmax_backward(scores, make((*batch, t, t), seed + 3, flavour), 0.25))
+    on_every_isa(
+        lambda K: K.softmax_backward(scores, make((*batch, t, t), seed + 3, flavour), 0.25)
+    )
     out = torch.empty(batch[0], t, batch[1], d).transpose(1, 2)  # written through a strided view
     on_every_isa(lambda K: K.matmul(scores, q, None, out.clone()))
 
@@ -99,13 +113,20 @@ def test_batched_strided_matmul_and_softmax_match_reference(batch, size, seed, f
 @settings(max_examples=30)
 @given(rows=st.integers(0, 70), width=st.integers(1, 70), **common)
 def test_sums_and_row_ops_match_reference(rows, width, seed, flavour):
-    x, w, b = make((rows, width), seed, flavour), make((width,), seed + 1, flavour), make((width,), seed + 2, flavour)
+    x, w, b = (
+        make((rows, width), seed, flavour),
+        make((width,), seed + 1, flavour),
+        make((width,), seed + 2, flavour),
+    )
     on_every_isa(lambda K: K.sum16_cols(x))
     if rows == 0:
         return
     on_every_isa(lambda K: K.sum16_rows(x))
     on_every_isa(lambda K: K.layer_norm_forward(x, w, b, 1e-5))
-    normalized, inv_std = make((rows, width), seed + 3, flavour), make((rows, 1), seed + 4, flavour).abs()
+    normalized, inv_std = (
+        make((rows, width), seed + 3, flavour),
+        make((rows, 1), seed + 4, flavour).abs(),
+    )
     on_every_isa(lambda K: K.layer_norm_backward(x, normalized, inv_std, w))
     index = torch.randint(0, 9, (rows,), generator=torch.Generator().manual_seed(seed))
     on_every_isa(lambda K: K.segment_sum(x, index, 9))
@@ -129,8 +150,16 @@ def test_elementwise_kernels_and_optimizer_updates_match_reference(n, seed, flav
 
 
 @settings(max_examples=15)
-@given(n=st.integers(1, 3), c=st.integers(1, 4), h=st.integers(1, 9), w=st.integers(1, 9),
-       kernel=st.integers(1, 3), stride=st.integers(1, 2), padding=st.integers(0, 1), **common)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 4),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    kernel=st.integers(1, 3),
+    stride=st.integers(1, 2),
+    padding=st.integers(0, 1),
+    **common,
+)
 def test_convolution_gathers_match_reference(n, c, h, w, kernel, stride, padding, seed, flavour):
     if h + 2 * padding < kernel or w + 2 * padding < kernel:
         return
@@ -138,11 +167,22 @@ def test_convolution_gathers_match_reference(n, c, h, w, kernel, stride, padding
     on_every_isa(lambda K: K.im2col(x, kernel, kernel, stride, padding))
     out_channels = seed % 70 + 1  # past one 64-term chain now and then
     ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
-    grad_rows, w_rows = make((n * ho * wo, out_channels), seed + 4, flavour), make((out_channels, kernel * kernel * c), seed + 5, flavour)
-    on_every_isa(lambda K: K.conv2d_input_grad(grad_rows, w_rows, [n, h, w, c], kernel, kernel, stride, padding))
-    channels_last = make((n, h, w, c), seed + 2, flavour).permute(0, 3, 1, 2)  # a dense, strided view
+    grad_rows, w_rows = (
+        make((n * ho * wo, out_channels), seed + 4, flavour),
+        make((out_channels, kernel * kernel * c), seed + 5, flavour),
+    )
+    on_every_isa(
+        lambda K: K.conv2d_input_grad(
+            grad_rows, w_rows, [n, h, w, c], kernel, kernel, stride, padding
+        )
+    )
+    channels_last = make((n, h, w, c), seed + 2, flavour).permute(
+        0, 3, 1, 2
+    )  # a dense, strided view
     on_every_isa(lambda K: K.relu(channels_last))
-    on_every_isa(lambda K: K.relu_backward(make((n, c, h, w), seed + 3, flavour), K.relu(channels_last)))
+    on_every_isa(
+        lambda K: K.relu_backward(make((n, c, h, w), seed + 3, flavour), K.relu(channels_last))
+    )
 
 
 # --- the reference's primitives against exact arithmetic ----------------------------------------
@@ -167,8 +207,13 @@ def round_to_float32(q: Fraction) -> float:
 
 # a·b + c whose float64 sum lands exactly on a float32 midpoint while the tiny c pushes it off:
 # double rounding there gives the wrong answer, the exact rule must not.
-HARD_FMAS = [(1 + 2.0**-12, 1 + 2.0**-12, 2.0**-80), (1 + 2.0**-12, 1 + 2.0**-12, -(2.0**-80)),
-             (1 + 2.0**-12, -(1 + 2.0**-12), 2.0**-90), (2.0**-70, 2.0**-70, 2.0**-149), (3.0, 2.0**126, -(2.0**127))]
+HARD_FMAS = [
+    (1 + 2.0**-12, 1 + 2.0**-12, 2.0**-80),
+    (1 + 2.0**-12, 1 + 2.0**-12, -(2.0**-80)),
+    (1 + 2.0**-12, -(1 + 2.0**-12), 2.0**-90),
+    (2.0**-70, 2.0**-70, 2.0**-149),
+    (3.0, 2.0**126, -(2.0**127)),
+]
 
 
 @settings(max_examples=200)
@@ -176,16 +221,25 @@ HARD_FMAS = [(1 + 2.0**-12, 1 + 2.0**-12, 2.0**-80), (1 + 2.0**-12, 1 + 2.0**-12
 def test_fma32_is_the_correctly_rounded_fused_multiply_add(triple):
     cases = [tuple(triple), *HARD_FMAS]
     a, b, c = (torch.tensor([t[i] for t in cases], dtype=torch.float32) for i in range(3))
-    expected = [round_to_float32(Fraction(R.f32(x)) * Fraction(R.f32(y)) + Fraction(R.f32(z))) for x, y, z in cases]
+    expected = [
+        round_to_float32(Fraction(R.f32(x)) * Fraction(R.f32(y)) + Fraction(R.f32(z)))
+        for x, y, z in cases
+    ]
     assert R.fma32(a, b, c).tolist() == expected
     # and the compiled kernels' fma (a one-term dot product starting from the bias) agrees
     for i in range(len(cases)):
-        on_every_isa(lambda K, i=i: K.matmul(a[i].reshape(1, 1), b[i].reshape(1, 1), c[i].reshape(1)))
+        on_every_isa(
+            lambda K, i=i: K.matmul(a[i].reshape(1, 1), b[i].reshape(1, 1), c[i].reshape(1))
+        )
 
 
 def test_sqrt32_is_correctly_rounded_where_torch_sqrt_is_not():
-    x = torch.cat([torch.rand(200_000, generator=torch.Generator().manual_seed(0)) * 10,
-                   torch.tensor([0.0, -0.0, math.inf, 1e-45, 3.4e38, 2.0**-130])])
+    x = torch.cat(
+        [
+            torch.rand(200_000, generator=torch.Generator().manual_seed(0)) * 10,
+            torch.tensor([0.0, -0.0, math.inf, 1e-45, 3.4e38, 2.0**-130]),
+        ]
+    )
     exact = torch.from_numpy(np.sqrt(x.numpy()))  # IEEE sqrt: correctly rounded
     assert torch.equal(R.sqrt32(x), exact)
     assert not torch.equal(torch.sqrt(x), exact), "torch.sqrt became exact: the workaround can go"

@@ -19,13 +19,26 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = 25
 # Normalized error bound against the native op (|repro − native| / max |native|), float32: the
 # rounding of a dot product or a sum is a few 1e-7 in either (exp: relative to float64's exp).
-ERROR_BOUNDS = {"linear": 1e-6, "conv2d": 1e-6, "embedding": 1e-6, "layer_norm": 1e-5, "relu": 0.0,
-                "gelu": 2e-6, "causal_attention": 1e-6, "cross_entropy": 1e-6, "mse_loss": 1e-6, "exp": 1e-6,
-                # Long reductions (op_cell.check_large): native's own error against a float64
-                # reference reaches ~1e-6 there (conv2d weight gradient over 2048 rows); the bound
-                # is on the difference of the two.
-                "linear_large": 2e-6, "conv2d_large": 2e-6, "embedding_large": 1e-6,
-                "layer_norm_large": 2e-6, "cross_entropy_large": 1e-6}
+ERROR_BOUNDS = {
+    "linear": 1e-6,
+    "conv2d": 1e-6,
+    "embedding": 1e-6,
+    "layer_norm": 1e-5,
+    "relu": 0.0,
+    "gelu": 2e-6,
+    "causal_attention": 1e-6,
+    "cross_entropy": 1e-6,
+    "mse_loss": 1e-6,
+    "exp": 1e-6,
+    # Long reductions (op_cell.check_large): native's own error against a float64
+    # reference reaches ~1e-6 there (conv2d weight gradient over 2048 rows); the bound
+    # is on the difference of the two.
+    "linear_large": 2e-6,
+    "conv2d_large": 2e-6,
+    "embedding_large": 1e-6,
+    "layer_norm_large": 2e-6,
+    "cross_entropy_large": 1e-6,
+}
 
 
 def has_avx512() -> bool:
@@ -39,10 +52,21 @@ def matrix_cells() -> list[tuple[int, str]]:
 
 
 def run_cell(threads: int, capability: str) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "ATEN_CPU_CAPABILITY": capability}
-    done = subprocess.run([sys.executable, "-m", "tests.repro.op_cell", str(EXAMPLES)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "ATEN_CPU_CAPABILITY": capability,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.repro.op_cell", str(EXAMPLES)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -69,7 +93,9 @@ def test_every_repro_op_is_bit_identical_across_cells(cells):
     reference_cell, reference = next(iter(cells.items()))
     assert len(reference["hashes"]) >= EXAMPLES * 10
     for cell, result in cells.items():
-        mismatched = [a for a, b in zip(reference["hashes"], result["hashes"], strict=True) if a != b]
+        mismatched = [
+            a for a, b in zip(reference["hashes"], result["hashes"], strict=True) if a != b
+        ]
         assert not mismatched, f"{cell} differs from {reference_cell}: {mismatched[:5]}"
 
 

@@ -15,9 +15,24 @@ STEPS = 2
 
 
 def train(spec_path: Path, out: Path, threads: int, capability: str) -> dict:
-    command = [sys.executable, "-m", "cli.main", "job", "run-local", str(spec_path), "--out", str(out),
-               "--threads", str(threads), "--cpu-capability", capability, "--no-progress"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    command = [
+        sys.executable,
+        "-m",
+        "cli.main",
+        "job",
+        "run-local",
+        str(spec_path),
+        "--out",
+        str(out),
+        "--threads",
+        str(threads),
+        "--cpu-capability",
+        capability,
+        "--no-progress",
+    ]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 

@@ -28,8 +28,11 @@ STEPS = 12
 
 
 def train(directory: Path, spec_json: dict, behaviour: str | None) -> TrainedJob:
-    run_worker({"command": "train", "spec": spec_json, "dir": str(directory), "behaviour": behaviour},
-               parse_job_spec(spec_json).profile, timeout=300)
+    run_worker(
+        {"command": "train", "spec": spec_json, "dir": str(directory), "behaviour": behaviour},
+        parse_job_spec(spec_json).profile,
+        timeout=300,
+    )
     return TrainedJob(spec_json, CheckpointStore.open(directory))
 
 
@@ -41,8 +44,11 @@ def test_daemons_play_a_dispute_to_the_referee(tmp_path):
     honest = train(tmp_path / "honest", spec_json, None)
     assert cheat.entries()[1][1] != honest.entries()[1][1]
     with running_server("sqlite", tmp_path) as server:
+
         def make(key=None):
-            return CoordinatorClient(server.url, key or SigningKey.generate(), timeout=httpx.Timeout(120, connect=5))
+            return CoordinatorClient(
+                server.url, key or SigningKey.generate(), timeout=httpx.Timeout(120, connect=5)
+            )
 
         submitter, solver, verifier = funded(make), funded(make), funded(make)
         jobs_dir = tmp_path / "solver" / "jobs"

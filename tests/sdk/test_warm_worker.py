@@ -22,7 +22,13 @@ def test_warm_step_matches_a_fresh_worker_and_survives_errors_and_death(tmp_path
     path = tmp_path / "s.safetensors"
     path.write_bytes(encode_state(state))
     root = compute_state_root(state)
-    request = {"command": "step", "spec": spec_json, "state_path": str(path), "agreed_root": root.hex(), "chunk": 1}
+    request = {
+        "command": "step",
+        "spec": spec_json,
+        "state_path": str(path),
+        "agreed_root": root.hex(),
+        "chunk": 1,
+    }
     profile = parse_job_spec(spec_json).profile
     fresh = run_worker(request, profile, timeout=120)
     pool = WorkerPool()
@@ -50,6 +56,14 @@ def test_the_step_task_is_protocol_referee(tmp_path):
     path = tmp_path / "s.safetensors"
     path.write_bytes(encode_state(state))
     root = compute_state_root(state)
-    request = {"command": "step", "spec": spec_json, "state_path": str(path), "agreed_root": root.hex(), "chunk": 2}
+    request = {
+        "command": "step",
+        "spec": spec_json,
+        "state_path": str(path),
+        "agreed_root": root.hex(),
+        "chunk": 2,
+    }
     result = run_worker(request, parse_job_spec(spec_json).profile, timeout=120)
-    assert result == {"chunk_hash": compute_referee_chunk(program, encode_state(state), root, 2).hex()}
+    assert result == {
+        "chunk_hash": compute_referee_chunk(program, encode_state(state), root, 2).hex()
+    }

@@ -56,12 +56,24 @@ def generate_case(name, start, length, chunks, arity, s_div, s_policy, v_div, v_
     mine = _trajectory(seed, chunks, s_div, b"solver", end)
     theirs = _trajectory(seed, chunks, v_div, b"verifier", end)
     keys = SigningKey(SOLVER_SEED), SigningKey(VERIFIER_SEED)
-    game = compute_initial_game(game_id=seed.hex() * 4, solver_key=bytes(keys[0].verify_key).hex(),
-                                verifier_key=bytes(keys[1].verify_key).hex(), start_step=start,
-                                start_root=truth.root(start).hex(), end_step=end,
-                                solver_root=mine.root(end).hex(), verifier_root=theirs.root(end).hex(),
-                                num_chunks=chunks, now=0, move_timeout=10, arity=arity)
-    players = {SOLVER: Player(SOLVER, keys[0], mine, s_policy), VERIFIER: Player(VERIFIER, keys[1], theirs, v_policy)}
+    game = compute_initial_game(
+        game_id=seed.hex() * 4,
+        solver_key=bytes(keys[0].verify_key).hex(),
+        verifier_key=bytes(keys[1].verify_key).hex(),
+        start_step=start,
+        start_root=truth.root(start).hex(),
+        end_step=end,
+        solver_root=mine.root(end).hex(),
+        verifier_root=theirs.root(end).hex(),
+        num_chunks=chunks,
+        now=0,
+        move_timeout=10,
+        arity=arity,
+    )
+    players = {
+        SOLVER: Player(SOLVER, keys[0], mine, s_policy),
+        VERIFIER: Player(VERIFIER, keys[1], theirs, v_policy),
+    }
     initial, events = game.to_json(), []
     for now in range(1, 10_000):
         if game.phase == OVER:
@@ -77,17 +89,29 @@ def generate_case(name, start, length, chunks, arity, s_div, s_policy, v_div, v_
             move = players[game.turn].next_move(game)
             game, event = _apply_or_time_out(game, move, now)
         events.append({**event, "after": game.to_json()})
-    return {"name": name, "initial": initial, "events": events,
-            "outcome": {"winner": game.winner, "reason": game.reason, "step": game.lo,
-                        "chunk": game.chunk if game.node[1] - game.node[0] == 1 else None,
-                        "moves": game.moves}}
+    return {
+        "name": name,
+        "initial": initial,
+        "events": events,
+        "outcome": {
+            "winner": game.winner,
+            "reason": game.reason,
+            "step": game.lo,
+            "chunk": game.chunk if game.node[1] - game.node[0] == 1 else None,
+            "moves": game.moves,
+        },
+    }
 
 
 def _apply_or_time_out(game, move, now: int) -> tuple:
     """The move and its event, or — when the party has no legal move — its clock running out."""
     if move is not None:
         try:
-            return process_move(game, move, now), {"event": "move", "now": now, "move": move.to_json()}
+            return process_move(game, move, now), {
+                "event": "move",
+                "now": now,
+                "move": move.to_json(),
+            }
         except IllegalMove:
             pass
     return process_deadline(game, game.deadline), {"event": "deadline", "now": game.deadline}
@@ -95,7 +119,12 @@ def _apply_or_time_out(game, move, now: int) -> tuple:
 
 def generate() -> str:
     cases = [generate_case(*case) for case in CASES]
-    return json.dumps({"format": "veritrain-dispute-vectors-v1", "cases": cases}, indent=1, sort_keys=True) + "\n"
+    return (
+        json.dumps(
+            {"format": "veritrain-dispute-vectors-v1", "cases": cases}, indent=1, sort_keys=True
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":
