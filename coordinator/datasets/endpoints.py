@@ -23,7 +23,7 @@ BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "b
 async def put_dataset(sha256: Sha256Path, request: Request, signed: Signed, rt: RT) -> Response:
     """Upload a safetensors dataset file under its SHA-256 (idempotent)."""
     data = await request.body()
-    await run_in_threadpool(service.compute_checked_dataset, sha256, data)
+    await run_in_threadpool(service.check_dataset_file, sha256, data)
     return await run_in_threadpool(
         execute_signed,
         rt,

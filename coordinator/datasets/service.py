@@ -15,7 +15,7 @@ from protocol.errors import InvalidInput
 from protocol.spec import JobSpec
 
 
-def compute_checked_dataset(sha256: str, data: bytes) -> None:
+def check_dataset_file(sha256: str, data: bytes) -> None:
     """Outside the transaction: the bytes hash to the address and parse as a dataset."""
     if hashlib.sha256(data).hexdigest() != sha256:
         raise InvalidInput("the body's SHA-256 does not match the address", "sha256")

@@ -97,7 +97,7 @@ def process_open_dispute(
     session.add(dispute)
     _store(
         dispute,
-        _supply_start_state(game, assignment.segment, start.step, now),
+        _supply_start_state(game, start.step, now),
         {"segment": assignment.segment, "state_sha256": start.blob_sha256},
     )
     session.flush()
@@ -116,8 +116,9 @@ def _bound_solver_roots(session: Session, job_id: str) -> dict[int, str]:
     return roots
 
 
-def _supply_start_state(game: Game, segment: int, start_step: int, now: int) -> Game:
-    """When the disputed step starts the segment, the agreed state is checkpoint `segment`."""
+def _supply_start_state(game: Game, start_step: int, now: int) -> Game:
+    """When the disputed step starts the segment, the agreed state is its first checkpoint,
+    which the coordinator holds."""
     if game.phase == STATE and game.lo == start_step:
         return process_state_supplied(game, now)
     return game
@@ -164,7 +165,6 @@ def process_dispute_move(
     now = int(rt.clock.now())
     game = _supply_start_state(
         process_move(game, move, now),
-        state["segment"],
         get_checkpoint_row(session, job.job_id, state["segment"]).step,
         now,
     )
