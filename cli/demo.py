@@ -45,7 +45,7 @@ VERIFIERS = [("verifier-1", 2000), ("verifier-2", 2000)]
 BOUNTY, FEE, STAKE, FUNDS = 1000, 50, 400, 10_000
 BIDDING_S = 4  # solvers are already polling when jobs appear
 COORDINATOR_ENV = {
-    "VERITRAIN_MOVE_TIMEOUT_S": "30",
+    "VERITRAIN_MOVE_TIMEOUT_S": "60",  # nobody is meant to be late; a loaded machine must not make them
     "VERITRAIN_CHALLENGE_WINDOW_S": "2",
     "VERITRAIN_SWEEP_INTERVAL_S": "0.5",
     "VERITRAIN_MIN_BIDDING_S": "0",

@@ -41,6 +41,7 @@ from protocol.wire import (
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 HEX_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")  # ASCII only: str.isdigit() accepts "¹²³"
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def _parse_headers(
         )
     if not HEX_KEY_RE.match(key):
         raise Unauthenticated("X-Veritrain-Key must be 64 lowercase hex digits", "X-Veritrain-Key")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not TIMESTAMP_RE.fullmatch(timestamp):
         raise Unauthenticated("must be integer Unix seconds", "X-Veritrain-Timestamp")
     if not NONCE_RE.match(nonce):
         raise Unauthenticated("must be 16-64 characters of [A-Za-z0-9_-]", "X-Veritrain-Nonce")
@@ -229,6 +230,31 @@ def execute_signed(
     return Response(
         content=body, status_code=status, headers=headers, media_type="application/json"
     )
+
+
+def call_burning_nonce_on_error(
+    rt: Runtime, signed: SignedRequest, fn: Callable[..., Any], *args: Any
+) -> Any:
+    """Run `fn(*args)`, work done before `execute_signed` (decoding a body outside the write
+    transaction). If it fails the nonce is burnt all the same, and a replay of the request
+    answers nonce_reused rather than failing the same way again."""
+    try:
+        return fn(*args)
+    except VeritrainError:
+        _burn_nonce_or_refuse_replay(rt, signed)
+        raise
+
+
+def _burn_nonce_or_refuse_replay(rt: Runtime, signed: SignedRequest) -> None:
+    def transaction(session: Session) -> None:
+        _consume_nonce(session, rt, signed)
+
+    try:
+        rt.db.write(transaction)
+    except NonceReused:
+        raise
+    except VeritrainError:
+        pass  # best effort: the timestamp window still bounds any replay
 
 
 def _burn_nonce(rt: Runtime, signed: SignedRequest) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     CheckConstraint,
     Float,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -157,11 +158,22 @@ class Bid(Base):
     status: Mapped[str] = mapped_column(String(16), default=BidStatus.OPEN)
 
 
+# Blob namespaces: the same bytes may live under several kinds, and a lookup in one kind never
+# sees another's (a checkpoint's hash is not a dataset reference).
+BLOB_CHECKPOINT = "checkpoint"
+BLOB_DATASET = "dataset"
+BLOB_STATE = "state"  # a dispute party's supplied game state
+
+
 class Blob(Base):
-    """Content-addressed checkpoint bytes (key: SHA-256 of the bytes)."""
+    """Content-addressed bytes (key: namespace and SHA-256 of the bytes)."""
 
     __tablename__ = "blobs"
+    __table_args__ = (
+        CheckConstraint("kind IN ('checkpoint', 'dataset', 'state')", name="ck_blobs_kind"),
+    )
 
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     sha256: Mapped[str] = mapped_column(HEX64, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
@@ -169,12 +181,19 @@ class Blob(Base):
 
 class Checkpoint(Base):
     __tablename__ = "checkpoints"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["blob_kind", "blob_sha256"], ["blobs.kind", "blobs.sha256"], name="fk_checkpoints_blob"
+        ),
+        CheckConstraint("blob_kind = 'checkpoint'", name="ck_checkpoints_blob_kind"),
+    )
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.job_id"), primary_key=True)
     index: Mapped[int] = mapped_column("idx", Integer, primary_key=True, autoincrement=False)
     step: Mapped[int] = mapped_column(BigInteger)
     state_root: Mapped[str] = mapped_column(HEX64)
-    blob_sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    blob_kind: Mapped[str] = mapped_column(String(16), default=BLOB_CHECKPOINT)
+    blob_sha256: Mapped[str] = mapped_column(HEX64)
 
 
 class Verifier(Base):
@@ -183,6 +202,17 @@ class Verifier(Base):
     public_key: Mapped[str] = mapped_column(HEX64, primary_key=True)
     profiles: Mapped[str] = mapped_column(Text)  # JSON list of profile labels
     registered_at: Mapped[float] = mapped_column(Float)
+
+
+class VerifierProfile(Base):
+    """One (verifier, profile) pair: `verifiers.profiles` as rows, so the draw's candidates
+    for a profile are one indexed query instead of a scan of every verifier."""
+
+    __tablename__ = "verifier_profiles"
+    __table_args__ = (Index("ix_verifier_profiles_profile_label", "profile_label", "public_key"),)
+
+    public_key: Mapped[str] = mapped_column(ForeignKey("verifiers.public_key"), primary_key=True)
+    profile_label: Mapped[str] = mapped_column(String(128), primary_key=True)
 
 
 class Assignment(Base):

@@ -19,6 +19,7 @@ from protocol.errors import (
 
 PROBLEM_TYPE = "application/problem+json"
 log = logging.getLogger("veritrain.coordinator")
+CLOSE = {"Connection": "close"}
 
 # Most specific class first: the first isinstance match decides.
 STATUS_BY_ERROR: list[tuple[type[VeritrainError], int]] = [
@@ -79,7 +80,7 @@ def _from_veritrain(request: Request, error: VeritrainError) -> JSONResponse:
     status = get_status(error)
     if status >= 500:
         log.error("internal error on %s %s: %s", request.method, request.url.path, error)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": "1"} if status == 503 else CLOSE if status >= 500 else None
     return problem_response(status, error.code, str(error), getattr(error, "field", None), headers)
 
 
@@ -95,12 +96,16 @@ def _from_http(_request: Request, error: StarletteHTTPException) -> JSONResponse
     ):  # FastAPI's "error parsing the body": a malformed body, like any other
         return problem_response(422, "invalid_input", str(error.detail))
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    return problem_response(error.status_code, code, str(error.detail))
+    # keep Starlette's own headers: a 405 carries `Allow` (RFC 9110 §15.5.6)
+    return problem_response(
+        error.status_code, code, str(error.detail), headers=getattr(error, "headers", None)
+    )
 
 
 def _from_unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    return problem_response(500, "internal_error", "internal error")
+    # the server error middleware drops the connection after this, so say so
+    return problem_response(500, "internal_error", "internal error", headers=CLOSE)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

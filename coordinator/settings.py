@@ -21,6 +21,10 @@ PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "placeholder", "secret", "xx
 # Limits a client can rely on (also served by GET /v1/info).
 MAX_JSON_BODY = 256 * 1024
 MAX_CHECKPOINT_BODY = 64 * 1024 * 1024
+# Anti-abuse floors: a verifier slot must cost something to hold (free registrations let one
+# party flood the draw), and a job must pay something (zero-bounty jobs are free spam).
+MIN_VERIFIER_BOND = 100
+MIN_BOUNTY = 1
 
 
 class Settings(BaseSettings):
@@ -43,6 +47,9 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=5.0, gt=0)
     run_sweeper: bool = True
     referee_timeout_s: int = Field(default=600, ge=1)
+    # Standing stake a verifier must hold after registering; smallest bounty a job may offer.
+    min_verifier_bond: int = Field(default=MIN_VERIFIER_BOND, ge=1)
+    min_bounty: int = Field(default=MIN_BOUNTY, ge=1)
 
     def load_signing_key(self) -> SigningKey:
         """The coordinator's log key; refuses placeholders and key files others may access."""
@@ -92,6 +99,8 @@ def tiny_preset(**overrides) -> Settings:
         move_timeout_s=60,
         challenge_window_s=30,
         run_sweeper=False,
+        min_verifier_bond=10,
+        min_bounty=1,
     )
     values.update(overrides)
     return Settings(**values)

@@ -108,7 +108,13 @@ def compute_file_dataset(blob: bytes, dtype: torch.dtype = torch.float32) -> Dat
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise InvalidSpec(f"not a readable safetensors file ({err})", "dataset") from err
     inputs, targets = tensors.get("inputs"), tensors.get("targets")
-    if inputs is None or targets is None or inputs.dim() < 2 or inputs.shape[0] != targets.shape[0]:
+    if (
+        inputs is None
+        or targets is None
+        or inputs.dim() < 2
+        or targets.dim() < 1  # a 0-d tensor has no length to match
+        or inputs.shape[0] != targets.shape[0]
+    ):
         raise InvalidSpec("needs tensors 'inputs' (N, ...) and 'targets' (N, ...)", "dataset")
     if not inputs.is_floating_point():
         raise InvalidSpec("'inputs' must be floating point", "dataset")

@@ -56,6 +56,10 @@ LATE_LOSER = {
 }
 
 
+MOVE_FIELDS = {"party", "kind", "round", "payload", "signature"}
+MAX_ROUND = 2**31
+
+
 class IllegalMove(PartyFault):
     """A move the game does not allow now; the game is unchanged."""
 
@@ -75,25 +79,18 @@ class Move:
 
     @classmethod
     def from_json(cls, obj: Any) -> "Move":
-        if not isinstance(obj, dict) or set(obj) - {
-            "party",
-            "kind",
-            "round",
-            "payload",
-            "signature",
-        }:
+        """A move from a peer's JSON; anything but the exact field types is an IllegalMove."""
+        if not isinstance(obj, dict) or set(obj) != MOVE_FIELDS:
             raise IllegalMove("unknown", "a move is {party, kind, round, payload, signature}")
-        try:
-            move = cls(
-                str(obj["party"]),
-                str(obj["kind"]),
-                int(obj["round"]),
-                dict(obj["payload"]),
-                str(obj["signature"]),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise IllegalMove(str(obj.get("party", "unknown")), f"malformed move: {err}") from err
-        return move
+        party = obj["party"] if isinstance(obj["party"], str) else "unknown"
+        for name, kind in (("party", str), ("kind", str), ("payload", dict), ("signature", str)):
+            if not isinstance(obj[name], kind):
+                raise IllegalMove(party, f"malformed move: {name} must be a {kind.__name__}")
+        round_ = obj["round"]
+        # bool is an int and 1e400 a float: only a real integer in range is a round
+        if type(round_) is not int or not 0 <= round_ <= MAX_ROUND:
+            raise IllegalMove(party, f"malformed move: round must be an integer in 0..{MAX_ROUND}")
+        return cls(party, obj["kind"], round_, dict(obj["payload"]), obj["signature"])
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from protocol.validation import (
     get_object,
     is_hex,
     join_field,
+    validate_json_tree,
     validate_keys,
 )
 
@@ -38,6 +39,9 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
 MAX_STEPS = 10_000_000
 MAX_BATCH = 65_536
+MAX_CONFIG_DEPTH = 8
+MAX_CONFIG_VALUES = 1024
+MAX_CONFIG_STRING = 256
 
 
 @dataclass(frozen=True)
@@ -157,15 +161,17 @@ def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
 
 
 def _parse_config(obj: dict, path: str) -> dict[str, Any]:
-    """A model's or dataset's config: only value types here; its keys and ranges are checked by
-    the model or dataset that reads it (`protocol.models`, `protocol.data`)."""
+    """A model's or dataset's config: only value types and size here; its keys and ranges are
+    checked by the model or dataset that reads it (`protocol.models`, `protocol.data`)."""
     field = join_field(path, "config")
     config = get_object(obj.get("config", {}), field)
-    for key, value in config.items():
-        if isinstance(value, bool) or not isinstance(value, int | float | list):
-            raise InvalidSpec(
-                "config values must be numbers or lists of integers", join_field(field, key)
-            )
+    validate_json_tree(
+        config,
+        field,
+        max_depth=MAX_CONFIG_DEPTH,
+        max_values=MAX_CONFIG_VALUES,
+        max_string=MAX_CONFIG_STRING,
+    )
     return config
 
 

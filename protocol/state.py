@@ -29,6 +29,8 @@ STEP_KEY = "step"
 PARAM_PREFIX = "param/"
 ALLOWED_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
 FORMAT_TAG = "veritrain-state-v1"
+MAX_NAME_BYTES = 0xFFFF  # "<H" in the chunk header
+MAX_RANK = 0xFF  # "<B" in the chunk header
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,15 @@ def validate_state_layout(state: TrainingState) -> None:
             )
         if name != STEP_KEY and not name.startswith((PARAM_PREFIX, "opt/")):
             raise CheckpointCorrupt(f"unexpected tensor {name!r} in state", tensor=name)
+        validate_chunk_header_fits(name, tensor)
+
+
+def validate_chunk_header_fits(name: str, tensor: torch.Tensor) -> None:
+    """The leaf header stores the name's length in 16 bits and the rank in 8 bits."""
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise CheckpointCorrupt(f"a tensor name is over {MAX_NAME_BYTES} bytes", tensor=name[:64])
+    if tensor.dim() > MAX_RANK:
+        raise CheckpointCorrupt(f"tensor {name!r} has over {MAX_RANK} dimensions", tensor=name)
 
 
 def locate_bad_chunk(state: TrainingState, expected_hashes: list[bytes]) -> ChunkRef | None:

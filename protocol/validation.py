@@ -6,6 +6,7 @@ an integer" or "NaN is out of range" is written once. Never `assert`: the error 
 caller sends back.
 """
 
+import math
 from collections.abc import Collection
 from typing import Any
 
@@ -109,6 +110,47 @@ def get_int_list(
             f"must be a list of 1 to {max_items} integers in {low}..{high}", join_field(path, key)
         )
     return value
+
+
+def _is_finite_scalar(value: Any, max_string: int) -> bool:
+    if isinstance(value, str):
+        return len(value) <= max_string
+    if isinstance(value, float):
+        return math.isfinite(value)  # Python's json reads NaN and Infinity
+    return isinstance(value, int)  # bools included
+
+
+def validate_json_tree(
+    value: Any, field: str, *, max_depth: int, max_values: int, max_string: int
+) -> None:
+    """`value` holds only finite numbers, strings, bools, lists and string-keyed objects, nested
+    at most `max_depth` deep, `max_values` values in all. Iterative, so a tree nested thousands
+    deep is refused rather than overflowing the stack."""
+    pending = [(value, field, 0)]
+    count = 0
+    while pending:
+        node, where, depth = pending.pop()
+        if isinstance(node, dict | list):
+            count += len(node)
+            if count > max_values:
+                raise InvalidSpec(f"holds more than {max_values} values", field)
+            if depth >= max_depth:
+                raise InvalidSpec(f"nested more than {max_depth} deep", where)
+            pending.extend(_children(node, where, depth + 1))
+        elif not _is_finite_scalar(node, max_string):
+            raise InvalidSpec(
+                f"must be a finite number, a string of at most {max_string} characters, "
+                "true/false, or a list or object of those",
+                where,
+            )
+
+
+def _children(node: dict | list, where: str, depth: int) -> list[tuple[Any, str, int]]:
+    if isinstance(node, list):
+        return [(v, f"{where}[{i}]", depth) for i, v in enumerate(node)]
+    if not all(isinstance(k, str) for k in node):
+        raise InvalidSpec("object keys must be strings", where)
+    return [(v, join_field(where, k), depth) for k, v in node.items()]
 
 
 def is_hex(text: str) -> bool:

@@ -1,5 +1,6 @@
 """Accounts: an account is an ed25519 public key; its money lives in ledger accounts."""
 
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 from sqlalchemy.orm import Session
 
 from coordinator.accounts.schemas import AccountView, MovementResponse
@@ -8,6 +9,14 @@ from coordinator.ledger import repository as ledger_repository
 from coordinator.ledger.accounts import AVAILABLE, MINT_ACCOUNT, available
 from coordinator.ledger.service import process_movement, transfer
 from coordinator.runtime import Runtime
+from protocol.errors import InvalidInput
+
+
+def is_signable_key(public_key: str) -> bool:
+    """True iff some private key can sign for `public_key`: a canonical ed25519 point of the
+    prime-order subgroup. libsodium refuses the identity, the other low-order points and
+    non-points, which `VerifyKey` accepts; money sent to those could never move again."""
+    return crypto_core_ed25519_is_valid_point(bytes.fromhex(public_key))
 
 
 def process_faucet(session: Session, rt: Runtime, owner: str, amount: int) -> MovementResponse:
@@ -27,6 +36,8 @@ def process_transfer(
 ) -> MovementResponse:
     if sender == to:
         raise InvalidState("cannot transfer to yourself")
+    if not is_signable_key(to):
+        raise InvalidInput("not a public key anybody can sign for", "to")
     entry = process_movement(
         session,
         rt,

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from coordinator.auth import Signed, execute_signed, get_runtime
+from coordinator.auth import Signed, call_burning_nonce_on_error, execute_signed, get_runtime
 from coordinator.datasets import service
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
@@ -23,7 +23,9 @@ BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "b
 async def put_dataset(sha256: Sha256Path, request: Request, signed: Signed, rt: RT) -> Response:
     """Upload a safetensors dataset file under its SHA-256 (idempotent)."""
     data = await request.body()
-    await run_in_threadpool(service.check_dataset_file, sha256, data)
+    await run_in_threadpool(
+        call_burning_nonce_on_error, rt, signed, service.check_dataset_file, sha256, data
+    )
     return await run_in_threadpool(
         execute_signed,
         rt,

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 from coordinator.errors import InvalidState, NotFound
 from coordinator.jobs import repository
 from coordinator.ledger.service import process_movement
+from coordinator.models import BLOB_DATASET
 from coordinator.runtime import Runtime
 from protocol.data import compute_file_dataset
 from protocol.errors import InvalidInput
@@ -23,8 +24,8 @@ def check_dataset_file(sha256: str, data: bytes) -> None:
 
 
 def process_upload(session: Session, rt: Runtime, uploader: str, sha256: str, data: bytes) -> dict:
-    if repository.get_blob(session, sha256) is None:
-        repository.add_blob_if_missing(session, sha256, data)
+    if repository.get_blob(session, sha256, BLOB_DATASET) is None:
+        repository.add_blob_if_missing(session, sha256, data, BLOB_DATASET)
         process_movement(
             session,
             rt,
@@ -36,7 +37,7 @@ def process_upload(session: Session, rt: Runtime, uploader: str, sha256: str, da
 
 
 def get_dataset_bytes(session: Session, sha256: str) -> bytes:
-    blob = repository.get_blob(session, sha256)
+    blob = repository.get_blob(session, sha256, BLOB_DATASET)
     if blob is None:
         raise NotFound(f"no dataset {sha256}")
     return blob.data
@@ -45,7 +46,7 @@ def get_dataset_bytes(session: Session, sha256: str) -> bytes:
 def check_dataset_available(session: Session, spec: JobSpec) -> None:
     if (
         spec.dataset.kind == "safetensors"
-        and repository.get_blob(session, spec.dataset.sha256) is None
+        and repository.get_blob(session, spec.dataset.sha256, BLOB_DATASET) is None
     ):
         raise InvalidState(f"upload the dataset first: PUT /v1/datasets/{spec.dataset.sha256}")
 

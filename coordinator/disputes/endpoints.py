@@ -4,9 +4,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from coordinator.auth import Signed, execute_signed, get_runtime
+from coordinator.auth import Signed, call_burning_nonce_on_error, execute_signed, get_runtime
 from coordinator.disputes import repository, service
 from coordinator.disputes.schemas import DisputePage, DisputeView, MoveRequest
+from coordinator.jobs.checkpoints import DecodedCheckpoint
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
 from coordinator.schemas import EmptyRequest
@@ -54,15 +55,21 @@ def post_move(dispute_id: DisputeId, body: MoveRequest, signed: Signed, rt: RT) 
 async def put_state(dispute_id: DisputeId, request: Request, signed: Signed, rt: RT) -> Response:
     """The agreed state at the pinned step (safetensors), which the solver owes the referee."""
     data = await request.body()
-    with rt.db.read() as session:
-        game = service.get_game(repository.get_dispute(session, dispute_id))
-    decoded = await run_in_threadpool(service.compute_checked_state, data, game)
+    decoded = await run_in_threadpool(
+        call_burning_nonce_on_error, rt, signed, _decode_state, rt, dispute_id, data
+    )
     return await run_in_threadpool(
         execute_signed,
         rt,
         signed,
         lambda s: service.process_dispute_state(s, rt, signed.public_key, dispute_id, decoded),
     )
+
+
+def _decode_state(rt: Runtime, dispute_id: int, data: bytes) -> DecodedCheckpoint:
+    with rt.db.read() as session:
+        game = service.get_game(repository.get_dispute(session, dispute_id))
+    return service.compute_checked_state(data, game)
 
 
 @router.post("/{dispute_id}/rule", response_model=DisputeView, responses=WRITE_PROBLEMS)

@@ -2,6 +2,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from coordinator.schemas import Request
+
 
 class DisputeView(BaseModel):
     id: int
@@ -24,5 +26,5 @@ class DisputePage(BaseModel):
     disputes: list[DisputeView]
 
 
-class MoveRequest(BaseModel):
+class MoveRequest(Request):
     move: dict[str, Any] = Field(description="protocol.dispute.Move.to_json(), signed by its party")

@@ -30,7 +30,7 @@ from coordinator.jobs.checkpoints import (
     get_checkpoint_row,
 )
 from coordinator.ledger.service import process_movement
-from coordinator.models import Assignment, Dispute, Job
+from coordinator.models import BLOB_CHECKPOINT, BLOB_STATE, Assignment, Dispute, Job
 from coordinator.runtime import Runtime
 from protocol.dispute import (
     OVER,
@@ -64,7 +64,9 @@ def process_open_dispute(
     """Start the game for a segment whose end the verifier disputes."""
     start = get_checkpoint_row(session, job.job_id, assignment.segment)
     end = get_checkpoint_row(session, job.job_id, assignment.segment + 1)
-    start_state = decode_state(jobs_repository.get_blob(session, start.blob_sha256).data)
+    start_state = decode_state(
+        jobs_repository.get_blob(session, start.blob_sha256, BLOB_CHECKPOINT).data
+    )
     now = int(rt.clock.now())
     game_id = compute_game_id(
         bytes.fromhex(job.job_id),
@@ -156,8 +158,10 @@ def process_dispute_move(
     session: Session, rt: Runtime, who: str, dispute_id: int, move_json: dict
 ) -> tuple[Job, Dispute, Game]:
     job, dispute = lock_dispute(session, dispute_id)
-    game, move = get_game(dispute), Move.from_json(move_json)
-    if move.party != _party_of(game, who):
+    game = get_game(dispute)
+    party = _party_of(game, who)  # before parsing: an outsider's move is never even read
+    move = Move.from_json(move_json)
+    if move.party != party:
         raise Forbidden("a party signs its own moves only")
     if dispute.status != DisputeStatus.OPEN:
         raise InvalidState(f"dispute {dispute_id} is already {dispute.status}")
@@ -200,7 +204,7 @@ def process_dispute_state(
         or decoded.state_root.hex() != game.roots[game.lo]
     ):
         raise InvalidState("no state is owed, or not this one")
-    jobs_repository.add_blob_if_missing(session, decoded.sha256, decoded.data)
+    jobs_repository.add_blob_if_missing(session, decoded.sha256, decoded.data, BLOB_STATE)
     _store(
         dispute, process_state_supplied(game, int(rt.clock.now())), {"state_sha256": decoded.sha256}
     )
@@ -251,7 +255,7 @@ def get_referee_task(session: Session, dispute_id: int) -> RefereeTask | None:
     return RefereeTask(
         spec_json,
         get_job_dataset(session, parse_job_spec(spec_json)),
-        jobs_repository.get_blob(session, sha256).data,
+        jobs_repository.get_game_state_blob(session, sha256).data,
         game.roots[game.lo],
         game.chunk,
     )

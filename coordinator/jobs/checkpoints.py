@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from coordinator.errors import Forbidden, InvalidState, NotFound
 from coordinator.jobs import repository
 from coordinator.jobs.schemas import CheckpointView
-from coordinator.models import Checkpoint, Job
+from coordinator.models import BLOB_CHECKPOINT, Checkpoint, Job
 from protocol.errors import CheckpointCorrupt, InvalidInput
 from protocol.spec import compute_checkpoint_steps, parse_job_spec
 from protocol.state import compute_state_root, decode_state, get_step
@@ -85,7 +85,7 @@ def lock_upload_target(
 def process_store_checkpoint(
     session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint
 ) -> Checkpoint:
-    repository.add_blob_if_missing(session, ckpt.sha256, ckpt.data)
+    repository.add_blob_if_missing(session, ckpt.sha256, ckpt.data, BLOB_CHECKPOINT)
     row = Checkpoint(
         job_id=job_id,
         index=index,
@@ -106,7 +106,7 @@ def get_checkpoint_row(session: Session, job_id: str, index: int) -> Checkpoint:
 
 def get_checkpoint_bytes(session: Session, job_id: str, index: int) -> bytes:
     row = get_checkpoint_row(session, job_id, index)
-    return repository.get_blob(session, row.blob_sha256).data
+    return repository.get_blob(session, row.blob_sha256, BLOB_CHECKPOINT).data
 
 
 def get_checkpoint_view(row: Checkpoint, size: int) -> CheckpointView:

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from coordinator.auth import Signed, execute_signed, get_runtime
+from coordinator.auth import Signed, call_burning_nonce_on_error, execute_signed, get_runtime
 from coordinator.jobs import checkpoints, repository, service
 from coordinator.jobs.schemas import (
     BidRequest,
@@ -120,8 +120,9 @@ async def put_checkpoint(
     """Upload checkpoint `index` (safetensors bytes) with its proof of inclusion in the committed
     trajectory; stored under its SHA-256."""
     data = await request.body()
-    parsed_proof = checkpoints.parse_proof(proof)
-    decoded = await run_in_threadpool(checkpoints.compute_decoded_checkpoint, data, step)
+    parsed_proof, decoded = await run_in_threadpool(
+        call_burning_nonce_on_error, rt, signed, _decode_upload, rt, job_id, data, step, proof
+    )
     return await run_in_threadpool(
         execute_signed,
         rt,
@@ -130,6 +131,16 @@ async def put_checkpoint(
             s, rt, signed.public_key, job_id, index, decoded, parsed_proof
         ),
     )
+
+
+def _decode_upload(
+    rt: Runtime, job_id: str, data: bytes, step: int, proof: str
+) -> tuple[list[bytes], checkpoints.DecodedCheckpoint]:
+    """Outside the write transaction; the job is looked up first (a cheap read) so that an
+    upload for no job is not decoded at all."""
+    with rt.db.read() as session:
+        repository.get_job(session, job_id)
+    return checkpoints.parse_proof(proof), checkpoints.compute_decoded_checkpoint(data, step)
 
 
 @router.get(

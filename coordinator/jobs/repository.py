@@ -4,7 +4,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordinator.errors import NotFound
-from coordinator.models import Bid, Blob, Checkpoint, Job
+from coordinator.models import BLOB_CHECKPOINT, BLOB_STATE, Bid, Blob, Checkpoint, Job
 
 
 def lock_job(session: Session, job_id: str) -> Job:
@@ -61,11 +61,19 @@ def get_checkpoint(session: Session, job_id: str, index: int) -> Checkpoint | No
     return session.get(Checkpoint, (job_id, index))
 
 
-def get_blob(session: Session, sha256: str) -> Blob | None:
-    return session.get(Blob, sha256)
+def get_blob(session: Session, sha256: str, kind: str = BLOB_CHECKPOINT) -> Blob | None:
+    """The bytes stored under `sha256` in namespace `kind`; other namespaces are invisible."""
+    return session.get(Blob, (kind, sha256))
 
 
-def add_blob_if_missing(session: Session, sha256: str, data: bytes) -> None:
-    if session.get(Blob, sha256) is None:
-        session.add(Blob(sha256=sha256, size=len(data), data=data))
+def get_game_state_blob(session: Session, sha256: str) -> Blob | None:
+    """A dispute's pinned state: one a party supplied, or the checkpoint that opened the game."""
+    return get_blob(session, sha256, BLOB_STATE) or get_blob(session, sha256, BLOB_CHECKPOINT)
+
+
+def add_blob_if_missing(
+    session: Session, sha256: str, data: bytes, kind: str = BLOB_CHECKPOINT
+) -> None:
+    if get_blob(session, sha256, kind) is None:
+        session.add(Blob(kind=kind, sha256=sha256, size=len(data), data=data))
         session.flush()

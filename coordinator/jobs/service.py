@@ -38,6 +38,8 @@ def get_event_view(job: Job, entry) -> JobEventView:
 def process_submit(
     session: Session, rt: Runtime, submitter: str, req: SubmitJobRequest
 ) -> JobEventView:
+    if req.bounty < rt.settings.min_bounty:
+        raise InvalidInput(f"bounty must be at least {rt.settings.min_bounty}", "bounty")
     spec = parse_job_spec(req.spec)
     job_id = compute_job_id(spec).hex()
     if repository.is_existing_job(session, job_id):

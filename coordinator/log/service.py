@@ -90,12 +90,13 @@ def _checked_size(session: Session, size: int) -> int:
 def get_inclusion_proof(session: Session, index: int, size: int) -> list[bytes]:
     _checked_size(session, size)
     if not 0 <= index < size:
-        raise InvalidInput(f"index must be in 0..{size - 1}", "index")
+        # in the schema's range but not in this tree: absent, like a size past the log's end
+        raise NotFound(f"a tree of size {size} has no entry {index}")
     return inclusion_proof_from_hashes(repository.get_leaf_hashes(session, size), index)
 
 
 def get_consistency_proof(session: Session, old_size: int, new_size: int) -> list[bytes]:
     _checked_size(session, new_size)
     if not 1 <= old_size <= new_size:
-        raise InvalidInput(f"old size must be in 1..{new_size}", "old")
+        raise NotFound(f"no consistency proof from size {old_size} to the smaller {new_size}")
     return consistency_proof_from_hashes(repository.get_leaf_hashes(session, new_size), old_size)

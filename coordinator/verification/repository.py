@@ -1,34 +1,59 @@
 """SQL access for verifiers and assignments."""
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from coordinator.errors import NotFound
 from coordinator.ledger.accounts import STAKE
-from coordinator.models import Assignment, LedgerAccount, Verifier
+from coordinator.models import Assignment, LedgerAccount, Verifier, VerifierProfile
 
 
 def get_verifier(session: Session, public_key: str) -> Verifier | None:
     return session.get(Verifier, public_key)
 
 
-def get_verifier_stakes(session: Session) -> list[tuple[Verifier, int]]:
-    """Every registered verifier with its standing stake (grows with verifiers, not history):
-    each stake is looked up by its full account key, never by scanning stake accounts."""
-    verifiers = list(session.execute(select(Verifier).order_by(Verifier.public_key)).scalars())
-    stake_balance = (
+def get_profile_verifier_stakes(session: Session, profile_label: str) -> list[tuple[str, int]]:
+    """(key, standing stake) of every verifier registered for `profile_label`, by key: one
+    indexed query, however many verifiers are registered for other profiles. The stake is a
+    correlated lookup by full account key rather than an outer join: with a join, PostgreSQL
+    merge-joins against every stake account (its cost grows with all verifiers)."""
+    standing_stake = (
         select(LedgerAccount.balance)
         .where(
             LedgerAccount.kind == STAKE,
-            LedgerAccount.owner == bindparam("owner"),
+            LedgerAccount.owner == VerifierProfile.public_key,
             LedgerAccount.job_id == "",
         )
+        .correlate(VerifierProfile)
         .scalar_subquery()
     )
-    return [
-        (v, session.execute(select(stake_balance), {"owner": v.public_key}).scalar() or 0)
-        for v in verifiers
-    ]
+    stmt = (
+        select(VerifierProfile.public_key, func.coalesce(standing_stake, 0))
+        .where(VerifierProfile.profile_label == profile_label)
+        .order_by(VerifierProfile.public_key)
+    )
+    return [(key, balance) for key, balance in session.execute(stmt)]
+
+
+def set_verifier_profiles(session: Session, public_key: str, profiles: list[str]) -> None:
+    """Make the verifier's rows in verifier_profiles exactly `profiles`."""
+    stored = set(
+        session.execute(
+            select(VerifierProfile.profile_label).where(VerifierProfile.public_key == public_key)
+        ).scalars()
+    )
+    wanted = set(profiles)
+    if stored - wanted:
+        session.execute(
+            delete(VerifierProfile).where(
+                VerifierProfile.public_key == public_key,
+                VerifierProfile.profile_label.in_(stored - wanted),
+            )
+        )
+    session.add_all(
+        VerifierProfile(public_key=public_key, profile_label=label)
+        for label in sorted(wanted - stored)
+    )
 
 
 def lock_assignment(session: Session, assignment_id: int) -> Assignment:

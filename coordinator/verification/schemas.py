@@ -27,7 +27,7 @@ class CommitVerificationRequest(Request):
 
 class RevealVerificationRequest(Request):
     root: str = Field(pattern=r"^[0-9a-f]{64}$")
-    salt: str = Field(pattern=r"^[0-9a-f]{2,128}$")
+    salt: str = Field(pattern=r"^(?:[0-9a-f]{2}){1,64}$")  # whole bytes: bytes.fromhex needs it
 
 
 class AssignmentView(BaseModel):

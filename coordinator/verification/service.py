@@ -48,15 +48,21 @@ ACTIVE = tuple(ACTIVE_ASSIGNMENT_STATES)
 def process_register_verifier(
     session: Session, rt: Runtime, who: str, req: RegisterVerifierRequest
 ) -> VerifierView:
-    """Register (or update) the profiles a verifier can replay and add to its standing stake."""
+    """Register (or update) the profiles a verifier can replay and add to its standing stake,
+    which must reach the bond: a free registration would let anyone flood the draw."""
     profiles = sorted(set(req.profiles))
     if any(not p or len(p) > 128 for p in profiles):
         raise InvalidInput("profile labels must be 1-128 characters", "profiles")
+    bond = rt.settings.min_verifier_bond
+    if get_balance(session, stake(who)) + req.stake < bond:
+        raise InvalidInput(f"standing stake must be at least {bond} after registering", "stake")
     verifier = repository.get_verifier(session, who)
     if verifier is None:
         verifier = Verifier(public_key=who, profiles="[]", registered_at=rt.clock.now())
         session.add(verifier)
     verifier.profiles = json.dumps(profiles)
+    session.flush()
+    repository.set_verifier_profiles(session, who, profiles)
     session.flush()
     entry = process_movement(
         session,
@@ -75,12 +81,16 @@ def process_register_verifier(
 
 def process_withdraw_stake(session: Session, rt: Runtime, who: str, amount: int) -> VerifierView:
     """Return standing stake to the verifier's balance, never while it owes or awaits a move
-    (an assignment or dispute in progress could still slash it)."""
+    (an assignment or dispute in progress could still slash it), and never to below the bond
+    unless all of it."""
     verifier = repository.get_verifier(session, who)
     if verifier is None:
         raise NotFound("not a registered verifier")
     if repository.is_verifier_busy(session, who, ACTIVE):
         raise InvalidState("finish your open assignments and disputes before withdrawing stake")
+    left, bond = get_balance(session, stake(who)) - amount, rt.settings.min_verifier_bond
+    if 0 < left < bond:  # else: register with the bond, withdraw all but 1, hold a slot for 1
+        raise InvalidInput(f"leave a standing stake of 0 or at least {bond}", "amount")
     entry = process_movement(
         session,
         rt,
@@ -133,9 +143,11 @@ def compute_checked_commitment(
 
 
 def _eligible_verifiers(session: Session, job: Job) -> list[tuple[str, int]]:
+    """The draw's (key, weight) pool: only verifiers of the job's profile are read, in key order,
+    so its cost does not grow with verifiers registered for other profiles."""
     candidates = [
-        (v.public_key, balance, json.loads(v.profiles))
-        for v, balance in repository.get_verifier_stakes(session)
+        (key, balance, (job.profile_label,))
+        for key, balance in repository.get_profile_verifier_stakes(session, job.profile_label)
     ]
     return compute_eligible_verifiers(candidates, job.profile_label, (job.solver, job.submitter))
 
