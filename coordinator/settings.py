@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=5.0, gt=0)
     run_sweeper: bool = True
     referee_timeout_s: int = Field(default=600, ge=1)
+    # The ruling phase has a deadline too: each referee attempt gets ruling_timeout_s (keep it
+    # above referee_timeout_s + sweep_interval_s); after referee_attempts failures, or a missed
+    # deadline, the dispute ends by protocol.dispute.RULING_FAILURE (docs/dispute.md).
+    ruling_timeout_s: int = Field(default=900, ge=1)
+    referee_attempts: int = Field(default=3, ge=1, le=100)
     # Standing stake a verifier must hold after registering; smallest bounty a job may offer.
     min_verifier_bond: int = Field(default=MIN_VERIFIER_BOND, ge=1)
     min_bounty: int = Field(default=MIN_BOUNTY, ge=1)

@@ -3,6 +3,9 @@
 Each overdue item is handled in its own transaction that re-checks the deadline under the job's
 row lock, so concurrent sweeps (the background thread, POST /v1/sweep, a second server) never
 resolve one item twice. All state is in SQL: a restarted server simply sweeps again.
+The ruling phase is swept like every other: a referee failure is counted, retried on the next
+sweep up to `referee_attempts` times, and a missed ruling deadline ends the dispute
+(`protocol.dispute.RULING_FAILURE`), so no dispute stays open forever.
 """
 
 import logging

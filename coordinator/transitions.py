@@ -5,8 +5,11 @@ each slice changes its own rows and returns what happened; here those steps are 
 the lock order job → assignments → ledger → log, inside the caller's transaction.
 """
 
+import logging
+
 from sqlalchemy.orm import Session
 
+from coordinator.clock import FAR_FUTURE
 from coordinator.disputes import repository as disputes_repository
 from coordinator.disputes import service as disputes
 from coordinator.disputes.schemas import DisputeView
@@ -14,16 +17,21 @@ from coordinator.jobs import checkpoints
 from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs import service as jobs
 from coordinator.jobs.schemas import CheckpointView, CommitmentRequest, JobEventView
-from coordinator.ledger.service import process_movement
+from coordinator.ledger.accounts import escrow
+from coordinator.ledger.payouts import compute_escrow_split, compute_stake_release
+from coordinator.ledger.service import get_balance, process_movement
 from coordinator.log.repository import lock_log_state
 from coordinator.models import Assignment, Dispute, Job
 from coordinator.runtime import Runtime
 from coordinator.verification import repository as verification_repository
 from coordinator.verification import service as verification
 from coordinator.verification.schemas import AssignmentView
-from protocol.dispute import OVER, SOLVER, VERIFIER, Game
+from protocol.dispute import OVER, REFEREE_FAULT, SOLVER, STATE_FAULT, VERIFIER, Game
+from protocol.errors import UnsteppableState
 from protocol.sampling import compute_selection_seed
 from protocol.wire import SOLVER_OWES, VERIFIER_OWES, AssignmentState, JobState
+
+log = logging.getLogger("veritrain.coordinator.transitions")
 
 # --- the solver commits; verifiers are drawn -------------------------------------------------------
 
@@ -117,14 +125,32 @@ def process_dispute_deadline(session: Session, rt: Runtime, dispute_id: int) -> 
 
 def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
     """Compute outside any transaction (one training step in a worker), then rule inside one.
-    Idempotent: asking again returns the ruling made; before the ruling phase it changes nothing."""
+    Idempotent: asking again returns the ruling made; before the ruling phase it changes nothing.
+    A referee that fails is counted, never a 500: a state it cannot step is the solver's fault,
+    anything else the referee's own; after `referee_attempts` failures the game ends by
+    `protocol.dispute.RULING_FAILURE`."""
     with rt.db.read() as session:
         task = disputes.get_referee_task(session, dispute_id)
     if task is not None:
-        chunk_hash = disputes.run_referee(rt, task)
-        rt.db.write(lambda s: _process_ruling(s, rt, dispute_id, chunk_hash))
+        try:
+            chunk_hash = disputes.run_referee(rt, task)
+        except Exception as err:  # a worker crash or a bug of ours must not stall the dispute
+            fault = STATE_FAULT if isinstance(err, UnsteppableState) else REFEREE_FAULT
+            log.warning("referee failed on dispute %s (%s): %s", dispute_id, fault, err)
+            message = f"{type(err).__name__}: {err}"
+            rt.db.write(lambda s: _process_referee_failure(s, rt, dispute_id, fault, message))
+        else:
+            rt.db.write(lambda s: _process_ruling(s, rt, dispute_id, chunk_hash))
     with rt.db.read() as session:
         return disputes.get_dispute_view(disputes_repository.get_dispute(session, dispute_id))
+
+
+def _process_referee_failure(
+    session: Session, rt: Runtime, dispute_id: int, fault: str, message: str
+) -> None:
+    failed = disputes.process_referee_failure(session, rt, dispute_id, fault, message)
+    if failed is not None:
+        process_game_over(session, rt, *failed)
 
 
 def _process_ruling(session: Session, rt: Runtime, dispute_id: int, chunk_hash: bytes) -> None:
@@ -142,22 +168,12 @@ def process_game_over(
         return
     assignment = verification_repository.lock_assignment(session, dispute.assignment_id)
     disputes.process_dispute_ruled(dispute, game)
-    assignment.state = (
-        AssignmentState.UPHELD if game.winner == VERIFIER else AssignmentState.REJECTED
-    )
-    if game.winner != SOLVER and job.state not in (JobState.FAILED, JobState.SETTLED):
-        reason = (
-            "solver_caught_by_referee"
-            if "referee_chunk_hash" in game.extra
-            else "solver_lost_dispute"
-        )
-        process_solver_failure(
-            session, rt, job, reason, assignment.verifier if game.winner else None
-        )
-    if game.winner != VERIFIER:
-        verification.process_verifier_slash(
-            session, rt, job, assignment.verifier, job.solver if game.winner else None
-        )
+    if game.extra.get("no_fault"):  # the referee failed: nobody is slashed, the job ends
+        assignment.state = AssignmentState.CANCELLED
+        if job.state not in (JobState.FAILED, JobState.SETTLED, JobState.CANCELLED):
+            process_no_fault_end(session, rt, job, "referee_failed")
+    else:
+        _process_verdict(session, rt, job, assignment, game)
     view = disputes.get_dispute_view(dispute)
     process_movement(
         session,
@@ -176,6 +192,29 @@ def process_game_over(
     )
 
 
+def _process_verdict(
+    session: Session, rt: Runtime, job: Job, assignment: Assignment, game: Game
+) -> None:
+    assignment.state = (
+        AssignmentState.UPHELD if game.winner == VERIFIER else AssignmentState.REJECTED
+    )
+    if game.winner != SOLVER and job.state not in (JobState.FAILED, JobState.SETTLED):
+        reason = (
+            "solver_caught_by_referee"
+            if "referee_chunk_hash" in game.extra
+            else "solver_unsteppable_state"
+            if "ruling_failure" in game.extra
+            else "solver_lost_dispute"
+        )
+        process_solver_failure(
+            session, rt, job, reason, assignment.verifier if game.winner else None
+        )
+    if game.winner != VERIFIER:
+        verification.process_verifier_slash(
+            session, rt, job, assignment.verifier, job.solver if game.winner else None
+        )
+
+
 # --- jobs end --------------------------------------------------------------------------------------
 
 
@@ -185,6 +224,21 @@ def process_solver_failure(
     """The solver is slashed (to `victim`, else the submitter); verifiers that worked are paid."""
     paid = verification.process_cancel_assignments(session, job)
     return jobs.process_solver_fault(session, rt, job, reason, victim, paid)
+
+
+def process_no_fault_end(session: Session, rt: Runtime, job: Job, reason: str) -> None:
+    """Nobody is at fault (the referee could not rule): the job fails, every move still due is
+    void, the solver's stake goes back and the submitter gets its escrow back in full — the
+    same legs as a cancelled award (`compute_stake_release`, `compute_escrow_split` with no
+    payee); no new money rule."""
+    verification.process_cancel_assignments(session, job)
+    legs = compute_escrow_split(
+        job.job_id, get_balance(session, escrow(job.job_id)), job.submitter, []
+    )
+    legs += compute_stake_release(job.solver, job.job_id, job.stake or 0)
+    job.state, job.outcome, job.deadline = JobState.FAILED, reason, FAR_FUTURE
+    data = {"job_id": job.job_id, "solver": job.solver, "reason": reason}
+    process_movement(session, rt, "job.refunded", data, legs)
 
 
 def process_conclusion(session: Session, rt: Runtime, job: Job) -> bool:

@@ -13,7 +13,8 @@ accept. Play, as a transition table (`TRANSITIONS`):
 3. state:  the solver owes the agreed state at s (the caller checks it against its root and
    calls `process_state_supplied`; when s is the segment start the caller already holds it);
 4. ruling: the referee recomputes step s + 1 and compares chunk c with both claims
-   (`protocol.referee`); `process_ruling` ends the game.
+   (`protocol.referee`); `process_ruling` ends the game. The ruling has a deadline too: when the
+   referee cannot rule, `process_ruling_failed` ends the game by `RULING_FAILURE`.
 
 Every move is signed by its party over (game id, round, kind, payload) under
 `DOMAIN_DISPUTE_MOVE`, must come before the deadline and from the party whose turn it is. An
@@ -46,7 +47,8 @@ TRANSITIONS: dict[tuple[str, str], frozenset[str]] = {
 # Not moves but caller events: the agreed state at s arrives (the solver owes it; its bytes are
 # checked against the agreed root by the caller) -> `process_state_supplied`; the referee's
 # recomputed chunk -> `process_ruling`.
-# Who loses when the deadline passes in each phase (the referee has no deadline to miss).
+# Who loses when the deadline passes in each phase. The referee's own deadline (the ruling
+# phase) is not a party's to miss: see RULING_FAILURE below.
 LATE_LOSER = {
     (STEPS, SOLVER): SOLVER,
     (STEPS, VERIFIER): VERIFIER,
@@ -55,6 +57,16 @@ LATE_LOSER = {
     (STATE, SOLVER): SOLVER,
 }
 
+# Why the referee could not rule (its attempts failed, or the ruling deadline passed) -> (winner,
+# no_fault, reason). A state the training program cannot step is its supplier's fault: the
+# solver's, who owes every state (the segment's start checkpoint too) and bound itself to its
+# root. The referee's own failure (a bug, a crash, a timeout) is neither party's: nobody is
+# slashed (`process_ruling_failed`; the caller returns stakes and escrow).
+STATE_FAULT, REFEREE_FAULT = "state", "referee"
+RULING_FAILURE: dict[str, tuple[str | None, bool, str]] = {
+    STATE_FAULT: (VERIFIER, False, "the referee cannot step the agreed state: its supplier loses"),
+    REFEREE_FAULT: (None, True, "the referee failed to rule: neither party is at fault"),
+}
 
 MOVE_FIELDS = {"party", "kind", "round", "payload", "signature"}
 MAX_ROUND = 2**31
@@ -428,13 +440,34 @@ def _enter_state_if_one_chunk(game: Game) -> Game:
     return dataclasses.replace(game, phase=STATE, turn=SOLVER)
 
 
-def process_state_supplied(game: Game, now: int) -> Game:
-    """The agreed state at s is in the referee's hands (already checked against its root)."""
+def process_state_supplied(game: Game, now: int, ruling_timeout: int | None = None) -> Game:
+    """The agreed state at s is in the referee's hands (already checked against its root); the
+    referee has `ruling_timeout` (default: the move timeout) to rule."""
     if game.phase != STATE:
         raise IllegalMove(SOLVER, f"no state is owed in phase {game.phase}")
+    timeout = game.move_timeout if ruling_timeout is None else ruling_timeout
     return dataclasses.replace(
-        game, phase=RULING, turn=REFEREE, round=game.round + 1, deadline=now + game.move_timeout
+        game, phase=RULING, turn=REFEREE, round=game.round + 1, deadline=now + timeout
     )
+
+
+def process_ruling_retry(game: Game, now: int, ruling_timeout: int) -> Game:
+    """The referee failed once and will try again: a fresh ruling deadline (the caller bounds
+    the attempts, so the ruling phase lasts at most attempts × ruling_timeout)."""
+    if game.phase != RULING:
+        raise IllegalMove(REFEREE, f"nothing to rule on in phase {game.phase}")
+    return dataclasses.replace(game, deadline=now + ruling_timeout)
+
+
+def process_ruling_failed(game: Game, fault: str) -> Game:
+    """End the game without a ruling, by `RULING_FAILURE[fault]` (`STATE_FAULT`: the state could
+    not be stepped; `REFEREE_FAULT`: the referee's attempts or its deadline ran out)."""
+    if game.phase != RULING:
+        raise IllegalMove(REFEREE, f"nothing to rule on in phase {game.phase}")
+    if fault not in RULING_FAILURE:
+        raise InvalidInput(f"must be one of {sorted(RULING_FAILURE)}", "fault")
+    winner, no_fault, reason = RULING_FAILURE[fault]
+    return _over(game, winner, reason, ruling_failure=fault, no_fault=no_fault)
 
 
 def process_ruling(game: Game, chunk_hash: bytes) -> Game:

@@ -60,3 +60,11 @@ class PartyFault(VeritrainError):
     def __init__(self, party: str, message: str):
         self.party = party
         super().__init__(f"{party} at fault: {message}")
+
+
+class UnsteppableState(CheckpointCorrupt):
+    """A state the training program cannot step (tensors missing, made up, or of the wrong
+    dtype or shape): the fault of whoever supplied it — in a dispute, the solver, who owes every
+    state and bound itself to its root."""
+
+    code = "unsteppable_state"

@@ -7,13 +7,15 @@ This is the ruling's only definition: the coordinator runs it in a worker pinned
 execution profile (`sdk.tasks`, task `step`), tests call it directly.
 """
 
-from protocol.errors import CheckpointCorrupt
+from protocol.errors import CheckpointCorrupt, UnsteppableState
 from protocol.state import (
     compute_chunk_hashes,
+    compute_state_layout,
     compute_state_root,
     decode_state,
     encode_state,
     get_step,
+    validate_state_matches_layout,
 )
 from protocol.training import TrainingProgram
 
@@ -34,7 +36,21 @@ def compute_referee_chunk(
         raise CheckpointCorrupt(
             "the supplied state's safetensors header differs from the canonical encoding"
         )
-    hashes = compute_chunk_hashes(program.step(state))
+    hashes = compute_chunk_hashes(compute_stepped_state(program, state))
     if not 0 <= chunk < len(hashes):
         raise CheckpointCorrupt(f"the state at step {get_step(state) + 1} has no chunk {chunk}")
     return hashes[chunk]
+
+
+def compute_stepped_state(program: TrainingProgram, state):
+    """`program.step(state)`, or `UnsteppableState` naming the tensor when the state is not one
+    of this program's (its tensors, dtypes and shapes are those of `initial_state()`, which holds
+    every optimizer slot from step 0): a made-up state is its supplier's fault, never a
+    KeyError of ours."""
+    try:
+        validate_state_matches_layout(state, compute_state_layout(program.initial_state()))
+    except CheckpointCorrupt as err:
+        raise UnsteppableState(
+            f"the referee cannot step this state: {err.message}", tensor=err.tensor
+        ) from err
+    return program.step(state)

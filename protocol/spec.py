@@ -6,6 +6,7 @@ agree on its id byte for byte.
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,6 +43,10 @@ MAX_BATCH = 65_536
 MAX_CONFIG_DEPTH = 8
 MAX_CONFIG_VALUES = 1024
 MAX_CONFIG_STRING = 256
+# A profile's label is stored, matched and bid on in a 128-character column (coordinator models,
+# BidRequest.profile); its torch version is a short dotted version string, never a separator.
+MAX_PROFILE_LABEL = 128
+TORCH_VERSION_PATTERN = re.compile(r"[0-9A-Za-z.+_-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -129,8 +134,11 @@ def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
     )
     kind = get_choice(obj, "kind", path, choices=PROFILE_KINDS)
     torch_version = obj.get("torch_version", TORCH_VERSION)
-    if not isinstance(torch_version, str) or not torch_version:
-        raise InvalidSpec("must be a version string", join_field(path, "torch_version"))
+    if not isinstance(torch_version, str) or not TORCH_VERSION_PATTERN.fullmatch(torch_version):
+        raise InvalidSpec(
+            "must be a version string of at most 32 characters [0-9A-Za-z.+_-]",
+            join_field(path, "torch_version"),
+        )
     if kind == "repro":
         for pinned_only in ("intra_op_threads", "cpu_capability"):
             if obj.get(pinned_only) is not None:
@@ -149,7 +157,7 @@ def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
         raise InvalidSpec(
             f"repro profiles run {', '.join(REPRO_DTYPES)} only", join_field(path, "dtype")
         )
-    return ExecutionProfile(
+    profile = ExecutionProfile(
         kind=kind,
         torch_version=torch_version,
         dtype=dtype,
@@ -158,6 +166,11 @@ def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
         math_reproducible=get_bool(obj, "math_reproducible", path, default=True),
         deterministic=get_bool(obj, "deterministic", path, default=True),
     )
+    if len(profile.label) > MAX_PROFILE_LABEL:  # unreachable with today's fields; kept as the rule
+        raise InvalidSpec(
+            f"its label must fit {MAX_PROFILE_LABEL} characters", join_field(path, "torch_version")
+        )
+    return profile
 
 
 def _parse_config(obj: dict, path: str) -> dict[str, Any]:

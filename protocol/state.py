@@ -166,3 +166,36 @@ def locate_bad_chunk(state: TrainingState, expected_hashes: list[bytes]) -> Chun
     if len(actual) != len(expected_hashes):
         return layout[min(len(actual), len(expected_hashes)) - 1] if layout else None
     return None
+
+
+StateLayout = dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (dtype tag, shape)
+
+
+def compute_state_layout(state: TrainingState) -> StateLayout:
+    """Every tensor's name, dtype tag ("F32", "F64", "I64") and shape: what a job's training
+    program fixes for all of its states (`TrainingProgram.initial_state()` has them all)."""
+    return {
+        name: (ALLOWED_DTYPES.get(t.dtype, str(t.dtype)), tuple(t.shape))
+        for name, t in sorted(state.items())
+    }
+
+
+def validate_state_matches_layout(state: TrainingState, expected: StateLayout) -> None:
+    """Exactly the expected tensors, each with the expected dtype and shape; otherwise
+    CheckpointCorrupt naming the first offending tensor (sorted order)."""
+    for name in sorted(set(state) | set(expected)):
+        if name not in expected:
+            raise CheckpointCorrupt(f"tensor {name!r} is not part of this job's state", tensor=name)
+        if name not in state:
+            raise CheckpointCorrupt(f"tensor {name!r} of this job's state is missing", tensor=name)
+        dtype, shape = compute_state_layout({name: state[name]})[name]
+        want_dtype, want_shape = expected[name]
+        if dtype != want_dtype:
+            raise CheckpointCorrupt(
+                f"tensor {name!r} has dtype {dtype}, this job's state has {want_dtype}", tensor=name
+            )
+        if shape != tuple(want_shape):
+            raise CheckpointCorrupt(
+                f"tensor {name!r} has shape {list(shape)}, this job's state has {list(want_shape)}",
+                tensor=name,
+            )

@@ -14,6 +14,7 @@ import torch
 
 from protocol.data import DTYPES, Dataset, load_dataset
 from protocol.errors import InvalidSpec
+from protocol.limits import check_dataset_size, check_state_size
 from protocol.models import MODEL_REGISTRY, ModelDef, Params, compute_initial_params
 from protocol.ops import NATIVE_OPS
 from protocol.rng import compute_batch_indices, make_generator
@@ -128,3 +129,23 @@ def build_program(spec: JobSpec, dataset_blob: bytes | None = None) -> TrainingP
         raise InvalidSpec("unknown model", "model.name")
     config = model.resolve_config(dict(spec.model.config), dataset)
     return TrainingProgram(spec, dataset, model, config, get_ops(spec))
+
+
+def compute_parameter_count(program: TrainingProgram) -> int:
+    """The model's parameter count from its shapes alone (meta tensors: nothing is allocated)."""
+
+    def init(_name: str, shape: tuple[int, ...], _bound: float | None) -> torch.Tensor:
+        return torch.empty(shape, device="meta")
+
+    return sum(t.numel() for t in program.model.init_params(program.config, init).values())
+
+
+def check_runnable_spec(spec: JobSpec, dataset_blob: bytes | None = None) -> TrainingProgram:
+    """The one validator for "can this job be trained": the program built as the worker builds it,
+    within the size limits of `protocol.limits`. Run by the coordinator at submission and by the
+    daemons before they bid or replay; raises InvalidSpec naming the field."""
+    check_dataset_size(spec)
+    program = build_program(spec, dataset_blob)
+    slots = len(OPTIMIZER_SLOTS[spec.optimizer.name])
+    check_state_size(spec, compute_parameter_count(program), slots)
+    return program

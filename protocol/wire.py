@@ -114,6 +114,7 @@ class ProblemCode(StrEnum):
     INVALID_INPUT = "invalid_input"
     INVALID_SPEC = "invalid_spec"
     CHECKPOINT_CORRUPT = "checkpoint_corrupt"
+    UNSTEPPABLE_STATE = "unsteppable_state"
     UNAUTHENTICATED = "unauthenticated"
     NONCE_REUSED = "nonce_reused"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"

@@ -39,6 +39,7 @@ ERROR_TYPES: dict[str, type[errors.VeritrainError]] = {
         errors.InvalidSpec,
         errors.ProfileMismatch,
         errors.CheckpointCorrupt,
+        errors.UnsteppableState,
     )
 }
 
@@ -169,8 +170,8 @@ def _result_or_raise(
         return outcome["result"]
     cls = ERROR_TYPES.get(outcome.get("code"), errors.InternalError)
     message = outcome.get("message", "worker error")
-    if cls is errors.CheckpointCorrupt:
-        raise errors.CheckpointCorrupt(message, outcome.get("chunk_index"), outcome.get("tensor"))
+    if issubclass(cls, errors.CheckpointCorrupt):  # UnsteppableState too: it decides a dispute
+        raise cls(message, outcome.get("chunk_index"), outcome.get("tensor"))
     if issubclass(cls, errors.InvalidInput):
         raise cls(message, outcome.get("field"))
     raise cls(message)

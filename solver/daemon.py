@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.behaviours import load_behaviour
+from protocol.errors import InvalidSpec
 from protocol.spec import parse_job_spec
+from protocol.training import check_runnable_spec
 from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
 from protocol.types import JobId, Root
 from protocol.wire import FINAL_JOB_STATES, AssignmentState, JobState, ProblemCode
@@ -61,7 +63,8 @@ class SolverDaemon(Daemon):
     def __init__(self, client: CoordinatorClient, store: Path, config: SolverConfig):
         self.client, self.store, self.config = client, store, config
         self.behaviour = load_behaviour(config.behaviour, "solver")
-        self.state = DurableState(store / "state.json", {"jobs": {}})
+        self.state = DurableState(store / "state.json", {"jobs": {}, "refused": {}})
+        self.state.data.setdefault("refused", {})  # a state file from before refusals were kept
         super().__init__()
         self.poll_s = config.poll_s
         self._last_heartbeat = 0.0
@@ -82,16 +85,37 @@ class SolverDaemon(Daemon):
             for job in self.client.list_jobs(state=JobState.BIDDING, profile=profile):
                 if self._active_jobs() >= self.config.max_jobs:
                     return
-                if self._wants(job):
+                if self._wants(job) and self._can_run(job.job_id):
                     self._bid(job)
 
     def _wants(self, job: JobView) -> bool:
         return (
             job.job_id not in self.state.data["jobs"]
+            and job.job_id not in self.state.data["refused"]
             and job.submitter != self.client.public_key
             and job.min_stake <= self.config.stake
             and (self.config.only_jobs is None or job.job_id in self.config.only_jobs)
         )
+
+    def _can_run(self, job_id: str) -> bool:
+        """The job's spec builds into a training program within the limits (the validator the
+        coordinator runs at submission); a job that does not is remembered as refused, never bid
+        on: winning it would mean failing every step and being slashed."""
+        spec_json = self.client.get_job(job_id).spec  # list views do not carry the spec
+        try:
+            spec = parse_job_spec(spec_json)
+            blob = (
+                self.client.download_dataset(spec.dataset.sha256)
+                if spec.dataset.kind == "safetensors"
+                else None
+            )
+            check_runnable_spec(spec, blob)
+        except InvalidSpec as err:
+            self.log.warning("refusing job %s: cannot run it (%s)", job_id[:12], err)
+            self.state.data["refused"][job_id] = str(err)[:256]
+            self.state.save()
+            return False
+        return True
 
     def _bid(self, job: JobView) -> None:
         """Bid and remember the job; a bid already on file (a restart lost its record) counts."""

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.behaviours import load_behaviour
+from protocol.errors import InvalidSpec
+from protocol.spec import parse_job_spec
+from protocol.training import check_runnable_spec
 from protocol.wire import AssignmentState, ProblemCode, compute_verification_commit
 from sdk.client import CoordinatorClient, CoordinatorError
 from sdk.daemon import Daemon
@@ -23,6 +26,8 @@ from sdk.responses import AssignmentView
 from sdk.worker import get_runnable_profiles
 from verifier import disputes
 
+# Claims a behaviour makes without replaying (nothing to build, so nothing to refuse).
+CLAIMS_WITHOUT_REPLAY = frozenset({"start-root", "guess"})
 # The assignment moved on between the listing and the move (its deadline passed, a replacement
 # was drawn): nothing to do for it; the other assignments still get their moves this round.
 ASSIGNMENT_MOVED_ON = frozenset({ProblemCode.INVALID_STATE})
@@ -42,7 +47,10 @@ class VerifierDaemon(Daemon):
     def __init__(self, client: CoordinatorClient, store: Path, config: VerifierConfig):
         self.client, self.store, self.config = client, store, config
         self.behaviour = load_behaviour(config.behaviour, "verifier")
-        self.state = DurableState(store / "state.json", {"registered": False, "assignments": {}})
+        self.state = DurableState(
+            store / "state.json", {"registered": False, "assignments": {}, "refused": {}}
+        )
+        self.state.data.setdefault("refused", {})  # a state file from before refusals were kept
         super().__init__()
         self.poll_s = config.poll_s
 
@@ -68,7 +76,11 @@ class VerifierDaemon(Daemon):
     def _advance(self, assignment: AssignmentView) -> None:
         key = str(assignment.id)
         record = self.state.data["assignments"].get(key)
+        if key in self.state.data["refused"]:
+            return  # a job it cannot run: refused once, not retried every round
         if assignment.state is AssignmentState.ASSIGNED and self.behaviour.policy != "no-show":
+            if record is None and not self._can_replay(assignment):
+                return
             if record is None:
                 record = {
                     "root": self._compute_claim(assignment).hex(),
@@ -84,6 +96,27 @@ class VerifierDaemon(Daemon):
             self.client.reveal_verification(
                 assignment.id, bytes.fromhex(record["root"]), bytes.fromhex(record["salt"])
             )
+
+    def _can_replay(self, assignment: AssignmentView) -> bool:
+        """The job's spec builds into a training program within the limits (the validator the
+        coordinator runs at submission); an assignment whose job does not is remembered as
+        refused and never replayed."""
+        if self.behaviour.claim in CLAIMS_WITHOUT_REPLAY:
+            return True
+        try:
+            spec = parse_job_spec(self.client.get_job(assignment.job_id).spec)
+            blob = (
+                self.client.download_dataset(spec.dataset.sha256)
+                if spec.dataset.kind == "safetensors"
+                else None
+            )
+            check_runnable_spec(spec, blob)
+        except InvalidSpec as err:
+            self.log.warning("refusing assignment %d: cannot replay it (%s)", assignment.id, err)
+            self.state.data["refused"][str(assignment.id)] = str(err)[:256]
+            self.state.save()
+            return False
+        return True
 
     def _compute_claim(self, assignment: AssignmentView) -> bytes:
         """The root it commits to: its replay's, unless its behaviour says otherwise."""

@@ -7,7 +7,8 @@ from starlette.concurrency import run_in_threadpool
 from coordinator.auth import Signed, call_burning_nonce_on_error, execute_signed, get_runtime
 from coordinator.disputes import repository, service
 from coordinator.disputes.schemas import DisputePage, DisputeView, MoveRequest
-from coordinator.jobs.checkpoints import DecodedCheckpoint
+from coordinator.jobs import repository as jobs_repository
+from coordinator.jobs.checkpoints import DecodedCheckpoint, get_state_layout
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
 from coordinator.schemas import EmptyRequest
@@ -68,8 +69,10 @@ async def put_state(dispute_id: DisputeId, request: Request, signed: Signed, rt:
 
 def _decode_state(rt: Runtime, dispute_id: int, data: bytes) -> DecodedCheckpoint:
     with rt.db.read() as session:
-        game = service.get_game(repository.get_dispute(session, dispute_id))
-    return service.compute_checked_state(data, game)
+        dispute = repository.get_dispute(session, dispute_id)
+        layout = get_state_layout(rt, session, jobs_repository.get_job(session, dispute.job_id))
+        game = service.get_game(dispute)
+    return service.compute_checked_state(data, game, layout)
 
 
 @router.post("/{dispute_id}/rule", response_model=DisputeView, responses=WRITE_PROBLEMS)

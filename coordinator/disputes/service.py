@@ -9,7 +9,10 @@ profile and compares chunk c with both claims. Outcome:
   half to the solver; its assignment is rejected;
 - verifier right: the job fails and the solver's stake is slashed, half to the verifier;
 - neither: both are slashed (the solver's stake half to the submitter, the verifier's burned).
-Whoever misses a move's deadline, or equivocates, loses as if ruled against.
+Whoever misses a move's deadline, or equivocates, loses as if ruled against. The ruling has a
+deadline too (`ruling_timeout_s` per attempt, `referee_attempts` attempts): a state the referee
+cannot step loses for the solver (its supplier); a referee that keeps failing ends the dispute
+with nobody at fault (no slash; the solver's stake and the escrow go back).
 What a ruling does to the job, the assignment and the stakes is `coordinator.transitions`'.
 """
 
@@ -34,6 +37,7 @@ from coordinator.models import BLOB_CHECKPOINT, BLOB_STATE, Assignment, Dispute,
 from coordinator.runtime import Runtime
 from protocol.dispute import (
     OVER,
+    REFEREE_FAULT,
     RULING,
     SOLVER,
     STATE,
@@ -45,11 +49,13 @@ from protocol.dispute import (
     process_deadline,
     process_move,
     process_ruling,
+    process_ruling_failed,
+    process_ruling_retry,
     process_state_supplied,
 )
 from protocol.errors import CheckpointCorrupt
 from protocol.spec import parse_job_spec
-from protocol.state import compute_chunk_layout, decode_state
+from protocol.state import StateLayout, compute_chunk_layout, decode_state
 from protocol.wire import DisputeStatus
 
 DISPUTE_ARITY = 2
@@ -99,7 +105,7 @@ def process_open_dispute(
     session.add(dispute)
     _store(
         dispute,
-        _supply_start_state(game, start.step, now),
+        _supply_start_state(game, start.step, now, rt.settings.ruling_timeout_s),
         {"segment": assignment.segment, "state_sha256": start.blob_sha256},
     )
     session.flush()
@@ -118,11 +124,11 @@ def _bound_solver_roots(session: Session, job_id: str) -> dict[int, str]:
     return roots
 
 
-def _supply_start_state(game: Game, start_step: int, now: int) -> Game:
+def _supply_start_state(game: Game, start_step: int, now: int, ruling_timeout: int) -> Game:
     """When the disputed step starts the segment, the agreed state is its first checkpoint,
-    which the coordinator holds."""
+    which the coordinator holds (the solver uploaded it)."""
     if game.phase == STATE and game.lo == start_step:
-        return process_state_supplied(game, now)
+        return process_state_supplied(game, now, ruling_timeout)
     return game
 
 
@@ -171,6 +177,7 @@ def process_dispute_move(
         process_move(game, move, now),
         get_checkpoint_row(session, job.job_id, state["segment"]).step,
         now,
+        rt.settings.ruling_timeout_s,
     )
     _store(dispute, game)
     process_movement(
@@ -183,9 +190,10 @@ def process_dispute_move(
     return job, dispute, game
 
 
-def compute_checked_state(data: bytes, game: Game) -> DecodedCheckpoint:
-    """Outside the transaction: the supplied bytes are the agreed state at the pinned step."""
-    decoded = compute_decoded_checkpoint(data, game.lo)
+def compute_checked_state(data: bytes, game: Game, layout: StateLayout) -> DecodedCheckpoint:
+    """Outside the transaction: the supplied bytes are the agreed state at the pinned step, with
+    exactly the job's tensors, dtypes and shapes (`layout`), so the referee can step it."""
+    decoded = compute_decoded_checkpoint(data, game.lo, layout)
     if decoded.state_root.hex() != game.roots[game.lo]:
         raise CheckpointCorrupt(f"this is not the agreed state at step {game.lo}")
     return decoded
@@ -206,7 +214,9 @@ def process_dispute_state(
         raise InvalidState("no state is owed, or not this one")
     jobs_repository.add_blob_if_missing(session, decoded.sha256, decoded.data, BLOB_STATE)
     _store(
-        dispute, process_state_supplied(game, int(rt.clock.now())), {"state_sha256": decoded.sha256}
+        dispute,
+        process_state_supplied(game, int(rt.clock.now()), rt.settings.ruling_timeout_s),
+        {"state_sha256": decoded.sha256, "state_supplier": who},
     )
     process_movement(
         session,
@@ -221,11 +231,19 @@ def process_dispute_state(
 def process_dispute_deadline(
     session: Session, rt: Runtime, dispute_id: int
 ) -> tuple[Job, Dispute, Game] | None:
-    """The party whose move is overdue loses; None when nothing was due."""
+    """The party whose move is overdue loses; a missed ruling deadline ends the game by the last
+    referee failure recorded (`RULING_FAILURE`; none recorded: the referee's own). None when
+    nothing was due."""
     job, dispute = lock_dispute(session, dispute_id)
     if dispute.status != DisputeStatus.OPEN:
         return None
-    game = process_deadline(get_game(dispute), int(rt.clock.now()))
+    now = int(rt.clock.now())
+    game = get_game(dispute)
+    if game.phase == RULING and now >= game.deadline:
+        fault = json.loads(dispute.state_json).get("referee_fault", REFEREE_FAULT)
+        game = process_ruling_failed(game, fault)
+    else:
+        game = process_deadline(game, now)
     if game.phase != OVER:
         return None
     _store(dispute, game)
@@ -286,8 +304,31 @@ def process_referee_result(
     return job, dispute, game
 
 
+def process_referee_failure(
+    session: Session, rt: Runtime, dispute_id: int, fault: str, message: str
+) -> tuple[Job, Dispute, Game] | None:
+    """The referee could not rule (`fault`: STATE_FAULT when the state cannot be stepped, else
+    REFEREE_FAULT). Counted in the dispute's state_json (`referee_failures`); the game gets a
+    fresh ruling deadline until `referee_attempts` failures, then ends by `RULING_FAILURE`.
+    None when no ruling is owed any more."""
+    job, dispute = lock_dispute(session, dispute_id)
+    game = get_game(dispute)
+    if dispute.status != DisputeStatus.OPEN or game.phase != RULING:
+        return None
+    failures = json.loads(dispute.state_json).get("referee_failures", 0) + 1
+    now = int(rt.clock.now())
+    if failures >= rt.settings.referee_attempts:
+        game = process_ruling_failed(game, fault)
+    else:
+        game = process_ruling_retry(game, now, rt.settings.ruling_timeout_s)
+    extra = {"referee_failures": failures, "referee_fault": fault, "referee_error": message[:500]}
+    _store(dispute, game, extra)
+    return job, dispute, game
+
+
 def process_dispute_ruled(dispute: Dispute, game: Game) -> None:
-    dispute.status, dispute.winner = DisputeStatus.RULED, game.winner or "neither"
+    winner = "nobody" if game.extra.get("no_fault") else game.winner or "neither"
+    dispute.status, dispute.winner = DisputeStatus.RULED, winner
 
 
 def get_dispute_view(dispute: Dispute) -> DisputeView:

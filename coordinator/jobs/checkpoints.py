@@ -11,13 +11,23 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from coordinator.datasets.service import get_job_dataset
 from coordinator.errors import Forbidden, InvalidState, NotFound
 from coordinator.jobs import repository
 from coordinator.jobs.schemas import CheckpointView
 from coordinator.models import BLOB_CHECKPOINT, Checkpoint, Job
+from coordinator.runtime import Runtime
 from protocol.errors import CheckpointCorrupt, InvalidInput
 from protocol.spec import compute_checkpoint_steps, parse_job_spec
-from protocol.state import compute_state_root, decode_state, get_step
+from protocol.state import (
+    StateLayout,
+    compute_state_layout,
+    compute_state_root,
+    decode_state,
+    get_step,
+    validate_state_matches_layout,
+)
+from protocol.training import build_program
 from protocol.trajectory import is_valid_trajectory_proof
 from protocol.types import Root, StepIndex
 from protocol.wire import JobState
@@ -31,8 +41,27 @@ class DecodedCheckpoint:
     state_root: bytes
 
 
-def compute_decoded_checkpoint(data: bytes, step: int) -> DecodedCheckpoint:
-    state = decode_state(data)  # safetensors only: never unpickles
+def get_state_layout(rt: Runtime, session: Session, job: Job) -> StateLayout:
+    """The tensor names, dtypes and shapes every state of `job` has: those of its training
+    program's initial state (every optimizer slot is there from step 0, and a step keeps each
+    tensor's dtype and shape). Computed once per job (its id is its spec's hash), kept in a small
+    LRU; only names and shapes are kept, never the tensors."""
+
+    def compute() -> StateLayout:
+        spec = parse_job_spec(json.loads(job.spec_json))
+        return compute_state_layout(
+            build_program(spec, get_job_dataset(session, spec)).initial_state()
+        )
+
+    return rt.state_layouts.get_or_compute(job.job_id, compute)
+
+
+def compute_decoded_checkpoint(data: bytes, step: int, layout: StateLayout) -> DecodedCheckpoint:
+    """Decode a peer's state (safetensors only: never unpickles) and check it is a state of this
+    job at `step`: exactly `layout`'s tensors, dtypes and shapes (CheckpointCorrupt naming the
+    tensor otherwise), so the referee can always step it."""
+    state = decode_state(data)
+    validate_state_matches_layout(state, layout)
     if get_step(state) != step:
         raise CheckpointCorrupt(f"state is at step {get_step(state)}, not {step}")
     return DecodedCheckpoint(

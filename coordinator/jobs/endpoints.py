@@ -137,10 +137,14 @@ def _decode_upload(
     rt: Runtime, job_id: str, data: bytes, step: int, proof: str
 ) -> tuple[list[bytes], checkpoints.DecodedCheckpoint]:
     """Outside the write transaction; the job is looked up first (a cheap read) so that an
-    upload for no job is not decoded at all."""
+    upload for no job is not decoded at all; its state layout (cached per job) is what the
+    upload must match."""
     with rt.db.read() as session:
-        repository.get_job(session, job_id)
-    return checkpoints.parse_proof(proof), checkpoints.compute_decoded_checkpoint(data, step)
+        job = repository.get_job(session, job_id)
+        layout = checkpoints.get_state_layout(rt, session, job)
+    return checkpoints.parse_proof(proof), checkpoints.compute_decoded_checkpoint(
+        data, step, layout
+    )
 
 
 @router.get(

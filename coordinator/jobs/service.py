@@ -7,11 +7,12 @@ log), so two concurrent awards serialise and the second sees the job already awa
 """
 
 import json
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from coordinator.clock import FAR_FUTURE
-from coordinator.datasets.service import check_dataset_available
+from coordinator.datasets.service import check_dataset_available, get_job_dataset
 from coordinator.errors import AlreadyExists, Forbidden, InvalidState
 from coordinator.jobs import repository
 from coordinator.jobs.schemas import BidRequest, BidView, JobEventView, JobView, SubmitJobRequest
@@ -27,6 +28,7 @@ from coordinator.runtime import Runtime
 from protocol.economics import compute_max_price
 from protocol.errors import InvalidInput, ProfileMismatch
 from protocol.spec import compute_checkpoint_steps, compute_job_id, parse_job_spec, spec_to_json
+from protocol.training import check_runnable_spec
 from protocol.trajectory import Commitment
 from protocol.wire import BidStatus, JobState
 
@@ -47,6 +49,7 @@ def process_submit(
             f"job {job_id} already exists (change the seed to post the same work twice)"
         )
     check_dataset_available(session, spec)
+    check_runnable_spec(spec, get_job_dataset(session, spec))  # what a solver would build
     checkpoints = len(compute_checkpoint_steps(spec))
     if req.num_segments > checkpoints - 1:
         raise InvalidInput(f"the job has only {checkpoints - 1} segments", "num_segments")
@@ -248,6 +251,17 @@ def process_settlement(
     return get_event_view(job, process_movement(session, rt, "job.settled", data, legs))
 
 
+def get_stored_spec(spec_json: str) -> dict[str, Any]:
+    """The spec as stored, for reading back: never re-validated (a job stored under older rules
+    still reads), and never a 500 when the stored text is not a JSON object (answered as
+    `{"unparsed": text}`) or holds a non-finite number (answered as null, as JSON has no NaN)."""
+    try:
+        spec = json.loads(spec_json, parse_constant=lambda _constant: None)
+    except ValueError:
+        return {"unparsed": spec_json}
+    return spec if isinstance(spec, dict) else {"unparsed": spec_json}
+
+
 def get_job_view(job: Job, bids: list[Bid] | None = None, with_spec: bool = False) -> JobView:
     return JobView(
         id=job.id,
@@ -269,7 +283,7 @@ def get_job_view(job: Job, bids: list[Bid] | None = None, with_spec: bool = Fals
         trajectory_root=job.trajectory_root,
         final_model_root=job.final_model_root,
         outcome=job.outcome,
-        spec=json.loads(job.spec_json) if with_spec else None,
+        spec=get_stored_spec(job.spec_json) if with_spec else None,
         bids=[
             BidView(
                 bidder=b.bidder,

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
+from protocol.presets import example_job_spec_json
 from protocol.wire import ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
 from solver.daemon import SolverConfig, SolverDaemon
@@ -77,7 +78,7 @@ class Coordinator:
     def default(route: tuple[str, str]) -> httpx.Response:
         bodies = {
             ("GET", "/v1/jobs"): {"jobs": [job_json()]},
-            ("GET", f"/v1/jobs/{JOB_ID}"): job_json(),
+            ("GET", f"/v1/jobs/{JOB_ID}"): {**job_json(), "spec": example_job_spec_json("mlp")},
             ("POST", f"/v1/jobs/{JOB_ID}/bids"): {
                 "job_id": JOB_ID,
                 "state": "bidding",

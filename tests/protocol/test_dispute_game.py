@@ -240,3 +240,64 @@ def test_a_game_that_does_not_end_is_our_bug_not_a_party_fault():
     players = Player(SOLVER, SOLVER_KEY, solver, policy), Player(VERIFIER, VERIFIER_KEY, verifier)
     with pytest.raises(InternalError):
         play_game(game, *players, StandinTrajectory(case.seed, case.chunks), max_moves=3)
+
+
+# --- the ruling deadline ------------------------------------------------------------------------
+
+
+def _ruling_game(now: int = 100, ruling_timeout: int | None = 900) -> Game:
+    """A one-step, one-chunk game: straight to the state phase; the start state is supplied."""
+    from protocol.dispute import process_state_supplied
+
+    game = compute_initial_game(
+        game_id=compute_game_id(b"j" * 32, 0, b"v" * 32, 1),
+        solver_key=SOLVER_KEY.verify_key.encode().hex(),
+        verifier_key=VERIFIER_KEY.verify_key.encode().hex(),
+        start_step=0,
+        start_root="00" * 32,
+        end_step=1,
+        solver_root="11" * 32,
+        verifier_root="22" * 32,
+        num_chunks=1,
+        now=now,
+        move_timeout=60,
+    )
+    return process_state_supplied(game, now, ruling_timeout)
+
+
+def test_the_ruling_phase_has_its_own_deadline_and_retries_move_it():
+    from protocol.dispute import RULING, process_deadline, process_ruling_retry
+
+    game = _ruling_game(now=100, ruling_timeout=900)
+    assert (game.phase, game.deadline) == (RULING, 1000)
+    assert _ruling_game(now=100, ruling_timeout=None).deadline == 160  # default: move timeout
+    assert process_deadline(game, 10**9) == game  # no party to blame: the caller decides
+    retried = process_ruling_retry(game, 950, 900)
+    assert (retried.phase, retried.deadline, retried.round) == (RULING, 1850, game.round)
+
+
+@pytest.mark.parametrize(
+    ("fault", "winner", "no_fault"),
+    [("state", VERIFIER, False), ("referee", None, True)],
+)
+def test_a_ruling_that_fails_ends_by_the_ruling_failure_table(fault, winner, no_fault):
+    from protocol.dispute import RULING_FAILURE, process_ruling_failed
+
+    over = process_ruling_failed(_ruling_game(), fault)
+    assert (over.phase, over.winner, over.turn) == (OVER, winner, None)
+    assert over.extra == {"ruling_failure": fault, "no_fault": no_fault}
+    assert over.reason == RULING_FAILURE[fault][2]
+    assert Game.from_json(over.to_json()) == over
+
+
+def test_ruling_failures_only_in_the_ruling_phase():
+    from protocol.dispute import IllegalMove, process_ruling_failed, process_ruling_retry
+
+    game = _ruling_game()
+    over = process_ruling_failed(game, "referee")
+    with pytest.raises(IllegalMove):
+        process_ruling_failed(over, "state")
+    with pytest.raises(IllegalMove):
+        process_ruling_retry(over, 0, 900)
+    with pytest.raises(InvalidInput):
+        process_ruling_failed(game, "bad luck")

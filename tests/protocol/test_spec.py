@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save
 
 from protocol.errors import InvalidSpec
+from protocol.limits import MAX_DATASET_VALUES
 from protocol.presets import example_job_spec_json
 from protocol.spec import (
     MODELS,
@@ -16,7 +17,7 @@ from protocol.spec import (
     encode_job_spec,
     parse_job_spec,
 )
-from protocol.training import build_program
+from protocol.training import build_program, check_runnable_spec, compute_parameter_count
 
 
 def mutated(change, model="mlp"):
@@ -116,3 +117,57 @@ def test_user_safetensors_dataset_is_checked_by_hash():
     with pytest.raises(InvalidSpec) as caught:
         build_program(user_dataset_spec(blob), None)
     assert caught.value.field == "dataset"
+
+
+# --- the runnable-spec validator (protocol.training.check_runnable_spec) ------------------------
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_example_job_is_runnable(model):
+    check_runnable_spec(parse_job_spec(example_job_spec_json(model)))
+
+
+def test_parameter_count_matches_the_allocated_state():
+    program = build_program(parse_job_spec(example_job_spec_json("gpt-tiny")))
+    allocated = sum(v.numel() for k, v in program.initial_state().items() if k.startswith("param/"))
+    assert compute_parameter_count(program) == allocated
+
+
+UNRUNNABLE = [
+    (lambda s: s["model"]["config"].update(width=4), "mlp", "model.config.width"),
+    (lambda s: s["model"]["config"].update(hidden=[8192] * 8), "mlp", "model.config"),
+    (
+        lambda s: s["model"]["config"].update(d_model=4096, layers=48, heads=64),
+        "gpt-tiny",
+        "model.config",
+    ),
+    (
+        lambda s: s["dataset"]["config"].update(examples=MAX_DATASET_VALUES, input_shape=[2]),
+        "mlp",
+        "dataset.config",
+    ),
+    (
+        lambda s: s.update(
+            dataset={
+                "kind": "synthetic-regression",
+                "config": {"input_shape": [512], "outputs": 1000},
+            }
+        ),
+        "mlp",
+        "dataset.config.outputs",
+    ),
+]
+
+
+@pytest.mark.parametrize("change, model, field", UNRUNNABLE)
+def test_an_unrunnable_spec_is_refused_naming_the_field(change, model, field):
+    with pytest.raises(InvalidSpec) as err:
+        check_runnable_spec(parse_job_spec(mutated(change, model)))
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("version", ["2." * 100_000, "2.13.0:float64", "", "2 13"])
+def test_a_torch_version_that_would_break_the_label_is_refused(version):
+    with pytest.raises(InvalidSpec) as err:
+        parse_job_spec(mutated(lambda s: s["profile"].update(torch_version=version)))
+    assert err.value.field == "profile.torch_version"

@@ -1,0 +1,127 @@
+"""The daemons run the submission validator (`protocol.training.check_runnable_spec`) before they
+bid or replay: a job they cannot run (here one stored before today's rules, as a MockTransport
+coordinator serves it) is refused once and remembered, never bid on, and does not use up
+`max_jobs`, so the solver still bids on a good job afterwards."""
+
+import copy
+
+import httpx
+from nacl.signing import SigningKey
+
+from protocol.presets import example_job_spec_json
+from sdk.client import CoordinatorClient
+from solver.daemon import SolverConfig, SolverDaemon
+from verifier.daemon import VerifierConfig, VerifierDaemon
+
+PROFILE = "pinned:torch-2.13.0:float32:t1:avx2"
+BAD, GOOD = "ba" * 32, "90" * 32
+
+
+def poisoned_spec() -> dict:
+    spec = copy.deepcopy(example_job_spec_json("mlp"))
+    spec["model"]["config"] = {"hidden": [8192] * 8}  # ~0.5 G parameters: no checkpoint fits
+    return spec
+
+
+def job_json(job_id: str, row: int, spec: dict | None = None) -> dict:
+    view = {
+        "id": row,
+        "job_id": job_id,
+        "submitter": "cd" * 32,
+        "state": "bidding",
+        "profile": PROFILE,
+        "bounty": 1000,
+        "min_stake": 10,
+        "verifier_fee": 0,
+        "num_verifiers": 0,
+        "num_segments": 1,
+        "num_checkpoints": 2,
+        "created_at": 0.0,
+        "deadline": 60.0,
+    }
+    return {**view, "spec": spec} if spec is not None else view
+
+
+class Coordinator:
+    """Lists the poisoned job first; `good_listed` adds the good one (a later round)."""
+
+    def __init__(self):
+        self.good_listed = False
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        route = (request.method, request.url.path)
+        self.seen.append(route)
+        jobs = [job_json(BAD, 1)] + ([job_json(GOOD, 2)] if self.good_listed else [])
+        bodies = {
+            ("GET", "/v1/jobs"): {"jobs": jobs},
+            ("GET", f"/v1/jobs/{BAD}"): job_json(BAD, 1, poisoned_spec()),
+            ("GET", f"/v1/jobs/{GOOD}"): job_json(GOOD, 2, example_job_spec_json("mlp")),
+            ("POST", f"/v1/jobs/{GOOD}/bids"): {"job_id": GOOD, "state": "bidding", "log_index": 3},
+            ("GET", "/v1/disputes"): {"disputes": []},
+            ("POST", "/v1/verifiers"): {"public_key": "ef" * 32, "profiles": [PROFILE], "stake": 5},
+            ("GET", "/v1/assignments"): {
+                "assignments": [
+                    {
+                        "id": 7,
+                        "job_id": BAD,
+                        "verifier": "ef" * 32,
+                        "segment": 0,
+                        "state": "assigned",
+                        "deadline": 60.0,
+                    }
+                ]
+            },
+        }
+        return httpx.Response(200, json=bodies[route])
+
+
+def client_for(coordinator: Coordinator) -> CoordinatorClient:
+    return CoordinatorClient(
+        "http://coordinator",
+        SigningKey.generate(),
+        transport=httpx.MockTransport(coordinator),
+        retries=0,
+        backoff_s=0,
+    )
+
+
+def test_solver_refuses_an_unrunnable_job_and_still_bids_on_a_good_one(tmp_path):
+    coordinator = Coordinator()
+    daemon = SolverDaemon(
+        client_for(coordinator),
+        tmp_path,
+        SolverConfig(price=600, stake=400, profiles=[PROFILE], max_jobs=1),
+    )
+    daemon.step()
+    assert ("POST", f"/v1/jobs/{BAD}/bids") not in coordinator.seen
+    assert daemon.state.data["jobs"] == {}
+    assert daemon.state.data["refused"][BAD].startswith("model.config")
+
+    coordinator.good_listed, coordinator.seen = True, []
+    daemon.step()
+    assert ("GET", f"/v1/jobs/{BAD}") not in coordinator.seen  # remembered, not rebuilt
+    assert ("POST", f"/v1/jobs/{GOOD}/bids") in coordinator.seen  # max_jobs=1 not used up
+    assert daemon.state.data["jobs"] == {GOOD: {"state": "bidding"}}
+
+
+def test_a_restarted_solver_remembers_what_it_refused(tmp_path):
+    coordinator = Coordinator()
+    config = SolverConfig(price=600, stake=400, profiles=[PROFILE])
+    SolverDaemon(client_for(coordinator), tmp_path, config).step()
+    coordinator.seen = []
+    SolverDaemon(client_for(coordinator), tmp_path, config).step()
+    assert ("GET", f"/v1/jobs/{BAD}") not in coordinator.seen
+
+
+def test_verifier_refuses_to_replay_an_unrunnable_job(tmp_path):
+    coordinator = Coordinator()
+    daemon = VerifierDaemon(
+        client_for(coordinator), tmp_path, VerifierConfig(stake=5, profiles=[PROFILE])
+    )
+    daemon.step()
+    assert daemon.state.data["refused"]["7"].startswith("model.config")
+    assert not any(path.startswith("/v1/assignments/7") for _, path in coordinator.seen)
+    coordinator.seen = []
+    daemon.step()
+    assert ("GET", f"/v1/jobs/{BAD}") not in coordinator.seen
