@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from protocol.spec import ExecutionProfile
@@ -83,19 +84,40 @@ class WarmWorker:
     def close(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
+            self.process.wait(timeout=10)  # reaped: an evicted worker leaves no zombie
 
 
 class WorkerPool:
-    """Warm workers by profile; `prewarm` starts one ahead of need (e.g. when a dispute opens)."""
+    """Warm workers by profile; `prewarm` starts one ahead of need (e.g. when a dispute opens).
 
-    def __init__(self) -> None:
-        self.workers: dict[str, WarmWorker] = {}
+    At most `max_workers` stay alive (each holds an interpreter and torch, ~365 MB, and whoever
+    posts a job chooses its profile label): asking for another closes the least recently used
+    idle one. A busy worker is never closed, so the pool exceeds the bound only while more
+    rulings than that run at once."""
+
+    def __init__(self, max_workers: int = 4) -> None:
+        self.max_workers = max_workers
+        self.workers: OrderedDict[str, WarmWorker] = OrderedDict()
         self.lock = threading.Lock()
 
     def get(self, profile: ExecutionProfile) -> WarmWorker:
         with self.lock:
-            worker = self.workers.setdefault(profile.label, WarmWorker(profile))
+            worker = self.workers.pop(profile.label, None) or WarmWorker(profile)
+            self.workers[profile.label] = worker  # most recently used last
+            self._evict_idle()
         return worker
+
+    def _evict_idle(self) -> None:
+        for label in list(self.workers)[:-1]:
+            if len(self.workers) <= self.max_workers:
+                return
+            worker = self.workers[label]
+            if worker.lock.acquire(blocking=False):  # idle: nobody is running a request on it
+                try:
+                    worker.close()
+                    del self.workers[label]
+                finally:
+                    worker.lock.release()
 
     def prewarm(self, profile: ExecutionProfile) -> None:
         worker = self.get(profile)

@@ -67,3 +67,28 @@ def test_the_step_task_is_protocol_referee(tmp_path):
     assert result == {
         "chunk_hash": compute_referee_chunk(program, encode_state(state), root, 2).hex()
     }
+
+
+def test_the_pool_keeps_at_most_its_bound_of_idle_workers():
+    """Profile labels are the poster's choice: each new one must not keep another ~365 MB
+    interpreter alive for ever. The least recently used idle worker is closed; a busy one never."""
+    spec_json = example_job_spec_json("mlp", steps=4)
+    profiles = []
+    for threads in (1, 2, 3):
+        spec_json["profile"]["intra_op_threads"] = threads
+        profiles.append(parse_job_spec(spec_json).profile)
+    pool = WorkerPool(max_workers=2)
+    try:
+        pool.prewarm(profiles[0])
+        first = pool.get(profiles[0])
+        assert first.process.poll() is None
+        pool.get(profiles[1])
+        busy = pool.get(profiles[1])
+        with busy.lock:  # profiles[1] is running a request: it must survive the next eviction
+            pool.get(profiles[0])
+            pool.get(profiles[2])
+        # profiles[0] was used more recently than profiles[1], but only it was idle
+        assert list(pool.workers) == [profiles[1].label, profiles[2].label]
+        assert first.process.poll() is not None  # its interpreter is gone
+    finally:
+        pool.close()
