@@ -9,7 +9,6 @@ import logging
 
 from sqlalchemy.orm import Session
 
-from coordinator.clock import FAR_FUTURE
 from coordinator.disputes import repository as disputes_repository
 from coordinator.disputes import service as disputes
 from coordinator.disputes.schemas import DisputeView
@@ -17,9 +16,7 @@ from coordinator.jobs import checkpoints
 from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs import service as jobs
 from coordinator.jobs.schemas import CheckpointView, CommitmentRequest, JobEventView
-from coordinator.ledger.accounts import escrow
-from coordinator.ledger.payouts import compute_escrow_split, compute_stake_release
-from coordinator.ledger.service import get_balance, process_movement
+from coordinator.ledger.service import process_movement
 from coordinator.log.repository import lock_log_state
 from coordinator.models import Assignment, Dispute, Job
 from coordinator.runtime import Runtime
@@ -227,18 +224,10 @@ def process_solver_failure(
 
 
 def process_no_fault_end(session: Session, rt: Runtime, job: Job, reason: str) -> None:
-    """Nobody is at fault (the referee could not rule): the job fails, every move still due is
-    void, the solver's stake goes back and the submitter gets its escrow back in full — the
-    same legs as a cancelled award (`compute_stake_release`, `compute_escrow_split` with no
-    payee); no new money rule."""
+    """Nobody is at fault (the referee could not rule): every move still due is void and the
+    job is refunded."""
     verification.process_cancel_assignments(session, job)
-    legs = compute_escrow_split(
-        job.job_id, get_balance(session, escrow(job.job_id)), job.submitter, []
-    )
-    legs += compute_stake_release(job.solver, job.job_id, job.stake or 0)
-    job.state, job.outcome, job.deadline = JobState.FAILED, reason, FAR_FUTURE
-    data = {"job_id": job.job_id, "solver": job.solver, "reason": reason}
-    process_movement(session, rt, "job.refunded", data, legs)
+    jobs.process_refund(session, rt, job, reason)
 
 
 def process_conclusion(session: Session, rt: Runtime, job: Job) -> bool:

@@ -231,6 +231,18 @@ def process_solver_fault(
     return get_event_view(job, process_movement(session, rt, "job.solver_slashed", data, legs))
 
 
+def process_refund(session: Session, rt: Runtime, job: Job, reason: str) -> JobEventView:
+    """The job fails for no party's fault: the solver's stake goes back and the submitter gets
+    its escrow back in full (the legs of a cancelled award; no new money rule)."""
+    legs = compute_escrow_split(
+        job.job_id, get_balance(session, escrow(job.job_id)), job.submitter, []
+    )
+    legs += compute_stake_release(job.solver, job.job_id, job.stake or 0)
+    job.state, job.outcome, job.deadline = JobState.FAILED, reason, FAR_FUTURE
+    data = {"job_id": job.job_id, "solver": job.solver, "reason": reason}
+    return get_event_view(job, process_movement(session, rt, "job.refunded", data, legs))
+
+
 def process_settlement(
     session: Session, rt: Runtime, job: Job, paid_verifiers: list[str]
 ) -> JobEventView:
