@@ -25,7 +25,6 @@ import datetime
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from nacl.signing import SigningKey
@@ -37,6 +36,7 @@ from benchmarks.coordinator_bench import (  # noqa: E402
     ScalingSide,
     database,
     percentile,
+    run_commitments,
     server_process,
 )
 
@@ -110,16 +110,7 @@ def bench(db_kind: str, tmp: Path, samples: int, same_profile: bool) -> tuple[di
             ]
             for side in sides:
                 side.sub.faucet(10**12)  # pays the bounties
-            for n in range(samples):
-                for side in sides:
-                    side.prepare_commit(n)
-            time.sleep(1.1)
-            for side in sides:
-                for job_id in side.commit_jobs:
-                    side.solvers[0].award(job_id)
-            for n in range(samples):
-                for side in sides:
-                    side.commit(n)
+            run_commitments(sides, samples)
     return tuple(_summary(side.commit_lat) for side in sides)
 
 

@@ -333,17 +333,23 @@ def bench_scaling(
             for n in range(samples):
                 for side in sides:
                     side.bid(n)
-            for n in range(samples):  # as many as bids: a p99 of 150 samples is its 2nd-worst value
-                for side in sides:
-                    side.prepare_commit(n)
-            time.sleep(1.1)
-            for side in sides:
-                for job_id in side.commit_jobs:
-                    side.solvers[0].award(job_id)
-            for n in range(samples):
-                for side in sides:
-                    side.commit(n)
+            run_commitments(sides, samples)  # as many as bids: a p99 of 150 is its 2nd-worst
     return sides[0].summary(), sides[1].summary()
+
+
+def run_commitments(sides: list[ScalingSide], samples: int) -> None:
+    """Post, award and commit `samples` jobs per side, the sides alternating request by
+    request so that noise on this shared machine hits both alike."""
+    for n in range(samples):
+        for side in sides:
+            side.prepare_commit(n)
+    time.sleep(1.1)  # past the minimum bidding window
+    for side in sides:
+        for job_id in side.commit_jobs:
+            side.solvers[0].award(job_id)
+    for n in range(samples):
+        for side in sides:
+            side.commit(n)
 
 
 # --- report --------------------------------------------------------------------------------------

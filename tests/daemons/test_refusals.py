@@ -12,10 +12,10 @@ from protocol.presets import example_job_spec_json
 from protocol.wire import ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
 from solver.daemon import SolverConfig, SolverDaemon
+from tests.daemons.mock_views import PROFILE, job_view_json
 from verifier.daemon import VerifierConfig, VerifierDaemon
 
 JOB_ID = "ab" * 32
-PROFILE = "pinned:torch-2.13.0:float32:t1:avx2"
 
 
 def problem(status: int, code: str) -> httpx.Response:
@@ -32,21 +32,7 @@ def problem(status: int, code: str) -> httpx.Response:
 
 
 def job_json() -> dict:
-    return {
-        "id": 1,
-        "job_id": JOB_ID,
-        "submitter": "cd" * 32,
-        "state": "bidding",
-        "profile": PROFILE,
-        "bounty": 1000,
-        "min_stake": 10,
-        "verifier_fee": 0,
-        "num_verifiers": 0,
-        "num_segments": 1,
-        "num_checkpoints": 2,
-        "created_at": 0.0,
-        "deadline": 60.0,
-    }
+    return job_view_json(JOB_ID)
 
 
 def assignment_json(assignment_id: int) -> dict:

@@ -11,9 +11,9 @@ from nacl.signing import SigningKey
 from protocol.presets import example_job_spec_json
 from sdk.client import CoordinatorClient
 from solver.daemon import SolverConfig, SolverDaemon
+from tests.daemons.mock_views import PROFILE, job_view_json
 from verifier.daemon import VerifierConfig, VerifierDaemon
 
-PROFILE = "pinned:torch-2.13.0:float32:t1:avx2"
 BAD, GOOD = "ba" * 32, "90" * 32
 
 
@@ -21,25 +21,6 @@ def poisoned_spec() -> dict:
     spec = copy.deepcopy(example_job_spec_json("mlp"))
     spec["model"]["config"] = {"hidden": [8192] * 8}  # ~0.5 G parameters: no checkpoint fits
     return spec
-
-
-def job_json(job_id: str, row: int, spec: dict | None = None) -> dict:
-    view = {
-        "id": row,
-        "job_id": job_id,
-        "submitter": "cd" * 32,
-        "state": "bidding",
-        "profile": PROFILE,
-        "bounty": 1000,
-        "min_stake": 10,
-        "verifier_fee": 0,
-        "num_verifiers": 0,
-        "num_segments": 1,
-        "num_checkpoints": 2,
-        "created_at": 0.0,
-        "deadline": 60.0,
-    }
-    return {**view, "spec": spec} if spec is not None else view
 
 
 class Coordinator:
@@ -52,11 +33,11 @@ class Coordinator:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         route = (request.method, request.url.path)
         self.seen.append(route)
-        jobs = [job_json(BAD, 1)] + ([job_json(GOOD, 2)] if self.good_listed else [])
+        jobs = [job_view_json(BAD, 1)] + ([job_view_json(GOOD, 2)] if self.good_listed else [])
         bodies = {
             ("GET", "/v1/jobs"): {"jobs": jobs},
-            ("GET", f"/v1/jobs/{BAD}"): job_json(BAD, 1, poisoned_spec()),
-            ("GET", f"/v1/jobs/{GOOD}"): job_json(GOOD, 2, example_job_spec_json("mlp")),
+            ("GET", f"/v1/jobs/{BAD}"): job_view_json(BAD, 1, poisoned_spec()),
+            ("GET", f"/v1/jobs/{GOOD}"): job_view_json(GOOD, 2, example_job_spec_json("mlp")),
             ("POST", f"/v1/jobs/{GOOD}/bids"): {"job_id": GOOD, "state": "bidding", "log_index": 3},
             ("GET", "/v1/disputes"): {"disputes": []},
             ("POST", "/v1/verifiers"): {"public_key": "ef" * 32, "profiles": [PROFILE], "stake": 5},
