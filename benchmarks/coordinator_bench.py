@@ -90,6 +90,7 @@ def serve(kind: str, url: str, port: int, key_file: str) -> None:
                 min_bidding_s=0,
                 commit_timeout_s=10**6,
                 heartbeat_timeout_s=10**6,
+                rate_limit_per_s=0,  # the bench measures throughput, one key at full speed
             )
         )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

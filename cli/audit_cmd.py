@@ -2,8 +2,9 @@
 
 Checks, in order: every entry's index and `prev` link, its leaf hash and its signature by the
 coordinator key (pinned with --key, else taken from /v1/info); that the RFC 9162 root over all
-leaves equals the signed tree head; that every entry's postings sum to zero; and that replaying
-the postings reproduces each balance the server reports. Exit status 1 on any difference.
+leaves equals the signed tree head; that every entry's postings sum to zero; that replaying
+the postings reproduces each balance the server reports; and that every draw of verifiers and
+segments is the one its published seed gives (`cli/audit_draws.py`). Exit status 1 on any difference.
 """
 
 import argparse
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from cli.audit_draws import DrawAuditor
 from coordinator.log.format import (
     GENESIS_PREV,
     compute_entry_leaf_hash,
@@ -31,6 +33,7 @@ class AuditReport:
     log_size: int = 0
     root: str = ""  # pass "log_size:root" as --previous next time
     accounts_checked: int = 0
+    draws_checked: int = 0
     problems: list[str] = field(default_factory=list)
     balances: dict[str, int] = field(default_factory=dict)
 
@@ -44,6 +47,7 @@ class AuditReport:
             "log_size": self.log_size,
             "root": self.root,
             "accounts_checked": self.accounts_checked,
+            "draws_checked": self.draws_checked,
             "problems": self.problems,
         }
 
@@ -108,9 +112,13 @@ def check_coordinator(
         report.problems.append("tree head signature is invalid")
     leaves: list[bytes] = []
     prev = GENESIS_PREV
+    draws = DrawAuditor()
     for index, entry in enumerate(client.iter_log_entries(head.size)):
+        draws.observe(json.loads(entry.body), report.balances)  # before its own postings
         prev = _check_entry(entry, index, prev, key, report)
         leaves.append(bytes.fromhex(prev))
+    report.problems += draws.problems
+    report.draws_checked = draws.draws_checked
     if len(leaves) != head.size:
         report.problems.append(f"server served {len(leaves)} entries for a tree of {head.size}")
     if root_from_leaf_hashes(leaves) != head.root:

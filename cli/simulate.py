@@ -61,9 +61,41 @@ def _print_table(summary: dict) -> None:
             f"{s['gain_over_honest']:.1f}",
             f"{s['catch_rate']:.3f}",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(_assurance_table(summary["assurance"]))
     print(
         "every honest strategy earns and every deviation loses"
         if summary["ok"]
         else "ECONOMICS BROKEN: some deviation pays"
     )
+
+
+def _assurance_table(levels: list[dict]) -> Table:
+    """What each built-in assurance level buys against a one-step perturbation."""
+    table = Table(
+        title="assurance levels: segments sampled, verification compute %, single-step "
+        "survival, cost to corrupt one model (at the level's stake)"
+    )
+    for column in (
+        "level",
+        "detection",
+        "sampled",
+        "verifiers",
+        "verify %",
+        "survival",
+        "cost to corrupt",
+    ):
+        table.add_column(column)
+    for a in levels:
+        cost = a["cost_to_corrupt"]
+        table.add_row(
+            a["level"],
+            f"{a['detection_probability']:.2f}",
+            f"{a['num_segments']}/{a['total_segments']}",
+            str(a["num_verifiers"]),
+            f"{100 * a['verification_fraction']:.0f}%",
+            f"{a['single_step_survival']:.2f}",
+            "∞" if cost is None else f"{cost:.1f}",
+        )
+    return table

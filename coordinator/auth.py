@@ -107,6 +107,7 @@ async def get_signed_request(
     )
     if not is_valid_signature(public_key, DOMAIN_REQUEST, message, sig):
         raise Unauthenticated("signature does not match the request", HEADER_SIGNATURE)
+    get_runtime(request).rate_limiter.take(key, time.monotonic())
     request_hash = hashlib.sha256(
         b"\n".join([request.method.encode(), target.encode(), hashlib.sha256(body).digest()])
     ).hexdigest()

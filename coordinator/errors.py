@@ -59,6 +59,22 @@ class InsufficientFunds(VeritrainError):
         super().__init__(f"{account} holds {balance}, needs {needed}")
 
 
+class QuotaExceeded(InvalidState):
+    """This account holds as much as one key may (open jobs, stored bytes)."""
+
+    code = "quota_exceeded"
+
+
+class RateLimited(VeritrainError):
+    """This key sent more signed requests than its rate allows; retry after `retry_after_s`."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int):
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
 class WriteConflict(VeritrainError):
     """Concurrent writers kept colliding after every retry: the client may try again."""
 

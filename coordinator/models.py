@@ -115,7 +115,10 @@ class LogState(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_state_deadline", "state", "deadline"),)
+    __table_args__ = (
+        Index("ix_jobs_state_deadline", "state", "deadline"),
+        Index("ix_jobs_submitter_state", "submitter", "state"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(HEX64, unique=True)
@@ -171,12 +174,15 @@ class Blob(Base):
     __tablename__ = "blobs"
     __table_args__ = (
         CheckConstraint("kind IN ('checkpoint', 'dataset', 'state')", name="ck_blobs_kind"),
+        Index("ix_blobs_uploader_kind", "uploader", "kind"),
     )
 
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     sha256: Mapped[str] = mapped_column(HEX64, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    # the key whose upload stored it first (what its quota counts); NULL before quotas existed
+    uploader: Mapped[str | None] = mapped_column(HEX64, nullable=True)
 
 
 class Checkpoint(Base):

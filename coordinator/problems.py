@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from coordinator import errors
 from protocol.errors import (
@@ -20,6 +21,7 @@ from protocol.errors import (
 PROBLEM_TYPE = "application/problem+json"
 log = logging.getLogger("veritrain.coordinator")
 CLOSE = {"Connection": "close"}
+HTTP_METHODS = {"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"}
 
 # Most specific class first: the first isinstance match decides.
 STATUS_BY_ERROR: list[tuple[type[VeritrainError], int]] = [
@@ -32,6 +34,7 @@ STATUS_BY_ERROR: list[tuple[type[VeritrainError], int]] = [
     (errors.Forbidden, 403),
     (errors.InvalidState, 409),
     (errors.InsufficientFunds, 409),
+    (errors.RateLimited, 429),
     (errors.WriteConflict, 503),
     (ProfileMismatch, 409),
     (PartyFault, 409),
@@ -80,8 +83,16 @@ def _from_veritrain(request: Request, error: VeritrainError) -> JSONResponse:
     status = get_status(error)
     if status >= 500:
         log.error("internal error on %s %s: %s", request.method, request.url.path, error)
-    headers = {"Retry-After": "1"} if status == 503 else CLOSE if status >= 500 else None
+    headers = _error_headers(error, status)
     return problem_response(status, error.code, str(error), getattr(error, "field", None), headers)
+
+
+def _error_headers(error: VeritrainError, status: int) -> dict[str, str] | None:
+    if isinstance(error, errors.RateLimited):
+        return {"Retry-After": str(error.retry_after_s)}
+    if status == 503:
+        return {"Retry-After": "1"}
+    return CLOSE if status >= 500 else None
 
 
 def _from_validation(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -90,16 +101,30 @@ def _from_validation(_request: Request, error: RequestValidationError) -> JSONRe
     return problem_response(422, "invalid_input", first.get("msg", "invalid request"), field)
 
 
-def _from_http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+def _allowed_methods(request: Request) -> str | None:
+    """The methods the schema lists at this path. Starlette's own `Allow` names only the first
+    route that matched the path: `PUT` alone where `GET` is served there too."""
+    paths = request.app.openapi().get("paths", {})
+    matching = [t for t in paths if compile_path(t)[0].match(request.scope["path"])]
+    if not matching:
+        return None
+    # OpenAPI: a concrete path wins over a templated one (/accounts/transfer, /accounts/{key})
+    item = paths[min(matching, key=lambda template: template.count("{"))]
+    return ", ".join(sorted(method.upper() for method in item if method.upper() in HTTP_METHODS))
+
+
+def _from_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
     if (
         error.status_code == 400
     ):  # FastAPI's "error parsing the body": a malformed body, like any other
         return problem_response(422, "invalid_input", str(error.detail))
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-    # keep Starlette's own headers: a 405 carries `Allow` (RFC 9110 §15.5.6)
-    return problem_response(
-        error.status_code, code, str(error.detail), headers=getattr(error, "headers", None)
-    )
+    # keep Starlette's own headers: a 405 carries `Allow` (RFC 9110 §15.5.6), listing every
+    # method of the resource
+    headers = dict(getattr(error, "headers", None) or {})
+    if error.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return problem_response(error.status_code, code, str(error.detail), headers=headers or None)
 
 
 def _from_unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -127,7 +152,8 @@ WRITE_PROBLEMS = {
     **READ_PROBLEMS,
     401: _problem_doc("missing, stale or invalid request signature"),
     403: _problem_doc("not allowed for this account"),
-    409: _problem_doc("replayed nonce, wrong state or insufficient funds"),
+    409: _problem_doc("replayed nonce, wrong state, insufficient funds or a quota reached"),
     413: _problem_doc("body too large"),
+    429: _problem_doc("too many signed requests from this key; see Retry-After"),
     503: _problem_doc("write conflict; retry"),
 }

@@ -11,6 +11,7 @@ from nacl.signing import SigningKey
 
 from coordinator.clock import Clock
 from coordinator.db import Database
+from coordinator.ratelimit import RateLimiter
 from coordinator.settings import Settings
 from sdk.warm_worker import WorkerPool
 
@@ -46,3 +47,9 @@ class Runtime:
     clock: Clock
     referee_workers: WorkerPool = field(default_factory=WorkerPool)
     state_layouts: BoundedCache = field(default_factory=BoundedCache)  # by job id
+    rate_limiter: RateLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rate_limiter = RateLimiter(
+            self.settings.rate_limit_per_s, self.settings.rate_limit_burst
+        )

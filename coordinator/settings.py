@@ -25,6 +25,11 @@ MAX_CHECKPOINT_BODY = 64 * 1024 * 1024
 # party flood the draw), and a job must pay something (zero-bounty jobs are free spam).
 MIN_VERIFIER_BOND = 100
 MIN_BOUNTY = 1
+# Per-key quotas and rate: what one key may hold open or stored, and how fast it may write.
+MAX_OPEN_JOBS_PER_KEY = 100
+MAX_DATASET_BYTES_PER_KEY = 1024 * 1024 * 1024
+RATE_LIMIT_PER_S = 20.0
+RATE_LIMIT_BURST = 200
 
 
 class Settings(BaseSettings):
@@ -55,6 +60,11 @@ class Settings(BaseSettings):
     # Standing stake a verifier must hold after registering; smallest bounty a job may offer.
     min_verifier_bond: int = Field(default=MIN_VERIFIER_BOND, ge=1)
     min_bounty: int = Field(default=MIN_BOUNTY, ge=1)
+    max_open_jobs_per_key: int = Field(default=MAX_OPEN_JOBS_PER_KEY, ge=1)
+    max_dataset_bytes_per_key: int = Field(default=MAX_DATASET_BYTES_PER_KEY, ge=1024)
+    # Signed requests per key: sustained rate (0 turns the limit off) and burst.
+    rate_limit_per_s: float = Field(default=RATE_LIMIT_PER_S, ge=0)
+    rate_limit_burst: int = Field(default=RATE_LIMIT_BURST, ge=1)
 
     def load_signing_key(self) -> SigningKey:
         """The coordinator's log key; refuses placeholders and key files others may access."""

@@ -34,7 +34,7 @@ class SweepView(BaseModel):
 
 
 class ClockRequest(Request):
-    advance_s: float = Field(ge=0, le=10**8, allow_inf_nan=False)
+    advance_s: float = Field(strict=True, ge=0, le=10**8, allow_inf_nan=False)  # no `false`
 
 
 class ClockView(BaseModel):

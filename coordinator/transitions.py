@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session
 from coordinator.disputes import repository as disputes_repository
 from coordinator.disputes import service as disputes
 from coordinator.disputes.schemas import DisputeView
+from coordinator.errors import InvalidState
 from coordinator.jobs import checkpoints
 from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs import service as jobs
 from coordinator.jobs.schemas import CheckpointView, CommitmentRequest, JobEventView
 from coordinator.ledger.service import process_movement
-from coordinator.log.repository import lock_log_state
 from coordinator.models import Assignment, Dispute, Job
 from coordinator.runtime import Runtime
 from coordinator.verification import repository as verification_repository
@@ -26,6 +26,7 @@ from coordinator.verification.schemas import AssignmentView
 from protocol.dispute import OVER, REFEREE_FAULT, SOLVER, STATE_FAULT, VERIFIER, Game
 from protocol.errors import UnsteppableState
 from protocol.sampling import compute_selection_seed
+from protocol.trajectory import Commitment
 from protocol.wire import SOLVER_OWES, VERIFIER_OWES, AssignmentState, JobState
 
 log = logging.getLogger("veritrain.coordinator.transitions")
@@ -39,9 +40,19 @@ def process_commitment(
     job = jobs_repository.lock_job(session, job_id)
     jobs.require_solver(job, solver, JobState.AWARDED, rt.clock.now())
     commitment, signature = verification.compute_checked_commitment(job, solver, req)
-    # The seed uses the log head this very entry will link to: fixed by the log lock, public.
-    prev = bytes.fromhex(lock_log_state(session).last_hash)
-    seed = compute_selection_seed(bytes(commitment.trajectory_root), signature, prev)
+    initial_root = checkpoints.get_initial_state(rt, session, job).root
+    claimed_root, proof = (
+        bytes.fromhex(req.initial_state_root),
+        [bytes.fromhex(h) for h in req.initial_proof],
+    )
+    if checkpoints.is_planted_initial_state(job, commitment, claimed_root, proof, initial_root):
+        return _process_planted_initial_state(
+            session, rt, job, commitment, signature, req, initial_root
+        )
+    # The seed: the beacon fixed at the award (only its hash was public) and the commitment's
+    # canonical bytes — nothing the solver could vary for free or know in advance.
+    beacon = jobs.compute_job_beacon(rt, job_id)
+    seed = compute_selection_seed(beacon, commitment.encode())
     verifiers, segments = verification.process_draw_assignments(session, rt, job, seed)
     jobs.process_verifying(
         job, commitment, signature, seed, rt.clock.now() + rt.settings.challenge_window_s
@@ -49,11 +60,35 @@ def process_commitment(
     data = {
         **commitment.to_json(),
         "signature": signature.hex(),
+        "initial_state_root": initial_root.hex(),
+        "beacon": beacon.hex(),
         "seed": seed.hex(),
         "verifiers": verifiers,
         "segments": segments,
     }
     return jobs.get_event_view(job, process_movement(session, rt, "job.committed", data, []))
+
+
+def _process_planted_initial_state(
+    session: Session,
+    rt: Runtime,
+    job: Job,
+    commitment: Commitment,
+    signature: bytes,
+    req: CommitmentRequest,
+    initial_root: bytes,
+) -> JobEventView:
+    """The solver signed a trajectory whose checkpoint 0 is not the spec's initial state: the
+    signed commitment and the leaf-0 proof are the whole evidence (logged), no game needed."""
+    evidence = {
+        **commitment.to_json(),
+        "signature": signature.hex(),
+        "initial_state_root": req.initial_state_root,
+        "initial_proof": req.initial_proof,
+        "expected_initial_state_root": initial_root.hex(),
+    }
+    process_movement(session, rt, "job.planted_initial_state", evidence, [])
+    return process_solver_failure(session, rt, job, "planted_initial_state")
 
 
 def process_checkpoint_upload(
@@ -230,6 +265,29 @@ def process_no_fault_end(session: Session, rt: Runtime, job: Job, reason: str) -
     jobs.process_refund(session, rt, job, reason)
 
 
+def process_spec_fault(session: Session, rt: Runtime, job: Job, fault: str) -> JobEventView:
+    """The spec cannot be run by anyone: the submitter's fault, provable by rerunning the
+    validator. Nobody who took the job pays for it: moves due are void, the solver's stake goes
+    back and the submitter gets its escrow back (the legs of a no-fault end)."""
+    verification.process_cancel_assignments(session, job)
+    return jobs.process_refund(
+        session, rt, job, "invalid_spec", fault="submitter", detail=fault[:512]
+    )
+
+
+def process_invalid_spec_claim(
+    session: Session, rt: Runtime, solver: str, job_id: str
+) -> JobEventView:
+    """The solver reports that the job it won cannot be run; the coordinator checks the claim
+    itself, so only a true claim ends the job."""
+    job = jobs_repository.lock_job(session, job_id)
+    jobs.require_solver(job, solver, JobState.AWARDED)
+    fault = jobs.get_spec_fault(session, job)
+    if fault is None:
+        raise InvalidState("this job's spec builds and runs here: train it or miss its deadline")
+    return process_spec_fault(session, rt, job, fault)
+
+
 def process_conclusion(session: Session, rt: Runtime, job: Job) -> bool:
     """Settle a verifying job whose challenge window has passed and which owes no move."""
     if job.state != JobState.VERIFYING or job.deadline > rt.clock.now():
@@ -260,6 +318,10 @@ def process_overdue_awarded(session: Session, rt: Runtime, job_id: str) -> bool:
     job = jobs_repository.lock_job(session, job_id)
     if job.state != JobState.AWARDED or not _is_due(job.deadline, rt):
         return False
+    fault = jobs.get_spec_fault(session, job)
+    if fault is not None:  # it could not be run: the late solver is not to blame
+        process_spec_fault(session, rt, job, fault)
+        return True
     late_commit = job.commit_deadline is not None and _is_due(job.commit_deadline, rt)
     process_solver_failure(
         session, rt, job, "solver_missed_commit" if late_commit else "solver_missed_heartbeat"
@@ -278,6 +340,8 @@ def process_overdue_assignment(session: Session, rt: Runtime, assignment_id: int
         return False
     if job.state != JobState.VERIFYING:
         assignment.state = AssignmentState.CANCELLED
+    elif (fault := jobs.get_spec_fault(session, job)) is not None:
+        process_spec_fault(session, rt, job, fault)  # a verifier cannot replay it either
     elif assignment.state in SOLVER_OWES:
         process_solver_failure(session, rt, job, f"solver_missed_move_{assignment.state}")
     else:

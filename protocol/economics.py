@@ -19,6 +19,13 @@ from fractions import Fraction
 
 from nacl.signing import SigningKey
 
+from protocol.assurance import (
+    ASSURANCE_LEVELS,
+    compute_cost_to_corrupt,
+    compute_required_stake,
+    compute_required_stake_for_plan,
+    compute_sampling_plan,
+)
 from protocol.behaviours import SOLVER_BEHAVIOURS, VERIFIER_BEHAVIOURS, Behaviour
 from protocol.dispute import SOLVER, VERIFIER, compute_initial_game
 from protocol.standin import Player, StandinTrajectory, play_game
@@ -168,11 +175,6 @@ class Market:
             challenger_stake=self.verifier_stake,
         )
         return compute_job_payouts(terms, outcome)
-
-
-def compute_required_stake(compute_cost: float, sampled: int, margin: float = 5 / 3) -> float:
-    """S > C/k: cheating on any share of the job has negative expected gain."""
-    return margin * compute_cost / sampled
 
 
 def compute_verification_fraction(segments: int, sampled: int, verifiers: int) -> float:
@@ -342,7 +344,42 @@ def simulate_market(market: Market, trials: int = 200, seed: int = 0) -> list[St
     return results
 
 
+def compute_assurance_table(market: Market) -> list[dict]:
+    """Every built-in assurance level at the market's segment count: what a one-step
+    perturbation's odds are, what verification costs, and what corrupting one model costs.
+
+    `cost_to_corrupt` is taken at the market's price and at the stake that level's own plan
+    requires — S = margin·C/k with the level's k (`compute_required_stake_for_plan`), rounded
+    like `Market.solver_stake` — not at the market's stake; `stake` reports it. None (null in
+    JSON): every segment is replayed, so no corruption survives."""
+    rows = []
+    for name in ASSURANCE_LEVELS:
+        plan = compute_sampling_plan(market.segments, level=name)
+        stake = round(
+            compute_required_stake_for_plan(plan, market.compute_cost, market.stake_margin)
+        )
+        cost = compute_cost_to_corrupt(plan, market.price, stake)
+        rows.append(
+            {
+                "level": name,
+                "detection_probability": round(plan.detection_probability, 6),
+                "num_segments": plan.num_segments,
+                "total_segments": plan.total_segments,
+                "num_verifiers": plan.num_verifiers,
+                "verification_fraction": round(plan.verification_fraction, 6),
+                "single_step_survival": round(plan.single_step_survival, 6),
+                "stake": stake,
+                "cost_to_corrupt": None if cost is None else round(cost, 3),
+            }
+        )
+    return rows
+
+
 def compute_summary(market: Market, results: list[StrategyResult]) -> dict:
+    """The simulation's verdict. Besides the per-strategy results: `assurance`, every built-in
+    level at this market's segment count (`compute_assurance_table`: its cost to corrupt uses the
+    market's price and the stake the level's plan requires, margin·C/k), and `deviations`, every
+    non-honest strategy with its gain over honest play (all < 0 for `ok`)."""
     # honest play earns; every deviation earns less than honest play (a solver that cheats on
     # one segment still nets most of the price, but less than by doing the work)
     ok = all(r.expected_profit > 0 if r.honest else r.gain_over_honest < 0 for r in results)
@@ -355,4 +392,10 @@ def compute_summary(market: Market, results: list[StrategyResult]) -> dict:
         ),
         "market": asdict(market),
         "ok": ok,
+        "assurance": compute_assurance_table(market),
+        "deviations": [
+            {"role": r.role, "name": r.name, "gain_over_honest": r.gain_over_honest}
+            for r in results
+            if not r.honest
+        ],
     }

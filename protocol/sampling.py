@@ -1,8 +1,12 @@
 """Verifier and segment selection from a public seed (pure).
 
-The seed is H(tag ‖ trajectory root ‖ solver's commitment signature ‖ log head before the
-commitment): fixed only after the solver committed, and recomputable by anyone from the log.
-Only verifiers registered for the job's execution profile label qualify (never the solver or the
+The seed is H(tag ‖ beacon ‖ commitment bytes). The beacon is a 32-byte secret the coordinator
+fixes when it awards the job, publishing only H(beacon) (`compute_beacon_commitment`) in the
+award's log entry, and reveals in the commitment's entry. The commitment bytes (`VTCOMMIT1` ‖ job
+id ‖ trajectory root ‖ count ‖ final model root) are its canonical content: no signature, log
+head or anything else the solver can vary for free goes in. So the solver cannot predict the
+seed before it commits (it does not know the beacon), cannot re-roll it after (a job takes one
+commitment), and anyone can recompute every draw from the log. Only verifiers registered for the job's execution profile label qualify (never the solver or the
 submitter); they are drawn stake-weighted without replacement; segments uniformly without
 replacement. A repro profile's label pins no threads or ISA, so any repro verifier qualifies.
 """
@@ -10,7 +14,8 @@ replacement. A repro profile's label pins no threads or ISA, so any repro verifi
 import hashlib
 from collections.abc import Sequence
 
-SELECTION_TAG = b"VTSELECT1"
+SELECTION_TAG = b"VTSELECT2"  # 1 hashed the signature and log head in; both were grindable
+BEACON_COMMIT_TAG = b"VTBEACON1"
 
 
 def compute_eligible_verifiers(
@@ -26,12 +31,14 @@ def compute_eligible_verifiers(
     ]
 
 
-def compute_selection_seed(
-    trajectory_root: bytes, commitment_signature: bytes, log_head: bytes
-) -> bytes:
-    return hashlib.sha256(
-        SELECTION_TAG + trajectory_root + commitment_signature + log_head
-    ).digest()
+def compute_beacon_commitment(beacon: bytes) -> bytes:
+    """What the award publishes: binds the coordinator to the beacon before the solver commits."""
+    return hashlib.sha256(BEACON_COMMIT_TAG + beacon).digest()
+
+
+def compute_selection_seed(beacon: bytes, commitment_bytes: bytes) -> bytes:
+    """`commitment_bytes` is `protocol.trajectory.Commitment.encode()`."""
+    return hashlib.sha256(SELECTION_TAG + beacon + commitment_bytes).digest()
 
 
 def compute_replacement_seed(selection_seed: bytes, missed_assignment_id: int) -> bytes:

@@ -19,7 +19,8 @@ from protocol.models import MODEL_REGISTRY, ModelDef, Params, compute_initial_pa
 from protocol.ops import NATIVE_OPS
 from protocol.rng import compute_batch_indices, make_generator
 from protocol.spec import JobSpec
-from protocol.state import PARAM_PREFIX, STEP_KEY, TrainingState, get_step
+from protocol.state import PARAM_PREFIX, STEP_KEY, TrainingState, compute_state_root, get_step
+from protocol.types import Root
 
 OPTIMIZER_SLOTS = {"sgd": ("momentum",), "adamw": ("exp_avg", "exp_avg_sq")}
 
@@ -149,3 +150,10 @@ def check_runnable_spec(spec: JobSpec, dataset_blob: bytes | None = None) -> Tra
     slots = len(OPTIMIZER_SLOTS[spec.optimizer.name])
     check_state_size(spec, compute_parameter_count(program), slots)
     return program
+
+
+def compute_initial_state_root(spec: JobSpec, dataset_blob: bytes | None = None) -> Root:
+    """The state root of checkpoint 0 of every honest trajectory of `spec`: its seeded
+    initialisation with zeroed optimizer state, no training step. The coordinator checks a
+    solver's checkpoint 0 against it before any verification is assigned."""
+    return compute_state_root(check_runnable_spec(spec, dataset_blob).initial_state())

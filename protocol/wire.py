@@ -124,6 +124,8 @@ class ProblemCode(StrEnum):
     INVALID_STATE = "invalid_state"
     ALREADY_EXISTS = "already_exists"
     INSUFFICIENT_FUNDS = "insufficient_funds"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    RATE_LIMITED = "rate_limited"
     WRITE_CONFLICT = "write_conflict"
     PROFILE_MISMATCH = "profile_mismatch"
     PARTY_FAULT = "party_fault"

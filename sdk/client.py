@@ -56,7 +56,8 @@ from sdk.responses import (
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-RETRY_STATUSES = {502, 503, 504}
+RETRY_STATUSES = {429, 502, 503, 504}
+MAX_RETRY_AFTER_S = 30.0  # a server asking for a longer wait gets its error back instead
 
 
 def compute_signed_headers(
@@ -80,6 +81,20 @@ def compute_signed_headers(
     if idempotency_key:
         headers[HEADER_IDEMPOTENCY] = idempotency_key
     return headers
+
+
+def _retry_wait_s(response: httpx.Response, backoff_s: float) -> float | None:
+    """How long to wait before retrying `response`, or None when it is final. A 429 waits its
+    Retry-After (whole seconds), if that is short enough; a write conflict or a gateway error
+    clears fast, so it waits `backoff_s`."""
+    if response.status_code not in RETRY_STATUSES:
+        return None
+    if response.status_code != 429:
+        return backoff_s
+    header = response.headers.get("Retry-After", "")
+    if not (header.isascii() and header.isdigit()) or int(header) > MAX_RETRY_AFTER_S:
+        return None
+    return float(header)
 
 
 class CoordinatorClient:
@@ -158,10 +173,12 @@ class CoordinatorClient:
             except httpx.TransportError:
                 if attempt == self.retries:
                     raise
+                wait_s = self.backoff_s * 2**attempt
             else:
-                if response.status_code not in RETRY_STATUSES or attempt == self.retries:
+                wait_s = _retry_wait_s(response, self.backoff_s * 2**attempt)
+                if wait_s is None or attempt == self.retries:
                     return self._checked(response)
-            time.sleep(self.backoff_s * 2**attempt)
+            time.sleep(wait_s)
         raise AssertionError("unreachable")  # the loop always returns or raises
 
     def _require_key(self) -> SigningKey:
@@ -345,11 +362,29 @@ class CoordinatorClient:
     def heartbeat(self, job_id: str) -> JobEventView:
         return self._post(JobEventView, f"/v1/jobs/{job_id}/heartbeat")
 
-    def commit(self, job_id: str, commitment: dict, signature: bytes) -> JobEventView:
+    def report_invalid_spec(self, job_id: str) -> JobEventView:
+        """Tell the coordinator the job this solver won cannot be run; it checks the claim."""
+        return self._post(JobEventView, f"/v1/jobs/{job_id}/invalid-spec")
+
+    def commit(
+        self,
+        job_id: str,
+        commitment: dict,
+        signature: bytes,
+        initial_state_root: bytes,
+        initial_proof: list[bytes],
+    ) -> JobEventView:
+        """Commit the trajectory, with checkpoint 0's root and its proof at leaf 0: the
+        coordinator checks it is the spec's initial state (a planted start is slashed)."""
         return self._post(
             JobEventView,
             f"/v1/jobs/{job_id}/commitment",
-            {"commitment": commitment, "signature": signature.hex()},
+            {
+                "commitment": commitment,
+                "signature": signature.hex(),
+                "initial_state_root": initial_state_root.hex(),
+                "initial_proof": [h.hex() for h in initial_proof],
+            },
         )
 
     def upload_checkpoint(

@@ -15,7 +15,7 @@ from protocol.errors import InvalidInput
 from protocol.referee import compute_referee_chunk
 from protocol.spec import parse_job_spec
 from protocol.state import compute_state_root, get_step
-from protocol.training import TrainingProgram, build_program
+from protocol.training import TrainingProgram, check_runnable_spec
 from sdk.store import CheckpointStore, write_atomically
 
 Progress = Callable[[dict[str, Any]], None]
@@ -43,7 +43,7 @@ def train(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Train (or resume) a job into a run directory, committing every checkpoint."""
     spec = parse_job_spec(request["spec"])
     blob = _read_optional(request.get("dataset_path"))
-    program = build_program(spec, blob)
+    program = check_runnable_spec(spec, blob)
     store = CheckpointStore.open_or_create(Path(request["dir"]), spec, blob)
     state = _resume_point(store, program)
     report = _throttled(progress)
@@ -85,7 +85,7 @@ def replay(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     entries = store.entries()
     if not isinstance(segment, int) or not 0 <= segment < len(entries) - 1:
         raise InvalidInput(f"must be between 0 and {len(entries) - 2}", "segment")
-    program = build_program(store.spec, store.dataset_blob())
+    program = check_runnable_spec(store.spec, store.dataset_blob())
     state = store.load_checkpoint(segment)
     target = entries[segment + 1]
     step_roots = []
@@ -116,7 +116,7 @@ def run_referee_step(request: dict[str, Any], progress: Progress) -> dict[str, A
     if isinstance(chunk, bool) or not isinstance(chunk, int):
         raise InvalidInput("must be the disputed chunk's index", "chunk")
     spec = parse_job_spec(request["spec"])
-    program = build_program(spec, _read_optional(request.get("dataset_path")))
+    program = check_runnable_spec(spec, _read_optional(request.get("dataset_path")))
     agreed_state = Path(request["state_path"]).read_bytes()
     chunk_hash = compute_referee_chunk(
         program, agreed_state, bytes.fromhex(request["agreed_root"]), chunk

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.behaviours import load_behaviour
+from protocol.economics import compute_max_price
 from protocol.errors import InvalidSpec
 from protocol.spec import parse_job_spec
 from protocol.training import check_runnable_spec
@@ -94,6 +95,9 @@ class SolverDaemon(Daemon):
             and job.job_id not in self.state.data["refused"]
             and job.submitter != self.client.public_key
             and job.min_stake <= self.config.stake
+            # a price over the job's cap would be refused: skip it before building anything
+            and self.config.price
+            <= compute_max_price(job.bounty, job.verifier_fee, job.num_verifiers)
             and (self.config.only_jobs is None or job.job_id in self.config.only_jobs)
         )
 
@@ -162,11 +166,17 @@ class SolverDaemon(Daemon):
             "behaviour": None if self.behaviour.honest else self.behaviour.name,
         }
         self._record(job_id, "training")
-        run_worker(
-            request,
-            parse_job_spec(spec_json).profile,
-            on_progress=lambda event: self._on_training_progress(job_id, event),
-        )
+        try:
+            run_worker(
+                request,
+                parse_job_spec(spec_json).profile,
+                on_progress=lambda event: self._on_training_progress(job_id, event),
+            )
+        except InvalidSpec as err:  # passed the check before bidding, yet cannot run: say so
+            self.log.warning("job %s cannot be run (%s); reporting it", job_id[:12], err)
+            self.client.report_invalid_spec(job_id)
+            self._record(job_id, JobState.FAILED, outcome="invalid_spec")
+            return
         store = CheckpointStore.open(self.run_dir(job_id))
         manifest = store.manifest
         commitment = Commitment(
@@ -175,8 +185,13 @@ class SolverDaemon(Daemon):
             len(store.entries()),
             Root(bytes.fromhex(manifest["final_model_root"])),
         )
+        entries = [(e.step, e.state_root) for e in store.entries()]
         self.client.commit(
-            job_id, commitment.to_json(), sign_commitment(self.client.key, commitment)
+            job_id,
+            commitment.to_json(),
+            sign_commitment(self.client.key, commitment),
+            entries[0][1],
+            compute_trajectory_proof(entries, 0),
         )
         self._record(job_id, "committed")
 

@@ -2,6 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 
 from coordinator.accounts import service
 from coordinator.accounts.schemas import (
@@ -26,6 +27,12 @@ def post_transfer(body: TransferRequest, signed: Signed, rt: RT) -> Response:
         signed,
         lambda s: service.process_transfer(s, rt, signed.public_key, body.to, body.amount),
     )
+
+
+@router.get("/accounts/transfer", include_in_schema=False)
+def get_transfer() -> None:
+    """`transfer` is no account key: a GET here is 405 (POST only), not a malformed key (422)."""
+    raise HTTPException(405, headers={"Allow": "POST"})
 
 
 @router.get("/accounts/{public_key}", response_model=AccountView, responses=READ_PROBLEMS)

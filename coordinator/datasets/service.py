@@ -6,9 +6,10 @@ import hashlib
 
 from sqlalchemy.orm import Session
 
-from coordinator.errors import InvalidState, NotFound
+from coordinator.errors import InsufficientFunds, InvalidState, NotFound, QuotaExceeded
 from coordinator.jobs import repository
-from coordinator.ledger.service import process_movement
+from coordinator.ledger.accounts import available
+from coordinator.ledger.service import get_balance, process_movement
 from coordinator.models import BLOB_DATASET
 from coordinator.runtime import Runtime
 from protocol.data import compute_file_dataset
@@ -25,7 +26,8 @@ def check_dataset_file(sha256: str, data: bytes) -> None:
 
 def process_upload(session: Session, rt: Runtime, uploader: str, sha256: str, data: bytes) -> dict:
     if repository.get_blob(session, sha256, BLOB_DATASET) is None:
-        repository.add_blob_if_missing(session, sha256, data, BLOB_DATASET)
+        _check_can_store(session, rt, uploader)
+        repository.add_blob_if_missing(session, sha256, data, BLOB_DATASET, uploader=uploader)
         process_movement(
             session,
             rt,
@@ -33,7 +35,25 @@ def process_upload(session: Session, rt: Runtime, uploader: str, sha256: str, da
             {"sha256": sha256, "size": len(data), "uploader": uploader},
             [],
         )
+        _check_quota(session, rt, uploader)  # after the log lock: concurrent uploads serialise
     return {"sha256": sha256, "size": len(data)}
+
+
+def _check_can_store(session: Session, rt: Runtime, uploader: str) -> None:
+    """Only an account that could post a job stores data: a fresh key holds nothing, so
+    storage costs a funded key per quota, not a free one."""
+    balance = get_balance(session, available(uploader))
+    if balance < rt.settings.min_bounty:
+        raise InsufficientFunds(str(available(uploader)), balance, rt.settings.min_bounty)
+
+
+def _check_quota(session: Session, rt: Runtime, uploader: str) -> None:
+    stored = repository.get_stored_bytes(session, uploader, BLOB_DATASET)
+    quota = rt.settings.max_dataset_bytes_per_key
+    if stored > quota:
+        raise QuotaExceeded(
+            f"this key would store {stored} dataset bytes; the quota is {quota} per key"
+        )
 
 
 def get_dataset_bytes(session: Session, sha256: str) -> bytes:

@@ -11,12 +11,12 @@ from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs.checkpoints import DecodedCheckpoint, get_state_layout
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
-from coordinator.schemas import EmptyRequest
+from coordinator.schemas import MAX_ROW_ID, NO_NUL, EmptyRequest
 from coordinator.transitions import process_dispute_move, process_rule_dispute
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
 RT = Annotated[Runtime, Depends(get_runtime)]
-DisputeId = Annotated[int, Path(ge=1, le=2**62)]
+DisputeId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
@@ -24,7 +24,7 @@ BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "b
 def get_disputes(
     rt: RT,
     party: Annotated[str, Query(pattern=r"^[0-9a-f]{64}$")],
-    status: Annotated[str | None, Query(max_length=16)] = None,
+    status: Annotated[str | None, Query(max_length=16, pattern=NO_NUL)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> DisputePage:
     """Disputes where `party` is the solver or the verifier."""

@@ -212,7 +212,9 @@ def process_dispute_state(
         or decoded.state_root.hex() != game.roots[game.lo]
     ):
         raise InvalidState("no state is owed, or not this one")
-    jobs_repository.add_blob_if_missing(session, decoded.sha256, decoded.data, BLOB_STATE)
+    jobs_repository.add_blob_if_missing(
+        session, decoded.sha256, decoded.data, BLOB_STATE, uploader=who
+    )
     _store(
         dispute,
         process_state_supplied(game, int(rt.clock.now()), rt.settings.ruling_timeout_s),

@@ -28,7 +28,7 @@ from protocol.state import (
     validate_state_matches_layout,
 )
 from protocol.training import build_program
-from protocol.trajectory import is_valid_trajectory_proof
+from protocol.trajectory import Commitment, is_valid_trajectory_proof
 from protocol.types import Root, StepIndex
 from protocol.wire import JobState
 
@@ -41,19 +41,46 @@ class DecodedCheckpoint:
     state_root: bytes
 
 
-def get_state_layout(rt: Runtime, session: Session, job: Job) -> StateLayout:
-    """The tensor names, dtypes and shapes every state of `job` has: those of its training
-    program's initial state (every optimizer slot is there from step 0, and a step keeps each
-    tensor's dtype and shape). Computed once per job (its id is its spec's hash), kept in a small
-    LRU; only names and shapes are kept, never the tensors."""
+@dataclass(frozen=True)
+class InitialState:
+    """What the coordinator knows of `job`'s states without training: the tensor names, dtypes
+    and shapes every state has (every optimizer slot is there from step 0, and a step keeps each
+    tensor's dtype and shape), and the root of checkpoint 0."""
 
-    def compute() -> StateLayout:
+    layout: StateLayout
+    root: bytes
+
+
+def get_initial_state(rt: Runtime, session: Session, job: Job) -> InitialState:
+    """Computed once per job (its id is its spec's hash), kept in a small LRU; only names,
+    shapes and the root are kept, never the tensors."""
+
+    def compute() -> InitialState:
         spec = parse_job_spec(json.loads(job.spec_json))
-        return compute_state_layout(
-            build_program(spec, get_job_dataset(session, spec)).initial_state()
-        )
+        state = build_program(spec, get_job_dataset(session, spec)).initial_state()
+        return InitialState(compute_state_layout(state), bytes(compute_state_root(state)))
 
     return rt.state_layouts.get_or_compute(job.job_id, compute)
+
+
+def get_state_layout(rt: Runtime, session: Session, job: Job) -> StateLayout:
+    return get_initial_state(rt, session, job).layout
+
+
+def is_planted_initial_state(
+    job: Job, commitment: Commitment, root: bytes, proof: list[bytes], expected: bytes
+) -> bool:
+    """Whether the committed trajectory provably starts from another state than the spec's
+    initial one: `root` at leaf 0 is proven by `proof` and differs from `expected`. A proof that
+    does not open leaf 0 proves nothing and is refused."""
+    if not is_valid_trajectory_proof(
+        StepIndex(0), Root(root), 0, job.num_checkpoints, proof, commitment.trajectory_root
+    ):
+        raise InvalidInput(
+            "initial_state_root and initial_proof do not open leaf 0 of the trajectory",
+            "initial_proof",
+        )
+    return root != expected
 
 
 def compute_decoded_checkpoint(data: bytes, step: int, layout: StateLayout) -> DecodedCheckpoint:

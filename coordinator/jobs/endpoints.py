@@ -17,8 +17,12 @@ from coordinator.jobs.schemas import (
 )
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
-from coordinator.schemas import EmptyRequest
-from coordinator.transitions import process_checkpoint_upload, process_commitment
+from coordinator.schemas import MAX_ROW_ID, NO_NUL, EmptyRequest
+from coordinator.transitions import (
+    process_checkpoint_upload,
+    process_commitment,
+    process_invalid_spec_claim,
+)
 from coordinator.verification import repository as verification_repository
 from coordinator.verification.schemas import AssignmentPage
 from coordinator.verification.service import get_assignment_view
@@ -41,9 +45,9 @@ def post_job(body: SubmitJobRequest, signed: Signed, rt: RT) -> Response:
 @router.get("", response_model=JobPage, responses=READ_PROBLEMS)
 def get_jobs(
     rt: RT,
-    state: Annotated[str | None, Query(max_length=16)] = None,
-    profile: Annotated[str | None, Query(max_length=128)] = None,
-    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    state: Annotated[str | None, Query(max_length=16, pattern=NO_NUL)] = None,
+    profile: Annotated[str | None, Query(max_length=128, pattern=NO_NUL)] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_ROW_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> JobPage:
     """Jobs in submission order (pass the last `id` seen as `after` for the next page), optionally
@@ -77,6 +81,16 @@ def post_award(job_id: JobIdPath, _body: EmptyRequest, signed: Signed, rt: RT) -
 def post_heartbeat(job_id: JobIdPath, _body: EmptyRequest, signed: Signed, rt: RT) -> Response:
     return execute_signed(
         rt, signed, lambda s: service.process_heartbeat(s, rt, signed.public_key, job_id)
+    )
+
+
+@router.post("/{job_id}/invalid-spec", response_model=JobEventView, responses=WRITE_PROBLEMS)
+def post_invalid_spec(job_id: JobIdPath, _body: EmptyRequest, signed: Signed, rt: RT) -> Response:
+    """The solver cannot run the job it won. The coordinator reruns the submission validator:
+    if it fails too, the job ends as the submitter's fault and the solver's stake comes back;
+    if the spec runs here, 409."""
+    return execute_signed(
+        rt, signed, lambda s: process_invalid_spec_claim(s, rt, signed.public_key, job_id)
     )
 
 

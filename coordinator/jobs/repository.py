@@ -1,6 +1,6 @@
 """SQL access for jobs, bids and checkpoints. Every lookup on the hot path is by key or index."""
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from coordinator.errors import NotFound
@@ -72,8 +72,25 @@ def get_game_state_blob(session: Session, sha256: str) -> Blob | None:
 
 
 def add_blob_if_missing(
-    session: Session, sha256: str, data: bytes, kind: str = BLOB_CHECKPOINT
+    session: Session,
+    sha256: str,
+    data: bytes,
+    kind: str = BLOB_CHECKPOINT,
+    uploader: str | None = None,
 ) -> None:
     if get_blob(session, sha256, kind) is None:
-        session.add(Blob(kind=kind, sha256=sha256, size=len(data), data=data))
+        session.add(Blob(kind=kind, sha256=sha256, size=len(data), data=data, uploader=uploader))
         session.flush()
+
+
+def get_stored_bytes(session: Session, uploader: str, kind: str) -> int:
+    """Bytes in namespace `kind` that `uploader` stored first (one indexed sum)."""
+    stmt = select(func.coalesce(func.sum(Blob.size), 0)).where(
+        Blob.uploader == uploader, Blob.kind == kind
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def count_open_jobs(session: Session, submitter: str, final_states: frozenset[str]) -> int:
+    stmt = select(func.count()).where(Job.submitter == submitter, Job.state.not_in(final_states))
+    return int(session.execute(stmt).scalar_one())

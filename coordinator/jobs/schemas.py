@@ -1,29 +1,32 @@
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from coordinator.schemas import Amount, HexKey, Request
+from coordinator.schemas import NO_NUL, Amount, HexKey, Integer, PositiveAmount, Request
 
 
 class SubmitJobRequest(Request):
     spec: dict[str, Any]
-    bounty: Amount
+    bounty: PositiveAmount  # the minimum is a setting (min_bounty), never below 1
     min_stake: Amount = 0
     verifier_fee: Amount = 0
-    num_verifiers: int = Field(default=1, strict=True, ge=0, le=8)
-    num_segments: int = Field(default=1, strict=True, ge=1, le=64)
-    bidding_s: float = Field(default=60.0, ge=0, le=30 * 86400, allow_inf_nan=False)
+    num_verifiers: Integer = Field(default=1, ge=0, le=8)
+    num_segments: Integer = Field(default=1, ge=1, le=64)
+    bidding_s: float = Field(default=60.0, strict=True, ge=0, le=30 * 86400, allow_inf_nan=False)
 
 
 class BidRequest(Request):
     price: Amount
     stake: Amount
-    profile: str = Field(min_length=1, max_length=128)
+    profile: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
 
 
 class CommitmentRequest(Request):
     commitment: dict[str, Any]
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+    # checkpoint 0's state root and its inclusion proof at leaf 0 of the committed trajectory
+    initial_state_root: str = Field(pattern=r"^[0-9a-f]{64}$")
+    initial_proof: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(max_length=64)
 
 
 class BidView(BaseModel):

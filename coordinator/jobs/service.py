@@ -6,6 +6,8 @@ in the same transaction. Every transition locks the job row first (then ledger r
 log), so two concurrent awards serialise and the second sees the job already awarded.
 """
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -13,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from coordinator.clock import FAR_FUTURE
 from coordinator.datasets.service import check_dataset_available, get_job_dataset
-from coordinator.errors import AlreadyExists, Forbidden, InvalidState
+from coordinator.errors import AlreadyExists, Forbidden, InvalidState, QuotaExceeded
 from coordinator.jobs import repository
 from coordinator.jobs.schemas import BidRequest, BidView, JobEventView, JobView, SubmitJobRequest
 from coordinator.ledger.accounts import available, escrow, stake
@@ -27,10 +29,13 @@ from coordinator.models import Bid, Job
 from coordinator.runtime import Runtime
 from protocol.economics import compute_max_price
 from protocol.errors import InvalidInput, ProfileMismatch
+from protocol.sampling import compute_beacon_commitment
 from protocol.spec import compute_checkpoint_steps, compute_job_id, parse_job_spec, spec_to_json
 from protocol.training import check_runnable_spec
 from protocol.trajectory import Commitment
-from protocol.wire import BidStatus, JobState
+from protocol.wire import FINAL_JOB_STATES, BidStatus, JobState
+
+BEACON_TAG = b"veritrain-selection-beacon-v1"
 
 
 def get_event_view(job: Job, entry) -> JobEventView:
@@ -81,6 +86,9 @@ def process_submit(
         "profile": job.profile_label,
         "min_stake": req.min_stake,
         "verifier_fee": req.verifier_fee,
+        "num_verifiers": req.num_verifiers,
+        "num_segments": req.num_segments,
+        "num_checkpoints": checkpoints,
         "bidding_deadline": job.bidding_deadline,
     }
     entry = process_movement(
@@ -90,7 +98,14 @@ def process_submit(
         data,
         transfer(available(submitter), escrow(job_id), req.bounty),
     )
+    _check_open_jobs_quota(session, rt, submitter)  # after the log lock: submits serialise
     return get_event_view(job, entry)
+
+
+def _check_open_jobs_quota(session: Session, rt: Runtime, submitter: str) -> None:
+    quota = rt.settings.max_open_jobs_per_key
+    if repository.count_open_jobs(session, submitter, FINAL_JOB_STATES) > quota:
+        raise QuotaExceeded(f"a key may have at most {quota} open jobs; wait for one to finish")
 
 
 def process_bid(
@@ -173,8 +188,17 @@ def process_award(session: Session, rt: Runtime, job_id: str) -> JobEventView:
         "stake": winner.stake,
         "bids": len(bids),
         "commit_deadline": job.commit_deadline,
+        "beacon_commitment": compute_beacon_commitment(compute_job_beacon(rt, job_id)).hex(),
     }
     return get_event_view(job, process_movement(session, rt, "job.awarded", data, legs))
+
+
+def compute_job_beacon(rt: Runtime, job_id: str) -> bytes:
+    """The job's selection beacon: a secret only the coordinator can compute (keyed by its log
+    key), fixed by the job id, so nothing is stored and nothing can be chosen after the award.
+    The award publishes its hash; the commitment's log entry reveals it."""
+    message = BEACON_TAG + bytes.fromhex(job_id)
+    return hmac.new(bytes(rt.key), message, hashlib.sha256).digest()
 
 
 def require_solver(job: Job, who: str, state: JobState, now: float | None = None) -> None:
@@ -231,16 +255,30 @@ def process_solver_fault(
     return get_event_view(job, process_movement(session, rt, "job.solver_slashed", data, legs))
 
 
-def process_refund(session: Session, rt: Runtime, job: Job, reason: str) -> JobEventView:
-    """The job fails for no party's fault: the solver's stake goes back and the submitter gets
+def process_refund(
+    session: Session, rt: Runtime, job: Job, reason: str, **details: str
+) -> JobEventView:
+    """The job fails and the solver is not at fault: its stake goes back and the submitter gets
     its escrow back in full (the legs of a cancelled award; no new money rule)."""
     legs = compute_escrow_split(
         job.job_id, get_balance(session, escrow(job.job_id)), job.submitter, []
     )
     legs += compute_stake_release(job.solver, job.job_id, job.stake or 0)
     job.state, job.outcome, job.deadline = JobState.FAILED, reason, FAR_FUTURE
-    data = {"job_id": job.job_id, "solver": job.solver, "reason": reason}
+    data = {"job_id": job.job_id, "solver": job.solver, "reason": reason, **details}
     return get_event_view(job, process_movement(session, rt, "job.refunded", data, legs))
+
+
+def get_spec_fault(session: Session, job: Job) -> str | None:
+    """Why no honest party can run this job's spec here (the submission validator's message),
+    or None. Submission refuses such specs; one can still be running if it was stored before
+    the validator grew stricter."""
+    try:
+        spec = parse_job_spec(json.loads(job.spec_json))
+        check_runnable_spec(spec, get_job_dataset(session, spec))
+    except (InvalidInput, ValueError) as err:  # InvalidSpec, or a stored spec that is not JSON
+        return str(err) or type(err).__name__
+    return None
 
 
 def process_settlement(

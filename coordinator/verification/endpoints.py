@@ -6,6 +6,7 @@ from fastapi.responses import Response
 from coordinator.auth import Signed, execute_signed, get_runtime
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
+from coordinator.schemas import MAX_ROW_ID
 from coordinator.transitions import process_verification_reveal
 from coordinator.verification import repository, service
 from coordinator.verification.schemas import (
@@ -20,7 +21,7 @@ from coordinator.verification.schemas import (
 
 router = APIRouter(prefix="/v1", tags=["verification"])
 RT = Annotated[Runtime, Depends(get_runtime)]
-AssignmentId = Annotated[int, Path(ge=1, le=2**62)]
+AssignmentId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
 
 
 @router.post("/verifiers", response_model=VerifierView, responses=WRITE_PROBLEMS)

@@ -1,12 +1,14 @@
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
-from coordinator.schemas import Amount, PositiveAmount, Request
+from coordinator.schemas import NO_NUL, Amount, PositiveAmount, Request
 
-ProfileLabel = Field(min_length=1, max_length=128)
+ProfileLabel = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL)]
 
 
 class RegisterVerifierRequest(Request):
-    profiles: list[str] = Field(min_length=1, max_length=16)
+    profiles: list[ProfileLabel] = Field(min_length=1, max_length=16)
     stake: Amount
 
 

@@ -328,6 +328,8 @@ def process_verifier_timeout(
             "assignment": assignment.id,
             "job_id": job.job_id,
             "verifier": assignment.verifier,
+            "segment": assignment.segment,
+            "missed": missed,
             "slashed": amount,
             "replaced_by": replacement,
         },

@@ -8,7 +8,13 @@ from nacl.signing import SigningKey
 
 from protocol.presets import example_job_spec_json
 from protocol.spec import compute_job_id, parse_job_spec
-from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
+from protocol.training import compute_initial_state_root
+from protocol.trajectory import (
+    Commitment,
+    compute_trajectory_proof,
+    compute_trajectory_root,
+    sign_commitment,
+)
 from protocol.types import JobId, Root, StepIndex
 from protocol.wire import compute_verification_commit
 from sdk.client import CoordinatorClient
@@ -73,10 +79,46 @@ def funded(make_client, amount: int = 10_000) -> CoordinatorClient:
 
 
 def commit_signed(
-    solver: CoordinatorClient, job: TrainedJob, commitment: Commitment | None = None
+    solver: CoordinatorClient,
+    job: TrainedJob,
+    commitment: Commitment | None = None,
+    entries: list[tuple[StepIndex, Root]] | None = None,
 ) -> JobEventView:
-    commitment = commitment or job.commitment()
-    return solver.commit(job.job_id, commitment.to_json(), sign_commitment(solver.key, commitment))
+    """Commit `job`'s trajectory, or `commitment` over `entries` (a forged one)."""
+    commitment, entries = commitment or job.commitment(), entries or job.entries()
+    return solver.commit(
+        job.job_id,
+        commitment.to_json(),
+        sign_commitment(solver.key, commitment),
+        entries[0][1],
+        compute_trajectory_proof(entries, 0),
+    )
+
+
+def untrained_trajectory(spec_json: dict, count: int) -> tuple[Commitment, list]:
+    """A commitment no training produced: the spec's true checkpoint 0 (the coordinator checks
+    that one), then `count - 1` random roots. For tests and benchmarks of the market alone."""
+    spec = parse_job_spec(spec_json)
+    entries = [(StepIndex(0), compute_initial_state_root(spec))]
+    entries += [(StepIndex(i), Root(secrets.token_bytes(32))) for i in range(1, count)]
+    commitment = Commitment(
+        JobId(compute_job_id(spec)),
+        compute_trajectory_root(entries),
+        count,
+        Root(secrets.token_bytes(32)),
+    )
+    return commitment, entries
+
+
+def commit_untrained(solver: CoordinatorClient, spec_json: dict, count: int) -> JobEventView:
+    commitment, entries = untrained_trajectory(spec_json, count)
+    return solver.commit(
+        commitment.job_id.hex(),
+        commitment.to_json(),
+        sign_commitment(solver.key, commitment),
+        entries[0][1],
+        compute_trajectory_proof(entries, 0),
+    )
 
 
 def verify_segment(verifier: CoordinatorClient, assignment_id: int, root: bytes) -> bytes:

@@ -148,7 +148,7 @@ def _forged_trajectory(trained):
 def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, trained):
     submitter, solver, verifier = _start(make_client, trained, 2)
     forged, entries, commitment = _forged_trajectory(trained)
-    commit_signed(solver, trained, commitment)
+    commit_signed(solver, trained, commitment, entries)
     by_segment = {a.segment: a for a in verifier.get_assignments()}
     assert set(by_segment) == {0, 1}
     _upload(solver, trained, 0, proof=compute_trajectory_proof(entries, 0))

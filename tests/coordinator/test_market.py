@@ -7,7 +7,13 @@ from nacl.signing import SigningKey
 from cli.audit_cmd import check_coordinator
 from protocol.wire import AssignmentState, BidStatus, JobState, ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
-from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
+from tests.coordinator.market import (
+    commit_signed,
+    commit_untrained,
+    funded,
+    train_tiny_job,
+    verify_segment,
+)
 from tests.coordinator.server import ServerThread, database_url, make_settings
 
 BOUNTY, FEE, STAKE = 1000, 50, 400
@@ -282,8 +288,6 @@ def test_repro_jobs_go_to_any_repro_verifier_whatever_its_hardware(server, make_
     one registered only for a pinned profile never does (a scheduling rule, not a slash)."""
     from protocol.presets import example_job_spec_json
     from protocol.spec import compute_job_id, parse_job_spec
-    from protocol.trajectory import Commitment, sign_commitment
-    from protocol.types import JobId, Root
 
     spec_json = example_job_spec_json("mlp", steps=4, profile="repro")
     spec = parse_job_spec(spec_json)
@@ -299,7 +303,6 @@ def test_repro_jobs_go_to_any_repro_verifier_whatever_its_hardware(server, make_
     solver.bid(job_id.hex(), 600, STAKE, label)
     _award(solver, job_id.hex())
     checkpoints = submitter.get_job(job_id.hex()).num_checkpoints
-    commitment = Commitment(JobId(job_id), Root(b"\x01" * 32), checkpoints, Root(b"\x02" * 32))
-    solver.commit(job_id.hex(), commitment.to_json(), sign_commitment(solver.key, commitment))
+    commit_untrained(solver, spec_json, checkpoints)
     assert [a.job_id for a in repro_verifier.get_assignments()] == [job_id.hex()]
     assert pinned_verifier.get_assignments() == []  # two were wanted; only one could replay it

@@ -24,6 +24,9 @@ from protocol.dispute import OVER, SOLVER, VERIFIER, compute_initial_game
 from protocol.economics import JobTerms, Market, Outcome, Payouts, compute_job_payouts
 from protocol.signing import generate_signing_key
 from protocol.wire import AssignmentState, JobState
+from tests.coordinator.market import tiny_spec_json
+
+RUNNABLE_SPEC = json.dumps(tiny_spec_json())
 
 PAST = 0.0  # every deadline below has passed: the protocol clock reads the real time
 
@@ -75,7 +78,7 @@ def _open_job(session, rt, terms: JobTerms, challenger_state: AssignmentState) -
     job = Job(
         job_id=_key(),
         submitter=parties["submitter"],
-        spec_json="{}",
+        spec_json=RUNNABLE_SPEC,  # the sweeper reruns the validator before a lateness slash
         profile_label="p",
         bounty=terms.bounty,
         min_stake=terms.min_stake,

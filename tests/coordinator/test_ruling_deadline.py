@@ -30,6 +30,7 @@ from protocol.state import (
     compute_state_root,
     encode_state,
 )
+from protocol.training import build_program
 from protocol.trajectory import Commitment, compute_trajectory_proof, compute_trajectory_root
 from protocol.types import JobId, Root, StepIndex
 from protocol.wire import AssignmentState, DisputeStatus, JobState
@@ -38,6 +39,7 @@ from tests.coordinator.market import commit_signed, funded, tiny_spec_json, veri
 from tests.coordinator.server import running_server
 
 BOUNTY, FEE, STAKE, VSTAKE, PRICE = 1000, 50, 400, 500, 600
+FIXED_COORDINATOR_KEY = "0123456789abcdef" * 4
 
 
 def _made_up(step: int, value: float) -> dict[str, torch.Tensor]:
@@ -50,7 +52,10 @@ def server(tmp_path, monkeypatch):
     # As before the full state checks at upload: a made-up state with a valid proof gets in.
     # The referee (in its own worker process) still checks, and must not fail with a KeyError.
     monkeypatch.setattr(checkpoints, "validate_state_matches_layout", lambda state, layout: None)
-    with running_server("sqlite", tmp_path) as srv:
+    # A fixed coordinator key fixes the selection beacon, so the draw over this test's fixed
+    # commitment is fixed too: segment 1, whose start is a made-up state (checkpoint 0 must be
+    # the spec's true initial state, or the commitment itself is slashed).
+    with running_server("sqlite", tmp_path, signing_key_hex=FIXED_COORDINATOR_KEY) as srv:
         yield srv
 
 
@@ -90,7 +95,8 @@ def _open_ruling(make_client):
     solver.bid(job.job_id, PRICE, STAKE, job.profile)
     solver.advance_clock(31)
     solver.award(job.job_id)
-    states = [_made_up(k, float(k)) for k in range(3)]
+    initial = build_program(parse_job_spec(spec)).initial_state()
+    states = [initial] + [_made_up(k, float(k)) for k in (1, 2)]
     entries = [(StepIndex(k), compute_state_root(s)) for k, s in enumerate(states)]
     commitment = Commitment(
         JobId(bytes.fromhex(job.job_id)),
@@ -98,9 +104,10 @@ def _open_ruling(make_client):
         3,
         Root(compute_model_root(states[2])),
     )
-    commit_signed(solver, job, commitment)
+    commit_signed(solver, job, commitment, entries)
     [a] = verifier.get_assignments()
     seg = a.segment
+    assert seg == 1, "the fixed key no longer draws segment 1: pick another FIXED_COORDINATOR_KEY"
     claimed = _made_up(seg + 1, 99.0)
 
     def upload(i):

@@ -10,6 +10,7 @@ from nacl.signing import SigningKey
 
 from protocol.presets import example_job_spec_json
 from sdk.client import CoordinatorClient
+from sdk.responses import JobView, parse_response
 from solver.daemon import SolverConfig, SolverDaemon
 from tests.daemons.mock_views import PROFILE, job_view_json
 from verifier.daemon import VerifierConfig, VerifierDaemon
@@ -106,3 +107,24 @@ def test_verifier_refuses_to_replay_an_unrunnable_job(tmp_path):
     coordinator.seen = []
     daemon.step()
     assert ("GET", f"/v1/jobs/{BAD}") not in coordinator.seen
+
+
+def test_solver_that_won_a_job_it_cannot_run_reports_it_instead_of_going_silent(tmp_path):
+    """The real training worker refuses the spec; the daemon reports invalid-spec (the
+    coordinator then checks the claim) and stops working on the job."""
+    coordinator = Coordinator()
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"/v1/jobs/{BAD}/invalid-spec":
+            coordinator.seen.append((request.method, request.url.path))
+            return httpx.Response(200, json={"job_id": BAD, "state": "failed", "log_index": 9})
+        return coordinator(request)
+
+    daemon = SolverDaemon(
+        client_for(serve), tmp_path, SolverConfig(price=600, stake=400, profiles=[PROFILE])
+    )
+    daemon.state.data["jobs"][BAD] = {"state": "bidding"}
+    won = {**job_view_json(BAD, 1, poisoned_spec()), "state": "awarded"}
+    daemon._train_and_commit(parse_response(JobView, won))
+    assert ("POST", f"/v1/jobs/{BAD}/invalid-spec") in coordinator.seen
+    assert daemon.state.data["jobs"][BAD] == {"state": "failed", "outcome": "invalid_spec"}

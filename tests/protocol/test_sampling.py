@@ -39,14 +39,13 @@ def test_same_public_inputs_same_choice(seed, total, count):
 def test_choice_follows_stake_and_the_seed():
     pool = [("heavy", 90), ("light", 10), ("broke", 0)]
     picks = Counter(
-        compute_verifier_choice(compute_selection_seed(bytes([i]) * 32, b"sig", b"prev"), pool, 1)[
-            0
-        ]
+        compute_verifier_choice(compute_selection_seed(bytes([i]) * 32, b"commitment"), pool, 1)[0]
         for i in range(200)
     )
     assert picks["broke"] == 0 and picks["heavy"] > 150 and picks["light"] > 5
-    a = compute_selection_seed(b"r" * 32, b"sig", b"prev")
-    assert a != compute_selection_seed(b"r" * 32, b"sig", b"prev2")  # the log link changes it
+    a = compute_selection_seed(b"r" * 32, b"commitment")
+    assert a != compute_selection_seed(b"r" * 32, b"commitment2")  # the content changes it
+    assert a != compute_selection_seed(b"s" * 32, b"commitment")  # and so does the beacon
 
 
 def test_forced_errors_follow_the_rate_and_the_seed():
@@ -56,7 +55,7 @@ def test_forced_errors_follow_the_rate_and_the_seed():
         is_forced_error,
     )
 
-    seed = compute_selection_seed(b"t" * 32, b"sig", b"prev")
+    seed = compute_selection_seed(b"t" * 32, b"commitment")
     planted = sum(is_forced_error(seed, i, 100_000) for i in range(5000))
     assert 400 < planted < 600  # 10 %
     assert not any(is_forced_error(seed, i, 0) for i in range(1000))

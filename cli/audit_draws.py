@@ -1,0 +1,110 @@
+"""`veritrain audit` rechecks every draw from the public log alone.
+
+For each job: the award published H(beacon); the commitment revealed the beacon, and the seed
+must be H(tag ‖ beacon ‖ commitment bytes); its segments and verifiers must be what
+`protocol.sampling` draws from that seed, given the verifiers registered for the job's profile
+and their standing stakes at that point of the log (replayed from the postings). A verifier
+replaced after a missed commit must be the draw from the replacement seed over the same pool,
+less the verifiers already holding that segment.
+"""
+
+from dataclasses import dataclass, field
+
+from protocol.sampling import (
+    compute_beacon_commitment,
+    compute_eligible_verifiers,
+    compute_replacement_seed,
+    compute_segment_choice,
+    compute_selection_seed,
+    compute_verifier_choice,
+)
+from protocol.trajectory import Commitment
+
+
+@dataclass
+class _Job:
+    submitter: str
+    profile: str
+    num_verifiers: int
+    num_segments: int
+    num_checkpoints: int
+    solver: str = ""
+    beacon_commitment: str = ""
+    seed: bytes = b""
+    holders: dict[int, set[str]] = field(default_factory=dict)  # segment → verifiers
+
+
+@dataclass
+class DrawAuditor:
+    problems: list[str] = field(default_factory=list)
+    profiles: dict[str, list[str]] = field(default_factory=dict)
+    jobs: dict[str, _Job] = field(default_factory=dict)
+    draws_checked: int = 0
+
+    def observe(self, entry: dict, balances: dict[str, int]) -> None:
+        """Check `entry` against the draws it records; `balances` are those before its postings."""
+        kind, data = entry.get("kind"), entry.get("data") or {}
+        handler = {
+            "verifier.registered": self._registered,
+            "job.submitted": self._submitted,
+            "job.awarded": self._awarded,
+            "job.committed": self._committed,
+            "verification.timed_out": self._timed_out,
+        }.get(kind)
+        if handler is not None:
+            try:
+                handler(data, balances, f"entry {entry.get('index')} ({kind})")
+            except (KeyError, TypeError, ValueError) as err:
+                self.problems.append(f"entry {entry.get('index')} ({kind}): malformed ({err})")
+
+    def _registered(self, data: dict, _balances: dict, _where: str) -> None:
+        self.profiles[data["verifier"]] = list(data["profiles"])
+
+    def _submitted(self, data: dict, _balances: dict, _where: str) -> None:
+        self.jobs[data["job_id"]] = _Job(
+            data["submitter"],
+            data["profile"],
+            data["num_verifiers"],
+            data["num_segments"],
+            data["num_checkpoints"],
+        )
+
+    def _awarded(self, data: dict, _balances: dict, _where: str) -> None:
+        job = self.jobs[data["job_id"]]
+        job.solver, job.beacon_commitment = data["solver"], data["beacon_commitment"]
+
+    def _pool(self, job: _Job, balances: dict[str, int]) -> list[tuple[str, int]]:
+        candidates = [
+            (key, balances.get(f"stake:{key}:", 0), labels)
+            for key, labels in sorted(self.profiles.items())
+        ]
+        return compute_eligible_verifiers(candidates, job.profile, (job.solver, job.submitter))
+
+    def _committed(self, data: dict, balances: dict, where: str) -> None:
+        job = self.jobs[data["job_id"]]
+        beacon = bytes.fromhex(data["beacon"])
+        if compute_beacon_commitment(beacon).hex() != job.beacon_commitment:
+            self.problems.append(f"{where}: the beacon does not open the award's commitment")
+        commitment = Commitment.from_json(data)
+        job.seed = compute_selection_seed(beacon, commitment.encode())
+        if job.seed.hex() != data["seed"]:
+            self.problems.append(f"{where}: the seed is not H(beacon ‖ commitment)")
+        segments = compute_segment_choice(job.seed, job.num_checkpoints - 1, job.num_segments)
+        verifiers = compute_verifier_choice(job.seed, self._pool(job, balances), job.num_verifiers)
+        if segments != data["segments"] or verifiers != data["verifiers"]:
+            self.problems.append(f"{where}: the drawn segments or verifiers differ from the seed's")
+        job.holders = {segment: set(verifiers) for segment in segments}
+        self.draws_checked += 1
+
+    def _timed_out(self, data: dict, balances: dict, where: str) -> None:
+        if data["missed"] != "assigned":
+            return  # only a missed commit is replaced (the segment's end is still secret)
+        job, segment = self.jobs[data["job_id"]], data["segment"]
+        holders = job.holders.setdefault(segment, set())
+        pool = [(k, w) for k, w in self._pool(job, balances) if k not in holders]
+        seed = compute_replacement_seed(job.seed, data["assignment"])
+        drawn = [data["replaced_by"]] if data.get("replaced_by") is not None else []
+        if compute_verifier_choice(seed, pool, 1) != drawn:
+            self.problems.append(f"{where}: the replacement is not the seed's draw")
+        holders.update(drawn)
+        self.draws_checked += 1
