@@ -270,7 +270,7 @@ class ScalingSide:
         self.targets = jobs[-bid_jobs:]
         self.bid_lat: list[float] = []
         self.commit_lat: list[float] = []
-        self.commit_jobs: list[str] = []
+        self.commit_jobs: list[tuple[str, dict]] = []
 
     def bid(self, n: int) -> None:
         t = time.perf_counter()
@@ -282,19 +282,20 @@ class ScalingSide:
     def prepare_commit(self, n: int) -> None:
         from tests.coordinator.market import tiny_spec_json
 
-        job_id = self.sub.submit_job(tiny_spec_json(seed=900_000 + n), 1000, bidding_s=1).job_id
+        spec = tiny_spec_json(seed=900_000 + n)
+        job_id = self.sub.submit_job(spec, 1000, bidding_s=1).job_id
         self.solvers[0].bid(job_id, 10, 10, self.profile)
-        self.commit_jobs.append(job_id)
+        self.commit_jobs.append((job_id, spec))
 
     def commit(self, n: int) -> None:
-        from protocol.trajectory import Commitment, sign_commitment
-        from protocol.types import JobId, Root
+        from protocol.trajectory import compute_trajectory_proof, sign_commitment
+        from tests.coordinator.market import untrained_trajectory
 
-        solver, job_id = self.solvers[0], self.commit_jobs[n]
-        c = Commitment(JobId(bytes.fromhex(job_id)), Root(os.urandom(32)), 3, Root(os.urandom(32)))
-        signature = sign_commitment(solver.key, c)
+        solver, (job_id, spec) = self.solvers[0], self.commit_jobs[n]
+        c, entries = untrained_trajectory(spec, 3)  # its checkpoint 0 is the spec's own
+        signature, proof = sign_commitment(solver.key, c), compute_trajectory_proof(entries, 0)
         t = time.perf_counter()
-        solver.commit(job_id, c.to_json(), signature)
+        solver.commit(job_id, c.to_json(), signature, entries[0][1], proof)
         self.commit_lat.append(time.perf_counter() - t)
 
     def summary(self) -> dict:

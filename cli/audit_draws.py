@@ -4,8 +4,9 @@ For each job: the award published H(beacon); the commitment revealed the beacon,
 must be H(tag ‖ beacon ‖ commitment bytes); its segments and verifiers must be what
 `protocol.sampling` draws from that seed, given the verifiers registered for the job's profile
 and their standing stakes at that point of the log (replayed from the postings). A verifier
-replaced after a missed commit must be the draw from the replacement seed over the same pool,
-less the verifiers already holding that segment.
+that missed a move is replaced by the draw from the replacement seed over the same pool (less
+the missed verifier and those already holding the segment); after a missed reveal the segment
+is drawn too, among those neither sampled nor with a public end checkpoint.
 """
 
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from protocol.sampling import (
     compute_beacon_commitment,
     compute_eligible_verifiers,
     compute_replacement_seed,
+    compute_secret_segment,
     compute_segment_choice,
     compute_selection_seed,
     compute_verifier_choice,
@@ -32,6 +34,7 @@ class _Job:
     beacon_commitment: str = ""
     seed: bytes = b""
     holders: dict[int, set[str]] = field(default_factory=dict)  # segment → verifiers
+    uploaded: set[int] = field(default_factory=set)  # checkpoint indices made public
 
 
 @dataclass
@@ -50,6 +53,7 @@ class DrawAuditor:
             "job.awarded": self._awarded,
             "job.committed": self._committed,
             "verification.timed_out": self._timed_out,
+            "checkpoint.uploaded": self._uploaded,
         }.get(kind)
         if handler is not None:
             try:
@@ -96,15 +100,25 @@ class DrawAuditor:
         job.holders = {segment: set(verifiers) for segment in segments}
         self.draws_checked += 1
 
+    def _uploaded(self, data: dict, _balances: dict, _where: str) -> None:
+        self.jobs[data["job_id"]].uploaded.add(data["index"])
+
     def _timed_out(self, data: dict, balances: dict, where: str) -> None:
-        if data["missed"] != "assigned":
-            return  # only a missed commit is replaced (the segment's end is still secret)
-        job, segment = self.jobs[data["job_id"]], data["segment"]
-        holders = job.holders.setdefault(segment, set())
-        pool = [(k, w) for k, w in self._pool(job, balances) if k not in holders]
+        job = self.jobs[data["job_id"]]
         seed = compute_replacement_seed(job.seed, data["assignment"])
+        if data["missed"] == "assigned":
+            segment = data["segment"]
+        else:
+            seen = set(job.holders) | {i - 1 for i in job.uploaded if i > 0}
+            segment = compute_secret_segment(seed, job.num_checkpoints - 1, seen)
         drawn = [data["replaced_by"]] if data.get("replaced_by") is not None else []
-        if compute_verifier_choice(seed, pool, 1) != drawn:
+        expected: list[str] = []
+        if segment is not None:
+            taken = job.holders.get(segment, set()) | {data["verifier"]}
+            pool = [(k, w) for k, w in self._pool(job, balances) if k not in taken]
+            expected = compute_verifier_choice(seed, pool, 1)
+        if expected != drawn or (drawn and data.get("replacement_segment") != segment):
             self.problems.append(f"{where}: the replacement is not the seed's draw")
-        holders.update(drawn)
+        if drawn:
+            job.holders.setdefault(segment, set()).update(drawn)
         self.draws_checked += 1

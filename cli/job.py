@@ -2,10 +2,12 @@
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from cli.common import print_json, read_json_file, step_progress
+from protocol.assurance import ASSURANCE_LEVELS, describe_sampling
 from protocol.presets import example_job_spec_json
 from protocol.spec import CPU_CAPABILITIES, MODELS, PROFILE_KINDS, compute_job_id, parse_job_spec
 from protocol.training import build_program
@@ -54,6 +56,14 @@ def _register_market_commands(commands) -> None:
     submit.add_argument("--verifiers", type=int, default=1)
     submit.add_argument("--segments", type=int, default=1, help="segments each verifier replays")
     submit.add_argument("--bidding-s", type=float, default=60)
+    submit.add_argument(
+        "--assurance",
+        choices=list(ASSURANCE_LEVELS),
+        help="buy a built-in assurance level (sets --segments and --verifiers)",
+    )
+    submit.add_argument(
+        "--detection", type=float, help="wanted detection probability of a one-step deviation"
+    )
     submit.add_argument("--dataset", help="the safetensors dataset file, uploaded first")
     status = commands.add_parser("status", help="a job's state, solver, outcome and disputes")
     watch = commands.add_parser("watch", help="follow a job until it is settled or failed")
@@ -160,8 +170,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
         num_verifiers=args.verifiers,
         num_segments=args.segments,
         bidding_s=args.bidding_s,
+        assurance=args.assurance,
+        detection=args.detection,
     )
-    print_json(event) if args.json else print(event.job_id)
+    if args.json:
+        print_json(event)
+        return 0
+    job = client.get_job(event.job_id)
+    plan = describe_sampling(job.num_checkpoints - 1, job.num_segments, job.num_verifiers)
+    print(event.job_id)
+    print(
+        f"verification: {job.num_verifiers} verifier(s) × {job.num_segments} of "
+        f"{plan.total_segments} segments = {plan.verification_fraction:.0%} of the training "
+        f"compute; a one-step deviation survives with probability {plan.single_step_survival:.2f}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -48,6 +48,13 @@ class SamplingPlan:
     verification_fraction: float  # v·k/n: verifier compute ÷ training compute
 
 
+def describe_sampling(total_segments: int, num_segments: int, num_verifiers: int) -> SamplingPlan:
+    """What explicitly chosen counts amount to (no level); with no verifier nothing is checked."""
+    k = min(num_segments, total_segments) if num_verifiers > 0 else 0
+    n = max(1, total_segments)
+    return SamplingPlan(None, k, num_verifiers, n, k / n, 1 - k / n, num_verifiers * k / n)
+
+
 def compute_sampling_plan(
     total_segments: int,
     level: str | None = None,

@@ -71,6 +71,13 @@ def compute_verifier_choice(
     return chosen
 
 
+def compute_secret_segment(seed: bytes, num_segments_total: int, seen: set[int]) -> int | None:
+    """One segment not in `seen` (sampled already, or its end is public), uniformly; None if
+    every segment is seen. A replacement for a missed reveal replays it."""
+    fresh = [s for s in range(num_segments_total) if s not in seen]
+    return fresh[_draw(seed, b"secret-segment", 0, len(fresh))] if fresh else None
+
+
 def compute_segment_choice(seed: bytes, num_segments_total: int, count: int) -> list[int]:
     """`count` distinct segment indices out of `num_segments_total`, sorted."""
     remaining = list(range(num_segments_total))

@@ -318,7 +318,11 @@ class CoordinatorClient:
         num_segments: int = 1,
         bidding_s: float = 60,
         idempotency_key: str | None = None,
+        assurance: str | None = None,
+        detection: float | None = None,
     ) -> JobEventView:
+        """`assurance` (a level of protocol.assurance) or `detection` sets num_segments and
+        num_verifiers for the coordinator."""
         body = {
             "spec": spec,
             "bounty": bounty,
@@ -328,6 +332,7 @@ class CoordinatorClient:
             "num_segments": num_segments,
             "bidding_s": bidding_s,
         }
+        body.update({k: v for k, v in (("assurance", assurance), ("detection", detection)) if v})
         return self._post(JobEventView, "/v1/jobs", body, idempotency_key)
 
     def list_jobs(

@@ -57,6 +57,11 @@ def get_bids(session: Session, job_id: str) -> list[Bid]:
     return list(session.execute(select(Bid).where(Bid.job_id == job_id).order_by(Bid.id)).scalars())
 
 
+def get_checkpoint_indices(session: Session, job_id: str) -> set[int]:
+    stmt = select(Checkpoint.index).where(Checkpoint.job_id == job_id)
+    return set(session.execute(stmt).scalars())
+
+
 def get_checkpoint(session: Session, job_id: str, index: int) -> Checkpoint | None:
     return session.get(Checkpoint, (job_id, index))
 

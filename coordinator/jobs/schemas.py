@@ -13,6 +13,10 @@ class SubmitJobRequest(Request):
     num_verifiers: Integer = Field(default=1, ge=0, le=8)
     num_segments: Integer = Field(default=1, ge=1, le=64)
     bidding_s: float = Field(default=60.0, strict=True, ge=0, le=30 * 86400, allow_inf_nan=False)
+    # Either sets num_segments and num_verifiers from protocol.assurance (overriding them): a
+    # built-in level, or the detection probability wanted for a one-step deviation.
+    assurance: str | None = Field(default=None, min_length=1, max_length=32, pattern=r"^[a-z]+$")
+    detection: float | None = Field(default=None, gt=0, le=1, strict=True, allow_inf_nan=False)
 
 
 class BidRequest(Request):

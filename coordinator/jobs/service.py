@@ -27,6 +27,7 @@ from coordinator.ledger.payouts import (
 from coordinator.ledger.service import get_balance, process_movement, transfer
 from coordinator.models import Bid, Job
 from coordinator.runtime import Runtime
+from protocol.assurance import SamplingPlan, compute_sampling_plan, describe_sampling
 from protocol.economics import compute_max_price
 from protocol.errors import InvalidInput, ProfileMismatch
 from protocol.sampling import compute_beacon_commitment
@@ -56,6 +57,7 @@ def process_submit(
     check_dataset_available(session, spec)
     check_runnable_spec(spec, get_job_dataset(session, spec))  # what a solver would build
     checkpoints = len(compute_checkpoint_steps(spec))
+    req, plan = _with_sampling_plan(req, checkpoints - 1)
     if req.num_segments > checkpoints - 1:
         raise InvalidInput(f"the job has only {checkpoints - 1} segments", "num_segments")
     if req.verifier_fee * req.num_verifiers > req.bounty:
@@ -90,6 +92,10 @@ def process_submit(
         "num_segments": req.num_segments,
         "num_checkpoints": checkpoints,
         "bidding_deadline": job.bidding_deadline,
+        # what the verification buys and costs, shown at submission (protocol.assurance)
+        "assurance": plan.level,
+        "single_step_survival": round(plan.single_step_survival, 6),
+        "verification_fraction": round(plan.verification_fraction, 6),
     }
     entry = process_movement(
         session,
@@ -100,6 +106,16 @@ def process_submit(
     )
     _check_open_jobs_quota(session, rt, submitter)  # after the log lock: submits serialise
     return get_event_view(job, entry)
+
+
+def _with_sampling_plan(req: SubmitJobRequest, total: int) -> tuple[SubmitJobRequest, SamplingPlan]:
+    """The request with its sampling counts derived from its assurance level or detection
+    target, where it names one; and the plan those counts amount to."""
+    if req.assurance is None and req.detection is None:
+        return req, describe_sampling(total, req.num_segments, req.num_verifiers)
+    plan = compute_sampling_plan(total, req.assurance, req.detection)
+    counts = {"num_segments": plan.num_segments, "num_verifiers": plan.num_verifiers}
+    return req.model_copy(update=counts), plan
 
 
 def _check_open_jobs_quota(session: Session, rt: Runtime, submitter: str) -> None:

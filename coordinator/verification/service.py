@@ -32,6 +32,7 @@ from protocol.errors import InvalidInput
 from protocol.sampling import (
     compute_eligible_verifiers,
     compute_replacement_seed,
+    compute_secret_segment,
     compute_segment_choice,
     compute_verifier_choice,
 )
@@ -308,16 +309,14 @@ def get_job_paid_verifiers(session: Session, job: Job) -> list[str]:
 def process_verifier_timeout(
     session: Session, rt: Runtime, job: Job, assignment: Assignment
 ) -> None:
-    """A verifier missed its move: it loses up to the fee it would have earned, and its slot.
-    One that missed its commit is replaced while the segment's end is still secret."""
+    """A verifier missed its move: it loses up to the fee it would have earned, and its slot,
+    and is replaced (`_add_replacement`), so a missed move never leaves a check undone."""
     missed = assignment.state
     assignment.state = State.TIMED_OUT
     amount = compute_verifier_timeout_penalty(
         get_balance(session, stake(assignment.verifier)), job.verifier_fee
     )
-    replacement = (
-        _add_replacement(session, rt, job, assignment) if missed == State.ASSIGNED else None
-    )
+    replacement, segment = _add_replacement(session, rt, job, assignment, missed)
     session.flush()
     process_refresh_segment(session, rt, job.job_id, assignment.segment)
     process_movement(
@@ -332,35 +331,54 @@ def process_verifier_timeout(
             "missed": missed,
             "slashed": amount,
             "replaced_by": replacement,
+            "replacement_segment": segment,
         },
         compute_slash_legs(stake(assignment.verifier), amount, job.submitter),
     )
 
 
-def _add_replacement(session: Session, rt: Runtime, job: Job, missed: Assignment) -> str | None:
-    """Draw another verifier for the segment from the job's public seed and the missed
-    assignment's id, so anyone can recompute it; none left → the segment keeps fewer checks.
-    Only before checkpoint i+1 is public: after it, a newcomer could copy the solver's root."""
-    taken = {
-        a.verifier
-        for a in repository.get_job_assignments(session, job.job_id)
-        if a.segment == missed.segment
-    }
-    pool = [(key, w) for key, w in _eligible_verifiers(session, job) if key not in taken]
+def _add_replacement(
+    session: Session, rt: Runtime, job: Job, missed: Assignment, missed_state: str
+) -> tuple[str | None, int | None]:
+    """Draw another verifier, from the job's public seed and the missed assignment's id, so
+    anyone can recompute it. It must replay a segment whose end is still secret, or it could
+    copy the solver's root: after a missed commit that is the same segment; after a missed
+    reveal (the end is public by then) a segment not yet sampled whose end checkpoint was never
+    uploaded, drawn from the same seed. (verifier, segment), or (None, None) when no verifier or
+    no such segment is left."""
+    assignments = repository.get_job_assignments(session, job.job_id)
     seed = compute_replacement_seed(bytes.fromhex(job.selection_seed), missed.id)
+    segment = (
+        missed.segment
+        if missed_state == State.ASSIGNED
+        else compute_secret_segment(
+            seed, job.num_checkpoints - 1, _segments_seen(session, job, assignments)
+        )
+    )
+    if segment is None:
+        return None, None
+    taken = {a.verifier for a in assignments if a.segment == segment} | {missed.verifier}
+    pool = [(key, w) for key, w in _eligible_verifiers(session, job) if key not in taken]
     chosen = compute_verifier_choice(seed, pool, 1)
     if not chosen:
-        return None
+        return None, None
+    start_public = jobs_repository.get_checkpoint(session, job.job_id, segment) is not None
     session.add(
         Assignment(
             job_id=job.job_id,
             verifier=chosen[0],
-            segment=missed.segment,
-            state=State.ASSIGNED,
+            segment=segment,
+            state=State.ASSIGNED if start_public else State.AWAITING_START,
             deadline=rt.clock.now() + rt.settings.move_timeout_s,
         )
     )
-    return chosen[0]
+    return chosen[0], segment
+
+
+def _segments_seen(session: Session, job: Job, assignments: list[Assignment]) -> set[int]:
+    """Segments already sampled, or whose end checkpoint is public: not secret any more."""
+    uploaded = jobs_repository.get_checkpoint_indices(session, job.job_id)
+    return {a.segment for a in assignments} | {index - 1 for index in uploaded if index > 0}
 
 
 def get_assignment_view(a: Assignment) -> AssignmentView:

@@ -11,6 +11,7 @@ from tests.coordinator.market import (
     commit_signed,
     commit_untrained,
     funded,
+    tiny_spec_json,
     train_tiny_job,
     verify_segment,
 )
@@ -228,6 +229,61 @@ def test_verifier_missing_its_commit_is_replaced_and_penalised(server, make_clie
     solver.sweep()
     assert solver.get_job(trained.job_id).state is JobState.SETTLED
     assert first.get_account().escrow_and_stakes["stake:"] == 500 - FEE
+    assert second.get_account().available == 10_000 - 500 + FEE
+    _assert_audit_ok(solver)
+
+
+@pytest.fixture(scope="module")
+def trained4(tmp_path_factory):
+    spec = {**tiny_spec_json(seed=44), "steps": 4}  # 4 segments: one is always still secret
+    return train_tiny_job(tmp_path_factory.mktemp("solver4"), spec_json=spec)
+
+
+def _upload(solver, trained, index: int) -> None:
+    entries = trained.entries()
+    solver.upload_checkpoint(
+        trained.job_id,
+        index,
+        entries[index][0],
+        trained.checkpoint_bytes(index),
+        trained.proof(index),
+    )
+
+
+def test_verifier_missing_its_reveal_is_replaced_on_a_segment_still_secret(
+    server, make_client, trained4
+):
+    """After a missed reveal the segment's end is public, so a replacement there could copy it:
+    the replacement replays a segment neither sampled nor with a public end, drawn from the seed
+    (and `veritrain audit` recomputes that draw)."""
+    t = trained4
+    submitter, solver = funded(make_client), funded(make_client)
+    first, second = funded(make_client), funded(make_client)
+    first.register_verifier([t.profile], 500)
+    _post_job(submitter, t)
+    solver.bid(t.job_id, 600, STAKE, t.profile)
+    _award(solver, t.job_id)
+    commit_signed(solver, t)
+    second.register_verifier([t.profile], 500)
+    [missed] = first.get_assignments()
+    seg = missed.segment
+    _upload(solver, t, seg)
+    verify_segment(first, missed.id, t.entries()[seg + 1][1])
+    _upload(solver, t, seg + 1)  # the end is public; `first` never reveals
+    solver.advance_clock(server.settings.move_timeout_s + 1)
+    solver.sweep()
+    assert first.get_assignments()[0].state is AssignmentState.TIMED_OUT
+    [replacement] = second.get_assignments()
+    other = replacement.segment
+    assert other != seg and other + 1 not in (seg, seg + 1)  # its end was never public
+    if replacement.state is AssignmentState.AWAITING_START:
+        _upload(solver, t, other)
+    salt = verify_segment(second, replacement.id, t.entries()[other + 1][1])
+    _upload(solver, t, other + 1)
+    second.reveal_verification(replacement.id, t.entries()[other + 1][1], salt)
+    solver.advance_clock(server.settings.challenge_window_s + 1)
+    solver.sweep()
+    assert solver.get_job(t.job_id).state is JobState.SETTLED
     assert second.get_account().available == 10_000 - 500 + FEE
     _assert_audit_ok(solver)
 
