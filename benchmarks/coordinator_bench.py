@@ -91,6 +91,7 @@ def serve(kind: str, url: str, port: int, key_file: str) -> None:
                 commit_timeout_s=10**6,
                 heartbeat_timeout_s=10**6,
                 rate_limit_per_s=0,  # the bench measures throughput, one key at full speed
+                max_open_jobs_per_key=10**6,  # and posts 10^4 jobs from one key
             )
         )
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
@@ -347,7 +348,7 @@ def run_commitments(sides: list[ScalingSide], samples: int) -> None:
             side.prepare_commit(n)
     time.sleep(1.1)  # past the minimum bidding window
     for side in sides:
-        for job_id in side.commit_jobs:
+        for job_id, _spec in side.commit_jobs:
             side.solvers[0].award(job_id)
     for n in range(samples):
         for side in sides:
