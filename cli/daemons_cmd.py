@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _common(vrun)
     vrun.add_argument("--stake", type=int, required=True, help="standing stake to register with")
+    vrun.add_argument(
+        "--watch-budget",
+        type=int,
+        default=0,
+        help="segments of its own choice it may challenge per hour (0: only drawn assignments)",
+    )
     vrun.set_defaults(func=cmd_verifier_run)
 
 
@@ -78,6 +84,7 @@ def cmd_verifier_run(args: argparse.Namespace) -> int:
         profiles=args.profile or get_runnable_profiles(),
         behaviour=args.behaviour,
         poll_s=args.poll,
+        watch_budget=max(0, args.watch_budget),
     )
     VerifierDaemon(_client(args), Path(args.store), config).run()
     return 0

@@ -42,7 +42,7 @@ SOLVERS = [
     ("honest-b", "gpt-tiny", 6, 3, "honest", 600),
 ]
 VERIFIERS = [("verifier-1", 2000), ("verifier-2", 2000)]
-BOUNTY, FEE, STAKE, FUNDS = 1000, 50, 400, 10_000
+BOUNTY, FEE, STAKE, FUNDS = 1000, 50, 1600, 10_000  # STAKE: the stake rule 5/3·950/k at k = 1
 BIDDING_S = 4  # solvers are already polling when jobs appear
 COORDINATOR_ENV = {
     "VERITRAIN_MOVE_TIMEOUT_S": "60",  # nobody is meant to be late; a loaded machine must not make them

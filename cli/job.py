@@ -51,8 +51,10 @@ def _register_market_commands(commands) -> None:
     submit = commands.add_parser("submit", help="post a spec with its bounty to a coordinator")
     submit.add_argument("spec", help="job spec JSON file")
     submit.add_argument("--bounty", type=int, required=True)
-    submit.add_argument("--min-stake", type=int, default=0)
-    submit.add_argument("--verifier-fee", type=int, default=0)
+    submit.add_argument(
+        "--min-stake", type=int, help="default: the least stake the stake rule allows"
+    )
+    submit.add_argument("--verifier-fee", type=int, help="default: the coordinator's default fee")
     submit.add_argument("--verifiers", type=int, default=1)
     submit.add_argument("--segments", type=int, default=1, help="segments each verifier replays")
     submit.add_argument("--bidding-s", type=float, default=60)

@@ -6,6 +6,7 @@ in psql, sqlite3 and the JSON log. Amounts are BIGINT micro-units. Times are epo
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -241,6 +243,9 @@ class Assignment(Base):
     commit_hash: Mapped[str | None] = mapped_column(HEX64, nullable=True)
     claimed_root: Mapped[str | None] = mapped_column(HEX64, nullable=True)
     deadline: Mapped[float] = mapped_column(Float)
+    # opened by the verifier's own challenge (POST /v1/jobs/{id}/challenges), not drawn: never
+    # paid a fee, never replaced, invisible to the draw's replacement rules (migration 0004)
+    volunteer: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Dispute(Base):

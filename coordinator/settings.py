@@ -29,6 +29,9 @@ MIN_BOUNTY = 1
 MAX_OPEN_JOBS_PER_KEY = 100
 MAX_DATASET_BYTES_PER_KEY = 1024 * 1024 * 1024
 RATE_LIMIT_PER_S = 20.0
+# Job terms (protocol.assurance): S ≥ margin·P/k; a verified job pays each verifier something.
+STAKE_MARGIN = 5 / 3
+MIN_VERIFIER_FEE = 1
 RATE_LIMIT_BURST = 200
 
 
@@ -47,7 +50,7 @@ class Settings(BaseSettings):
     min_bidding_s: int = Field(default=1, ge=0)
     heartbeat_timeout_s: int = Field(default=600, ge=1)
     commit_timeout_s: int = Field(default=24 * 3600, ge=1)
-    move_timeout_s: int = Field(default=3600, ge=1)
+    move_timeout_s: int = Field(default=600, ge=1)  # bounds a dragged-out game (docs/dispute.md)
     challenge_window_s: int = Field(default=3600, ge=0)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     run_sweeper: bool = True
@@ -60,7 +63,11 @@ class Settings(BaseSettings):
     # Standing stake a verifier must hold after registering; smallest bounty a job may offer.
     min_verifier_bond: int = Field(default=MIN_VERIFIER_BOND, ge=1)
     min_bounty: int = Field(default=MIN_BOUNTY, ge=1)
+    stake_margin: float = Field(default=STAKE_MARGIN, ge=0, le=100)  # 0: no stake rule
+    min_verifier_fee: int = Field(default=MIN_VERIFIER_FEE, ge=0)
     max_open_jobs_per_key: int = Field(default=MAX_OPEN_JOBS_PER_KEY, ge=1)
+    # Volunteer assignments (open challenges, POST /v1/jobs/{id}/challenges) one job may hold.
+    max_challenges_per_job: int = Field(default=16, ge=0)
     max_dataset_bytes_per_key: int = Field(default=MAX_DATASET_BYTES_PER_KEY, ge=1024)
     # Signed requests per key: sustained rate (0 turns the limit off) and burst.
     rate_limit_per_s: float = Field(default=RATE_LIMIT_PER_S, ge=0)
@@ -116,6 +123,7 @@ def tiny_preset(**overrides) -> Settings:
         run_sweeper=False,
         min_verifier_bond=10,
         min_bounty=1,
+        stake_margin=0.25,  # small stakes, like the small bond; the rule's own tests use 5/3
     )
     values.update(overrides)
     return Settings(**values)

@@ -293,7 +293,9 @@ def process_conclusion(session: Session, rt: Runtime, job: Job) -> bool:
     if job.state != JobState.VERIFYING or job.deadline > rt.clock.now():
         return False
     if verification.is_job_owing_moves(session, job):
-        job.deadline = rt.clock.now() + rt.settings.sweep_interval_s  # look again next sweep
+        # look again next sweep; never further ahead, which keeps the challenge window shut
+        # (`verification.process_challenge` closes it one sweep interval before the deadline)
+        job.deadline = rt.clock.now() + rt.settings.sweep_interval_s
         return False
     jobs.process_settlement(session, rt, job, verification.get_job_paid_verifiers(session, job))
     return True

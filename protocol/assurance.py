@@ -13,6 +13,7 @@ anything else) may import it without an import circle.
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 from protocol.errors import InvalidInput
 
@@ -144,3 +145,34 @@ def compute_required_stake_for_plan(
 ) -> float:
     """The solver stake a plan needs: margin·C/k with the plan's k."""
     return compute_required_stake(compute_cost, plan.num_segments, margin)
+
+
+# --- the job terms the coordinator enforces at submission (integers) ---------------------------
+
+STAKE_MARGIN = Fraction(5, 3)  # S ≥ margin · C / k (design §6), as in `compute_required_stake`
+VERIFIER_MARKUP = Fraction(2, 3)  # a verifier earns its replay cost plus this share
+
+
+def compute_min_solver_stake(max_price: int, sampled: int, margin: Fraction = STAKE_MARGIN) -> int:
+    """The least stake that makes faking any share of the work lose money when `sampled`
+    segments are replayed: margin · C / k, with the highest price a bid may ask standing in for
+    the compute cost C (a solver that bids P expects to spend no more than P)."""
+    return math.ceil(margin * max_price / max(1, sampled))
+
+
+def compute_default_verifier_fee(
+    bounty: int, sampled: int, total: int, verifiers: int, minimum: int
+) -> int:
+    """A fee that pays one verifier's replay of k of n segments with its markup, taking the
+    solver's price as the compute cost: fee = (1 + markup)·(k/n)·(bounty − v·fee), solved for
+    fee; at least `minimum`. A bounty of 1000 with k/n = 1/20 and one verifier: 76."""
+    share = (1 + VERIFIER_MARKUP) * Fraction(sampled, max(1, total))
+    return max(minimum, math.floor(share * bounty / (1 + verifiers * share)))
+
+
+def compute_min_verifier_bond(verifier_fee: int, bond_multiple: int) -> int:
+    """The standing stake a verifier needs to be drawn for a job paying `verifier_fee`: its
+    exposure on the job (a missed move costs up to the fee, a false challenge up to the
+    solver's stake) is backed by a bond sized from what it can earn there, never from the job's
+    stake alone, so a verifier cannot grief a well-paid job from a token bond."""
+    return verifier_fee * bond_multiple

@@ -43,12 +43,14 @@ class Behaviour:
     offset: int | None = None
     at_step: int | None = None
     chunk: int | None = None
-    cheats_on: str = "all"  # "all" | "odd" segments
+    cheats_on: str = "all"  # "all" | "odd" | "after-first" (every segment but segment 0)
 
     def divergence(
         self, segment_start: int, segment_end: int, segment_index: int
     ) -> tuple[int, int | None] | None:
         if self.cheats_on == "odd" and segment_index % 2 == 0:
+            return None
+        if self.cheats_on == "after-first" and segment_index == 0:
             return None
         if self.at_step is not None:
             return (
@@ -102,6 +104,13 @@ def _skip_odd_segments(program, before, after, step):
     return _skip(program, before, after, step) if segment % 2 else after
 
 
+def _skip_after_first_segment(program, before, after, step):
+    """Segment 0 trained honestly (the one an adaptive solver would steer its audit to), every
+    later step copied forward."""
+    segment = (step - 1) // program.spec.checkpoint_interval
+    return _skip(program, before, after, step) if segment else after
+
+
 def _wrong_data_order(program, before, after, step):
     """Trains on the batch of another step (its own order), not the protocol's."""
     shifted = {**before, "step": before["step"] + 1_000_003}
@@ -114,6 +123,7 @@ TRANSFORMS = {
     "lower-precision": _lower_precision,
     "interpolate": _interpolate,
     "honest-on-some-segments": _skip_odd_segments,
+    "honest-first-segment": _skip_after_first_segment,
     "wrong-data-order": _wrong_data_order,
     "equivocate": _skip,
     "no-show": _skip,
@@ -153,6 +163,15 @@ SOLVER_BEHAVIOURS = [
         saved_fraction=1.0,
         offset=1,
         cheats_on="odd",
+    ),
+    Behaviour(
+        "honest-first-segment",
+        "solver",
+        False,
+        "trains segment 0 only, copies the state through every later segment",
+        saved_fraction=1.0,
+        offset=1,
+        cheats_on="after-first",
     ),
     Behaviour("wrong-data-order", "solver", False, "uses its own batch order", offset=1),
     Behaviour(

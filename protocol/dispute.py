@@ -253,6 +253,22 @@ def compute_rounds_bound(steps: int, num_chunks: int, arity: int = 2) -> int:
     return 2 * step_rounds + 2 * max(0, (num_chunks - 1).bit_length()) + 1
 
 
+def compute_dispute_stall_bound_s(
+    segment_steps: int,
+    num_chunks: int,
+    move_timeout_s: float,
+    ruling_timeout_s: float,
+    referee_attempts: int,
+    arity: int = 2,
+) -> float:
+    """The longest a dispute can stay open, however its parties drag their feet: every move of
+    the longest game (`compute_rounds_bound`) made at the last moment of its deadline, then every
+    referee attempt running out its ruling deadline. After that the dispute has ended (by move,
+    by timeout, or by the no-fault rule), and its stakes are released."""
+    moves = compute_rounds_bound(segment_steps, num_chunks, arity)
+    return moves * move_timeout_s + referee_attempts * ruling_timeout_s
+
+
 # --- signing -----------------------------------------------------------------------------------
 
 

@@ -106,8 +106,10 @@ def compute_planted_root(seed: bytes, assignment_index: int) -> bytes:
 
 
 def compute_forced_error_outcome(
-    revealed_root: bytes, planted_root: bytes, jackpot: int
+    revealed_root: bytes, planted_root: bytes, true_root: bytes, jackpot: int
 ) -> tuple[str, int]:
-    """A verifier that flags the planted root earns the jackpot; one that approves it (it cannot
-    have replayed) loses as much from its stake."""
-    return ("jackpot", jackpot) if revealed_root != planted_root else ("slash", jackpot)
+    """Only a verifier that recomputed earns the jackpot: its root is the true end root (which
+    differs from the planted one). One that approves the planted root, or reveals anything else
+    (a made-up root merely differs from the planted one), did not replay and loses as much."""
+    recomputed = revealed_root == true_root != planted_root
+    return ("jackpot", jackpot) if recomputed else ("slash", jackpot)

@@ -312,8 +312,8 @@ class CoordinatorClient:
         spec: dict,
         bounty: int,
         *,
-        min_stake: int = 0,
-        verifier_fee: int = 0,
+        min_stake: int | None = None,
+        verifier_fee: int | None = None,
         num_verifiers: int = 1,
         num_segments: int = 1,
         bidding_s: float = 60,
@@ -322,17 +322,22 @@ class CoordinatorClient:
         detection: float | None = None,
     ) -> JobEventView:
         """`assurance` (a level of protocol.assurance) or `detection` sets num_segments and
-        num_verifiers for the coordinator."""
+        num_verifiers for the coordinator; an omitted `min_stake` or `verifier_fee` is derived
+        by it (the stake rule, the default fee)."""
         body = {
             "spec": spec,
             "bounty": bounty,
-            "min_stake": min_stake,
-            "verifier_fee": verifier_fee,
             "num_verifiers": num_verifiers,
             "num_segments": num_segments,
             "bidding_s": bidding_s,
         }
-        body.update({k: v for k, v in (("assurance", assurance), ("detection", detection)) if v})
+        optional = {
+            "min_stake": min_stake,
+            "verifier_fee": verifier_fee,
+            "assurance": assurance,
+            "detection": detection,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
         return self._post(JobEventView, "/v1/jobs", body, idempotency_key)
 
     def list_jobs(
@@ -433,6 +438,10 @@ class CoordinatorClient:
     def get_assignments(self, verifier: str | None = None) -> list[AssignmentView]:
         body = self._get_json("/v1/assignments", verifier=verifier or self.public_key)
         return parse_page(AssignmentView, body, "assignments")
+
+    def challenge_segment(self, job_id: str, segment: int) -> AssignmentView:
+        """Open a volunteer assignment on `segment` of a verifying job (the challenge window)."""
+        return self._post(AssignmentView, f"/v1/jobs/{job_id}/challenges", {"segment": segment})
 
     def commit_verification(self, assignment_id: int, commit_hash: bytes) -> AssignmentView:
         return self._post(

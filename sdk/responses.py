@@ -240,6 +240,7 @@ class AssignmentView:
     state: AssignmentState
     deadline: float
     claimed_root: str | None = None
+    volunteer: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,18 @@ worker), persist (root, salt) *before* committing H(root ‖ salt), commit; `rev
 Then play its open disputes from the same replay. State: `<store>/state.json` (atomic), replays
 under `<store>/disputes/`; a restart after kill -9 re-reads both and carries on. SIGTERM stops it
 between two calls.
+
+Watch mode (`watch_budget` > 0 segments per hour): each step, while the last hour's challenges
+leave budget, it challenges (`POST /v1/jobs/{id}/challenges`) a segment chosen uniformly among
+those it does not hold yet of a verifying job of its profiles that it neither solves nor
+submitted, after the spec validator accepts the job; the volunteer assignment is then replayed
+like any other. Challenges made, and jobs it gave up on, are kept in the state file.
 """
 
 import logging
+import random
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,12 +25,12 @@ from protocol.behaviours import load_behaviour
 from protocol.errors import InvalidSpec
 from protocol.spec import parse_job_spec
 from protocol.training import check_runnable_spec
-from protocol.wire import AssignmentState, ProblemCode, compute_verification_commit
+from protocol.wire import AssignmentState, JobState, ProblemCode, compute_verification_commit
 from sdk.client import CoordinatorClient, CoordinatorError
 from sdk.daemon import Daemon
 from sdk.dispute_play import run_segment_trace
 from sdk.durable import DurableState
-from sdk.responses import AssignmentView
+from sdk.responses import AssignmentView, JobView
 from sdk.worker import get_runnable_profiles
 from verifier import disputes
 
@@ -31,6 +39,12 @@ CLAIMS_WITHOUT_REPLAY = frozenset({"start-root", "guess"})
 # The assignment moved on between the listing and the move (its deadline passed, a replacement
 # was drawn): nothing to do for it; the other assignments still get their moves this round.
 ASSIGNMENT_MOVED_ON = frozenset({ProblemCode.INVALID_STATE})
+# A challenge the coordinator refused for the job as a whole (its window closed, it holds the
+# most challenges it may): that job is not watched again. A refusal of the key itself (its
+# standing stake fell below the bond: forbidden) ends this step's watch.
+CHALLENGE_CLOSED = frozenset({ProblemCode.INVALID_STATE, ProblemCode.QUOTA_EXCEEDED})
+WATCH_PERIOD_S = 3600.0
+WATCH_PAGES = 10  # jobs listed per profile and step: at most this many pages of 100
 
 
 @dataclass
@@ -39,6 +53,7 @@ class VerifierConfig:
     profiles: list[str] = field(default_factory=get_runnable_profiles)
     behaviour: str = "honest"
     poll_s: float = 1.0
+    watch_budget: int = 0  # segments it may challenge per hour, on jobs of its choice; 0: off
 
 
 class VerifierDaemon(Daemon):
@@ -48,9 +63,13 @@ class VerifierDaemon(Daemon):
         self.client, self.store, self.config = client, store, config
         self.behaviour = load_behaviour(config.behaviour, "verifier")
         self.state = DurableState(
-            store / "state.json", {"registered": False, "assignments": {}, "refused": {}}
+            store / "state.json",
+            {"registered": False, "assignments": {}, "refused": {}, "watch": {}},
         )
         self.state.data.setdefault("refused", {})  # a state file from before refusals were kept
+        self.state.data.setdefault("watch", {})  # … or before watch mode
+        self.rng = random.SystemRandom()
+        self.clock = time.time
         super().__init__()
         self.poll_s = config.poll_s
 
@@ -59,6 +78,8 @@ class VerifierDaemon(Daemon):
             self.client.register_verifier(self.config.profiles, self.config.stake)
             self.state.data["registered"] = True
             self.state.save()
+        if self.config.watch_budget > 0:
+            self._watch()
         for assignment in self.client.get_assignments():
             if self.stopping:
                 return
@@ -103,8 +124,18 @@ class VerifierDaemon(Daemon):
         refused and never replayed."""
         if self.behaviour.claim in CLAIMS_WITHOUT_REPLAY:
             return True
+        fault = self._spec_fault(assignment.job_id)
+        if fault is not None:
+            self.log.warning("refusing assignment %d: cannot replay it (%s)", assignment.id, fault)
+            self.state.data["refused"][str(assignment.id)] = fault
+            self.state.save()
+            return False
+        return True
+
+    def _spec_fault(self, job_id: str) -> str | None:
+        """Why the job's spec cannot be replayed here (the submission validator's message)."""
         try:
-            spec = parse_job_spec(self.client.get_job(assignment.job_id).spec)
+            spec = parse_job_spec(self.client.get_job(job_id).spec)
             blob = (
                 self.client.download_dataset(spec.dataset.sha256)
                 if spec.dataset.kind == "safetensors"
@@ -112,11 +143,84 @@ class VerifierDaemon(Daemon):
             )
             check_runnable_spec(spec, blob)
         except InvalidSpec as err:
-            self.log.warning("refusing assignment %d: cannot replay it (%s)", assignment.id, err)
-            self.state.data["refused"][str(assignment.id)] = str(err)[:256]
+            return str(err)[:256]
+        return None
+
+    # --- watch mode: the open challenge window ---------------------------------------------------
+
+    def _watch(self) -> None:
+        """Spend what the last hour left of `watch_budget` on segments of its own choice."""
+        watch = self.state.data["watch"]
+        now = self.clock()
+        recent = [t for t in watch.get("times", []) if now - t < WATCH_PERIOD_S]
+        budget = self.config.watch_budget - len(recent)
+        if budget <= 0:
+            return
+        held: dict[str, set[int]] = {}
+        for a in self.client.get_assignments():
+            held.setdefault(a.job_id, set()).add(a.segment)
+        listed = self._verifying_jobs()
+        verifying = {job.job_id for job in listed}
+        for kept in ("challenged", "skipped"):  # only jobs still verifying matter
+            watch[kept] = {k: v for k, v in watch.get(kept, {}).items() if k in verifying}
+        me, skipped = self.client.public_key, watch["skipped"]
+        candidates = [job for job in listed if me not in (job.solver, job.submitter)]
+        for job_id, segments in watch["challenged"].items():
+            held.setdefault(job_id, set()).update(segments)
+        runnable: set[str] = set()
+        while budget > 0 and not self.stopping:
+            free = {
+                job.job_id: sorted(
+                    set(range(job.num_checkpoints - 1)) - held.get(job.job_id, set())
+                )
+                for job in candidates
+                if job.job_id not in skipped and job.job_id not in self.state.data["refused"]
+            }
+            open_jobs = sorted(job_id for job_id, segments in free.items() if segments)
+            if not open_jobs:
+                return
+            job_id = self.rng.choice(open_jobs)
+            if job_id not in runnable:
+                fault = self._spec_fault(job_id)
+                if fault is not None:
+                    self.log.warning("not watching job %s: cannot replay it (%s)", job_id, fault)
+                    self.state.data["refused"][job_id] = fault
+                    self.state.save()
+                    continue
+                runnable.add(job_id)
+            segment = self.rng.choice(free[job_id])
+            held.setdefault(job_id, set()).add(segment)
+            try:
+                self.client.challenge_segment(job_id, segment)
+            except CoordinatorError as err:
+                self.log.info("not challenging job %s: %s", job_id, err)
+                if err.problem_code == ProblemCode.FORBIDDEN:
+                    return
+                if err.problem_code in CHALLENGE_CLOSED:
+                    skipped[job_id] = str(err)[:256]
+                    self.state.save()
+                elif err.problem_code != ProblemCode.ALREADY_EXISTS:
+                    raise
+                continue
+            self.log.info("challenged segment %d of job %s", segment, job_id)
+            watch.setdefault("challenged", {}).setdefault(job_id, []).append(segment)
+            recent.append(now)
+            watch["times"] = recent
             self.state.save()
-            return False
-        return True
+            budget -= 1
+
+    def _verifying_jobs(self) -> list[JobView]:
+        jobs, seen = [], set()
+        for profile in self.config.profiles:
+            after = 0
+            for _ in range(WATCH_PAGES):
+                page = self.client.list_jobs(JobState.VERIFYING, profile, after=after)
+                jobs += [job for job in page if job.job_id not in seen]
+                seen.update(job.job_id for job in page)
+                if len(page) < 100:
+                    break
+                after = page[-1].id
+        return jobs
 
     def _compute_claim(self, assignment: AssignmentView) -> bytes:
         """The root it commits to: its replay's, unless its behaviour says otherwise."""

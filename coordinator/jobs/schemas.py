@@ -8,8 +8,10 @@ from coordinator.schemas import NO_NUL, Amount, HexKey, Integer, PositiveAmount,
 class SubmitJobRequest(Request):
     spec: dict[str, Any]
     bounty: PositiveAmount  # the minimum is a setting (min_bounty), never below 1
-    min_stake: Amount = 0
-    verifier_fee: Amount = 0
+    # Omitted: the coordinator derives them (protocol.assurance: the default fee, and the
+    # least stake of the stake rule); given: they must meet those rules, else 422.
+    min_stake: Amount | None = None
+    verifier_fee: Amount | None = None
     num_verifiers: Integer = Field(default=1, ge=0, le=8)
     num_segments: Integer = Field(default=1, ge=1, le=64)
     bidding_s: float = Field(default=60.0, strict=True, ge=0, le=30 * 86400, allow_inf_nan=False)

@@ -9,6 +9,7 @@ log), so two concurrent awards serialise and the second sees the job already awa
 import hashlib
 import hmac
 import json
+from fractions import Fraction
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -27,7 +28,13 @@ from coordinator.ledger.payouts import (
 from coordinator.ledger.service import get_balance, process_movement, transfer
 from coordinator.models import Bid, Job
 from coordinator.runtime import Runtime
-from protocol.assurance import SamplingPlan, compute_sampling_plan, describe_sampling
+from protocol.assurance import (
+    SamplingPlan,
+    compute_default_verifier_fee,
+    compute_min_solver_stake,
+    compute_sampling_plan,
+    describe_sampling,
+)
 from protocol.economics import compute_max_price
 from protocol.errors import InvalidInput, ProfileMismatch
 from protocol.sampling import compute_beacon_commitment
@@ -60,8 +67,7 @@ def process_submit(
     req, plan = _with_sampling_plan(req, checkpoints - 1)
     if req.num_segments > checkpoints - 1:
         raise InvalidInput(f"the job has only {checkpoints - 1} segments", "num_segments")
-    if req.verifier_fee * req.num_verifiers > req.bounty:
-        raise InvalidInput("bounty must cover num_verifiers × verifier_fee", "bounty")
+    req = _with_checked_terms(req, rt, checkpoints - 1)
     now = rt.clock.now()
     job = Job(
         job_id=job_id,
@@ -116,6 +122,39 @@ def _with_sampling_plan(req: SubmitJobRequest, total: int) -> tuple[SubmitJobReq
     plan = compute_sampling_plan(total, req.assurance, req.detection)
     counts = {"num_segments": plan.num_segments, "num_verifiers": plan.num_verifiers}
     return req.model_copy(update=counts), plan
+
+
+def _with_checked_terms(req: SubmitJobRequest, rt: Runtime, total: int) -> SubmitJobRequest:
+    """Fill in an omitted fee and minimum stake, and refuse terms that break the incentives:
+    a verified job pays each verifier at least `min_verifier_fee`, leaves a price for the
+    solver, and asks a stake that makes faking any share of the work lose money."""
+    k, v, settings = req.num_segments, req.num_verifiers, rt.settings
+    fee = req.verifier_fee
+    if fee is None:
+        fee = (
+            compute_default_verifier_fee(req.bounty, k, total, v, settings.min_verifier_fee)
+            if v
+            else 0
+        )
+    if v and fee < settings.min_verifier_fee:
+        raise InvalidInput(
+            f"a verified job pays each verifier at least {settings.min_verifier_fee}",
+            "verifier_fee",
+        )
+    max_price = compute_max_price(req.bounty, fee, v)
+    if max_price < 1:
+        raise InvalidInput("bounty must leave a price for the solver beyond the fees", "bounty")
+    margin = Fraction(settings.stake_margin).limit_denominator(1000)
+    required = compute_min_solver_stake(max_price, k, margin) if v else 0
+    min_stake = required if req.min_stake is None else req.min_stake
+    if min_stake < required:
+        raise InvalidInput(
+            f"min_stake must be at least {required}: the stake rule S ≥ {float(margin):.3g}·P/k "
+            f"with P = {max_price} (the highest price a bid may ask) and k = {k} replayed "
+            "segments, so faking any share of the work loses money",
+            "min_stake",
+        )
+    return req.model_copy(update={"verifier_fee": fee, "min_stake": min_stake})
 
 
 def _check_open_jobs_quota(session: Session, rt: Runtime, submitter: str) -> None:

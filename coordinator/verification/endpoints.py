@@ -12,6 +12,7 @@ from coordinator.verification import repository, service
 from coordinator.verification.schemas import (
     AssignmentPage,
     AssignmentView,
+    ChallengeRequest,
     CommitVerificationRequest,
     RegisterVerifierRequest,
     RevealVerificationRequest,
@@ -22,6 +23,7 @@ from coordinator.verification.schemas import (
 router = APIRouter(prefix="/v1", tags=["verification"])
 RT = Annotated[Runtime, Depends(get_runtime)]
 AssignmentId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+JobIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 
 
 @router.post("/verifiers", response_model=VerifierView, responses=WRITE_PROBLEMS)
@@ -35,6 +37,18 @@ def post_verifier(body: RegisterVerifierRequest, signed: Signed, rt: RT) -> Resp
 def post_withdraw(body: WithdrawStakeRequest, signed: Signed, rt: RT) -> Response:
     return execute_signed(
         rt, signed, lambda s: service.process_withdraw_stake(s, rt, signed.public_key, body.amount)
+    )
+
+
+@router.post("/jobs/{job_id}/challenges", response_model=AssignmentView, responses=WRITE_PROBLEMS)
+def post_challenge(job_id: JobIdPath, body: ChallengeRequest, signed: Signed, rt: RT) -> Response:
+    """Open the challenge window: a bonded verifier of the job's profile replays a segment of its
+    own choice (a volunteer assignment: the same moves as a drawn one, no fee, the victim's
+    share of a slashed solver if it wins)."""
+    return execute_signed(
+        rt,
+        signed,
+        lambda s: service.process_challenge(s, rt, signed.public_key, job_id, body.segment),
     )
 
 

@@ -40,6 +40,11 @@ class AssignmentView(BaseModel):
     state: str
     deadline: float
     claimed_root: str | None = None
+    volunteer: bool = False
+
+
+class ChallengeRequest(Request):
+    segment: int = Field(ge=0, le=2**31 - 1)
 
 
 class AssignmentPage(BaseModel):

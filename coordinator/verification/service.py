@@ -8,6 +8,11 @@ Per assignment (verifier v replays segment i → i+1), whose move it is (`protoc
     revealable      v must reveal (root, salt)                (late: v times out, slashed)
     disputed                                                  (a game is under way)
     agreed | upheld | timed_out | rejected | cancelled        (no move due)
+An assignment is drawn from the job's seed, or opened by a bonded verifier's own challenge
+(`volunteer`, `process_challenge`): the same moves and deadlines, but never paid a fee, never
+replaced, and ignored by the replacement draw (so `veritrain audit` recomputes draws unchanged).
+A solver's move that is blocked by the previous segment's commits waits with it
+(`_process_blocked_starts`): nobody is slashed for a move the protocol refuses.
 Transitions that reach into jobs or disputes live in `coordinator.transitions`.
 Lock order everywhere: job row, then assignment rows, then ledger rows, then the log.
 """
@@ -17,7 +22,7 @@ import json
 from sqlalchemy.orm import Session
 
 from coordinator.clock import FAR_FUTURE
-from coordinator.errors import Forbidden, InvalidState, NotFound
+from coordinator.errors import AlreadyExists, Forbidden, InvalidState, NotFound, QuotaExceeded
 from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs.schemas import CommitmentRequest
 from coordinator.ledger.accounts import available, stake
@@ -37,7 +42,12 @@ from protocol.sampling import (
     compute_verifier_choice,
 )
 from protocol.trajectory import Commitment, is_valid_commitment_signature
-from protocol.wire import ACTIVE_ASSIGNMENT_STATES, AssignmentState, compute_verification_commit
+from protocol.wire import (
+    ACTIVE_ASSIGNMENT_STATES,
+    AssignmentState,
+    JobState,
+    compute_verification_commit,
+)
 
 State = AssignmentState
 ACTIVE = tuple(ACTIVE_ASSIGNMENT_STATES)
@@ -174,6 +184,61 @@ def process_draw_assignments(
     return verifiers, segments
 
 
+# --- the open challenge window ------------------------------------------------------------------
+
+
+def process_challenge(
+    session: Session, rt: Runtime, who: str, job_id: str, segment: int
+) -> AssignmentView:
+    """A bonded verifier of the job's profile opens a volunteer assignment on `segment` while the
+    job is verifying and its challenge window is open. The window closes one sweep interval
+    before `job.deadline`: once the window has passed, `process_conclusion` only ever defers the
+    deadline to one sweep interval after a moment already past, so a job waiting for its last
+    moves never reopens to new challenges (they cannot chain a settlement off forever)."""
+    job = jobs_repository.lock_job(session, job_id)
+    now = rt.clock.now()
+    if job.state != JobState.VERIFYING:
+        raise InvalidState(f"job is {job.state}: segments may be challenged only while verifying")
+    if now + rt.settings.sweep_interval_s >= job.deadline:
+        raise InvalidState("the job's challenge window has closed")
+    if who in (job.solver, job.submitter):
+        raise Forbidden("the job's solver and submitter may not challenge it")
+    verifier = repository.get_verifier(session, who)
+    if verifier is None or job.profile_label not in json.loads(verifier.profiles):
+        raise Forbidden(f"register as a verifier for profile {job.profile_label} to challenge")
+    bond = rt.settings.min_verifier_bond
+    if get_balance(session, stake(who)) < bond:
+        raise Forbidden(f"a challenger must hold a standing stake of at least {bond}")
+    if not 0 <= segment <= job.num_checkpoints - 2:
+        raise InvalidInput(f"segment must be in [0, {job.num_checkpoints - 2}]", "segment")
+    assignments = repository.get_job_assignments(session, job.job_id)
+    if any(a.verifier == who and a.segment == segment for a in assignments):
+        raise AlreadyExists(f"you already hold an assignment on segment {segment}")
+    limit = rt.settings.max_challenges_per_job
+    if sum(a.volunteer for a in assignments) >= limit:
+        raise QuotaExceeded(f"this job already holds {limit} challenges, the most it may")
+    start_public = jobs_repository.get_checkpoint(session, job.job_id, segment) is not None
+    assignment = Assignment(
+        job_id=job.job_id,
+        verifier=who,
+        segment=segment,
+        state=State.ASSIGNED if start_public else State.AWAITING_START,
+        deadline=now + rt.settings.move_timeout_s,
+        volunteer=True,
+    )
+    session.add(assignment)
+    session.flush()
+    process_refresh_segment(session, rt, job.job_id, segment)
+    process_movement(
+        session,
+        rt,
+        "verification.challenged",
+        {"assignment": assignment.id, "job_id": job.job_id, "verifier": who, "segment": segment},
+        [],
+    )
+    return get_assignment_view(assignment)
+
+
 # --- checkpoints reach the assignments -----------------------------------------------------------
 
 
@@ -198,6 +263,21 @@ def process_checkpoint_published(rt: Runtime, assignments: list[Assignment], ind
             a.state, a.deadline = State.ASSIGNED, deadline
         elif a.segment == index - 1 and a.state == State.COMMITTED:
             a.state, a.deadline = State.REVEALABLE, deadline
+    _process_blocked_starts(rt, assignments)
+
+
+def _process_blocked_starts(rt: Runtime, assignments: list[Assignment]) -> None:
+    """Checkpoint i (segment i's start) cannot be uploaded while a verifier of segment i-1
+    still owes its commit (`check_segment_committed`): segment i's upload deadline waits until
+    it can be made (that verifier's own deadline runs meanwhile), then restarts in full."""
+    waiting = {a.segment for a in assignments if a.state in (State.AWAITING_START, State.ASSIGNED)}
+    for a in assignments:
+        if a.state != State.AWAITING_START:
+            continue
+        if a.segment - 1 in waiting:
+            a.deadline = FAR_FUTURE
+        elif a.deadline == FAR_FUTURE:
+            a.deadline = rt.clock.now() + rt.settings.move_timeout_s
 
 
 # --- commit / reveal ---------------------------------------------------------------------------
@@ -221,12 +301,15 @@ def _lock_for_move(
 
 
 def process_refresh_segment(session: Session, rt: Runtime, job_id: str, segment: int) -> None:
-    """Once no verifier of `segment` still owes a commit, the solver's reveal clock starts."""
-    peers = [a for a in repository.get_job_assignments(session, job_id) if a.segment == segment]
+    """Once no verifier of `segment` still owes a commit, the solver's reveal clock starts (and
+    its upload clock for segment + 1's start, `_process_blocked_starts`)."""
+    assignments = repository.get_job_assignments(session, job_id)
+    peers = [a for a in assignments if a.segment == segment]
     waiting = any(a.state in (State.AWAITING_START, State.ASSIGNED) for a in peers)
     for a in peers:
         if a.state == State.COMMITTED:
             a.deadline = FAR_FUTURE if waiting else rt.clock.now() + rt.settings.move_timeout_s
+    _process_blocked_starts(rt, assignments)
 
 
 def process_verification_commit(
@@ -234,6 +317,10 @@ def process_verification_commit(
 ) -> AssignmentView:
     job, assignment = _lock_for_move(session, rt, assignment_id, who, State.ASSIGNED)
     assignment.commit_hash, assignment.state = commit_hash, State.COMMITTED
+    if jobs_repository.get_checkpoint(session, job.job_id, assignment.segment + 1) is not None:
+        # a challenge of a segment whose end was already public: nothing more for the solver
+        assignment.state = State.REVEALABLE
+        assignment.deadline = rt.clock.now() + rt.settings.move_timeout_s
     session.flush()
     process_refresh_segment(session, rt, job.job_id, assignment.segment)
     process_movement(
@@ -283,9 +370,11 @@ def process_verification_reveal(
 
 
 def get_paid_verifiers(assignments: list[Assignment]) -> list[str]:
-    """Verifiers that did their work on this job and never lost or missed a move."""
+    """Drawn verifiers that did their work on this job and never lost or missed a move (on any
+    of their assignments, volunteer ones included). A volunteer is never paid a fee: the escrow
+    holds fees for the drawn verifiers only; it earns a slashed solver's victim share instead."""
     bad = {a.verifier for a in assignments if a.state in (State.TIMED_OUT, State.REJECTED)}
-    good = {a.verifier for a in assignments if a.commit_hash is not None}
+    good = {a.verifier for a in assignments if a.commit_hash is not None and not a.volunteer}
     return sorted(good - bad)
 
 
@@ -310,29 +399,35 @@ def process_verifier_timeout(
     session: Session, rt: Runtime, job: Job, assignment: Assignment
 ) -> None:
     """A verifier missed its move: it loses up to the fee it would have earned, and its slot,
-    and is replaced (`_add_replacement`), so a missed move never leaves a check undone."""
+    and is replaced (`_add_replacement`), so a missed move never leaves a check undone. A
+    volunteer is penalised alike but not replaced: its check was never owed to the job."""
     missed = assignment.state
     assignment.state = State.TIMED_OUT
     amount = compute_verifier_timeout_penalty(
         get_balance(session, stake(assignment.verifier)), job.verifier_fee
     )
-    replacement, segment = _add_replacement(session, rt, job, assignment, missed)
+    replacement, segment = (
+        (None, None)
+        if assignment.volunteer
+        else _add_replacement(session, rt, job, assignment, missed)
+    )
     session.flush()
     process_refresh_segment(session, rt, job.job_id, assignment.segment)
+    data = {
+        "assignment": assignment.id,
+        "job_id": job.job_id,
+        "verifier": assignment.verifier,
+        "segment": assignment.segment,
+        "missed": missed,
+        "slashed": amount,
+    }
+    if not assignment.volunteer:  # a drawn one's replacement is the audit's to recompute
+        data.update(replaced_by=replacement, replacement_segment=segment)
     process_movement(
         session,
         rt,
-        "verification.timed_out",
-        {
-            "assignment": assignment.id,
-            "job_id": job.job_id,
-            "verifier": assignment.verifier,
-            "segment": assignment.segment,
-            "missed": missed,
-            "slashed": amount,
-            "replaced_by": replacement,
-            "replacement_segment": segment,
-        },
+        "verification.volunteer_timed_out" if assignment.volunteer else "verification.timed_out",
+        data,
         compute_slash_legs(stake(assignment.verifier), amount, job.submitter),
     )
 
@@ -345,8 +440,11 @@ def _add_replacement(
     copy the solver's root: after a missed commit that is the same segment; after a missed
     reveal (the end is public by then) a segment not yet sampled whose end checkpoint was never
     uploaded, drawn from the same seed. (verifier, segment), or (None, None) when no verifier or
-    no such segment is left."""
-    assignments = repository.get_job_assignments(session, job.job_id)
+    no such segment is left. Volunteer assignments play no part in the draw (a self-selected
+    party must not steer it); a drawn verifier that already volunteered on the segment has that
+    assignment made its drawn one (reopened, if it had timed out)."""
+    everything = repository.get_job_assignments(session, job.job_id)
+    assignments = [a for a in everything if not a.volunteer]
     seed = compute_replacement_seed(bytes.fromhex(job.selection_seed), missed.id)
     segment = (
         missed.segment
@@ -363,15 +461,25 @@ def _add_replacement(
     if not chosen:
         return None, None
     start_public = jobs_repository.get_checkpoint(session, job.job_id, segment) is not None
-    session.add(
-        Assignment(
-            job_id=job.job_id,
-            verifier=chosen[0],
-            segment=segment,
-            state=State.ASSIGNED if start_public else State.AWAITING_START,
-            deadline=rt.clock.now() + rt.settings.move_timeout_s,
+    fresh = State.ASSIGNED if start_public else State.AWAITING_START
+    deadline = rt.clock.now() + rt.settings.move_timeout_s
+    held = [a for a in everything if a.verifier == chosen[0] and a.segment == segment]
+    if held:  # its challenge of a still-secret segment: that work now counts as the draw's
+        held[0].volunteer = False
+        if held[0].state in ACTIVE:  # a full move's time, as a fresh replacement would have
+            held[0].deadline = max(held[0].deadline, deadline)
+        else:
+            held[0].state, held[0].deadline, held[0].commit_hash = fresh, deadline, None
+    else:
+        session.add(
+            Assignment(
+                job_id=job.job_id,
+                verifier=chosen[0],
+                segment=segment,
+                state=fresh,
+                deadline=deadline,
+            )
         )
-    )
     return chosen[0], segment
 
 
@@ -390,4 +498,5 @@ def get_assignment_view(a: Assignment) -> AssignmentView:
         state=a.state,
         deadline=a.deadline,
         claimed_root=a.claimed_root,
+        volunteer=bool(a.volunteer),
     )

@@ -49,13 +49,13 @@ def test_racing_bidders_and_awarders_give_exactly_one_award(server, make_client,
     profile = parse_job_spec(spec).profile.label
     submitter = make_client(SigningKey.generate())
     submitter.faucet(10_000)
-    submitter.submit_job(spec, 1000, min_stake=100, bidding_s=30)
+    submitter.submit_job(spec, 1000, min_stake=250, bidding_s=30)
     keys = [SigningKey.generate() for _ in range(CLIENTS)]
 
     def bid(i: int) -> str:
         with CoordinatorClient(server.url, keys[i]) as client:
-            client.faucet(150)
-            client.bid(job_id, 500 + i % 4, 100 + i, profile)  # 8 bids tie at the lowest price
+            client.faucet(300)
+            client.bid(job_id, 500 + i % 4, 250 + i, profile)  # 8 bids tie at the lowest price
             return "ok"
 
     assert _race(bid) == ["ok"] * CLIENTS
@@ -84,7 +84,7 @@ def test_racing_bidders_and_awarders_give_exactly_one_award(server, make_client,
     ]
     assert len(awards) == 1
     for i, key in enumerate(keys):
-        expected = 150 - (100 + i) if bytes(key.verify_key).hex() == job.solver else 150
+        expected = 300 - (250 + i) if bytes(key.verify_key).hex() == job.solver else 300
         assert submitter.get_balance(bytes(key.verify_key).hex()) == expected
     report = check_coordinator(submitter)
     assert report.ok, report.problems

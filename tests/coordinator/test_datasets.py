@@ -39,11 +39,11 @@ def test_job_on_a_file_needs_the_file_first(make_client):
     client = funded(make_client)
     data = make_dataset_file()
     with pytest.raises(CoordinatorError) as refused:
-        client.submit_job(file_job_spec(data), bounty=100, min_stake=10, verifier_fee=5)
+        client.submit_job(file_job_spec(data), bounty=100, min_stake=24, verifier_fee=5)
     assert refused.value.problem_code is ProblemCode.INVALID_STATE
     assert "PUT /v1/datasets/" in refused.value.problem["detail"]  # the detail says what to do
     client.upload_dataset(data)
-    job = client.submit_job(file_job_spec(data), bounty=100, min_stake=10, verifier_fee=5)
+    job = client.submit_job(file_job_spec(data), bounty=100, min_stake=24, verifier_fee=5)
     assert job.job_id
 
 

@@ -6,7 +6,12 @@ import httpx
 import pytest
 
 from cli.audit_cmd import check_coordinator
-from protocol.dispute import SOLVER, VERIFIER
+from protocol.dispute import (
+    SOLVER,
+    VERIFIER,
+    compute_dispute_stall_bound_s,
+    compute_rounds_bound,
+)
 from protocol.standin import Player, TraceTrajectory
 from protocol.state import (
     compute_chunk_hashes,
@@ -18,7 +23,7 @@ from protocol.state import (
 from protocol.trajectory import Commitment, compute_trajectory_proof, compute_trajectory_root
 from protocol.types import JobId, Root
 from protocol.wire import AssignmentState, DisputeStatus, JobState
-from sdk.disputes import play_until_idle
+from sdk.disputes import play_turn, play_until_idle
 from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
 from tests.coordinator.server import running_server
 
@@ -145,6 +150,22 @@ def _forged_trajectory(trained):
     return forged, entries, commitment
 
 
+def play_out_forged_dispute(solver, challenger, dispute_id, trained, forged):
+    """The forging solver against an honest challenger over segment 1, turns alternating down
+    the chunk tree; a player in the ruling phase asks the referee (one step from checkpoint 1,
+    on file). Returns (the ruled dispute, the solver's trace, the honest trace)."""
+    cheat = _trace({1: trained.checkpoint_bytes(1), 2: forged})
+    honest = _trace({1: trained.checkpoint_bytes(1), 2: trained.checkpoint_bytes(2)})
+    players = [
+        (solver, Player(SOLVER, solver.key, cheat)),
+        (challenger, Player(VERIFIER, challenger.key, honest)),
+    ]
+    for _ in range(20):
+        for client, player in players:
+            play_until_idle(client, dispute_id, player)
+    return challenger.get_dispute(dispute_id), cheat, honest
+
+
 def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, trained):
     submitter, solver, verifier = _start(make_client, trained, 2)
     forged, entries, commitment = _forged_trajectory(trained)
@@ -163,16 +184,7 @@ def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, train
         is AssignmentState.DISPUTED
     )
     [dispute] = verifier.list_disputes()
-    cheat = _trace({1: trained.checkpoint_bytes(1), 2: forged})
-    honest = _trace({1: trained.checkpoint_bytes(1), 2: trained.checkpoint_bytes(2)})
-    players = [
-        (solver, Player(SOLVER, solver.key, cheat)),
-        (verifier, Player(VERIFIER, verifier.key, honest)),
-    ]
-    for _ in range(20):  # alternate turns down the chunk tree; a player in the ruling phase
-        for client, player in players:  # asks the referee (one step from checkpoint 1, on file)
-            play_until_idle(client, dispute.id, player)
-    ruling = verifier.get_dispute(dispute.id)
+    ruling, cheat, honest = play_out_forged_dispute(solver, verifier, dispute.id, trained, forged)
     forged_chunk = next(
         i
         for i, (x, y) in enumerate(zip(cheat.chunk_hashes(2), honest.chunk_hashes(2), strict=True))
@@ -232,3 +244,47 @@ def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_w
     assert ruled.state["state_sha256"] != job.store.manifest.get("sha256")  # the supplied state
     report = check_coordinator(solver)
     assert report.ok, report.problems
+
+
+def test_a_dispute_dragged_out_by_both_parties_ends_within_its_stated_bound(
+    sqlite_server, make_client, trained
+):
+    """Every move made one second before its deadline: the dispute still ends, and no later than
+    `compute_dispute_stall_bound_s` after it opened (docs/dispute.md states the bound)."""
+    submitter, solver, verifier = _start(make_client, trained, 2)
+    forged, entries, commitment = _forged_trajectory(trained)
+    commit_signed(solver, trained, commitment, entries)
+    by_segment = {a.segment: a for a in verifier.get_assignments()}
+    _upload(solver, trained, 0, proof=compute_trajectory_proof(entries, 0))
+    salt0 = verify_segment(verifier, by_segment[0].id, trained.entries()[1][1])
+    _upload(solver, trained, 1, proof=compute_trajectory_proof(entries, 1))
+    verifier.reveal_verification(by_segment[0].id, trained.entries()[1][1], salt0)
+    salt1 = verify_segment(verifier, by_segment[1].id, trained.entries()[2][1])
+    _upload(solver, trained, 2, data=forged, proof=compute_trajectory_proof(entries, 2))
+    verifier.reveal_verification(by_segment[1].id, trained.entries()[2][1], salt1)
+    [dispute] = verifier.list_disputes()
+    settings = sqlite_server.settings
+    cheat = _trace({1: trained.checkpoint_bytes(1), 2: forged})
+    honest = _trace({1: trained.checkpoint_bytes(1), 2: trained.checkpoint_bytes(2)})
+    players = {
+        "solver": (solver, Player(SOLVER, solver.key, cheat)),
+        "verifier": (verifier, Player(VERIFIER, verifier.key, honest)),
+    }
+    opened, view, moves = verifier.get_info().now, dispute, 0
+    while view.status == DisputeStatus.OPEN:
+        client, player = players.get(view.turn or "verifier", players["verifier"])
+        client.advance_clock(max(0.0, view.deadline - client.get_info().now - 1))  # the last second
+        view = play_turn(client, view, player)
+        moves += 1
+    stalled = verifier.get_info().now - opened
+    bound = compute_dispute_stall_bound_s(
+        1,  # the tiny job's segments are one step long
+        len(cheat.chunk_hashes(2)),
+        settings.move_timeout_s,
+        settings.ruling_timeout_s,
+        settings.referee_attempts,
+    )
+    assert view.winner == "verifier" and view.dispute_step == 1
+    assert moves <= compute_rounds_bound(1, len(cheat.chunk_hashes(2)))
+    assert stalled <= bound, (stalled, bound)
+    assert stalled >= (moves - 1) * (settings.move_timeout_s - 2)  # it really was dragged out

@@ -66,7 +66,7 @@ def test_cli_serve_starts_a_dev_coordinator(tmp_path):
 def _job(client):
     spec = tiny_spec_json(seed=3)
     parsed = parse_job_spec(spec)
-    client.submit_job(spec, 1000, min_stake=10, bidding_s=30)
+    client.submit_job(spec, 100, min_stake=25, verifier_fee=1, bidding_s=30)
     return compute_job_id(parsed).hex(), parsed.profile.label
 
 
@@ -79,7 +79,7 @@ def test_background_sweeper_awards_without_being_asked(tmp_path):
         submitter.faucet(5000)
         solver.faucet(5000)
         job_id, profile = _job(submitter)
-        solver.bid(job_id, 100, 10, profile)
+        solver.bid(job_id, 90, 25, profile)
         solver.advance_clock(31)
         deadline = time.time() + 10
         while solver.get_job(job_id).state is JobState.BIDDING:
@@ -94,7 +94,7 @@ def test_moves_after_their_deadline_are_refused(server, make_client):
     submitter.faucet(5000)
     solver.faucet(5000)
     job_id, profile = _job(submitter)
-    solver.bid(job_id, 100, 10, profile)
+    solver.bid(job_id, 90, 25, profile)
     solver.advance_clock(31)
     solver.award(job_id)
     solver.heartbeat(job_id)
@@ -106,4 +106,4 @@ def test_moves_after_their_deadline_are_refused(server, make_client):
         and "deadline" in err.value.problem["detail"]
     )
     with pytest.raises(CoordinatorError):
-        solver.bid(job_id, 90, 10, profile)
+        solver.bid(job_id, 80, 25, profile)

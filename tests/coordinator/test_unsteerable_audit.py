@@ -154,7 +154,9 @@ def _register_and_post(session, rt, solver: str, noise: int) -> None:
     )
     jobs.process_submit(session, rt, SUBMITTER, request)
     profile = parse_job_spec(SPEC).profile.label
-    jobs.process_bid(session, rt, solver, JOB_ID, BidRequest(price=500, stake=0, profile=profile))
+    jobs.process_bid(
+        session, rt, solver, JOB_ID, BidRequest(price=500, stake=1000, profile=profile)
+    )
 
 
 BASELINE = {}

@@ -15,7 +15,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from cli.audit_cmd import check_coordinator
-from cli.demo import COORDINATOR_ENV, _free_port
+from cli.demo import COORDINATOR_ENV, STAKE, _free_port
 from protocol.presets import example_job_spec_json
 from protocol.spec import compute_job_id, parse_job_spec
 from protocol.wire import FINAL_JOB_STATES, DisputeStatus, JobState
@@ -126,7 +126,7 @@ def wait_until(predicate, timeout: float, what: str):
 
 def post_job(submitter, spec, segments: int) -> str:
     submitter.submit_job(
-        spec, 1000, min_stake=400, verifier_fee=50, num_segments=segments, bidding_s=3
+        spec, 1000, min_stake=STAKE, verifier_fee=50, num_segments=segments, bidding_s=3
     )
     return compute_job_id(parse_job_spec(spec)).hex()
 
@@ -143,7 +143,7 @@ def test_demo_json(tmp_path):
     assert out.returncode == 0 and summary["ok"], (summary, out.stderr[-2000:])
     by_behaviour = {j["behaviour"]: j for j in summary["jobs"] if j["behaviour"] != "honest"}
     cheat = by_behaviour["perturb-step"]
-    assert (cheat["dispute_step"], cheat["state"], cheat["slashed"]) == (7, "failed", 400)
+    assert (cheat["dispute_step"], cheat["state"], cheat["slashed"]) == (7, "failed", STAKE)
     assert all(
         j["state"] == "settled" and j["paid"] > 0
         for j in summary["jobs"]
@@ -159,15 +159,9 @@ def test_solver_killed_mid_training_resumes_and_is_paid(market):
     spec = example_job_spec_json("mlp", steps=3000)
     spec["checkpoint_interval"] = 300
     job_id = compute_job_id(parse_job_spec(spec)).hex()
-    market.daemon("verifier", "verifier", "--stake", "500")
-    verifier_key = CoordinatorClient(market.url, _key(market, "verifier")).public_key
-    wait_until(
-        lambda: submitter.get_account(verifier_key).escrow_and_stakes.get("stake:"),
-        60,
-        "verifier registration",
-    )
+    start_registered_verifier(market, submitter)
     solver = market.daemon(
-        "solver", "solver", "--price", "600", "--stake", "400", "--only-job", job_id
+        "solver", "solver", "--price", "600", "--stake", str(STAKE), "--only-job", job_id
     )
     post_job(submitter, spec, 1)
     run = market.tmp / "solver" / "jobs" / job_id / "checkpoints"
@@ -178,11 +172,23 @@ def test_solver_killed_mid_training_resumes_and_is_paid(market):
     solver.wait()
     done_before = len(list(run.glob("*.safetensors")))
     assert done_before < 11, "training finished before the kill: make the job longer"
-    market.daemon("solver", "solver", "--price", "600", "--stake", "400", "--only-job", job_id)
+    market.daemon("solver", "solver", "--price", "600", "--stake", str(STAKE), "--only-job", job_id)
     wait_until(lambda: submitter.get_job(job_id).state in FINAL_JOB_STATES, 240, "settlement")
     job = submitter.get_job(job_id)
     assert (job.state, job.outcome) == (JobState.SETTLED, "accepted")
     assert check_coordinator(submitter).ok
+
+
+def start_registered_verifier(market: Market, submitter: CoordinatorClient) -> str:
+    """Start the "verifier" daemon and wait until its standing stake is on file; its key."""
+    market.daemon("verifier", "verifier", "--stake", "500")
+    verifier_key = CoordinatorClient(market.url, _key(market, "verifier")).public_key
+    wait_until(
+        lambda: submitter.get_account(verifier_key).escrow_and_stakes.get("stake:"),
+        60,
+        "verifier registration",
+    )
+    return verifier_key
 
 
 def _key(market: Market, name: str) -> SigningKey:
@@ -197,20 +203,14 @@ def test_coordinator_killed_mid_dispute_resolves_after_restart(market):
     spec = example_job_spec_json("mlp", steps=20)
     spec["checkpoint_interval"] = 20
     job_id = compute_job_id(parse_job_spec(spec)).hex()
-    market.daemon("verifier", "verifier", "--stake", "500")
-    verifier_key = CoordinatorClient(market.url, _key(market, "verifier")).public_key
-    wait_until(
-        lambda: submitter.get_account(verifier_key).escrow_and_stakes.get("stake:"),
-        60,
-        "registration",
-    )
+    verifier_key = start_registered_verifier(market, submitter)
     market.daemon(
         "solver",
         "cheater",
         "--price",
         "600",
         "--stake",
-        "400",
+        str(STAKE),
         "--only-job",
         job_id,
         "--behaviour",

@@ -20,7 +20,7 @@ def test_builtins_by_name_and_outside_ones_by_path():
     assert load_behaviour("perturb-step", "solver").name == "perturb-step"
     assert load_behaviour("lazy-approve", "verifier").honest is False
     assert load_behaviour("tests.protocol.test_behaviours:RED_TEAM", "solver") == RED_TEAM
-    assert len(SOLVER_BEHAVIOURS) == 10 and len(VERIFIER_BEHAVIOURS) == 5
+    assert len(SOLVER_BEHAVIOURS) == 11 and len(VERIFIER_BEHAVIOURS) == 5
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ def test_every_deviation_loses_and_honesty_earns():
     summary = compute_summary(market, simulate_market(market, trials=20, seed=1))
     assert summary["stake_multiple"] <= 1 and summary["verification_fraction"] <= 0.05
     by_name = {(s["role"], s["name"]): s for s in summary["strategies"]}
-    assert len(by_name) == 15 and summary["ok"]
+    assert len(by_name) == 16 and summary["ok"]
     for s in summary["strategies"]:
         assert (s["expected_profit"] > 0) if s["honest"] else (s["gain_over_honest"] < 0), s
     assert by_name[("solver", "skip-steps")]["catch_rate"] == 1.0

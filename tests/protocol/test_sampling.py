@@ -61,5 +61,8 @@ def test_forced_errors_follow_the_rate_and_the_seed():
     assert not any(is_forced_error(seed, i, 0) for i in range(1000))
     root = compute_planted_root(seed, 3)
     assert root == compute_planted_root(seed, 3) != compute_planted_root(seed, 4)
-    assert compute_forced_error_outcome(b"\x01" * 32, root, 500) == ("jackpot", 500)
-    assert compute_forced_error_outcome(root, root, 500) == ("slash", 500)
+    true = b"\x01" * 32
+    assert compute_forced_error_outcome(true, root, true, 500) == ("jackpot", 500)
+    assert compute_forced_error_outcome(root, root, true, 500) == ("slash", 500)  # approved it
+    made_up = b"\x02" * 32  # differs from the planted root, but nobody recomputed it
+    assert compute_forced_error_outcome(made_up, root, true, 500) == ("slash", 500)
