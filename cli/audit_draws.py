@@ -3,7 +3,8 @@
 For each job: the award published H(beacon); the commitment revealed the beacon, and the seed
 must be H(tag ‖ beacon ‖ commitment bytes); its segments and verifiers must be what
 `protocol.sampling` draws from that seed, given the verifiers registered for the job's profile
-and their standing stakes at that point of the log (replayed from the postings). A verifier
+and their standing stakes at that point of the log (replayed from the postings), each at least
+the bond the job fixed at submission. A verifier
 that missed a move is replaced by the draw from the replacement seed over the same pool (less
 the missed verifier and those already holding the segment); after a missed reveal the segment
 is drawn too, among those neither sampled nor with a public end checkpoint.
@@ -30,6 +31,7 @@ class _Job:
     num_verifiers: int
     num_segments: int
     num_checkpoints: int
+    verifier_bond: int = 0
     solver: str = ""
     beacon_commitment: str = ""
     seed: bytes = b""
@@ -71,6 +73,7 @@ class DrawAuditor:
             data["num_verifiers"],
             data["num_segments"],
             data["num_checkpoints"],
+            data.get("verifier_bond", 0),
         )
 
     def _awarded(self, data: dict, _balances: dict, _where: str) -> None:
@@ -82,7 +85,9 @@ class DrawAuditor:
             (key, balances.get(f"stake:{key}:", 0), labels)
             for key, labels in sorted(self.profiles.items())
         ]
-        return compute_eligible_verifiers(candidates, job.profile, (job.solver, job.submitter))
+        return compute_eligible_verifiers(
+            candidates, job.profile, (job.solver, job.submitter), job.verifier_bond
+        )
 
     def _committed(self, data: dict, balances: dict, where: str) -> None:
         job = self.jobs[data["job_id"]]

@@ -32,6 +32,7 @@ RATE_LIMIT_PER_S = 20.0
 # Job terms (protocol.assurance): S ≥ margin·P/k; a verified job pays each verifier something.
 STAKE_MARGIN = 5 / 3
 MIN_VERIFIER_FEE = 1
+VERIFIER_BOND_MULTIPLE = 10
 RATE_LIMIT_BURST = 200
 
 
@@ -65,6 +66,8 @@ class Settings(BaseSettings):
     min_bounty: int = Field(default=MIN_BOUNTY, ge=1)
     stake_margin: float = Field(default=STAKE_MARGIN, ge=0, le=100)  # 0: no stake rule
     min_verifier_fee: int = Field(default=MIN_VERIFIER_FEE, ge=0)
+    # A verifier drawn for (or challenging) a job holds at least this × the job's fee.
+    verifier_bond_multiple: int = Field(default=VERIFIER_BOND_MULTIPLE, ge=0)
     max_open_jobs_per_key: int = Field(default=MAX_OPEN_JOBS_PER_KEY, ge=1)
     # Volunteer assignments (open challenges, POST /v1/jobs/{id}/challenges) one job may hold.
     max_challenges_per_job: int = Field(default=16, ge=0)

@@ -22,12 +22,14 @@ def compute_eligible_verifiers(
     candidates: Sequence[tuple[str, int, Sequence[str]]],
     profile_label: str,
     excluded: Sequence[str],
+    min_stake: int = 0,
 ) -> list[tuple[str, int]]:
-    """(key, stake) of candidates (key, stake, profile labels) that can replay this profile."""
+    """(key, stake) of candidates (key, stake, profile labels) that can replay this profile and
+    hold at least the job's bond `min_stake`."""
     return [
         (key, stake)
         for key, stake, profiles in candidates
-        if profile_label in profiles and key not in excluded
+        if profile_label in profiles and key not in excluded and stake >= min_stake
     ]
 
 

@@ -186,6 +186,7 @@ class JobView:
     created_at: float
     deadline: float
     solver: str | None = None
+    verifier_bond: int = 0  # standing stake a verifier needs for this job
     price: int | None = None
     stake: int | None = None
     trajectory_root: str | None = None

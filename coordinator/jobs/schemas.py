@@ -52,6 +52,7 @@ class JobView(BaseModel):
     bounty: int
     min_stake: int
     verifier_fee: int
+    verifier_bond: int = 0  # standing stake a verifier needs for this job
     num_verifiers: int
     num_segments: int
     num_checkpoints: int

@@ -32,6 +32,7 @@ from protocol.assurance import (
     SamplingPlan,
     compute_default_verifier_fee,
     compute_min_solver_stake,
+    compute_min_verifier_bond,
     compute_sampling_plan,
     describe_sampling,
 )
@@ -68,6 +69,10 @@ def process_submit(
     if req.num_segments > checkpoints - 1:
         raise InvalidInput(f"the job has only {checkpoints - 1} segments", "num_segments")
     req = _with_checked_terms(req, rt, checkpoints - 1)
+    bond = max(
+        rt.settings.min_verifier_bond,
+        compute_min_verifier_bond(req.verifier_fee, rt.settings.verifier_bond_multiple),
+    )
     now = rt.clock.now()
     job = Job(
         job_id=job_id,
@@ -77,6 +82,7 @@ def process_submit(
         bounty=req.bounty,
         min_stake=req.min_stake,
         verifier_fee=req.verifier_fee,
+        verifier_bond=bond,
         num_verifiers=req.num_verifiers,
         num_segments=req.num_segments,
         num_checkpoints=checkpoints,
@@ -94,6 +100,7 @@ def process_submit(
         "profile": job.profile_label,
         "min_stake": req.min_stake,
         "verifier_fee": req.verifier_fee,
+        "verifier_bond": bond,
         "num_verifiers": req.num_verifiers,
         "num_segments": req.num_segments,
         "num_checkpoints": checkpoints,
@@ -377,6 +384,7 @@ def get_job_view(job: Job, bids: list[Bid] | None = None, with_spec: bool = Fals
         bounty=job.bounty,
         min_stake=job.min_stake,
         verifier_fee=job.verifier_fee,
+        verifier_bond=job.verifier_bond or 0,
         num_verifiers=job.num_verifiers,
         num_segments=job.num_segments,
         num_checkpoints=job.num_checkpoints,

@@ -153,21 +153,34 @@ def compute_checked_commitment(
     return commitment, signature
 
 
-def _eligible_verifiers(session: Session, job: Job) -> list[tuple[str, int]]:
+def get_job_verifier_bond(rt: Runtime, job: Job) -> int:
+    """The standing stake a verifier needs to be drawn for, or to challenge, this job: the bond
+    the job fixed (and logged) at submission, so later settings never change who was eligible;
+    a job from before bonds were fixed falls back to the registration bond."""
+    return job.verifier_bond or rt.settings.min_verifier_bond
+
+
+def _eligible_verifiers(session: Session, rt: Runtime, job: Job) -> list[tuple[str, int]]:
     """The draw's (key, weight) pool: only verifiers of the job's profile are read, in key order,
-    so its cost does not grow with verifiers registered for other profiles."""
+    so its cost does not grow with verifiers registered for other profiles; each must hold the
+    job's bond."""
     candidates = [
         (key, balance, (job.profile_label,))
         for key, balance in repository.get_profile_verifier_stakes(session, job.profile_label)
     ]
-    return compute_eligible_verifiers(candidates, job.profile_label, (job.solver, job.submitter))
+    bond = get_job_verifier_bond(rt, job)
+    return compute_eligible_verifiers(
+        candidates, job.profile_label, (job.solver, job.submitter), bond
+    )
 
 
 def process_draw_assignments(
     session: Session, rt: Runtime, job: Job, seed: bytes
 ) -> tuple[list[str], list[int]]:
     """Draw the job's verifiers and segments from the public seed; (verifiers, segments)."""
-    verifiers = compute_verifier_choice(seed, _eligible_verifiers(session, job), job.num_verifiers)
+    verifiers = compute_verifier_choice(
+        seed, _eligible_verifiers(session, rt, job), job.num_verifiers
+    )
     segments = compute_segment_choice(seed, job.num_checkpoints - 1, job.num_segments)
     deadline = rt.clock.now() + rt.settings.move_timeout_s
     for verifier in verifiers:
@@ -206,9 +219,9 @@ def process_challenge(
     verifier = repository.get_verifier(session, who)
     if verifier is None or job.profile_label not in json.loads(verifier.profiles):
         raise Forbidden(f"register as a verifier for profile {job.profile_label} to challenge")
-    bond = rt.settings.min_verifier_bond
+    bond = get_job_verifier_bond(rt, job)
     if get_balance(session, stake(who)) < bond:
-        raise Forbidden(f"a challenger must hold a standing stake of at least {bond}")
+        raise Forbidden(f"a challenger of this job must hold a standing stake of at least {bond}")
     if not 0 <= segment <= job.num_checkpoints - 2:
         raise InvalidInput(f"segment must be in [0, {job.num_checkpoints - 2}]", "segment")
     assignments = repository.get_job_assignments(session, job.job_id)
@@ -456,7 +469,7 @@ def _add_replacement(
     if segment is None:
         return None, None
     taken = {a.verifier for a in assignments if a.segment == segment} | {missed.verifier}
-    pool = [(key, w) for key, w in _eligible_verifiers(session, job) if key not in taken]
+    pool = [(key, w) for key, w in _eligible_verifiers(session, rt, job) if key not in taken]
     chosen = compute_verifier_choice(seed, pool, 1)
     if not chosen:
         return None, None

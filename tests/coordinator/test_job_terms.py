@@ -123,3 +123,40 @@ def test_the_default_fee_leaves_a_price_and_pays_the_replay(bounty, total, verif
     # of one fee (its floor, which also raises the price by up to one fee per verifier)
     share = Fraction(5, 3) * Fraction(sampled, total)
     assert fee + 1 + share * verifiers >= share * price
+
+
+def test_only_verifiers_holding_the_jobs_bond_are_drawn_and_the_audit_agrees(strict_server):
+    """The bond is fixed at submission (10 × the fee here: 500) and logged; a verifier one unit
+    short is never drawn, and `veritrain audit` recomputes the draw with the logged bond."""
+    from nacl.signing import SigningKey
+
+    from cli.audit_cmd import check_coordinator
+    from protocol.spec import parse_job_spec
+    from tests.coordinator.market import commit_untrained
+
+    spec = tiny_spec_json(seed=52)
+    profile = parse_job_spec(spec).profile.label
+    clients = [CoordinatorClient(strict_server.url, SigningKey.generate()) for _ in range(4)]
+    submitter, solver, short, bonded = clients
+    try:
+        for client in clients:
+            client.faucet(100_000)
+        short.register_verifier([profile], 499)
+        bonded.register_verifier([profile], 500)
+        job_id = submitter.submit_job(
+            spec, 1000, verifier_fee=50, num_verifiers=2, bidding_s=30
+        ).job_id
+        job = submitter.get_job(job_id)
+        assert job.verifier_bond == 500 == _submitted(submitter)["verifier_bond"]
+        solver.bid(job_id, 600, job.min_stake, profile)
+        solver.advance_clock(31)
+        solver.award(job_id)
+        commit_untrained(solver, spec, job.num_checkpoints)
+        assert {a.verifier for a in submitter.get_job_assignments(job_id)} == {bonded.public_key}
+        with pytest.raises(CoordinatorError) as refused:
+            short.challenge_segment(job_id, 0)
+        assert refused.value.status == 403 and "500" in refused.value.problem["detail"]
+        assert check_coordinator(submitter).ok
+    finally:
+        for client in clients:
+            client.close()

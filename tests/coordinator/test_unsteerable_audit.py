@@ -150,6 +150,7 @@ def _register_and_post(session, rt, solver: str, noise: int) -> None:
         bounty=1000,
         num_segments=NUM_SEGMENTS,
         num_verifiers=NUM_VERIFIERS,
+        verifier_fee=10,  # a bond of 10 × 10: every verifier below qualifies
         bidding_s=60,
     )
     jobs.process_submit(session, rt, SUBMITTER, request)

@@ -1,0 +1,28 @@
+"""job terms: the verifier bond a job fixes at submission
+
+`jobs.verifier_bond` is the standing stake a verifier must hold to be drawn for the job or to
+challenge it, fixed (and logged) when the job is submitted, so a change of settings later never
+changes who was eligible. Rows from before this revision get 0: no bond beyond registration.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+# Plain ALTERs, no batch mode (as 0003): SQLite (3.35+) adds and drops a column in place.
+def upgrade() -> None:
+    op.add_column(
+        "jobs", sa.Column("verifier_bond", sa.BigInteger(), nullable=False, server_default="0")
+    )
+
+
+def downgrade() -> None:
+    op.drop_column("jobs", "verifier_bond")
