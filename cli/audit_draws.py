@@ -7,11 +7,13 @@ and their standing stakes at that point of the log (replayed from the postings),
 the bond the job fixed at submission. A verifier
 that missed a move is replaced by the draw from the replacement seed over the same pool (less
 the missed verifier and those already holding the segment); after a missed reveal the segment
-is drawn too, among those neither sampled nor with a public end checkpoint.
+is drawn too, among those neither sampled nor with a public end checkpoint. A forced error's
+jackpot must be paid exactly where the seed forces one.
 """
 
 from dataclasses import dataclass, field
 
+from protocol.economics import compute_forced_error_jackpot
 from protocol.sampling import (
     compute_beacon_commitment,
     compute_eligible_verifiers,
@@ -20,6 +22,7 @@ from protocol.sampling import (
     compute_segment_choice,
     compute_selection_seed,
     compute_verifier_choice,
+    is_forced_error,
 )
 from protocol.trajectory import Commitment
 
@@ -32,11 +35,14 @@ class _Job:
     num_segments: int
     num_checkpoints: int
     verifier_bond: int = 0
+    verifier_fee: int = 0
+    forced_error_ppm: int = 0
     solver: str = ""
     beacon_commitment: str = ""
     seed: bytes = b""
     holders: dict[int, set[str]] = field(default_factory=dict)  # segment → verifiers
     uploaded: set[int] = field(default_factory=set)  # checkpoint indices made public
+    volunteers: set[int] = field(default_factory=set)  # assignment ids opened by a challenge
 
 
 @dataclass
@@ -56,6 +62,8 @@ class DrawAuditor:
             "job.committed": self._committed,
             "verification.timed_out": self._timed_out,
             "checkpoint.uploaded": self._uploaded,
+            "verification.challenged": self._challenged,
+            "verification.agreed": self._agreed,
         }.get(kind)
         if handler is not None:
             try:
@@ -74,6 +82,8 @@ class DrawAuditor:
             data["num_segments"],
             data["num_checkpoints"],
             data.get("verifier_bond", 0),
+            data.get("verifier_fee", 0),
+            data.get("forced_error_ppm", 0),
         )
 
     def _awarded(self, data: dict, _balances: dict, _where: str) -> None:
@@ -104,6 +114,22 @@ class DrawAuditor:
             self.problems.append(f"{where}: the drawn segments or verifiers differ from the seed's")
         job.holders = {segment: set(verifiers) for segment in segments}
         self.draws_checked += 1
+
+    def _challenged(self, data: dict, _balances: dict, _where: str) -> None:
+        self.jobs[data["job_id"]].volunteers.add(data["assignment"])
+
+    def _agreed(self, data: dict, balances: dict, where: str) -> None:
+        """A forced error's jackpot: exactly the drawn assignments the seed forces, as much as
+        the rule gives and the burned pool holds."""
+        job, assignment = self.jobs[data["job_id"]], data["assignment"]
+        expected = 0
+        if assignment not in job.volunteers and is_forced_error(
+            job.seed, assignment, job.forced_error_ppm
+        ):
+            jackpot = compute_forced_error_jackpot(job.verifier_fee, job.forced_error_ppm)
+            expected = min(jackpot, balances.get("burn::", 0))
+        if data.get("jackpot", 0) != expected:
+            self.problems.append(f"{where}: the jackpot is not what the forced-error rule pays")
 
     def _uploaded(self, data: dict, _balances: dict, _where: str) -> None:
         self.jobs[data["job_id"]].uploaded.add(data["index"])

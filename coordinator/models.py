@@ -132,6 +132,8 @@ class Job(Base):
     verifier_fee: Mapped[int] = mapped_column(BigInteger)  # per verifier, out of the bounty
     # standing stake a verifier needs for this job (fixed at submission; 0 before revision 0005)
     verifier_bond: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # share (ppm) of drawn assignments that are forced errors (fixed at submission; 0 before 0005)
+    forced_error_ppm: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     num_verifiers: Mapped[int] = mapped_column(Integer)
     num_segments: Mapped[int] = mapped_column(Integer)
     num_checkpoints: Mapped[int] = mapped_column(Integer)

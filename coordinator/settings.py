@@ -33,6 +33,7 @@ RATE_LIMIT_PER_S = 20.0
 STAKE_MARGIN = 5 / 3
 MIN_VERIFIER_FEE = 1
 VERIFIER_BOND_MULTIPLE = 10
+FORCED_ERROR_PPM = 100_000  # φ = 10%, the simulator's market
 RATE_LIMIT_BURST = 200
 
 
@@ -68,6 +69,8 @@ class Settings(BaseSettings):
     min_verifier_fee: int = Field(default=MIN_VERIFIER_FEE, ge=0)
     # A verifier drawn for (or challenging) a job holds at least this × the job's fee.
     verifier_bond_multiple: int = Field(default=VERIFIER_BOND_MULTIPLE, ge=0)
+    # Share of drawn assignments that are forced errors, in parts per million (docs/dispute.md).
+    forced_error_ppm: int = Field(default=FORCED_ERROR_PPM, ge=0, le=1_000_000)
     max_open_jobs_per_key: int = Field(default=MAX_OPEN_JOBS_PER_KEY, ge=1)
     # Volunteer assignments (open challenges, POST /v1/jobs/{id}/challenges) one job may hold.
     max_challenges_per_job: int = Field(default=16, ge=0)
@@ -127,6 +130,7 @@ def tiny_preset(**overrides) -> Settings:
         min_verifier_bond=10,
         min_bounty=1,
         stake_margin=0.25,  # small stakes, like the small bond; the rule's own tests use 5/3
+        forced_error_ppm=0,  # balances in tests stay exact; forced errors have their own tests
     )
     values.update(overrides)
     return Settings(**values)

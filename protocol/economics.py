@@ -51,6 +51,12 @@ def compute_false_challenge_penalty(standing_stake: int, solver_stake: int, min_
     return min(standing_stake, max(solver_stake, min_stake))
 
 
+def compute_forced_error_jackpot(verifier_fee: int, rate_ppm: int) -> int:
+    """What a verifier that recomputes a forced-error assignment earns: 2·fee ÷ φ (Truebit's
+    jackpot ≥ compensation ÷ forced-error rate, as `compute_jackpot`), in integers."""
+    return verifier_fee * 2 * 1_000_000 // rate_ppm if rate_ppm > 0 else 0
+
+
 def compute_max_price(bounty: int, verifier_fee: int, num_verifiers: int) -> int:
     """A bid may ask for what the bounty holds beyond every verifier's fee."""
     return bounty - verifier_fee * num_verifiers

@@ -25,21 +25,28 @@ from coordinator.clock import FAR_FUTURE
 from coordinator.errors import AlreadyExists, Forbidden, InvalidState, NotFound, QuotaExceeded
 from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs.schemas import CommitmentRequest
-from coordinator.ledger.accounts import available, stake
+from coordinator.ledger.accounts import BURN_ACCOUNT, available, stake
 from coordinator.ledger.payouts import compute_slash_legs
 from coordinator.ledger.service import get_balance, process_movement, transfer
 from coordinator.models import Assignment, Job, Verifier
 from coordinator.runtime import Runtime
 from coordinator.verification import repository
 from coordinator.verification.schemas import AssignmentView, RegisterVerifierRequest, VerifierView
-from protocol.economics import compute_false_challenge_penalty, compute_verifier_timeout_penalty
+from protocol.economics import (
+    compute_false_challenge_penalty,
+    compute_forced_error_jackpot,
+    compute_verifier_timeout_penalty,
+)
 from protocol.errors import InvalidInput
 from protocol.sampling import (
     compute_eligible_verifiers,
+    compute_forced_error_outcome,
+    compute_planted_root,
     compute_replacement_seed,
     compute_secret_segment,
     compute_segment_choice,
     compute_verifier_choice,
+    is_forced_error,
 )
 from protocol.trajectory import Commitment, is_valid_commitment_signature
 from protocol.wire import (
@@ -375,8 +382,27 @@ def process_verification_reveal(
     }
     assignment.state = State.AGREED if root == end.state_root else State.DISPUTED
     if assignment.state == State.AGREED:
-        process_movement(session, rt, "verification.agreed", data, [])
+        jackpot = _forced_error_jackpot(session, job, assignment, end.state_root)
+        legs = transfer(BURN_ACCOUNT, available(who), jackpot) if jackpot else []
+        process_movement(session, rt, "verification.agreed", {**data, "jackpot": jackpot}, legs)
     return job, assignment, data
+
+
+def _forced_error_jackpot(
+    session: Session, job: Job, assignment: Assignment, true_root: str
+) -> int:
+    """A drawn assignment the public seed makes a forced error (`is_forced_error`) carries a
+    planted end root; the verifier committed before any root was public, so revealing the true
+    one proves it recomputed, and it earns the jackpot (`compute_forced_error_outcome`). The
+    jackpot is paid out of what slashes burned, as far as that reaches."""
+    seed = bytes.fromhex(job.selection_seed)
+    if assignment.volunteer or not is_forced_error(seed, assignment.id, job.forced_error_ppm):
+        return 0
+    amount = compute_forced_error_jackpot(job.verifier_fee, job.forced_error_ppm)
+    planted = compute_planted_root(seed, assignment.id)
+    true = bytes.fromhex(true_root)
+    outcome, amount = compute_forced_error_outcome(true, planted, true, amount)
+    return min(amount, get_balance(session, BURN_ACCOUNT)) if outcome == "jackpot" else 0
 
 
 # --- conclusions -------------------------------------------------------------------------------
