@@ -317,8 +317,9 @@ def simulate_verifier(
         return market.compute_payouts(Outcome.VERIFIER_TIMEOUT).challenger, 1.0
     if behaviour.claim == "start-root":  # approves everything: a planted bad segment slashes it
         return (1 - phi) * fee - phi * stake, phi
-    if behaviour.honest:  # flags every planted segment: paid, plus its share of the jackpot
-        return fee + phi * compute_slash_split(stake)[0] - cost, 0.0
+    if behaviour.honest:  # recomputes every forced error: paid, plus the jackpot at rate φ
+        jackpot = compute_forced_error_jackpot(fee, round(phi * 1_000_000))
+        return fee + phi * jackpot - cost, 0.0
     loss = _verifier_challenge_loss_rate(trials, rng)  # guessed or made-up roots must be defended
     paid, lost = (
         market.compute_payouts(o).challenger for o in (Outcome.SETTLED, Outcome.FALSE_CHALLENGE)
