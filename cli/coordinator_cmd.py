@@ -1,7 +1,10 @@
 """`veritrain coordinator serve`: run the coordinator under uvicorn."""
 
 import argparse
+import logging
 import os
+
+from sdk.logs import add_log_format_argument, setup_logging
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -17,9 +20,20 @@ def run_serve(args: argparse.Namespace) -> int:
         overrides["dev"] = True
     if args.key_file:
         overrides["signing_key_file"] = args.key_file
+    setup_logging(args.log_format, args.log_level)
+    # `--access-log` turns on our `http.request` lines (ids, signer, latency); uvicorn's own
+    # access log stays off so a request is never logged twice.
+    logging.getLogger("veritrain.coordinator.http").setLevel(
+        logging.INFO if args.access_log else logging.WARNING
+    )
     app = create_app(Settings(**overrides))
     uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        log_config=None,  # uvicorn's loggers go through setup_logging's handler
     )
     return 0
 
@@ -42,5 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="enable the dev faucet and protocol-clock endpoints (never in production)",
     )
     serve.add_argument("--log-level", default="info")
-    serve.add_argument("--access-log", action="store_true")
+    serve.add_argument(
+        "--access-log", action="store_true", help="one http.request line per request"
+    )
+    add_log_format_argument(serve)
     serve.set_defaults(func=run_serve)

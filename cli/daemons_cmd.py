@@ -4,8 +4,10 @@ import argparse
 import logging
 from pathlib import Path
 
+from cli.status_cmd import add_status_parser
 from sdk.client import CoordinatorClient
 from sdk.keys import load_or_create_key_file
+from sdk.logs import ContextFilter, add_log_format_argument, setup_logging
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats")
     run.add_argument("--only-job", action="append", help="bid only on this job id (repeatable)")
     run.set_defaults(func=cmd_solver_run)
+    add_status_parser(solver, "solver")
     verifier = subparsers.add_parser("verifier", help="the verifier daemon").add_subparsers(
         dest="verifier_command", required=True, metavar="COMMAND"
     )
@@ -35,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="segments of its own choice it may challenge per hour (0: only drawn assignments)",
     )
     vrun.set_defaults(func=cmd_verifier_run)
+    add_status_parser(verifier, "verifier")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -49,12 +53,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--behaviour", default="honest", help="built-in name or module:attribute")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between rounds")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on 127.0.0.1:PORT (default: off)",
+    )
+    add_log_format_argument(parser)
 
 
 def _client(args: argparse.Namespace) -> CoordinatorClient:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request drowns the rest
-    return CoordinatorClient(args.coordinator, load_or_create_key_file(Path(args.key)))
+    handler = setup_logging(args.log_format, logging.INFO)  # quiets httpx's line per request
+    client = CoordinatorClient(args.coordinator, load_or_create_key_file(Path(args.key)))
+    handler.addFilter(ContextFilter(account=client.public_key))  # every line is about this key
+    return client
 
 
 def cmd_solver_run(args: argparse.Namespace) -> int:
@@ -71,7 +83,7 @@ def cmd_solver_run(args: argparse.Namespace) -> int:
         heartbeat_s=args.heartbeat,
         only_jobs=args.only_job,
     )
-    SolverDaemon(_client(args), Path(args.store), config).run()
+    SolverDaemon(_client(args), Path(args.store), config).serve_metrics(args.metrics_port).run()
     return 0
 
 
@@ -86,5 +98,5 @@ def cmd_verifier_run(args: argparse.Namespace) -> int:
         poll_s=args.poll,
         watch_budget=max(0, args.watch_budget),
     )
-    VerifierDaemon(_client(args), Path(args.store), config).run()
+    VerifierDaemon(_client(args), Path(args.store), config).serve_metrics(args.metrics_port).run()
     return 0

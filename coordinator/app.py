@@ -4,7 +4,8 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import system
 from coordinator.accounts import endpoints as accounts
@@ -17,7 +18,9 @@ from coordinator.ledger import endpoints as ledger
 from coordinator.limits import BodyLimitMiddleware
 from coordinator.log import endpoints as log_endpoints
 from coordinator.log.repository import get_log_state
+from coordinator.metrics import CoordinatorMetrics, MetricsMiddleware
 from coordinator.problems import Problem, install_problem_handlers
+from coordinator.requestlog import RequestLogMiddleware
 from coordinator.runtime import Runtime
 from coordinator.settings import Settings
 from coordinator.sweeper import SweeperThread
@@ -78,8 +81,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_json=settings.max_json_body,
         max_checkpoint=settings.max_checkpoint_body,
     )
+    app.add_middleware(RequestLogMiddleware)  # http.request lines and one event per write
+    _install_metrics(app, rt)
     _register_problem_schema(app)
     return app
+
+
+def _install_metrics(app: FastAPI, rt: Runtime) -> None:
+    """`GET /metrics` (Prometheus text format, not in the OpenAPI schema) from this app's own
+    registry; the request middleware is outermost, so refused bodies are counted too."""
+    metrics = CoordinatorMetrics(rt)
+    rt.metrics = metrics  # where the referee's ruling is observed (coordinator/metrics.py)
+
+    @app.get("/metrics", include_in_schema=False)
+    def get_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
 
 
 def _register_problem_schema(app: FastAPI) -> None:

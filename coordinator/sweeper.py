@@ -29,20 +29,38 @@ from coordinator.transitions import (
 )
 from coordinator.verification import repository as verification_repository
 from protocol.errors import VeritrainError
-from protocol.wire import SOLVER_OWES, VERIFIER_OWES, JobState
+from protocol.wire import SOLVER_OWES, VERIFIER_OWES, DisputeStatus, JobState
 
 log = logging.getLogger("veritrain.coordinator.sweeper")
 BATCH = 200
 OWED_MOVES = tuple(SOLVER_OWES | VERIFIER_OWES)
 
 
+# What each sweep resolves, and the id its key is: a field of the sweep's log lines.
+SWEPT = {
+    "process_overdue_bidding": ("job_id", "bidding closed"),
+    "process_overdue_awarded": ("job_id", "awarded solver overdue"),
+    "process_overdue_verifying": ("job_id", "verification concluded"),
+    "process_overdue_assignment": ("assignment_id", "verifier overdue"),
+    "process_dispute_deadline": ("dispute_id", "dispute move overdue"),
+}
+
+
 def _each(rt: Runtime, keys: list, fn: Callable[[Session, Runtime, object], bool]) -> int:
     done = 0
+    id_field, what = SWEPT.get(fn.__name__, ("key", fn.__name__))
     for key in keys:
+        ids = {id_field: key, "sweep": fn.__name__}
         try:
-            done += bool(rt.db.write(lambda s, k=key: fn(s, rt, k)))
+            resolved = bool(rt.db.write(lambda s, k=key: fn(s, rt, k)))
         except VeritrainError:
-            log.exception("sweeping %s %s failed", fn.__name__, key)
+            log.exception(
+                "sweeping %s %s failed", fn.__name__, key, extra={"event": "sweep.failed", **ids}
+            )
+            continue
+        done += resolved
+        if resolved:
+            log.info("%s: %s", what, str(key)[:12], extra={"event": "sweep.resolved", **ids})
     return done
 
 
@@ -64,10 +82,31 @@ def process_sweep(rt: Runtime, rule_disputes: bool = False) -> int:
     done += _each(rt, verifying, process_overdue_verifying)
     for dispute_id in disputes:
         try:
-            process_rule_dispute(rt, dispute_id)
+            view = process_rule_dispute(rt, dispute_id)
             done += 1
         except VeritrainError:
-            log.exception("ruling on dispute %s failed", dispute_id)
+            log.exception(
+                "ruling on dispute %s failed",
+                dispute_id,
+                extra={"event": "sweep.failed", "dispute_id": dispute_id},
+            )
+            continue
+        if view.status != DisputeStatus.OPEN:  # ruled (or ended) by this sweep
+            log.info(
+                "dispute %s ruled: %s wins (%s)",
+                dispute_id,
+                view.winner,
+                view.reason,
+                extra={
+                    "event": "dispute.ruled",
+                    "dispute_id": dispute_id,
+                    "job_id": view.job_id,
+                    "assignment_id": view.assignment_id,
+                    "winner": view.winner,
+                    "dispute_step": view.dispute_step,
+                    "dispute_chunk": view.dispute_chunk,
+                },
+            )
     rt.db.write(lambda s: process_expired_nonces(s, time.time()))  # nonces use real time
     return done
 
@@ -83,7 +122,7 @@ class SweeperThread(threading.Thread):
             try:
                 process_sweep(self.rt, rule_disputes=True)
             except Exception:  # keep sweeping: one bad item must not stop every deadline
-                log.exception("sweep failed")
+                log.exception("sweep failed", extra={"event": "sweep.failed"})
 
     def stop(self) -> None:
         self.stopped.set()

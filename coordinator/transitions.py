@@ -18,6 +18,7 @@ from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs import service as jobs
 from coordinator.jobs.schemas import CheckpointView, CommitmentRequest, JobEventView
 from coordinator.ledger.service import process_movement
+from coordinator.metrics import observe_ruling, start_timer
 from coordinator.models import Assignment, Dispute, Job
 from coordinator.runtime import Runtime
 from coordinator.verification import repository as verification_repository
@@ -164,6 +165,7 @@ def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
     with rt.db.read() as session:
         task = disputes.get_referee_task(session, dispute_id)
     if task is not None:
+        started = start_timer()
         try:
             chunk_hash = disputes.run_referee(rt, task)
         except Exception as err:  # a worker crash or a bug of ours must not stall the dispute
@@ -173,6 +175,7 @@ def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
             rt.db.write(lambda s: _process_referee_failure(s, rt, dispute_id, fault, message))
         else:
             rt.db.write(lambda s: _process_ruling(s, rt, dispute_id, chunk_hash))
+        observe_ruling(rt, started)
     with rt.db.read() as session:
         return disputes.get_dispute_view(disputes_repository.get_dispute(session, dispute_id))
 

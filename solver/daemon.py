@@ -81,6 +81,11 @@ class SolverDaemon(Daemon):
     def _active_jobs(self) -> int:
         return sum(r["state"] not in FINAL_JOB_STATES for r in self.state.data["jobs"].values())
 
+    def jobs_held(self) -> int:
+        """Jobs awarded to it and not finished (a bid alone holds nothing yet)."""
+        records = self.state.data["jobs"].values()
+        return sum(r["state"] not in FINAL_JOB_STATES | {JobState.BIDDING} for r in records)
+
     def _bid_on_open_jobs(self) -> None:
         for profile in self.config.profiles:
             for job in self.client.list_jobs(state=JobState.BIDDING, profile=profile):
@@ -115,7 +120,12 @@ class SolverDaemon(Daemon):
             )
             check_runnable_spec(spec, blob)
         except InvalidSpec as err:
-            self.log.warning("refusing job %s: cannot run it (%s)", job_id[:12], err)
+            self.log.warning(
+                "refusing job %s: cannot run it (%s)",
+                job_id[:12],
+                err,
+                extra={"event": "job.refused", "job_id": job_id},
+            )
             self.state.data["refused"][job_id] = str(err)[:256]
             self.state.save()
             return False
@@ -127,10 +137,31 @@ class SolverDaemon(Daemon):
             self.client.bid(job.job_id, self.config.price, self.config.stake, job.profile)
         except CoordinatorError as err:
             if err.problem_code in BID_DECLINED:
-                self.log.info("not bidding on %s this round: %s", job.job_id[:12], err)
+                self.log.info(
+                    "not bidding on %s this round: %s",
+                    job.job_id[:12],
+                    err,
+                    extra={
+                        "event": "job.bid_declined",
+                        "job_id": job.job_id,
+                        "code": str(err.problem_code),
+                    },
+                )
                 return
             if err.problem_code != ProblemCode.ALREADY_EXISTS:
                 raise
+        self.log.info(
+            "bid %d (stake %d) on job %s",
+            self.config.price,
+            self.config.stake,
+            job.job_id[:12],
+            extra={
+                "event": "job.bid",
+                "job_id": job.job_id,
+                "price": self.config.price,
+                "stake": self.config.stake,
+            },
+        )
         self.state.data["jobs"][job.job_id] = {"state": JobState.BIDDING}
         self.state.save()
 
@@ -147,6 +178,14 @@ class SolverDaemon(Daemon):
             self._upload_owed_checkpoints(job_id)
 
     def _record(self, job_id: str, state: str, **extra) -> None:
+        if self.state.data["jobs"][job_id].get("state") != state:
+            self.log.info(
+                "job %s: %s%s",
+                job_id[:12],
+                state,
+                f" ({extra['outcome']})" if extra.get("outcome") else "",
+                extra={"event": "job.state", "job_id": job_id, "state": str(state), **extra},
+            )
         self.state.data["jobs"][job_id] = {
             **self.state.data["jobs"][job_id],
             "state": state,
@@ -165,6 +204,10 @@ class SolverDaemon(Daemon):
             "dir": str(self.run_dir(job_id)),
             "behaviour": None if self.behaviour.honest else self.behaviour.name,
         }
+        if self.metrics:  # a record still "training": the last run was cut short (crash, kill)
+            self.metrics.observe_worker_start(
+                job_id, self.state.data["jobs"][job_id]["state"] == "training"
+            )
         self._record(job_id, "training")
         try:
             run_worker(
@@ -173,7 +216,12 @@ class SolverDaemon(Daemon):
                 on_progress=lambda event: self._on_training_progress(job_id, event),
             )
         except InvalidSpec as err:  # passed the check before bidding, yet cannot run: say so
-            self.log.warning("job %s cannot be run (%s); reporting it", job_id[:12], err)
+            self.log.warning(
+                "job %s cannot be run (%s); reporting it",
+                job_id[:12],
+                err,
+                extra={"event": "job.invalid_spec", "job_id": job_id},
+            )
             self.client.report_invalid_spec(job_id)
             self._record(job_id, JobState.FAILED, outcome="invalid_spec")
             return
@@ -202,6 +250,8 @@ class SolverDaemon(Daemon):
         if now - self._last_heartbeat >= self.config.heartbeat_s:
             self.client.heartbeat(job_id)
             self._last_heartbeat = now
+        if self.metrics:
+            self.metrics.observe_progress(job_id, event.get("step"))
         self.state.data["jobs"][job_id]["progress"] = {
             "step": event.get("step"),
             "steps": event.get("steps"),
@@ -229,3 +279,10 @@ class SolverDaemon(Daemon):
             except CoordinatorError as err:
                 if err.problem_code not in UPLOAD_NOT_NOW:
                     raise
+                continue
+            self.log.info(
+                "uploaded checkpoint %d of job %s",
+                index,
+                job_id[:12],
+                extra={"event": "checkpoint.uploaded", "job_id": job_id, "index": index},
+            )

@@ -25,7 +25,13 @@ from protocol.behaviours import load_behaviour
 from protocol.errors import InvalidSpec
 from protocol.spec import parse_job_spec
 from protocol.training import check_runnable_spec
-from protocol.wire import AssignmentState, JobState, ProblemCode, compute_verification_commit
+from protocol.wire import (
+    ACTIVE_ASSIGNMENT_STATES,
+    AssignmentState,
+    JobState,
+    ProblemCode,
+    compute_verification_commit,
+)
 from sdk.client import CoordinatorClient, CoordinatorError
 from sdk.daemon import Daemon
 from sdk.dispute_play import run_segment_trace
@@ -78,13 +84,25 @@ class VerifierDaemon(Daemon):
             self.client.register_verifier(self.config.profiles, self.config.stake)
             self.state.data["registered"] = True
             self.state.save()
+            self.log.info(
+                "registered with stake %d for %s",
+                self.config.stake,
+                ", ".join(self.config.profiles),
+                extra={"event": "verifier.registered", "stake": self.config.stake},
+            )
         if self.config.watch_budget > 0:
             self._watch()
-        for assignment in self.client.get_assignments():
+        assignments = self.client.get_assignments()
+        self._held = {a.job_id for a in assignments if a.state in ACTIVE_ASSIGNMENT_STATES}
+        for assignment in assignments:
             if self.stopping:
                 return
             self._advance_or_skip(assignment)
         disputes.process_open_disputes(self)
+
+    def jobs_held(self) -> int:
+        """Jobs it holds an active assignment on (as of this round's listing)."""
+        return len(getattr(self, "_held", ()))
 
     def _advance_or_skip(self, assignment: AssignmentView) -> None:
         try:
@@ -92,7 +110,16 @@ class VerifierDaemon(Daemon):
         except CoordinatorError as err:
             if err.problem_code not in ASSIGNMENT_MOVED_ON:
                 raise
-            self.log.info("assignment %d moved on: %s", assignment.id, err)
+            self.log.info(
+                "assignment %d moved on: %s",
+                assignment.id,
+                err,
+                extra={
+                    "event": "assignment.moved_on",
+                    "assignment_id": assignment.id,
+                    "job_id": assignment.job_id,
+                },
+            )
 
     def _advance(self, assignment: AssignmentView) -> None:
         key = str(assignment.id)
@@ -103,6 +130,8 @@ class VerifierDaemon(Daemon):
             if record is None and not self._can_replay(assignment):
                 return
             if record is None:
+                if self.metrics:  # a replay asked for again: the last one did not finish
+                    self.metrics.observe_worker_start(key)
                 record = {
                     "root": self._compute_claim(assignment).hex(),
                     "salt": secrets.token_hex(16),
@@ -113,10 +142,27 @@ class VerifierDaemon(Daemon):
                 bytes.fromhex(record["root"]), bytes.fromhex(record["salt"])
             )
             self.client.commit_verification(assignment.id, commit)
+            self._log_move("committed to", "assignment.committed", assignment)
         elif assignment.state is AssignmentState.REVEALABLE and record is not None:
             self.client.reveal_verification(
                 assignment.id, bytes.fromhex(record["root"]), bytes.fromhex(record["salt"])
             )
+            self._log_move("revealed", "assignment.revealed", assignment)
+
+    def _log_move(self, verb: str, event: str, assignment: AssignmentView) -> None:
+        self.log.info(
+            "%s assignment %d (segment %d of job %s)",
+            verb,
+            assignment.id,
+            assignment.segment,
+            assignment.job_id[:12],
+            extra={
+                "event": event,
+                "assignment_id": assignment.id,
+                "job_id": assignment.job_id,
+                "segment": assignment.segment,
+            },
+        )
 
     def _can_replay(self, assignment: AssignmentView) -> bool:
         """The job's spec builds into a training program within the limits (the validator the
@@ -126,7 +172,16 @@ class VerifierDaemon(Daemon):
             return True
         fault = self._spec_fault(assignment.job_id)
         if fault is not None:
-            self.log.warning("refusing assignment %d: cannot replay it (%s)", assignment.id, fault)
+            self.log.warning(
+                "refusing assignment %d: cannot replay it (%s)",
+                assignment.id,
+                fault,
+                extra={
+                    "event": "assignment.refused",
+                    "assignment_id": assignment.id,
+                    "job_id": assignment.job_id,
+                },
+            )
             self.state.data["refused"][str(assignment.id)] = fault
             self.state.save()
             return False
@@ -183,7 +238,12 @@ class VerifierDaemon(Daemon):
             if job_id not in runnable:
                 fault = self._spec_fault(job_id)
                 if fault is not None:
-                    self.log.warning("not watching job %s: cannot replay it (%s)", job_id, fault)
+                    self.log.warning(
+                        "not watching job %s: cannot replay it (%s)",
+                        job_id,
+                        fault,
+                        extra={"event": "watch.refused", "job_id": job_id},
+                    )
                     self.state.data["refused"][job_id] = fault
                     self.state.save()
                     continue
@@ -193,7 +253,16 @@ class VerifierDaemon(Daemon):
             try:
                 self.client.challenge_segment(job_id, segment)
             except CoordinatorError as err:
-                self.log.info("not challenging job %s: %s", job_id, err)
+                self.log.info(
+                    "not challenging job %s: %s",
+                    job_id,
+                    err,
+                    extra={
+                        "event": "watch.declined",
+                        "job_id": job_id,
+                        "code": str(err.problem_code),
+                    },
+                )
                 if err.problem_code == ProblemCode.FORBIDDEN:
                     return
                 if err.problem_code in CHALLENGE_CLOSED:
@@ -202,7 +271,12 @@ class VerifierDaemon(Daemon):
                 elif err.problem_code != ProblemCode.ALREADY_EXISTS:
                     raise
                 continue
-            self.log.info("challenged segment %d of job %s", segment, job_id)
+            self.log.info(
+                "challenged segment %d of job %s",
+                segment,
+                job_id,
+                extra={"event": "watch.challenged", "job_id": job_id, "segment": segment},
+            )
             watch.setdefault("challenged", {}).setdefault(job_id, []).append(segment)
             recent.append(now)
             watch["times"] = recent

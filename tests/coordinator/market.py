@@ -16,7 +16,7 @@ from protocol.trajectory import (
     sign_commitment,
 )
 from protocol.types import JobId, Root, StepIndex
-from protocol.wire import compute_verification_commit
+from protocol.wire import JobState, compute_verification_commit
 from sdk.client import CoordinatorClient
 from sdk.responses import AssignmentView, JobEventView
 from sdk.store import CheckpointStore
@@ -119,6 +119,21 @@ def commit_untrained(solver: CoordinatorClient, spec_json: dict, count: int) -> 
         entries[0][1],
         compute_trajectory_proof(entries, 0),
     )
+
+
+def slash_a_no_show_solver(submitter, solver, stake: int = 400, seed: int = 62) -> str:
+    """A job whose solver never commits: the sweeper slashes its stake (half to the submitter,
+    half burned). Returns the job id."""
+    spec = tiny_spec_json(seed=seed)
+    job_id = compute_job_id(parse_job_spec(spec)).hex()
+    submitter.submit_job(spec, 1000, min_stake=stake, verifier_fee=50, bidding_s=30)
+    solver.bid(job_id, 600, stake, parse_job_spec(spec).profile.label)
+    solver.advance_clock(31)
+    solver.award(job_id)
+    solver.advance_clock(24 * 3600)
+    solver.sweep()
+    assert solver.get_job(job_id).state == JobState.FAILED
+    return job_id
 
 
 def verify_segment(verifier: CoordinatorClient, assignment_id: int, root: bytes) -> bytes:

@@ -11,12 +11,11 @@ from nacl.signing import SigningKey
 
 from cli.audit_cmd import check_coordinator
 from coordinator.verification import service as verification_service
-from protocol.wire import JobState
 from sdk.client import CoordinatorClient
 from tests.coordinator.market import (
     funded,
     open_verification,
-    tiny_spec_json,
+    slash_a_no_show_solver,
     train_tiny_job,
     verify_segment,
 )
@@ -51,18 +50,7 @@ def client_of(forcing_server):
 
 def _burn_something(client_of) -> None:
     """A solver that never commits is slashed: half its stake goes to the pool of burned money."""
-    submitter, solver = funded(client_of), funded(client_of)
-    spec = tiny_spec_json(seed=62)
-    from protocol.spec import compute_job_id, parse_job_spec
-
-    job_id = compute_job_id(parse_job_spec(spec)).hex()
-    submitter.submit_job(spec, 1000, min_stake=SLASHED, verifier_fee=FEE, bidding_s=30)
-    solver.bid(job_id, 600, SLASHED, parse_job_spec(spec).profile.label)
-    solver.advance_clock(31)
-    solver.award(job_id)
-    solver.advance_clock(24 * 3600)
-    solver.sweep()
-    assert solver.get_job(job_id).state is JobState.FAILED
+    slash_a_no_show_solver(funded(client_of), funded(client_of), SLASHED)
 
 
 def _agree(solver, verifier, trained, assignment) -> dict:
