@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from coordinator import system
 from coordinator.accounts import endpoints as accounts
 from coordinator.clock import Clock
+from coordinator.dashboard import endpoints as dashboard
 from coordinator.datasets import endpoints as datasets
 from coordinator.db import Database, upgrade_database
 from coordinator.disputes import endpoints as disputes
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verification.router,
         disputes.router,
         datasets.router,
+        dashboard.router,  # the read-only web dashboard: /, /jobs/…, /disputes/…, /log
     ):
         app.include_router(router)
     if settings.dev:
