@@ -121,6 +121,7 @@ class Demo:
         self.workdir, self.processes = workdir, processes
         self.url = f"http://127.0.0.1:{_free_port()}"
         self.keys: dict[str, SigningKey] = {}
+        self.metrics_ports: dict[str, int] = {}  # daemon name → its --metrics-port
 
     def start_coordinator(self, deadline: float) -> CoordinatorClient:
         coordinator = _spawn(
@@ -168,10 +169,22 @@ class Demo:
                         str(stake),
                         "--poll",
                         "0.3",
+                        *self._metrics_args(name),
                     ],
                     self.workdir / f"{name}.log",
                 )
             )
+
+    def _metrics_args(self, name: str) -> list[str]:
+        self.metrics_ports[name] = _free_port()
+        return ["--metrics-port", str(self.metrics_ports[name])]
+
+    def scrape_metrics(self) -> dict[str, str]:
+        """The coordinator's /metrics and every daemon's, as exposed while the market runs."""
+        scraped = {"coordinator": httpx.get(f"{self.url}/metrics", timeout=10).text}
+        for name, port in self.metrics_ports.items():
+            scraped[name] = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return scraped
 
     def wait_ready(self, submitter: CoordinatorClient, deadline: float) -> None:
         """Verifiers registered and solvers polling: only then may bidding open."""
@@ -219,6 +232,7 @@ class Demo:
                         job_id,
                         "--poll",
                         "0.3",
+                        *self._metrics_args(name),
                     ],
                     self.workdir / f"{name}.log",
                 )
@@ -350,6 +364,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             statuses = _wait_for_jobs(submitter, jobs, deadline, show=not args.json)
             rows = _summarise(submitter, jobs, statuses, demo)
             audit = check_coordinator(submitter)
+            metrics = demo.scrape_metrics()
             from cli.demo_report import write_report
 
             write_report(report_dir, Path(tmp), submitter, rows, demo.keys)
@@ -362,6 +377,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "audit_problems": audit.problems[:10],
         "wall_s": round(time.time() - started, 1),
         "report": str(report_dir / "report.html"),
+        "metrics": metrics,  # Prometheus text, scraped before the market stopped
     }
     honest_paid = all(
         r["state"] is JobState.SETTLED and r["paid"] > 0 for r in rows if r["behaviour"] == "honest"

@@ -150,6 +150,45 @@ def test_demo_json(tmp_path):
         if j["behaviour"] == "honest"
     )
     assert summary["ledger_conserved"] and (tmp_path / "r" / "report.html").exists()
+    _check_demo_metrics(summary)
+
+
+def _samples(text: str) -> dict[str, list]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def _value(samples: dict[str, list], name: str, **labels: str) -> float:
+    return sum(
+        s.value for s in samples[name] if all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _check_demo_metrics(summary: dict) -> None:
+    """What the coordinator and the daemons exposed during the demo, against what the API said:
+    jobs by state and the cheater's slash; each solver trained, the cheater lost its stake."""
+    coordinator = _samples(summary["metrics"]["coordinator"])
+    jobs = summary["jobs"]
+    for state in ("settled", "failed"):
+        assert _value(coordinator, "veritrain_jobs", state=state) == sum(
+            j["state"] == state for j in jobs
+        )
+    assert _value(coordinator, "veritrain_slashes_total", party="solver") == sum(
+        j["slashed"] > 0 for j in jobs
+    )
+    assert _value(coordinator, "veritrain_http_requests_total") > 0
+    cheater = next(j["solver"] for j in jobs if j["behaviour"] == "perturb-step")
+    for name in {j["solver"] for j in jobs}:
+        daemon = _samples(summary["metrics"][name])
+        assert _value(daemon, "veritrain_daemon_steps_total") > 0, name
+        assert "veritrain_daemon_stake_at_risk" in daemon and "veritrain_daemon_jobs_held" in daemon
+    assert "veritrain_daemon_jobs_held" in _samples(summary["metrics"]["verifier-1"])
+    assert cheater in summary["metrics"]
 
 
 def test_solver_killed_mid_training_resumes_and_is_paid(market):
