@@ -151,6 +151,9 @@ class Job(Base):
     commitment_signature: Mapped[str | None] = mapped_column(String(128), nullable=True)
     selection_seed: Mapped[str | None] = mapped_column(HEX64, nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # canonical JSON {step: loss} the solver reported with its commitment: not signed, not
+    # verified, shown as such (revision 0006; NULL when none was reported)
+    reported_losses: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Bid(Base):

@@ -41,6 +41,7 @@ def process_commitment(
     job = jobs_repository.lock_job(session, job_id)
     jobs.require_solver(job, solver, JobState.AWARDED, rt.clock.now())
     commitment, signature = verification.compute_checked_commitment(job, solver, req)
+    job.reported_losses = req.reported_losses_json()  # reported, unverified, not signed
     initial_root = checkpoints.get_initial_state(rt, session, job).root
     claimed_root, proof = (
         bytes.fromhex(req.initial_state_root),

@@ -383,19 +383,23 @@ class CoordinatorClient:
         signature: bytes,
         initial_state_root: bytes,
         initial_proof: list[bytes],
+        *,
+        losses: dict[int, float] | None = None,
     ) -> JobEventView:
         """Commit the trajectory, with checkpoint 0's root and its proof at leaf 0: the
-        coordinator checks it is the spec's initial state (a planted start is slashed)."""
-        return self._post(
-            JobEventView,
-            f"/v1/jobs/{job_id}/commitment",
-            {
-                "commitment": commitment,
-                "signature": signature.hex(),
-                "initial_state_root": initial_state_root.hex(),
-                "initial_proof": [h.hex() for h in initial_proof],
-            },
-        )
+        coordinator checks it is the spec's initial state (a planted start is slashed).
+
+        `losses` ({step: loss}, at most 10,000 finite values) is the loss curve to show on the
+        dashboard: reported, not signed and not verified."""
+        body = {
+            "commitment": commitment,
+            "signature": signature.hex(),
+            "initial_state_root": initial_state_root.hex(),
+            "initial_proof": [h.hex() for h in initial_proof],
+        }
+        if losses is not None:
+            body["losses"] = {str(step): loss for step, loss in losses.items()}
+        return self._post(JobEventView, f"/v1/jobs/{job_id}/commitment", body)
 
     def upload_checkpoint(
         self, job_id: str, index: int, step: int, data: bytes, proof: list[bytes]

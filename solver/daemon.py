@@ -8,7 +8,9 @@ checkpoint and picks up every obligation; the coordinator keeps the rest. SIGTER
 between two HTTP calls (training is abandoned at once and resumes on restart).
 """
 
+import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,32 @@ BID_DECLINED = frozenset(
 # Owed checkpoints the coordinator will not take yet (a segment's verifiers have not all
 # committed) or any more (the job moved on): the next round asks again.
 UPLOAD_NOT_NOW = frozenset({ProblemCode.INVALID_STATE})
+LOSSES_FILE = "losses.json"  # written by sdk.tasks' train ({step: loss}); not imported: torch
+MAX_REPORTED_LOSSES = 1_000  # points of the loss curve sent with the commitment
+
+
+def read_reported_losses(
+    run_dir: Path, limit: int = MAX_REPORTED_LOSSES
+) -> dict[int, float] | None:
+    """The run's loss curve thinned to at most `limit` evenly spaced points (first and last
+    kept), finite values only; None when there is none or it cannot be read. Reported with the
+    commitment for the dashboard: it is not signed and nobody verifies it."""
+    try:
+        raw = json.loads((run_dir / LOSSES_FILE).read_text())
+        curve = {
+            int(step): float(loss)
+            for step, loss in raw.items()
+            if isinstance(loss, int | float) and math.isfinite(loss)
+        }
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    steps = sorted(s for s in curve if s >= 0)
+    if not steps:
+        return None
+    if len(steps) > limit:
+        span = (len(steps) - 1) / (limit - 1)
+        steps = [steps[round(i * span)] for i in range(limit)]
+    return {step: curve[step] for step in steps}
 
 
 @dataclass
@@ -240,6 +268,7 @@ class SolverDaemon(Daemon):
             sign_commitment(self.client.key, commitment),
             entries[0][1],
             compute_trajectory_proof(entries, 0),
+            losses=read_reported_losses(self.run_dir(job_id)),
         )
         self._record(job_id, "committed")
 

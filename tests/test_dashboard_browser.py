@@ -14,17 +14,11 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
-from protocol.trajectory import compute_trajectory_proof
-from protocol.wire import AssignmentState, JobState
+from protocol.wire import JobState
 from sdk.client import CoordinatorClient
-from tests.coordinator.market import commit_signed, train_tiny_job, verify_segment
+from tests.coordinator.market import train_tiny_job
 from tests.coordinator.server import running_server
-from tests.coordinator.test_disputes import (
-    _forged_trajectory,
-    _start,
-    _upload,
-    play_out_forged_dispute,
-)
+from tests.coordinator.test_disputes import open_forged_dispute, play_out_forged_dispute
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # docs/screenshots/ is refreshed only on request, so a test run leaves the tree clean
@@ -62,20 +56,7 @@ def make_client(server):
 
 def _play_caught_solver(make_client, trained):
     """tests/coordinator/test_disputes.py's cheating solver, up to the ruling."""
-    _submitter, solver, verifier = _start(make_client, trained, 2)
-    forged, entries, commitment = _forged_trajectory(trained)
-    commit_signed(solver, trained, commitment, entries)
-    by_segment = {a.segment: a for a in verifier.get_assignments()}
-    _upload(solver, trained, 0, proof=compute_trajectory_proof(entries, 0))
-    salt0 = verify_segment(verifier, by_segment[0].id, trained.entries()[1][1])
-    _upload(solver, trained, 1, proof=compute_trajectory_proof(entries, 1))
-    verifier.reveal_verification(by_segment[0].id, trained.entries()[1][1], salt0)
-    true_root = trained.entries()[2][1]
-    salt1 = verify_segment(verifier, by_segment[1].id, true_root)
-    _upload(solver, trained, 2, data=forged, proof=compute_trajectory_proof(entries, 2))
-    state = verifier.reveal_verification(by_segment[1].id, true_root, salt1).state
-    assert state is AssignmentState.DISPUTED
-    [dispute] = verifier.list_disputes()
+    _submitter, solver, verifier, forged, dispute = open_forged_dispute(make_client, trained)
     ruling, _, _ = play_out_forged_dispute(solver, verifier, dispute.id, trained, forged)
     assert ruling.winner == "verifier" and ruling.phase == "over"
     assert solver.get_job(trained.job_id).state is JobState.FAILED

@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from coordinator.disputes import repository as disputes_repository
@@ -19,7 +19,7 @@ from coordinator.ledger.accounts import AVAILABLE, STAKE, AccountKey
 from coordinator.ledger.repository import get_balance, get_owner_accounts
 from coordinator.log import repository as log_repository
 from coordinator.log import service as log_service
-from coordinator.models import Checkpoint, Job, LogEntry, Verifier
+from coordinator.models import Bid, Checkpoint, Job, LedgerAccount, LogEntry, Verifier
 from coordinator.runtime import Runtime
 from coordinator.verification import repository as verification_repository
 from protocol.dispute import CHUNKS, STEPS, Game
@@ -71,7 +71,91 @@ def get_market(session: Session) -> dict[str, Any]:
         }
         for v in session.execute(select(Verifier).order_by(Verifier.public_key)).scalars()
     ]
-    return {"by_state": by_state, "verifiers": verifiers}
+    return {"by_state": by_state, "verifiers": verifiers, "solvers": _solvers(session)}
+
+
+def _solvers(session: Session) -> list[dict[str, Any]]:
+    """Accounts that bid on or won jobs (newest MAX_ROWS by their last bid or award), with the
+    stake they have locked on jobs now (stake accounts with a job; a verifier's standing stake
+    has none)."""
+    bids = dict(
+        session.execute(
+            select(Bid.bidder, func.count()).group_by(Bid.bidder)  # one row per bidder
+        ).all()
+    )
+    won = dict(
+        session.execute(
+            select(Job.solver, func.count()).where(Job.solver.is_not(None)).group_by(Job.solver)
+        ).all()
+    )
+    keys = sorted(set(bids) | set(won))[:MAX_ROWS]
+    locked: dict[str, int] = {}
+    if keys:
+        locked = dict(
+            session.execute(
+                select(LedgerAccount.owner, func.sum(LedgerAccount.balance))
+                .where(
+                    LedgerAccount.kind == STAKE,
+                    LedgerAccount.job_id != "",
+                    LedgerAccount.owner.in_(keys),
+                )
+                .group_by(LedgerAccount.owner)
+            ).all()
+        )
+    return [
+        {
+            "key": key,
+            "bids": bids.get(key, 0),
+            "won": won.get(key, 0),
+            "locked": int(locked.get(key) or 0),
+        }
+        for key in keys
+    ]
+
+
+CURVE_W, CURVE_H, CURVE_PAD = 600, 200, 4  # the loss curve's SVG viewBox and inner margin
+MAX_CURVE_POINTS = 1_000  # drawn; a longer reported curve is thinned evenly for the page
+
+
+def get_loss_curve(reported: str | None) -> dict[str, Any] | None:
+    """The solver's reported loss curve as an SVG polyline (x: step, y: loss, larger up), with
+    the axes' ends; None when none was reported (or the stored text is unreadable)."""
+    if not reported:
+        return None
+    try:
+        parsed = json.loads(reported)
+        curve = sorted((int(k), float(v)) for k, v in parsed.items())
+    except (ValueError, AttributeError, TypeError):
+        return None
+    total = len(curve)
+    curve = [(s, v) for s, v in curve if math.isfinite(v)]
+    if not curve:
+        return None
+    if len(curve) > MAX_CURVE_POINTS:
+        span = (len(curve) - 1) / (MAX_CURVE_POINTS - 1)
+        curve = [curve[round(i * span)] for i in range(MAX_CURVE_POINTS)]
+    steps, losses = [s for s, _ in curve], [v for _, v in curve]
+    x0, x1, y0, y1 = min(steps), max(steps), min(losses), max(losses)
+    w, h = CURVE_W - 2 * CURVE_PAD, CURVE_H - 2 * CURVE_PAD
+
+    def scale(value: float, lo: float, hi: float, size: float) -> float:
+        return size / 2 if hi == lo else (value - lo) / (hi - lo) * size
+
+    points = " ".join(
+        f"{CURVE_PAD + scale(s, x0, x1, w):.1f},{CURVE_PAD + h - scale(v, y0, y1, h):.1f}"
+        for s, v in curve
+    )
+    return {
+        "points": points,
+        "count": len(curve),
+        "reported": total,
+        "step_min": x0,
+        "step_max": x1,
+        "loss_min": f"{y0:.6g}",
+        "loss_max": f"{y1:.6g}",
+        "width": CURVE_W,
+        "height": CURVE_H,
+    }
 
 
 def get_job_page(session: Session, rt: Runtime, job_id: str) -> dict[str, Any]:
@@ -95,6 +179,7 @@ def get_job_page(session: Session, rt: Runtime, job_id: str) -> dict[str, Any]:
         "assignments": verification_repository.get_job_assignments(session, job_id),
         "disputes": disputes_repository.get_job_disputes(session, job_id),
         "timeline": _entries_mentioning(session, job_id),
+        "loss_curve": get_loss_curve(job.reported_losses),
     }
 
 

@@ -1,3 +1,4 @@
+import json
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
@@ -27,12 +28,28 @@ class BidRequest(Request):
     profile: str = Field(min_length=1, max_length=128, pattern=NO_NUL)
 
 
+MAX_REPORTED_LOSSES = 10_000  # entries in a reported loss curve (the solver thins to 1,000)
+StepKey = Annotated[str, Field(pattern=r"^(0|[1-9][0-9]{0,11})$", max_length=12)]
+FiniteLoss = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+LossCurve = Annotated[dict[StepKey, FiniteLoss], Field(max_length=MAX_REPORTED_LOSSES)]
+
+
 class CommitmentRequest(Request):
     commitment: dict[str, Any]
     signature: str = Field(pattern=r"^[0-9a-f]{128}$")
     # checkpoint 0's state root and its inclusion proof at leaf 0 of the committed trajectory
     initial_state_root: str = Field(pattern=r"^[0-9a-f]{64}$")
     initial_proof: list[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = Field(max_length=64)
+    # The training loss per step as the solver reports it: shown on the dashboard, labelled
+    # "reported by the solver, not verified". Not in the signed commitment bytes and never
+    # checked; bounded (entries, key length, finite floats) so a solver cannot store much.
+    losses: LossCurve | None = None
+
+    def reported_losses_json(self) -> str | None:
+        """Canonical JSON of `losses` (sorted keys, no spaces), or None when none was sent."""
+        if self.losses is None:
+            return None
+        return json.dumps(self.losses, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 class BidView(BaseModel):

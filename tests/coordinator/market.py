@@ -110,7 +110,10 @@ def untrained_trajectory(spec_json: dict, count: int) -> tuple[Commitment, list]
     return commitment, entries
 
 
-def commit_untrained(solver: CoordinatorClient, spec_json: dict, count: int) -> JobEventView:
+def commit_untrained(
+    solver: CoordinatorClient, spec_json: dict, count: int, **kwargs
+) -> JobEventView:
+    """Commit `untrained_trajectory` (`kwargs` go to the SDK's commit, e.g. losses=)."""
     commitment, entries = untrained_trajectory(spec_json, count)
     return solver.commit(
         commitment.job_id.hex(),
@@ -118,18 +121,26 @@ def commit_untrained(solver: CoordinatorClient, spec_json: dict, count: int) -> 
         sign_commitment(solver.key, commitment),
         entries[0][1],
         compute_trajectory_proof(entries, 0),
+        **kwargs,
     )
 
 
-def slash_a_no_show_solver(submitter, solver, stake: int = 400, seed: int = 62) -> str:
-    """A job whose solver never commits: the sweeper slashes its stake (half to the submitter,
-    half burned). Returns the job id."""
+def award_tiny_job(submitter, solver, stake: int = 400, seed: int = 62) -> tuple[dict, str]:
+    """Post a tiny job (bounty 1000, fee 50) and award it to `solver` at price 600 and `stake`;
+    returns (its spec, its id)."""
     spec = tiny_spec_json(seed=seed)
     job_id = compute_job_id(parse_job_spec(spec)).hex()
     submitter.submit_job(spec, 1000, min_stake=stake, verifier_fee=50, bidding_s=30)
     solver.bid(job_id, 600, stake, parse_job_spec(spec).profile.label)
     solver.advance_clock(31)
     solver.award(job_id)
+    return spec, job_id
+
+
+def slash_a_no_show_solver(submitter, solver, stake: int = 400, seed: int = 62) -> str:
+    """A job whose solver never commits: the sweeper slashes its stake (half to the submitter,
+    half burned). Returns the job id."""
+    _, job_id = award_tiny_job(submitter, solver, stake, seed)
     solver.advance_clock(24 * 3600)
     solver.sweep()
     assert solver.get_job(job_id).state == JobState.FAILED

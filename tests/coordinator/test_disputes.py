@@ -166,7 +166,9 @@ def play_out_forged_dispute(solver, challenger, dispute_id, trained, forged):
     return challenger.get_dispute(dispute_id), cheat, honest
 
 
-def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, trained):
+def open_forged_dispute(make_client, trained):
+    """A solver that forged checkpoint 2, both segments verified: segment 0 agreed, segment 1
+    disputed. Returns (submitter, solver, verifier, the forged bytes, the open dispute)."""
     submitter, solver, verifier = _start(make_client, trained, 2)
     forged, entries, commitment = _forged_trajectory(trained)
     commit_signed(solver, trained, commitment, entries)
@@ -179,11 +181,14 @@ def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, train
     true_root = trained.entries()[2][1]
     salt1 = verify_segment(verifier, by_segment[1].id, true_root)
     _upload(solver, trained, 2, data=forged, proof=compute_trajectory_proof(entries, 2))
-    assert (
-        verifier.reveal_verification(by_segment[1].id, true_root, salt1).state
-        is AssignmentState.DISPUTED
-    )
+    revealed = verifier.reveal_verification(by_segment[1].id, true_root, salt1)
+    assert revealed.state is AssignmentState.DISPUTED
     [dispute] = verifier.list_disputes()
+    return submitter, solver, verifier, forged, dispute
+
+
+def test_cheating_solver_is_caught_and_slashed(sqlite_server, make_client, trained):
+    submitter, solver, verifier, forged, dispute = open_forged_dispute(make_client, trained)
     ruling, cheat, honest = play_out_forged_dispute(solver, verifier, dispute.id, trained, forged)
     forged_chunk = next(
         i
@@ -251,18 +256,7 @@ def test_a_dispute_dragged_out_by_both_parties_ends_within_its_stated_bound(
 ):
     """Every move made one second before its deadline: the dispute still ends, and no later than
     `compute_dispute_stall_bound_s` after it opened (docs/dispute.md states the bound)."""
-    submitter, solver, verifier = _start(make_client, trained, 2)
-    forged, entries, commitment = _forged_trajectory(trained)
-    commit_signed(solver, trained, commitment, entries)
-    by_segment = {a.segment: a for a in verifier.get_assignments()}
-    _upload(solver, trained, 0, proof=compute_trajectory_proof(entries, 0))
-    salt0 = verify_segment(verifier, by_segment[0].id, trained.entries()[1][1])
-    _upload(solver, trained, 1, proof=compute_trajectory_proof(entries, 1))
-    verifier.reveal_verification(by_segment[0].id, trained.entries()[1][1], salt0)
-    salt1 = verify_segment(verifier, by_segment[1].id, trained.entries()[2][1])
-    _upload(solver, trained, 2, data=forged, proof=compute_trajectory_proof(entries, 2))
-    verifier.reveal_verification(by_segment[1].id, trained.entries()[2][1], salt1)
-    [dispute] = verifier.list_disputes()
+    submitter, solver, verifier, forged, dispute = open_forged_dispute(make_client, trained)
     settings = sqlite_server.settings
     cheat = _trace({1: trained.checkpoint_bytes(1), 2: forged})
     honest = _trace({1: trained.checkpoint_bytes(1), 2: trained.checkpoint_bytes(2)})
@@ -288,3 +282,21 @@ def test_a_dispute_dragged_out_by_both_parties_ends_within_its_stated_bound(
     assert moves <= compute_rounds_bound(1, len(cheat.chunk_hashes(2)))
     assert stalled <= bound, (stalled, bound)
     assert stalled >= (moves - 1) * (settings.move_timeout_s - 2)  # it really was dragged out
+
+
+def test_the_ruling_duration_histogram_records_a_ruling(sqlite_server, make_client, trained):
+    """`veritrain_ruling_duration_seconds` observes a real referee ruling."""
+    from tests.coordinator.test_metrics import scrape, value
+
+    ruling_metric = "veritrain_ruling_duration_seconds"
+    assert value(scrape(sqlite_server.url), ruling_metric + "_count") == 0
+    _, solver, verifier, forged, dispute = open_forged_dispute(make_client, trained)
+    ruling, _, _ = play_out_forged_dispute(solver, verifier, dispute.id, trained, forged)
+    assert ruling.status is DisputeStatus.RULED and ruling.winner == "verifier"
+    samples = scrape(sqlite_server.url)
+    assert value(samples, ruling_metric + "_count") >= 1
+    assert value(samples, ruling_metric + "_sum") > 0
+    # the +Inf bucket holds every observation
+    assert value(samples, ruling_metric + "_bucket", le="+Inf") == value(
+        samples, ruling_metric + "_count"
+    )
