@@ -1,7 +1,12 @@
 """Replays the dispute-game vectors (tests/vectors/dispute_games.json) event by event: every
-intermediate state and every outcome must match, and regenerating gives the same bytes."""
+intermediate state and every outcome must match, and regenerating gives the same bytes. The
+primitive vectors (tests/vectors/primitives.json) are replayed by the standalone checker
+(tests/vectors/independent_check.py), which must import nothing from the project."""
 
+import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +19,9 @@ from protocol.dispute import (
     process_ruling,
     process_state_supplied,
 )
-from tests.vectors.generate import VECTORS, generate
+from tests.vectors.generate import PRIMITIVES, VECTORS, generate, generate_primitives
+
+CHECKER = Path(PRIMITIVES).with_name("independent_check.py")
 
 CASES = json.loads(Path(VECTORS).read_text())["cases"]
 
@@ -47,3 +54,59 @@ def test_vector_replays_exactly(case):
 
 def test_vectors_are_up_to_date():
     assert Path(VECTORS).read_text() == generate()
+
+
+def test_primitive_vectors_are_up_to_date():
+    assert Path(PRIMITIVES).read_text() == generate_primitives()
+
+
+def run_checker(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(CHECKER), *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_independent_checker_replays_every_primitive():
+    result = run_checker()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "FAIL" not in result.stdout
+    assert sum(line.startswith("ok ") for line in result.stdout.splitlines()) == 10
+
+
+def _tamper(vectors: dict, group: str) -> None:
+    if group == "state":
+        vectors["state"]["tensors"]["param/w"]["data"] = "00" * 24
+    elif group == "sampling":
+        vectors["sampling"]["verifiers"][-1]["choice"].reverse()
+    elif group == "job":
+        vectors["job"]["spec"]["seed"] += 1
+    elif group == "requests":
+        vectors["requests"][0]["idempotency_key"] = "job-2"
+    else:
+        vectors["version"] = 999
+
+
+@pytest.mark.parametrize("group", ["state", "sampling", "job", "requests", "version"])
+def test_independent_checker_rejects_a_tampered_file(tmp_path, group):
+    vectors = json.loads(Path(PRIMITIVES).read_text())
+    _tamper(vectors, group)
+    tampered = tmp_path / "primitives.json"
+    tampered.write_text(json.dumps(vectors))
+    result = run_checker(str(tampered))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAIL" in result.stdout
+
+
+def test_independent_checker_imports_only_stdlib_and_nacl():
+    allowed = {"hashlib", "json", "struct", "sys", "pathlib", "nacl"}
+    tree = ast.parse(CHECKER.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "no relative imports"
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__import__":
+            raise AssertionError("no dynamic imports")
+    assert imported <= allowed, imported - allowed
