@@ -6,7 +6,6 @@ public log (`account history`: every movement of the key's money and its reason)
 safe to run beside the daemon. `--json` prints the same as one object."""
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from cli.account_cmd import get_history
-from cli.common import print_json
+from cli.common import print_json, read_json_file
 from protocol.dispute import SOLVER, VERIFIER, Game
 from protocol.errors import InvalidInput
 from protocol.wire import (
@@ -53,12 +52,9 @@ def add_status_parser(role_commands: argparse._SubParsersAction, role: str) -> N
 
 def read_store_state(store: Path) -> dict[str, Any]:
     path = store / "state.json"
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise InvalidInput(f"no state.json in {store}: has a daemon run there?", "store") from err
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InvalidInput(f"{path} is not valid JSON ({err})", "store") from err
+    if not path.exists():
+        raise InvalidInput(f"no state.json in {store}: has a daemon run there?", "store")
+    state = read_json_file(str(path), "store")
     if not isinstance(state, dict):
         raise InvalidInput(f"{path} is not a daemon state file", "store")
     return state

@@ -10,14 +10,11 @@ import os
 import shutil
 from pathlib import Path
 
-import httpx
 import pytest
-from nacl.signing import SigningKey
 
 from protocol.wire import JobState
-from sdk.client import CoordinatorClient
 from tests.coordinator.market import train_tiny_job
-from tests.coordinator.server import running_server
+from tests.coordinator.server import REFEREE_TIMEOUT, client_factory, running_server
 from tests.coordinator.test_disputes import open_forged_dispute, play_out_forged_dispute
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -39,19 +36,8 @@ def server(tmp_path):
 
 @pytest.fixture
 def make_client(server):
-    clients = []
-
-    def make(key=None):  # the referee runs worker processes: allow for a loaded machine
-        clients.append(
-            CoordinatorClient(
-                server.url, key or SigningKey.generate(), timeout=httpx.Timeout(120, connect=5)
-            )
-        )
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
+    with client_factory(server.url, timeout=REFEREE_TIMEOUT) as make:
+        yield make
 
 
 def _play_caught_solver(make_client, trained):

@@ -1,25 +1,9 @@
 import pytest
-from nacl.signing import SigningKey
 
-from sdk.client import CoordinatorClient
-from tests.coordinator.server import POSTGRES_ENV, get_postgres_url, running_server
-
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(
-                get_postgres_url() is None,
-                reason=f"PostgreSQL tests need {POSTGRES_ENV} (set by .ci/run)",
-            ),
-        ],
-    ),
-]
+from tests.coordinator.server import backend_params, client_factory, running_server
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=backend_params())
 def backend(request) -> str:
     return request.param
 
@@ -32,15 +16,5 @@ def server(backend, tmp_path):
 
 @pytest.fixture
 def make_client(server):
-    clients: list[CoordinatorClient] = []
-
-    def make(key: SigningKey | None = None, **kwargs) -> CoordinatorClient:
-        client = CoordinatorClient(
-            server.url, key if key is not None else SigningKey.generate(), **kwargs
-        )
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
+    with client_factory(server.url) as make:
+        yield make

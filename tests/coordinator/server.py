@@ -9,17 +9,60 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
+import pytest
 import sqlalchemy as sa
 import uvicorn
+from nacl.signing import SigningKey
 
 from coordinator.app import create_app
 from coordinator.settings import Settings, tiny_preset
+from sdk.client import CoordinatorClient
 
 POSTGRES_ENV = "VERITRAIN_TEST_POSTGRES_URL"
 
 
+# the referee runs worker processes: a client that waits on rulings allows for a loaded machine
+REFEREE_TIMEOUT = httpx.Timeout(120, connect=5)
+
+
 def get_postgres_url() -> str | None:
     return os.environ.get(POSTGRES_ENV) or None
+
+
+def backend_params(what: str = "PostgreSQL tests") -> list:
+    """pytest params: SQLite always; PostgreSQL where .ci/run points at it, else skipped."""
+    return [
+        "sqlite",
+        pytest.param(
+            "postgres",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(
+                    get_postgres_url() is None,
+                    reason=f"{what} need {POSTGRES_ENV} (set by .ci/run)",
+                ),
+            ],
+        ),
+    ]
+
+
+@contextmanager
+def client_factory(url: str, **defaults) -> Iterator:
+    """`make(key=None, **kwargs)`: a client of `url` (a fresh key unless given), every one closed
+    on exit; `defaults` (e.g. timeout=REFEREE_TIMEOUT) apply unless overridden."""
+    clients: list[CoordinatorClient] = []
+
+    def make(key: SigningKey | None = None, **kwargs) -> CoordinatorClient:
+        client = CoordinatorClient(url, key or SigningKey.generate(), **{**defaults, **kwargs})
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.close()
 
 
 def _free_port() -> int:

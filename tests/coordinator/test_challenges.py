@@ -5,7 +5,6 @@ false-challenge penalty; one that agrees is paid nothing; the job waits for open
 
 import json
 
-import httpx
 import pytest
 
 from cli.audit_cmd import check_coordinator
@@ -16,7 +15,7 @@ from protocol.wire import AssignmentState, DisputeStatus, JobState, ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
 from sdk.disputes import play_until_idle
 from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
-from tests.coordinator.server import running_server
+from tests.coordinator.server import REFEREE_TIMEOUT, running_server
 from tests.coordinator.test_disputes import _forged_trajectory, _trace, play_out_forged_dispute
 
 BOUNTY, FEE, STAKE, VSTAKE, PRICE = 1000, 50, 400, 500, 600
@@ -39,7 +38,7 @@ def client(make_client):
     """A funded client; the referee runs a worker process: allow for a loaded machine."""
 
     def make() -> CoordinatorClient:
-        return funded(lambda key: make_client(key, timeout=httpx.Timeout(120, connect=5)))
+        return funded(lambda key: make_client(key, timeout=REFEREE_TIMEOUT))
 
     return make
 

@@ -5,33 +5,10 @@ to the step and chunk the API reports."""
 import re
 
 import httpx
-import pytest
-from nacl.signing import SigningKey
 
-from sdk.client import CoordinatorClient
 from tests.coordinator.market import funded, tiny_spec_json
-from tests.coordinator.server import running_server
 
 EVIL = '<script>alert("x")</script><b>bold</b>'
-
-
-@pytest.fixture
-def server(tmp_path):
-    with running_server("sqlite", tmp_path) as server:
-        yield server
-
-
-@pytest.fixture
-def make_client(server):
-    clients = []
-
-    def make(key=None):
-        clients.append(CoordinatorClient(server.url, key or SigningKey.generate()))
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
 
 
 def _html(http: httpx.Client, path: str, status: int = 200) -> str:

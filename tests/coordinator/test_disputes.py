@@ -2,7 +2,6 @@
 under the job's profile): the party whose chunk the referee reproduces wins, one that cannot make
 a legal move loses on time, the loser is slashed, and the audit still agrees."""
 
-import httpx
 import pytest
 
 from cli.audit_cmd import check_coordinator
@@ -25,7 +24,7 @@ from protocol.types import JobId, Root
 from protocol.wire import AssignmentState, DisputeStatus, JobState
 from sdk.disputes import play_turn, play_until_idle
 from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
-from tests.coordinator.server import running_server
+from tests.coordinator.server import REFEREE_TIMEOUT, client_factory, running_server
 
 BOUNTY, FEE, STAKE, VSTAKE, PRICE = 1000, 50, 400, 500, 600
 
@@ -43,25 +42,8 @@ def sqlite_server(tmp_path):
 
 @pytest.fixture
 def make_client(sqlite_server):
-    from nacl.signing import SigningKey
-
-    from sdk.client import CoordinatorClient
-
-    clients = []
-
-    def make(key=None):  # the referee runs worker processes: allow for a loaded machine
-        clients.append(
-            CoordinatorClient(
-                sqlite_server.url,
-                key or SigningKey.generate(),
-                timeout=httpx.Timeout(120, connect=5),
-            )
-        )
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
+    with client_factory(sqlite_server.url, timeout=REFEREE_TIMEOUT) as make:
+        yield make
 
 
 def _start(make_client, trained, num_segments):

@@ -7,11 +7,9 @@ every jackpot, and notices one that is wrong."""
 import json
 
 import pytest
-from nacl.signing import SigningKey
 
 from cli.audit_cmd import check_coordinator
 from coordinator.verification import service as verification_service
-from sdk.client import CoordinatorClient
 from tests.coordinator.market import (
     funded,
     open_verification,
@@ -19,7 +17,7 @@ from tests.coordinator.market import (
     train_tiny_job,
     verify_segment,
 )
-from tests.coordinator.server import running_server
+from tests.coordinator.server import client_factory, running_server
 
 FEE, SLASHED = 50, 400  # open_verification's fee; a no-show solver's stake of 400
 
@@ -37,15 +35,8 @@ def forcing_server(backend, tmp_path):
 
 @pytest.fixture
 def client_of(forcing_server):
-    clients: list[CoordinatorClient] = []
-
-    def make(key: SigningKey | None = None) -> CoordinatorClient:
-        clients.append(CoordinatorClient(forcing_server.url, key or SigningKey.generate()))
-        return clients[-1]
-
-    yield make
-    for client in clients:
-        client.close()
+    with client_factory(forcing_server.url) as make:
+        yield make
 
 
 def _burn_something(client_of) -> None:

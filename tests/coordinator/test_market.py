@@ -197,7 +197,9 @@ def test_late_verifier_times_out_and_job_still_settles(server, make_client, trai
     _assert_audit_ok(solver)
 
 
-def test_verifier_missing_its_commit_is_replaced_and_penalised(server, make_client, trained):
+def _committed_with_a_spare_verifier(make_client, trained):
+    """`trained` committed with one drawn verifier (`first`), and a second registered after
+    the draw, so it can only come in as a replacement. (submitter, solver, first, second)."""
     submitter, solver = funded(make_client), funded(make_client)
     first, second = funded(make_client), funded(make_client)
     first.register_verifier([trained.profile], 500)
@@ -205,7 +207,12 @@ def test_verifier_missing_its_commit_is_replaced_and_penalised(server, make_clie
     solver.bid(trained.job_id, 600, STAKE, trained.profile)
     _award(solver, trained.job_id)
     commit_signed(solver, trained)
-    second.register_verifier([trained.profile], 500)  # after the draw: only a replacement
+    second.register_verifier([trained.profile], 500)
+    return submitter, solver, first, second
+
+
+def test_verifier_missing_its_commit_is_replaced_and_penalised(server, make_client, trained):
+    submitter, solver, first, second = _committed_with_a_spare_verifier(make_client, trained)
     [assignment] = first.get_assignments()
     seg = assignment.segment
     solver.upload_checkpoint(
@@ -257,14 +264,7 @@ def test_verifier_missing_its_reveal_is_replaced_on_a_segment_still_secret(
     the replacement replays a segment neither sampled nor with a public end, drawn from the seed
     (and `veritrain audit` recomputes that draw)."""
     t = trained4
-    submitter, solver = funded(make_client), funded(make_client)
-    first, second = funded(make_client), funded(make_client)
-    first.register_verifier([t.profile], 500)
-    _post_job(submitter, t)
-    solver.bid(t.job_id, 600, STAKE, t.profile)
-    _award(solver, t.job_id)
-    commit_signed(solver, t)
-    second.register_verifier([t.profile], 500)
+    submitter, solver, first, second = _committed_with_a_spare_verifier(make_client, t)
     [missed] = first.get_assignments()
     seg = missed.segment
     _upload(solver, t, seg)

@@ -12,7 +12,7 @@ from coordinator.ratelimit import RateLimiter
 from protocol.presets import example_job_spec_json
 from protocol.wire import ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError, compute_signed_headers
-from tests.coordinator.server import running_server
+from tests.coordinator.server import client_factory, running_server
 from tests.coordinator.test_datasets import make_dataset_file
 
 OPEN_JOBS = 2
@@ -44,18 +44,15 @@ def quota_server(backend, tmp_path):
 
 @pytest.fixture
 def client_of(quota_server):
-    clients: list[CoordinatorClient] = []
+    with client_factory(quota_server.url) as make:
 
-    def make(funds: int = 10_000, **kwargs) -> CoordinatorClient:
-        client = CoordinatorClient(quota_server.url, SigningKey.generate(), **kwargs)
-        clients.append(client)
-        if funds:
-            client.faucet(funds)
-        return client
+        def funded_client(funds: int = 10_000, **kwargs) -> CoordinatorClient:
+            client = make(**kwargs)
+            if funds:
+                client.faucet(funds)
+            return client
 
-    yield make
-    for client in clients:
-        client.close()
+        yield funded_client
 
 
 def test_open_jobs_quota_refuses_the_next_job_and_frees_a_slot_when_one_ends(client_of):

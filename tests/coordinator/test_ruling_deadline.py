@@ -5,10 +5,8 @@ ruling_timeout_s × referee_attempts (docs/dispute.md)."""
 
 from types import SimpleNamespace
 
-import httpx
 import pytest
 import torch
-from nacl.signing import SigningKey
 
 from cli.audit_cmd import check_coordinator
 from coordinator.disputes import service as dispute_service
@@ -36,7 +34,7 @@ from protocol.types import JobId, Root, StepIndex
 from protocol.wire import AssignmentState, DisputeStatus, JobState
 from sdk.disputes import play_turn
 from tests.coordinator.market import commit_signed, funded, tiny_spec_json, verify_segment
-from tests.coordinator.server import running_server
+from tests.coordinator.server import REFEREE_TIMEOUT, client_factory, running_server
 
 BOUNTY, FEE, STAKE, VSTAKE, PRICE = 1000, 50, 400, 500, 600
 FIXED_COORDINATOR_KEY = "0123456789abcdef" * 4
@@ -61,21 +59,8 @@ def server(tmp_path, monkeypatch):
 
 @pytest.fixture
 def make_client(server):
-    from sdk.client import CoordinatorClient
-
-    clients = []
-
-    def make(key=None):
-        clients.append(
-            CoordinatorClient(
-                server.url, key or SigningKey.generate(), timeout=httpx.Timeout(120, connect=5)
-            )
-        )
-        return clients[-1]
-
-    yield make
-    for c in clients:
-        c.close()
+    with client_factory(server.url, timeout=REFEREE_TIMEOUT) as make:
+        yield make
 
 
 def _open_ruling(make_client):

@@ -15,23 +15,11 @@ from schemathesis.config import OperationConfig
 
 from protocol.wire import HEADER_IDEMPOTENCY
 from sdk.client import CoordinatorClient, compute_signed_headers
-from tests.coordinator.server import POSTGRES_ENV, get_postgres_url, running_server
+from tests.coordinator.server import backend_params, running_server
 
 KEY = SigningKey.generate()
 HTTP = httpx.Client(timeout=30)  # one client: creating one per request costs ~50 ms
-BACKENDS = [
-    "sqlite",
-    pytest.param(
-        "postgres",
-        marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(
-                get_postgres_url() is None,
-                reason=f"the PostgreSQL schema fuzz needs {POSTGRES_ENV} (set by .ci/run)",
-            ),
-        ],
-    ),
-]
+BACKENDS = backend_params("the PostgreSQL schema fuzz")
 
 # positive_data_acceptance: a schema-valid body is not refused for its shape. These operations
 # take bodies whose validity no JSON Schema can state, refused with their documented 422; there,

@@ -6,9 +6,7 @@ the game ends (a restarted daemon) changes nothing."""
 
 from pathlib import Path
 
-import httpx
 import pytest
-from nacl.signing import SigningKey
 
 from cli.audit_cmd import check_coordinator
 from protocol.behaviours import PERTURB_STEP
@@ -16,12 +14,11 @@ from protocol.presets import example_job_spec_json
 from protocol.spec import parse_job_spec
 from protocol.state import compute_chunk_layout, decode_state
 from protocol.wire import DisputeStatus
-from sdk.client import CoordinatorClient
 from sdk.dispute_play import process_solver_disputes, process_verifier_disputes
 from sdk.store import CheckpointStore
 from sdk.worker import run_worker
 from tests.coordinator.market import TrainedJob, funded, open_verification, verify_segment
-from tests.coordinator.server import running_server
+from tests.coordinator.server import REFEREE_TIMEOUT, client_factory, running_server
 
 pytestmark = pytest.mark.slow
 STEPS = 12
@@ -43,13 +40,10 @@ def test_daemons_play_a_dispute_to_the_referee(tmp_path):
     cheat = train(tmp_path / "solver" / "jobs" / "x", spec_json, "perturb-step")
     honest = train(tmp_path / "honest", spec_json, None)
     assert cheat.entries()[1][1] != honest.entries()[1][1]
-    with running_server("sqlite", tmp_path) as server:
-
-        def make(key=None):
-            return CoordinatorClient(
-                server.url, key or SigningKey.generate(), timeout=httpx.Timeout(120, connect=5)
-            )
-
+    with (
+        running_server("sqlite", tmp_path) as server,
+        client_factory(server.url, timeout=REFEREE_TIMEOUT) as make,
+    ):
         submitter, solver, verifier = funded(make), funded(make), funded(make)
         jobs_dir = tmp_path / "solver" / "jobs"
         (jobs_dir / "x").rename(jobs_dir / cheat.job_id)
