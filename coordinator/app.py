@@ -83,7 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_json=settings.max_json_body,
         max_checkpoint=settings.max_checkpoint_body,
     )
-    app.add_middleware(RequestLogMiddleware)  # http.request lines and one event per write
+    # http.request lines and one event per write
+    app.add_middleware(RequestLogMiddleware, routes=app.router.routes)
     _install_metrics(app, rt)
     _register_problem_schema(app)
     return app

@@ -13,7 +13,6 @@ process must not collide):
 Every metric is listed with its meaning in docs/coordinator.md ("Metrics").
 """
 
-import re
 import time
 from collections.abc import Iterator
 
@@ -25,10 +24,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.ledger.accounts import KINDS
 from coordinator.models import Assignment, Blob, Dispute, Job, LedgerAccount, LogEntry
+from coordinator.routes import UNMATCHED, RouteTable
 from coordinator.runtime import Runtime
 from protocol.wire import SOLVER_OWES, VERIFIER_OWES, DisputeStatus, JobState
 
-UNMATCHED = "<unmatched>"
 # Log entries that slash a party (a verifier's missed-move penalty is not counted: it is
 # `verification.timed_out`, a penalty for lateness, not a slash for a wrong claim).
 SLASH_KINDS = {"job.solver_slashed": "solver", "verifier.slashed": "verifier"}
@@ -204,7 +203,7 @@ class MetricsMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: CoordinatorMetrics, routes: list):
         self.app, self.metrics = app, metrics
-        self.templates = _flatten_routes(routes)
+        self.routes = RouteTable(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -232,23 +231,5 @@ class MetricsMiddleware:
         route = scope.get("route")
         if route is not None and hasattr(route, "path"):
             return route.path
-        partial = None
-        for regex, methods, path in self.templates:
-            if regex.match(scope["path"]):
-                if methods is None or scope["method"] in methods:
-                    return path
-                partial = partial or path
-        return partial or UNMATCHED
-
-
-def _flatten_routes(routes: list) -> list[tuple[re.Pattern, set[str] | None, str]]:
-    """(regex, methods, template) of every route, included routers' routes too (FastAPI keeps
-    those behind `original_router`), for requests answered before routing."""
-    flat = []
-    for route in routes:
-        nested = getattr(getattr(route, "original_router", route), "routes", None)
-        if nested is not None and not hasattr(route, "path_regex"):
-            flat += _flatten_routes(nested)
-        elif hasattr(route, "path_regex") and hasattr(route, "path"):
-            flat.append((route.path_regex, getattr(route, "methods", None), route.path))
-    return flat
+        matched = self.routes.match(scope["method"], scope["path"])
+        return matched[0] if matched else UNMATCHED

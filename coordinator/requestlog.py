@@ -11,80 +11,50 @@ signature or nonce header. Pure ASGI, so streamed checkpoint downloads are not b
 
 import json
 import logging
-import re
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coordinator.routes import RouteTable
+
 access_log = logging.getLogger("veritrain.coordinator.http")
 event_log = logging.getLogger("veritrain.coordinator.events")
 
-PLACEHOLDERS = {
-    "{job}": r"(?P<job_id>[^/]+)",
-    "{a}": r"(?P<assignment_id>[^/]+)",
-    "{d}": r"(?P<dispute_id>[^/]+)",
+# (method, route template) → event: the writes worth a line of their own.
+WRITE_EVENTS: dict[tuple[str, str], str] = {
+    ("POST", "/v1/jobs"): "job.submitted",
+    ("POST", "/v1/jobs/{job_id}/bids"): "job.bid",
+    ("POST", "/v1/jobs/{job_id}/award"): "job.awarded",
+    ("POST", "/v1/jobs/{job_id}/heartbeat"): "job.heartbeat",
+    ("POST", "/v1/jobs/{job_id}/invalid-spec"): "job.invalid_spec",
+    ("POST", "/v1/jobs/{job_id}/commitment"): "job.committed",
+    ("PUT", "/v1/jobs/{job_id}/checkpoints/{index}"): "checkpoint.uploaded",
+    ("POST", "/v1/jobs/{job_id}/challenges"): "assignment.challenged",
+    ("POST", "/v1/verifiers"): "verifier.registered",
+    ("POST", "/v1/verifiers/withdraw"): "verifier.withdrawn",
+    ("POST", "/v1/assignments/{assignment_id}/commit"): "assignment.committed",
+    ("POST", "/v1/assignments/{assignment_id}/reveal"): "assignment.revealed",
+    ("POST", "/v1/disputes/{dispute_id}/moves"): "dispute.move",
+    ("PUT", "/v1/disputes/{dispute_id}/state"): "dispute.state_uploaded",
+    ("POST", "/v1/disputes/{dispute_id}/rule"): "dispute.rule",
+    ("PUT", "/v1/datasets/{sha256}"): "dataset.uploaded",
+    ("POST", "/v1/accounts/transfer"): "account.transfer",
+    ("POST", "/v1/dev/faucet"): "account.faucet",
+    ("POST", "/v1/sweep"): "sweep.requested",
+    ("POST", "/v1/dev/clock"): "clock.advanced",
 }
-
-
-def _compile(path: str) -> re.Pattern[str]:
-    for placeholder, group in PLACEHOLDERS.items():
-        path = path.replace(placeholder, group)
-    return re.compile(f"^{path}$")
-
-
-# (method, path pattern, event): the writes worth a line of their own.
-WRITE_EVENTS: list[tuple[str, re.Pattern[str], str]] = [
-    (method, _compile(path), event)
-    for method, path, event in (
-        ("POST", "/v1/jobs", "job.submitted"),
-        ("POST", "/v1/jobs/{job}/bids", "job.bid"),
-        ("POST", "/v1/jobs/{job}/award", "job.awarded"),
-        ("POST", "/v1/jobs/{job}/heartbeat", "job.heartbeat"),
-        ("POST", "/v1/jobs/{job}/invalid-spec", "job.invalid_spec"),
-        ("POST", "/v1/jobs/{job}/commitment", "job.committed"),
-        ("PUT", "/v1/jobs/{job}/checkpoints/[^/]+", "checkpoint.uploaded"),
-        ("POST", "/v1/jobs/{job}/challenges", "assignment.challenged"),
-        ("POST", "/v1/verifiers", "verifier.registered"),
-        ("POST", "/v1/verifiers/withdraw", "verifier.withdrawn"),
-        ("POST", "/v1/assignments/{a}/commit", "assignment.committed"),
-        ("POST", "/v1/assignments/{a}/reveal", "assignment.revealed"),
-        ("POST", "/v1/disputes/{d}/moves", "dispute.move"),
-        ("PUT", "/v1/disputes/{d}/state", "dispute.state_uploaded"),
-        ("POST", "/v1/disputes/{d}/rule", "dispute.rule"),
-        ("PUT", "/v1/datasets/[^/]+", "dataset.uploaded"),
-        ("POST", "/v1/accounts/transfer", "account.transfer"),
-        ("POST", "/v1/dev/faucet", "account.faucet"),
-        ("POST", "/v1/sweep", "sweep.requested"),
-        ("POST", "/v1/dev/clock", "clock.advanced"),
-    )
-]
-PATH_IDS = re.compile(
-    r"^/v1/(?:jobs/(?P<job_id>[0-9a-f]{64})|assignments/(?P<assignment_id>\d+)"
-    r"|disputes/(?P<dispute_id>\d+))(?:/|$)"
-)
+ID_PARAMS = ("job_id", "assignment_id", "dispute_id")
 ANSWER_FIELDS = ("job_id", "assignment_id", "state", "phase", "status", "winner", "log_index")
 MAX_ANSWER = 64 * 1024  # a write's answer bigger than this is not read for ids
 
 
-def get_write_event(method: str, path: str) -> tuple[str, dict[str, Any]] | None:
-    for write_method, pattern, event in WRITE_EVENTS:
-        match = write_method == method and pattern.match(path)
-        if match:
-            return event, _as_ids(match.groupdict())
-    return None
-
-
-def get_path_ids(path: str) -> dict[str, Any]:
-    match = PATH_IDS.match(path)
-    return _as_ids(match.groupdict()) if match else {}
-
-
-def _as_ids(groups: dict[str, str | None]) -> dict[str, Any]:
+def get_route_ids(params: dict[str, str]) -> dict[str, Any]:
+    """The ids a request's path parameters name (ids of rows as integers)."""
     return {
         k: int(v) if k != "job_id" and v.isdigit() else v
-        for k, v in groups.items()
-        if v is not None
+        for k, v in params.items()
+        if k in ID_PARAMS
     }
 
 
@@ -114,15 +84,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestLogMiddleware:
-    def __init__(self, app: ASGIApp):
-        self.app = app
+    def __init__(self, app: ASGIApp, routes: list):
+        self.app, self.routes = app, RouteTable(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        write = get_write_event(method, path)
+        template, params = self.routes.match(method, path) or ("", {})
+        event = WRITE_EVENTS.get((method, template))
+        write = (event, get_route_ids(params)) if event else None
         started, status, answer = time.perf_counter(), 500, bytearray()
 
         async def send_logged(message: Message) -> None:
@@ -137,7 +109,7 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_logged)
         finally:
             account = _header(scope, b"x-veritrain-key")
-            ids: dict[str, Any] = {**get_path_ids(path), "account": account}
+            ids: dict[str, Any] = {**get_route_ids(params), "account": account}
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "%s %s %d",

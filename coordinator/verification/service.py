@@ -382,14 +382,14 @@ def process_verification_reveal(
     }
     assignment.state = State.AGREED if root == end.state_root else State.DISPUTED
     if assignment.state == State.AGREED:
-        jackpot = _forced_error_jackpot(session, job, assignment, end.state_root)
+        jackpot = _forced_error_jackpot(session, job, assignment, root, end.state_root)
         legs = transfer(BURN_ACCOUNT, available(who), jackpot) if jackpot else []
         process_movement(session, rt, "verification.agreed", {**data, "jackpot": jackpot}, legs)
     return job, assignment, data
 
 
 def _forced_error_jackpot(
-    session: Session, job: Job, assignment: Assignment, true_root: str
+    session: Session, job: Job, assignment: Assignment, revealed_root: str, true_root: str
 ) -> int:
     """A drawn assignment the public seed makes a forced error (`is_forced_error`) carries a
     planted end root; the verifier committed before any root was public, so revealing the true
@@ -400,8 +400,9 @@ def _forced_error_jackpot(
         return 0
     amount = compute_forced_error_jackpot(job.verifier_fee, job.forced_error_ppm)
     planted = compute_planted_root(seed, assignment.id)
-    true = bytes.fromhex(true_root)
-    outcome, amount = compute_forced_error_outcome(true, planted, true, amount)
+    outcome, amount = compute_forced_error_outcome(
+        bytes.fromhex(revealed_root), planted, bytes.fromhex(true_root), amount
+    )
     return min(amount, get_balance(session, BURN_ACCOUNT)) if outcome == "jackpot" else 0
 
 

@@ -148,3 +148,26 @@ def test_bucket_memory_is_bounded():
         limiter.take(key, 0.0)
     assert list(limiter._buckets) == ["b", "c", "d"]
     assert RateLimiter(rate_per_s=0, burst=1).take("k", 0.0) is None  # 0 turns limits off
+
+
+def test_racing_submissions_of_one_key_cannot_overshoot_the_quota(quota_server):
+    """The attacker sends its submissions at once, hoping each sees the count before the others
+    land: the quota is checked after the log lock, so exactly OPEN_JOBS get in."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = SigningKey.generate()
+    with client_factory(quota_server.url) as make:
+        make(key).faucet(10_000)
+
+        def submit(seed: int) -> str:
+            try:
+                make(key).submit_job(_spec(seed), 100)
+                return "ok"
+            except CoordinatorError as err:
+                return err.problem_code
+
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(submit, range(100, 106)))
+        assert outcomes.count("ok") == OPEN_JOBS, outcomes
+        assert outcomes.count(ProblemCode.QUOTA_EXCEEDED) == 6 - OPEN_JOBS, outcomes
+        assert make(key).get_balance() == 10_000 - 100 * OPEN_JOBS
