@@ -10,9 +10,12 @@ The same `Player` logic answers a real game too: it only needs a `Trajectory` (`
 """
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Protocol
 
+from protocol import dispute
 from protocol.dispute import (
     CHUNKS,
     OVER,
@@ -22,14 +25,9 @@ from protocol.dispute import (
     STEPS,
     VERIFIER,
     Game,
-    IllegalMove,
     Move,
     compute_child_ranges,
     compute_dissection_points,
-    process_deadline,
-    process_move,
-    process_ruling,
-    process_state_supplied,
     sign_move,
 )
 from protocol.errors import InternalError, InvalidInput
@@ -42,19 +40,52 @@ class Trajectory(Protocol):
     def chunk_hashes(self, step: int) -> list[bytes]: ...
 
 
+ChunkRange = tuple[int, int]  # [first, end) chunk indices
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where a trajectory departs from the true one: at `first_step` the chunks in `first_chunks`
+    differ (None: all), on later steps those in `later_chunks` (None: all: errors spread), until
+    `last_step` (None: to the end; after it the state is the true one again)."""
+
+    first_step: int
+    last_step: int | None = None
+    first_chunks: ChunkRange | None = None
+    later_chunks: ChunkRange | None = None
+
+    @classmethod
+    def from_pair(cls, pair: "tuple[int, int | None] | Divergence | None") -> "Divergence | None":
+        """A behaviour's `(first bad step, chunk or None)`: that chunk first, then everything."""
+        if pair is None or isinstance(pair, Divergence):
+            return pair
+        step, chunk = pair
+        return cls(step, None, None if chunk is None else (chunk, chunk + 1))
+
+    def is_bad(self, step: int, chunk: int) -> bool:
+        if step < self.first_step or (self.last_step is not None and step > self.last_step):
+            return False
+        chunks = self.first_chunks if step == self.first_step else self.later_chunks
+        return chunks is None or chunks[0] <= chunk < chunks[1]
+
+    def edges(self) -> tuple[int, ...]:
+        """The steps where being wrong may switch on or off (onsets lie among them)."""
+        ends = () if self.last_step is None else (self.last_step + 1,)
+        return (self.first_step, self.first_step + 1, *ends)
+
+
 @dataclass(frozen=True)
 class StandinTrajectory:
     seed: bytes
     num_chunks: int
-    divergence: tuple[int, int | None] | None = None  # (first bad step, chunk or None = all)
+    # a Divergence, or a behaviour's (first bad step, chunk or None = all); None: the true one
+    divergence: "Divergence | tuple[int, int | None] | None" = None
     tag: bytes = b"bad"  # different cheats compute different wrong states
     fake_roots: tuple[tuple[int, bytes], ...] = ()  # roots with no state behind them
 
     def _chunk(self, step: int, index: int) -> bytes:
-        bad = self.divergence is not None and (
-            step > self.divergence[0]
-            or (step == self.divergence[0] and self.divergence[1] in (None, index))
-        )
+        divergence = Divergence.from_pair(self.divergence)
+        bad = divergence is not None and divergence.is_bad(step, index)
         prefix = b"VTSTANDIN" + (self.tag if bad else b"true")
         return hashlib.sha256(
             prefix + self.seed + step.to_bytes(8, "little") + index.to_bytes(4, "little")
@@ -138,37 +169,74 @@ class Player:
         return sign_move(self.key, game, party=self.party, kind=kind, payload=payload)
 
 
-def play_game(
-    game: Game, solver: Player, verifier: Player, truth: Trajectory, *, max_moves: int = 10_000
-) -> Game:
-    """Drive a game to its end: parties move (a party that cannot or will not is timed out),
-    the solver supplies the agreed state unless it is a no-show, the referee rules from `truth`."""
+def iterate_game(
+    game: Game,
+    solver: Player,
+    verifier: Player,
+    truth: Trajectory,
+    *,
+    max_moves: int = 10_000,
+    rules: ModuleType = dispute,
+) -> Iterator[tuple[dict[str, Any], Game]]:
+    """Drive a game to its end, yielding (event, game after it) for every event: parties move (a
+    party that cannot or will not is timed out), the solver supplies the agreed state unless it
+    is a no-show, the referee rules from `truth`. `rules` is the game module (a modified copy of
+    `protocol.dispute` plays the same way, which is how broken rules are tested)."""
     for now in range(1, max_moves + 1):
         if game.phase == OVER:
-            return game
+            return
         if game.phase == STATE:
-            game = (
-                process_state_supplied(game, now)
-                if solver.policy != "no-show"
-                else process_deadline(game, game.deadline)
-            )
+            if solver.policy == "no-show":
+                event = {"event": "deadline", "now": game.deadline}
+                game = rules.process_deadline(game, game.deadline)
+            else:
+                event = {"event": "state_supplied", "now": now}
+                game = rules.process_state_supplied(game, now)
         elif game.phase == RULING:
-            game = process_ruling(game, truth.chunk_hashes(game.hi)[game.chunk])
+            chunk_hash = truth.chunk_hashes(game.hi)[game.chunk]
+            event = {"event": "ruling", "chunk_hash": chunk_hash.hex()}
+            game = rules.process_ruling(game, chunk_hash)
         else:
             player = solver if game.turn == SOLVER else verifier
-            game = _apply_or_time_out(game, player.next_move(game), now)
+            game, event = _apply_or_time_out(game, player.next_move(game), now, rules)
+        yield event, game
     # Every game ends within compute_rounds_bound moves plus its deadlines: this is our bug.
     raise InternalError(f"the game did not end within {max_moves} events")
 
 
-def _apply_or_time_out(game: Game, move: Move | None, now: int) -> Game:
-    """A party with no legal move (a no-show, a fake root it cannot open) runs out its clock."""
+def play_game(
+    game: Game,
+    solver: Player,
+    verifier: Player,
+    truth: Trajectory,
+    *,
+    max_moves: int = 10_000,
+    rules: ModuleType = dispute,
+) -> Game:
+    """The game at its end (see `iterate_game`)."""
+    final = game
+    for _event, final in iterate_game(  # noqa: B007 -- the last game is the answer
+        game, solver, verifier, truth, max_moves=max_moves, rules=rules
+    ):
+        pass
+    return final
+
+
+def _apply_or_time_out(
+    game: Game, move: Move | None, now: int, rules: ModuleType
+) -> tuple[Game, dict[str, Any]]:
+    """The move and its event, or — when the party has no legal move (a no-show, a fake root it
+    cannot open) — its clock running out."""
     if move is not None:
         try:
-            return process_move(game, move, now)
-        except IllegalMove:
+            return rules.process_move(game, move, now), {
+                "event": "move",
+                "now": now,
+                "move": move.to_json(),
+            }
+        except rules.IllegalMove:
             pass  # rejected, game unchanged: the party could retry, but this one has nothing legal
-    return process_deadline(game, game.deadline)
+    return rules.process_deadline(game, game.deadline), {"event": "deadline", "now": game.deadline}
 
 
 @dataclass(frozen=True)

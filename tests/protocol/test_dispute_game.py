@@ -1,207 +1,142 @@
-"""The dispute game on the stand-in program: every combination of behaviours, 10,300 played games
-in CI (hypothesis counts only cases where the parties disagree). An honest party never loses; a dispute pins exactly the first divergent step and chunk; the
-number of moves stays within 2·⌈log_k L⌉ + 2·⌈log2 chunks⌉ + 1."""
-
-from dataclasses import dataclass
+"""The dispute game on the stand-in program, through the public kit (`protocol.testing`):
+10,300 played games in CI over every pair of behaviours and every divergence pattern (hypothesis
+counts only cases where the parties disagree). An honest party never loses; a dispute pins the
+first divergent step and chunk; the number of moves stays within 2·⌈log_k L⌉ + 2·⌈log2 chunks⌉
++ 1; equivocation, in the game or against another game of the job, loses at once."""
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-from nacl.signing import SigningKey
+from hypothesis import HealthCheck, given, settings
 
-from protocol.behaviours import SOLVER_BEHAVIOURS
-from protocol.dispute import (
-    OVER,
-    SOLVER,
-    VERIFIER,
-    Game,
-    compute_game_id,
-    compute_initial_game,
-    compute_rounds_bound,
-)
+from protocol.dispute import SOLVER, VERIFIER, Game, compute_game_id, compute_rounds_bound
 from protocol.errors import InternalError, InvalidInput
 from protocol.standin import Player, StandinTrajectory, compute_first_divergence, play_game
+from protocol.testing import (
+    Divergence,
+    GameCase,
+    assert_game_invariants,
+    build_solver_trajectory,
+    build_truth,
+    build_verifier_trajectory,
+    compute_onsets,
+    load_behaviour,
+    play_case,
+    start_case,
+)
+from protocol.testing.games import SOLVER_KEY, VERIFIER_KEY
+from protocol.testing.strategies import played_games
 
-SOLVER_KEY, VERIFIER_KEY = SigningKey(b"s" * 32), SigningKey(b"v" * 32)
-GAME_VERIFIERS = ("honest", "wrong-trajectory", "frivolous-challenge", "no-show")
+FOLLOWING_CHEATS = [
+    "perturb-step",
+    "skip-steps",
+    "interpolate",
+    "wrong-data-order",
+    "lower-precision",
+    "honest-on-some-segments",
+]
 
 
 def games(count: int) -> settings:
     return settings(max_examples=count, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@dataclass(frozen=True)
-class Case:
-    start: int
-    length: int
-    chunks: int
-    arity: int
-    solver: str
-    verifier: str
-    bad_step: int  # where a cheating party's trajectory departs (offset into the segment, >= 1)
-    bad_chunk: int | None
-    seed: bytes
-
-
-@st.composite
-def cases(draw, max_length=10**6, arities=(2, 3, 4, 8), solvers=None, verifiers=GAME_VERIFIERS):
-    length = draw(st.integers(1, max_length))
-    chunks = draw(st.integers(1, 64))
-    return Case(
-        start=draw(st.integers(0, 10**6)),
-        length=length,
-        chunks=chunks,
-        arity=draw(st.sampled_from(arities)),
-        solver=draw(st.sampled_from(solvers or [b.name for b in SOLVER_BEHAVIOURS])),
-        verifier=draw(st.sampled_from(verifiers)),
-        bad_step=draw(st.integers(1, length)),
-        bad_chunk=draw(st.one_of(st.none(), st.integers(0, chunks - 1))),
-        seed=draw(st.binary(min_size=8, max_size=8)),
-    )
-
-
-def solver_side(case: Case) -> tuple[StandinTrajectory, str]:
-    behaviour = next(b for b in SOLVER_BEHAVIOURS if b.name == case.solver)
-    end = case.start + case.length
-    if behaviour.honest:
-        return StandinTrajectory(case.seed, case.chunks), "follow"
-    if behaviour.policy == "fake-root":
-        return StandinTrajectory(
-            case.seed, case.chunks, fake_roots=((end, b"\xfa" * 32),)
-        ), "follow"
-    divergence = (case.start + case.bad_step, case.bad_chunk)
-    return StandinTrajectory(
-        case.seed, case.chunks, divergence, tag=case.solver.encode()
-    ), behaviour.policy
-
-
-def verifier_side(case: Case) -> tuple[StandinTrajectory, str]:
-    end = case.start + case.length
-    if case.verifier == "wrong-trajectory":  # a verifier whose replay is wrong, playing it out
-        return StandinTrajectory(
-            case.seed,
-            case.chunks,
-            (case.start + case.bad_step, case.bad_chunk),
-            tag=b"verifier-bug",
-        ), "follow"
-    if case.verifier == "frivolous-challenge":  # a made-up root at the end, nothing behind it
-        return StandinTrajectory(
-            case.seed, case.chunks, fake_roots=((end, b"\xf0" * 32),)
-        ), "follow"
-    return StandinTrajectory(
-        case.seed, case.chunks
-    ), "no-show" if case.verifier == "no-show" else "follow"
-
-
-def start_game(case: Case, solver: StandinTrajectory, verifier: StandinTrajectory) -> Game | None:
-    end = case.start + case.length
-    if solver.root(end) == verifier.root(end):
-        return None  # they agree: no dispute to play
-    truth = StandinTrajectory(case.seed, case.chunks)
-    return compute_initial_game(
-        game_id=compute_game_id(case.seed, 0, bytes(VERIFIER_KEY.verify_key), 0),
-        solver_key=bytes(SOLVER_KEY.verify_key).hex(),
-        verifier_key=bytes(VERIFIER_KEY.verify_key).hex(),
-        start_step=case.start,
-        start_root=truth.root(case.start).hex(),
-        end_step=end,
-        solver_root=solver.root(end).hex(),
-        verifier_root=verifier.root(end).hex(),
-        num_chunks=case.chunks,
-        now=0,
-        move_timeout=10,
-        arity=case.arity,
-    )
-
-
-def run_case(case: Case) -> tuple[Game, StandinTrajectory, StandinTrajectory]:
-    (solver, solver_policy), (verifier, verifier_policy) = solver_side(case), verifier_side(case)
-    game = start_game(case, solver, verifier)
-    assume(game is not None)  # agreeing parties play no game; only played games count
-    truth = StandinTrajectory(case.seed, case.chunks)
-    final = play_game(
-        game,
-        Player(SOLVER, SOLVER_KEY, solver, solver_policy),
-        Player(VERIFIER, VERIFIER_KEY, verifier, verifier_policy),
-        truth,
-    )
-    return final, solver, verifier
-
-
-def check_outcome(case: Case) -> Game:
-    final, solver, verifier = run_case(case)
-    assert final.phase == OVER
-    solver_honest, verifier_honest = case.solver == "honest", case.verifier == "honest"
-    if solver_honest:
-        assert final.winner == SOLVER, final.reason
-    if verifier_honest:
-        assert final.winner == VERIFIER, final.reason
-    assert final.moves <= compute_rounds_bound(case.length, case.chunks, case.arity)
-    return final
-
-
-def expected_pin(case: Case, wrong: StandinTrajectory) -> tuple[int, int]:
-    """Closed form of the first divergence of a 'follow' trajectory: (step, first bad chunk)."""
-    assert wrong.divergence is not None
-    step, chunk = wrong.divergence
-    return step, chunk if chunk is not None else 0
-
-
 @games(4000)
-@given(cases(arities=(2,)))
-def test_binary_games_honest_party_never_loses(case):
-    check_outcome(case)
+@given(played_games(arity_choices=(2,)))
+def test_binary_games_keep_every_invariant(result):
+    assert_game_invariants(result)
 
 
 @games(3000)
-@given(cases(arities=(3, 4, 8)))
-def test_kary_games_honest_party_never_loses(case):
-    check_outcome(case)
+@given(played_games(arity_choices=(3, 4, 8)))
+def test_kary_games_keep_every_invariant(result):
+    assert_game_invariants(result)
 
 
 @games(2000)
 @given(
-    cases(
-        solvers=[
-            "perturb-step",
-            "skip-steps",
-            "interpolate",
-            "wrong-data-order",
-            "lower-precision",
-            "honest-on-some-segments",
-        ],
-        verifiers=("honest",),
-    )
+    played_games(solvers=FOLLOWING_CHEATS, verifiers=["honest"], equivocation_across_games=False)
 )
-def test_dispute_pins_the_first_divergent_step_and_chunk(case):
-    final = check_outcome(case)
-    solver, _ = solver_side(case)
-    step, chunk = expected_pin(case, solver)
-    assert (final.hi, final.lo, final.chunk) == (step, step - 1, chunk)
+def test_a_cheat_is_pinned_at_its_first_divergent_step_and_chunk(result):
+    """Against an honest verifier every played game has one onset: where the cheat departs."""
+    assert_game_invariants(result)
+    divergence, game = result.case.solver_divergence, result.final
+    first_chunk = divergence.first_chunks[0] if divergence.first_chunks else 0
+    assert (game.lo, game.hi, game.chunk) == (
+        divergence.first_step - 1,
+        divergence.first_step,
+        first_chunk,
+    )
+    assert game.winner == VERIFIER and "reproduced the verifier's chunk" in game.reason
 
 
 @games(1000)
-@given(cases(solvers=["honest"], verifiers=("wrong-trajectory",)))
-def test_wrong_verifier_is_pinned_at_its_own_divergence(case):
-    final = check_outcome(case)
-    _, verifier = run_case(case)[1:]
-    step, chunk = expected_pin(case, verifier)
-    assert (final.hi, final.chunk) == (step, chunk)
-    assert "reproduced the solver's chunk" in final.reason
+@given(played_games(solvers=["honest"], verifiers=["wrong-replay"]))
+def test_a_wrong_replay_is_pinned_at_its_own_divergence(result):
+    assert_game_invariants(result)
+    assert "reproduced the solver's chunk" in result.final.reason
 
 
 @games(300)
 @given(
-    cases(
+    played_games(
         max_length=300,
         solvers=["perturb-step", "wrong-data-order", "honest"],
-        verifiers=("honest", "wrong-trajectory"),
+        verifiers=["honest", "wrong-replay"],
+        equivocation_across_games=False,
     )
 )
-def test_pin_matches_a_linear_scan_on_short_segments(case):
-    final, solver, verifier = run_case(case)
-    step, chunk = compute_first_divergence(solver, verifier, case.start, case.start + case.length)
-    assert (final.hi, final.chunk) == (step, chunk)
+def test_onsets_and_pins_match_a_linear_scan_on_short_segments(result):
+    """The kit's closed-form onsets against a brute-force scan of every step."""
+    case, game = result.case, result.final
+    solver, verifier = result.solver_trajectory, result.verifier_trajectory
+    onsets = compute_onsets(solver, verifier, case.start, case.end)
+    scanned = [
+        s
+        for s in range(case.start + 1, case.end + 1)
+        if solver.root(s) != verifier.root(s) and solver.root(s - 1) == verifier.root(s - 1)
+    ]
+    assert onsets == scanned
+    step, chunk = compute_first_divergence(solver, verifier, case.start, case.end)
+    if len(onsets) == 1:
+        assert (game.hi, game.chunk) == (step, chunk)
+
+
+def _case(solver="perturb-step", verifier="honest", **changes) -> GameCase:
+    fields = dict(
+        start=0,
+        length=1000,
+        chunks=8,
+        arity=2,
+        solver=load_behaviour(solver, SOLVER),
+        verifier=load_behaviour(verifier, VERIFIER),
+        seed=b"seed0000",
+        solver_divergence=Divergence(500),
+    )
+    return GameCase(**{**fields, **changes})
+
+
+def test_a_solver_that_contradicts_a_root_bound_in_another_game_loses_at_once():
+    bound = ((500, b"\x01" * 32),)  # the first dissection point of (0, 1000]
+    result = play_case(_case(bound_roots=bound))
+    assert_game_invariants(result)
+    assert (result.final.winner, result.final.moves) == (VERIFIER, 1)
+    assert result.final.extra["equivocation_step"] == 500
+
+
+def test_parties_that_rejoin_the_truth_are_pinned_at_an_onset_not_always_the_first():
+    """Solver wrong on [101, 200] only, the verifier's replay wrong from 700: they disagree on two
+    runs. Bisection keeps "agree at lo, disagree at hi", so it ends on an onset: here the later."""
+    case = _case(
+        verifier="wrong-replay",
+        solver_divergence=Divergence(101, 200),
+        verifier_divergence=Divergence(700),
+    )
+    result = play_case(case)
+    assert compute_onsets(result.solver_trajectory, result.verifier_trajectory, 0, 1000) == [
+        101,
+        700,
+    ]
+    assert_game_invariants(result)
+    assert (result.final.hi, result.final.winner) == (700, SOLVER)
 
 
 def test_rounds_bound_is_logarithmic():
@@ -224,22 +159,13 @@ def test_first_divergence_of_agreeing_or_fake_trajectories_is_invalid_input():
 
 
 def test_a_game_that_does_not_end_is_our_bug_not_a_party_fault():
-    case = Case(
-        start=0,
-        length=1000,
-        chunks=8,
-        arity=2,
-        solver="perturb-step",
-        verifier="honest",
-        bad_step=500,
-        bad_chunk=None,
-        seed=b"seed0000",
+    case = _case()
+    players = (
+        Player(SOLVER, SOLVER_KEY, build_solver_trajectory(case)),
+        Player(VERIFIER, VERIFIER_KEY, build_verifier_trajectory(case)),
     )
-    (solver, policy), (verifier, _) = solver_side(case), verifier_side(case)
-    game = start_game(case, solver, verifier)
-    players = Player(SOLVER, SOLVER_KEY, solver, policy), Player(VERIFIER, VERIFIER_KEY, verifier)
     with pytest.raises(InternalError):
-        play_game(game, *players, StandinTrajectory(case.seed, case.chunks), max_moves=3)
+        play_game(start_case(case), *players, build_truth(case), max_moves=3)
 
 
 # --- the ruling deadline ------------------------------------------------------------------------
@@ -247,7 +173,7 @@ def test_a_game_that_does_not_end_is_our_bug_not_a_party_fault():
 
 def _ruling_game(now: int = 100, ruling_timeout: int | None = 900) -> Game:
     """A one-step, one-chunk game: straight to the state phase; the start state is supplied."""
-    from protocol.dispute import process_state_supplied
+    from protocol.dispute import compute_initial_game, process_state_supplied
 
     game = compute_initial_game(
         game_id=compute_game_id(b"j" * 32, 0, b"v" * 32, 1),
@@ -281,7 +207,7 @@ def test_the_ruling_phase_has_its_own_deadline_and_retries_move_it():
     [("state", VERIFIER, False), ("referee", None, True)],
 )
 def test_a_ruling_that_fails_ends_by_the_ruling_failure_table(fault, winner, no_fault):
-    from protocol.dispute import RULING_FAILURE, process_ruling_failed
+    from protocol.dispute import OVER, RULING_FAILURE, process_ruling_failed
 
     over = process_ruling_failed(_ruling_game(), fault)
     assert (over.phase, over.winner, over.turn) == (OVER, winner, None)

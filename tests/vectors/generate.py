@@ -22,19 +22,7 @@ from nacl.signing import SigningKey
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from protocol.dispute import (  # noqa: E402
-    OVER,
-    RULING,
-    SOLVER,
-    STATE,
-    VERIFIER,
-    IllegalMove,
-    compute_initial_game,
-    process_deadline,
-    process_move,
-    process_ruling,
-    process_state_supplied,
-)
+from protocol.dispute import SOLVER, VERIFIER, compute_initial_game  # noqa: E402
 from protocol.merkle import (  # noqa: E402
     compute_leaf_hash,
     consistency_proof_from_hashes,
@@ -59,7 +47,7 @@ from protocol.signing import (  # noqa: E402
     sign,
 )
 from protocol.spec import compute_job_id, encode_job_spec, spec_to_json  # noqa: E402
-from protocol.standin import Player, StandinTrajectory  # noqa: E402
+from protocol.standin import Player, StandinTrajectory, iterate_game  # noqa: E402
 from protocol.state import (  # noqa: E402
     _chunk_header,
     compute_chunk_hashes,
@@ -126,20 +114,9 @@ def generate_case(name, start, length, chunks, arity, s_div, s_policy, v_div, v_
         VERIFIER: Player(VERIFIER, keys[1], theirs, v_policy),
     }
     initial, events = game.to_json(), []
-    for now in range(1, 10_000):
-        if game.phase == OVER:
-            break
-        if game.phase == STATE:
-            event = {"event": "state_supplied", "now": now}
-            game = process_state_supplied(game, now)
-        elif game.phase == RULING:
-            chunk_hash = truth.chunk_hashes(game.hi)[game.chunk]
-            event = {"event": "ruling", "chunk_hash": chunk_hash.hex()}
-            game = process_ruling(game, chunk_hash)
-        else:
-            move = players[game.turn].next_move(game)
-            game, event = _apply_or_time_out(game, move, now)
-        events.append({**event, "after": game.to_json()})
+    for event, after in iterate_game(game, players[SOLVER], players[VERIFIER], truth):
+        events.append({**event, "after": after.to_json()})
+        game = after
     return {
         "name": name,
         "initial": initial,
@@ -152,20 +129,6 @@ def generate_case(name, start, length, chunks, arity, s_div, s_policy, v_div, v_
             "moves": game.moves,
         },
     }
-
-
-def _apply_or_time_out(game, move, now: int) -> tuple:
-    """The move and its event, or — when the party has no legal move — its clock running out."""
-    if move is not None:
-        try:
-            return process_move(game, move, now), {
-                "event": "move",
-                "now": now,
-                "move": move.to_json(),
-            }
-        except IllegalMove:
-            pass
-    return process_deadline(game, game.deadline), {"event": "deadline", "now": game.deadline}
 
 
 def generate() -> str:
