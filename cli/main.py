@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "cli.coordinator_cmd",
     "cli.audit_cmd",
     "cli.simulate",
+    "cli.conformance_cmd",
     "cli.keys_cmd",
     "cli.account_cmd",
     "cli.daemons_cmd",

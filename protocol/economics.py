@@ -166,9 +166,9 @@ class Market:
 
     @property
     def verifier_stake(self) -> int:
-        return (
-            round(compute_jackpot(self.verifier_fee, self.forced_error_rate)) if self.sampled else 0
-        )
+        if not self.sampled or not self.forced_error_rate:
+            return 0  # no replay, or no planted error whose jackpot the stake must cover
+        return round(compute_jackpot(self.verifier_fee, self.forced_error_rate))
 
     def compute_payouts(self, outcome: "Outcome") -> "Payouts":
         """The ledger's payouts for this market's job (bounty = price + every verifier's fee)."""
@@ -223,7 +223,11 @@ def _play_segment(
     end: int,
     rng: random.Random,
     solver_policy: str = "follow",
-) -> str:
+) -> str | None:
+    """The winner of the segment's game ("neither" when the referee backs neither claim), or
+    None when both claim the same end root (a cheat the state size cannot show): no game."""
+    if solver_traj.root(end) == verifier_traj.root(end):
+        return None
     truth = StandinTrajectory(solver_traj.seed, solver_traj.num_chunks)
     keys = SigningKey(rng.randbytes(32)), SigningKey(rng.randbytes(32))
     game = compute_initial_game(
@@ -267,10 +271,10 @@ def _solver_dispute_loss_rate(
             behaviour.name.encode(),
             fake,
         )
-        lost += (
-            _play_segment(mine, StandinTrajectory(seed, chunks), start, end, rng, behaviour.policy)
-            != SOLVER
+        winner = _play_segment(
+            mine, StandinTrajectory(seed, chunks), start, end, rng, behaviour.policy
         )
+        lost += winner not in (SOLVER, None)
     return lost / trials
 
 
