@@ -70,7 +70,8 @@ def test_independent_checker_replays_every_primitive():
     result = run_checker()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAIL" not in result.stdout
-    assert sum(line.startswith("ok ") for line in result.stdout.splitlines()) == 10
+    assert sum(line.startswith("ok ") for line in result.stdout.splitlines()) == 12
+    assert "ok   dispute games" in result.stdout and "ok   log entries and head" in result.stdout
 
 
 def _tamper(vectors: dict, group: str) -> None:
@@ -82,11 +83,13 @@ def _tamper(vectors: dict, group: str) -> None:
         vectors["job"]["spec"]["seed"] += 1
     elif group == "requests":
         vectors["requests"][0]["idempotency_key"] = "job-2"
+    elif group == "log":
+        vectors["log"]["entries"][1]["postings"] = [["a", 1], ["b", -1]]
     else:
         vectors["version"] = 999
 
 
-@pytest.mark.parametrize("group", ["state", "sampling", "job", "requests", "version"])
+@pytest.mark.parametrize("group", ["state", "sampling", "job", "requests", "log", "version"])
 def test_independent_checker_rejects_a_tampered_file(tmp_path, group):
     vectors = json.loads(Path(PRIMITIVES).read_text())
     _tamper(vectors, group)
@@ -95,6 +98,27 @@ def test_independent_checker_rejects_a_tampered_file(tmp_path, group):
     result = run_checker(str(tampered))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAIL" in result.stdout
+
+
+GAME_TAMPERING = {
+    "a posted root": lambda case: case["events"][0]["move"]["payload"]["roots"].__setitem__(
+        0, "11" * 32
+    ),
+    "the recorded winner": lambda case: case["outcome"].__setitem__("winner", "solver"),
+    "a state after a move": lambda case: case["events"][1]["after"].__setitem__("lo", 3),
+}
+
+
+@pytest.mark.parametrize("change", sorted(GAME_TAMPERING))
+def test_independent_checker_rejects_a_tampered_game(tmp_path, change):
+    """The checker replays the game itself: a forged move fails its signature, a changed
+    outcome or state disagrees with the replay."""
+    games = json.loads(Path(VECTORS).read_text())
+    GAME_TAMPERING[change](games["cases"][0])
+    tampered = tmp_path / "dispute_games.json"
+    tampered.write_text(json.dumps(games))
+    result = run_checker(str(PRIMITIVES), str(tampered))
+    assert result.returncode == 1 and "FAIL dispute games" in result.stdout, result.stdout
 
 
 def test_independent_checker_imports_only_stdlib_and_nacl():

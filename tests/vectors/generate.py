@@ -22,6 +22,14 @@ from nacl.signing import SigningKey
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from coordinator.log.format import (  # noqa: E402
+    GENESIS_PREV,
+    compute_entry_leaf_hash,
+    encode_entry,
+    encode_tree_head,
+    sign_entry,
+    sign_tree_head,
+)
 from protocol.dispute import SOLVER, VERIFIER, compute_initial_game  # noqa: E402
 from protocol.merkle import (  # noqa: E402
     compute_leaf_hash,
@@ -80,6 +88,9 @@ CASES = [
     ("wrong-verifier-loses-at-referee", 40, 10, 5, 2, None, "follow", (45, 2), "follow"),
     ("solver-no-show", 0, 8, 4, 2, (3, 0), "no-show", None, "follow"),
     ("one-step-segment-one-chunk", 7, 1, 1, 2, (8, 0), "follow", None, "follow"),
+    ("solver-equivocates", 0, 64, 8, 2, (10, 1), "equivocate", None, "follow"),
+    # the solver bound another root at step 32 in another game of the same job
+    ("equivocation-across-games", 0, 64, 8, 2, (10, 1), "follow", None, "follow", {32: "ab" * 32}),
 ]
 
 
@@ -89,7 +100,9 @@ def _trajectory(seed: bytes, chunks: int, divergence, tag: bytes, end: int) -> S
     return StandinTrajectory(seed, chunks, divergence, tag)
 
 
-def generate_case(name, start, length, chunks, arity, s_div, s_policy, v_div, v_policy) -> dict:
+def generate_case(  # noqa: PLR0913 -- one vector's whole set-up
+    name, start, length, chunks, arity, s_div, s_policy, v_div, v_policy, known_roots=None
+) -> dict:
     seed, end = name.encode()[:8].ljust(8, b"."), start + length
     truth = StandinTrajectory(seed, chunks)
     mine = _trajectory(seed, chunks, s_div, b"solver", end)
@@ -108,6 +121,7 @@ def generate_case(name, start, length, chunks, arity, s_div, s_policy, v_div, v_
         now=0,
         move_timeout=10,
         arity=arity,
+        known_roots=known_roots,
     )
     players = {
         SOLVER: Player(SOLVER, keys[0], mine, s_policy),
@@ -350,6 +364,46 @@ def _verification_commit_vectors() -> list[dict]:
     return out
 
 
+def _log_vectors(key: SigningKey) -> dict:
+    """Three chained log entries (canonical JSON bodies, leaf hashes, signatures) and the signed
+    head of the tree they make."""
+    rows = [
+        (
+            1700000000.0,
+            "account.deposit",
+            {"account": "ab" * 32},
+            [["mint", -500], ["ab" * 32, 500]],
+        ),
+        (1700000001.25, "job.submitted", {"job_id": "cd" * 32, "bounty": 1000}, []),
+        (1700000002.5, "job.awarded", {"job_id": "cd" * 32, "note": "é ✓"}, [["a", 3], ["b", -3]]),
+    ]
+    entries, prev, leaves = [], GENESIS_PREV, []
+    for index, (time_s, kind, data, postings) in enumerate(rows):
+        body = encode_entry(index, prev, time_s, kind, data, postings)
+        leaf = compute_entry_leaf_hash(body)
+        fields = {"time": time_s, "kind": kind, "data": data, "postings": postings}
+        entries.append(
+            {
+                **fields,
+                "index": index,
+                "prev": prev,
+                "body": body.decode(),
+                "leaf_hash": _h(leaf),
+                "signature": _h(sign_entry(key, body)),
+            }
+        )
+        prev, leaves = leaf.hex(), [*leaves, body]
+    root, timestamp_ms = merkle_root(leaves), 1700000003000
+    head = {
+        "size": len(leaves),
+        "timestamp_ms": timestamp_ms,
+        "root": _h(root),
+        "encoded": _h(encode_tree_head(len(leaves), timestamp_ms, root)),
+        "signature": _h(sign_tree_head(key, len(leaves), timestamp_ms, root)),
+    }
+    return {"entries": entries, "head": head}
+
+
 def generate_primitives() -> str:
     key = SigningKey(SIGNER_SEED)
     state = _state_vectors()
@@ -368,6 +422,7 @@ def generate_primitives() -> str:
         "job": job,
         "sampling": _sampling_vectors(bytes.fromhex(commitment["encoded"])),
         "verification_commits": _verification_commit_vectors(),
+        "log": _log_vectors(key),
     }
     return json.dumps(vectors, indent=1, sort_keys=True) + "\n"
 

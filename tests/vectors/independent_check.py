@@ -1,10 +1,11 @@
-"""Independent replay of tests/vectors/primitives.json, written from docs/wire.md alone.
+"""Independent replay of tests/vectors/primitives.json and dispute_games.json, written from
+docs/wire.md alone.
 
 It imports only the standard library and PyNaCl — never the project — so a mismatch means the
 spec, the vectors or the implementation disagree. One line per group; exit status 1 on any
 mismatch (or a malformed file), 0 when every vector replays.
 
-Run: python3 tests/vectors/independent_check.py [path/to/primitives.json]
+Run: python3 tests/vectors/independent_check.py [primitives.json [dispute_games.json]]
 """
 
 import hashlib
@@ -26,6 +27,11 @@ def sha256(*parts: bytes) -> bytes:
 
 def unhex(text: str) -> bytes:
     return bytes.fromhex(text)
+
+
+def canonical_json(value) -> bytes:
+    """Sorted keys, no whitespace, non-ASCII as \\uXXXX escapes, floats as shortest repr."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
 
 
 # --- signing -------------------------------------------------------------------------------------
@@ -353,6 +359,157 @@ def check_verification_commits(vectors, expect) -> None:
         expect(f"[{i}] commit", got, unhex(v["commit"]))
 
 
+def make_log_check(public_key: bytes):
+    def check(vectors, expect) -> None:
+        prev, bodies = "0" * 64, []
+        for v in vectors["entries"]:
+            fields = {k: v[k] for k in ("index", "prev", "time", "kind", "data", "postings")}
+            body = canonical_json(fields)
+            expect(f"[{v['index']}] body", body.decode(), v["body"])
+            expect(f"[{v['index']}] prev links the last leaf", v["prev"], prev)
+            expect(f"[{v['index']}] leaf hash", leaf_hash(body), unhex(v["leaf_hash"]))
+            signed = signature_ok(public_key, "log-entry", body, unhex(v["signature"]))
+            expect(f"[{v['index']}] signature", signed, True)
+            prev, bodies = leaf_hash(body).hex(), [*bodies, body]
+        head = vectors["head"]
+        root = mth([leaf_hash(b) for b in bodies])
+        expect("head root", root, unhex(head["root"]))
+        encoded = b"VTHEAD1" + struct.pack("<QQ", len(bodies), head["timestamp_ms"]) + root
+        expect("head bytes", encoded, unhex(head["encoded"]))
+        signed = signature_ok(public_key, "log-head", encoded, unhex(head["signature"]))
+        expect("head signature", signed, True)
+
+    return check
+
+
+# --- the dispute game ---------------------------------------------------------------------------
+
+GAME_FORMAT = "veritrain-dispute-vectors-v1"
+MOVES = {("steps", "solver"): "dissect", ("steps", "verifier"): "choose"}
+MOVES.update({("chunks", "solver"): "split", ("chunks", "verifier"): "pick"})
+LATE = {("steps", "solver"), ("steps", "verifier"), ("chunks", "solver"), ("chunks", "verifier")}
+LATE.add(("state", "solver"))
+# the fields of a game state that two implementations must agree on ("reason" is prose)
+NORMATIVE = [
+    "phase",
+    "turn",
+    "round",
+    "deadline",
+    "lo",
+    "hi",
+    "points",
+    "node",
+    "node_hashes",
+    "split",
+    "roots",
+    "verifier_roots",
+    "winner",
+    "moves",
+]
+
+
+def dissection_points(lo: int, hi: int, arity: int) -> list[int]:
+    return sorted({lo + (hi - lo) * i // arity for i in range(1, arity)} - {lo, hi})
+
+
+def child_ranges(start: int, end: int) -> tuple[list[int], list[int]]:
+    k = split(end - start)
+    return [start, start + k], [start + k, end]
+
+
+def over(g: dict, winner) -> None:
+    g.update(phase="over", turn=None, winner=winner)
+
+
+def advance(g: dict, now: int, **changes) -> None:
+    g.update(round=g["round"] + 1, deadline=now + g["move_timeout"], **changes)
+    if g["phase"] == "steps" and g["hi"] - g["lo"] == 1:  # one step: bisect its chunks
+        roots = (g["roots"][str(g["hi"])], g["verifier_roots"][str(g["hi"])])
+        g.update(phase="chunks", turn="solver", node=[0, g["num_chunks"]], node_hashes=list(roots))
+    if g["phase"] == "chunks" and g["node"][1] - g["node"][0] == 1:  # one chunk: the state is owed
+        g.update(phase="state", turn="solver")
+
+
+def children(payload: dict, parent: str) -> list[str]:
+    left, right = payload["left"], payload["right"]
+    assert node_hash(unhex(left), unhex(right)).hex() == parent, "children do not hash to claim"
+    return [left, right]
+
+
+def apply_move(g: dict, event: dict) -> None:
+    move, now = event["move"], event["now"]
+    party, kind, payload = move["party"], move["kind"], move["payload"]
+    assert g["phase"] != "over" and now < g["deadline"], "a move after the end or the deadline"
+    assert party == g["turn"] and MOVES.get((g["phase"], party)) == kind, "a move out of turn"
+    assert move["round"] == g["round"], "a move for another round"
+    body = {"game": g["game_id"], "party": party, "kind": kind, "round": move["round"]}
+    message = canonical_json({**body, "payload": payload})
+    key = unhex(g[f"{party}_key"])
+    assert signature_ok(key, "dispute-move", message, unhex(move["signature"])), "bad signature"
+    g["moves"] += 1
+    if kind == "dissect":
+        points = dissection_points(g["lo"], g["hi"], g["arity"])
+        posted = {str(p): r for p, r in zip(points, payload["roots"], strict=True)}
+        if any(g["roots"].get(p, r) != r for p, r in posted.items()):
+            return over(g, "verifier")  # equivocation: it contradicts a root it is bound to
+        advance(g, now, roots={**g["roots"], **posted}, points=points, turn="verifier")
+    elif kind == "choose":
+        bounds = [g["lo"], *g["points"], g["hi"]]
+        lo, hi = bounds[payload["index"]], bounds[payload["index"] + 1]
+        assert payload["root"] != g["roots"][str(hi)], "agreement is not a dispute"
+        mine = {**g["verifier_roots"], str(lo): g["roots"][str(lo)], str(hi): payload["root"]}
+        advance(g, now, lo=lo, hi=hi, points=[], turn="solver", verifier_roots=mine)
+    elif kind == "split":
+        advance(g, now, split=children(payload, g["node_hashes"][0]), turn="verifier")
+    else:  # pick: the verifier's own children; the first that differs from the solver's wins
+        mine = children(payload, g["node_hashes"][1])
+        side = 0 if mine[0] != g["split"][0] else 1
+        node = child_ranges(*g["node"])[side]
+        hashes = [g["split"][side], mine[side]]
+        advance(g, now, node=node, node_hashes=hashes, split=["", ""], turn="solver")
+
+
+def apply_event(g: dict, event: dict) -> None:
+    kind = event["event"]
+    if kind == "move":
+        apply_move(g, event)
+    elif kind == "deadline":
+        assert event["now"] >= g["deadline"], "a deadline event before the deadline"
+        if g["phase"] != "over" and (g["phase"], g["turn"]) in LATE:
+            over(g, "verifier" if g["turn"] == "solver" else "solver")
+    elif kind == "state_supplied":
+        assert g["phase"] == "state", "a state supplied outside the state phase"
+        g.update(phase="ruling", turn="referee", round=g["round"] + 1)
+        g["deadline"] = event["now"] + g["move_timeout"]
+    else:  # ruling: the referee's hash of the disputed chunk
+        assert g["phase"] == "ruling", "a ruling outside the ruling phase"
+        truth, (solver, verifier) = event["chunk_hash"], g["node_hashes"]
+        over(g, "solver" if truth == solver else "verifier" if truth == verifier else None)
+
+
+def check_games(cases, expect) -> None:
+    for case in cases:
+        g = json.loads(json.dumps(case["initial"]))
+        for number, event in enumerate(case["events"]):
+            apply_event(g, event)
+            for name in NORMATIVE:
+                expect(f"{case['name']} event {number} {name}", g[name], event["after"][name])
+        outcome = case["outcome"]
+        expect(f"{case['name']} winner", g["winner"], outcome["winner"])
+        expect(f"{case['name']} moves", g["moves"], outcome["moves"])
+
+
+def check_game_file(path: Path, checker: "Checker") -> None:
+    try:
+        games = json.loads(path.read_text())
+        assert games["format"] == GAME_FORMAT, f"format {games['format']!r}"
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as err:
+        print(f"FAIL reading {path}: {type(err).__name__}: {err}")
+        checker.failures += 1
+        return
+    checker.group("dispute games", check_games, games["cases"])
+
+
 def main(argv: list[str]) -> int:
     path = Path(argv[1]) if len(argv) > 1 else Path(__file__).with_name("primitives.json")
     try:
@@ -379,9 +536,12 @@ def main(argv: list[str]) -> int:
         ("job id", check_job, "job"),
         ("beacon, seed and draws", make_sampling_check(commitment_encoded), "sampling"),
         ("verification commits", check_verification_commits, "verification_commits"),
+        ("log entries and head", make_log_check(public_key), "log"),
     ]
     for name, fn, key in groups:
         checker.group(name, fn, vectors.get(key))
+    games = Path(argv[2]) if len(argv) > 2 else Path(__file__).with_name("dispute_games.json")
+    check_game_file(games, checker)
     print("all vectors replay" if not checker.failures else f"{checker.failures} group(s) failed")
     return 1 if checker.failures else 0
 
