@@ -81,10 +81,18 @@ def game_cases(
     max_chunks: int = 64,
     kinds: Sequence[str] = DIVERGENCE_KINDS,
     equivocation_across_games: bool = True,
+    own_divergences: bool = False,
+    segments_per_job: int = 20,
 ) -> GameCase:
     """A whole case: segment, state size, arity, both behaviours, where each dishonest trajectory
-    departs, and (sometimes, for a dishonest solver) roots it bound in another game of the job."""
+    departs, and (sometimes, for a dishonest solver) roots it bound in another game of the job.
+    With `own_divergences` the behaviours' own `divergence` decides where they go wrong, on a
+    drawn segment of a job of `segments_per_job` segments (cases where it is honest play no
+    game); otherwise the divergence is drawn from `kinds`."""
     start, length = draw(segments(max_length=max_length))
+    segment = draw(st.integers(0, segments_per_job - 1))
+    if own_divergences:  # a job's segments lie end to end from step 0, as behaviours expect
+        start = segment * length
     chunks = draw(chunk_counts(max_chunks))
     solver = draw(behaviours(SOLVER, solvers))
     verifier = draw(behaviours(VERIFIER, verifiers))
@@ -93,6 +101,7 @@ def game_cases(
     if equivocation_across_games and not solver.honest and draw(st.integers(0, 9)) == 0:
         points = compute_dissection_points(start, start + length, arity)
         bound = tuple((p, draw(st.binary(min_size=32, max_size=32))) for p in points)
+    drawn = None if own_divergences else divergences(start, length, chunks, kinds)
     return GameCase(
         start=start,
         length=length,
@@ -101,9 +110,10 @@ def game_cases(
         solver=solver,
         verifier=verifier,
         seed=draw(st.binary(min_size=8, max_size=8)),
-        solver_divergence=draw(divergences(start, length, chunks, kinds)),
-        verifier_divergence=draw(divergences(start, length, chunks, kinds)),
+        solver_divergence=drawn and draw(drawn),
+        verifier_divergence=drawn and draw(drawn),
         bound_roots=bound,
+        segment=segment,
     )
 
 
