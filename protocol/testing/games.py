@@ -8,7 +8,7 @@ of the same job. `play_case` builds both parties' trajectories, plays the game w
 """
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -65,7 +65,17 @@ class GameResult:
     events: tuple[tuple[dict[str, Any], Game], ...]  # (event, game after it), in order
     solver_trajectory: StandinTrajectory
     verifier_trajectory: StandinTrajectory
-    truth: StandinTrajectory = field(repr=False)
+    truth: StandinTrajectory
+
+    def __repr__(self) -> str:  # a failing example prints the case and its end, not every event
+        game = self.final
+        return (
+            f"GameResult({self.case.describe()}; {game.winner} won: '{game.reason}', "
+            f"steps ({game.lo}, {game.hi}], chunk node {game.node}, {game.moves} moves)"
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis prints this
+        printer.text(repr(self))
 
 
 def load_behaviour(name: str, role: str) -> Any:

@@ -110,8 +110,8 @@ def game_cases(
         solver=solver,
         verifier=verifier,
         seed=draw(st.binary(min_size=8, max_size=8)),
-        solver_divergence=drawn and draw(drawn),
-        verifier_divergence=drawn and draw(drawn),
+        solver_divergence=None if drawn is None else draw(drawn),
+        verifier_divergence=None if drawn is None else draw(drawn),
         bound_roots=bound,
         segment=segment,
     )

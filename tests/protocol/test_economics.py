@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from protocol.behaviours import BUILTIN
 from protocol.economics import (
     Market,
     compute_detection_probability,
@@ -16,6 +17,7 @@ from protocol.economics import (
     compute_summary,
     simulate_market,
 )
+from protocol.testing import assert_no_profitable_deviation
 
 
 def test_closed_forms():
@@ -60,3 +62,16 @@ def test_simulate_cli_prints_the_summary_as_json():
     assert {"name", "role", "honest", "expected_profit", "catch_rate"} <= set(
         summary["strategies"][0]
     )
+
+
+@pytest.mark.parametrize(
+    "behaviour", [b for b in BUILTIN.values() if not b.honest], ids=lambda b: f"{b.role}-{b.name}"
+)
+def test_no_built_in_deviation_earns_more_than_honest_play(behaviour):
+    """The same verdict through the kit's invariant, one behaviour at a time."""
+    assert_no_profitable_deviation(behaviour, Market(), trials=50)
+
+
+def test_the_profit_invariant_fails_where_the_market_is_broken():
+    with pytest.raises(AssertionError, match="earns"):
+        assert_no_profitable_deviation(BUILTIN[("solver", "skip-steps")], Market(sampled=0), 10)
