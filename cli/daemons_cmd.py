@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from cli.status_cmd import add_status_parser
+from protocol.errors import InvalidInput
 from sdk.client import CoordinatorClient
 from sdk.keys import load_or_create_key_file
 from sdk.logs import ContextFilter, add_log_format_argument, setup_logging
@@ -21,6 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--max-jobs", type=int, default=1, help="jobs in progress at once")
     run.add_argument("--heartbeat", type=float, default=5.0, help="seconds between heartbeats")
     run.add_argument("--only-job", action="append", help="bid only on this job id (repeatable)")
+    run.add_argument(
+        "--world-size",
+        type=int,
+        default=1,
+        help="data-parallel ranks to train on, spawned on this host (each job runs on the most "
+        "its profile.batch_blocks allows, up to this; docs/parallel.md)",
+    )
     run.set_defaults(func=cmd_solver_run)
     add_status_parser(solver, "solver")
     verifier = subparsers.add_parser("verifier", help="the verifier daemon").add_subparsers(
@@ -82,9 +90,16 @@ def cmd_solver_run(args: argparse.Namespace) -> int:
         poll_s=args.poll,
         heartbeat_s=args.heartbeat,
         only_jobs=args.only_job,
+        world_size=_positive(args.world_size, "world_size"),
     )
     SolverDaemon(_client(args), Path(args.store), config).serve_metrics(args.metrics_port).run()
     return 0
+
+
+def _positive(value: int, field: str) -> int:
+    if value < 1:
+        raise InvalidInput("must be at least 1", field)
+    return value
 
 
 def cmd_verifier_run(args: argparse.Namespace) -> int:

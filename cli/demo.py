@@ -67,6 +67,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--timeout", type=float, default=240, help="give up after this many seconds"
     )
+    parser.add_argument(
+        "--database-url",
+        help="the coordinator's database, e.g. an empty PostgreSQL database or schema "
+        "(default: SQLite in the temporary directory)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="coordinator replica processes (more than 1 needs --database-url on PostgreSQL)",
+    )
     parser.set_defaults(func=cmd_demo)
 
 
@@ -123,7 +134,9 @@ class Demo:
         self.keys: dict[str, SigningKey] = {}
         self.metrics_ports: dict[str, int] = {}  # daemon name → its --metrics-port
 
-    def start_coordinator(self, deadline: float) -> CoordinatorClient:
+    def start_coordinator(
+        self, deadline: float, database_url: str | None = None, workers: int = 1
+    ) -> CoordinatorClient:
         coordinator = _spawn(
             [
                 "coordinator",
@@ -132,14 +145,17 @@ class Demo:
                 "--port",
                 self.url.rsplit(":", 1)[1],
                 "--database-url",
-                f"sqlite:///{self.workdir / 'coordinator.db'}",
+                database_url or f"sqlite:///{self.workdir / 'coordinator.db'}",
+                "--workers",
+                str(workers),
                 "--key-file",
                 str(self.workdir / "coordinator.key"),
                 "--log-level",
                 "warning",
             ],
             self.workdir / "coordinator.log",
-            COORDINATOR_ENV,
+            # blobs stay in the temporary directory whatever the database
+            {**COORDINATOR_ENV, "VERITRAIN_BLOB_DIR": str(self.workdir / "blobs")},
         )
         self.processes.append(coordinator)
         _wait_for(self.url, coordinator, deadline)
@@ -349,6 +365,12 @@ def _challenge_to_ruling(log: list[dict], job_id: str) -> float | None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.workers > 1 and not (args.database_url or "").startswith("postgresql"):
+        print(
+            "veritrain demo: --workers > 1 needs --database-url postgresql+psycopg://...",
+            file=sys.stderr,
+        )
+        return 2
     started = time.time()
     deadline = started + args.timeout
     report_dir = Path(args.report or "veritrain-demo")
@@ -356,7 +378,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="veritrain-demo-") as tmp:
         demo = Demo(Path(tmp), processes)
         try:
-            submitter = demo.start_coordinator(deadline)
+            submitter = demo.start_coordinator(deadline, args.database_url, args.workers)
             demo.start_verifiers()
             jobs = demo.start_solvers()
             demo.wait_ready(submitter, deadline)

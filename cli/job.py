@@ -2,12 +2,15 @@
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from cli.common import print_json, read_json_file, step_progress
 from protocol.assurance import ASSURANCE_LEVELS, describe_sampling
+from protocol.errors import InvalidInput
+from protocol.parallel import check_world_size
 from protocol.presets import example_job_spec_json
 from protocol.spec import CPU_CAPABILITIES, MODELS, PROFILE_KINDS, compute_job_id, parse_job_spec
 from protocol.training import build_program
@@ -33,9 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run-local", help="train a spec locally, writing checkpoints to --out"
     )
     run.add_argument("spec", help="job spec JSON file")
-    run.add_argument("--out", required=True, help="run directory (resumed if it exists)")
+    run.add_argument(
+        "--out",
+        required=True,
+        help="run directory (resumed if it exists; in a multi-host run only rank 0 writes it)",
+    )
     run.add_argument("--dataset", help="safetensors dataset file for 'safetensors' datasets")
     _add_runtime_options(run)
+    _add_parallel_options(run)
     run.set_defaults(func=cmd_run_local)
 
     replay = commands.add_parser("replay", help="replay checkpoint I → I+1 and compare roots")
@@ -97,6 +105,76 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        help="data-parallel ranks (default 1; a power of two dividing profile.batch_blocks); "
+        "without --rendezvous they are spawned on this host",
+    )
+    parser.add_argument(
+        "--rendezvous",
+        help="torch.distributed init method shared by every host, e.g. tcp://host:port; this "
+        "process is rank --rank (default: MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE when set)",
+    )
+    parser.add_argument("--rank", type=int, help="this process's rank in --rendezvous")
+    parser.add_argument(
+        "--rank-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a rank waits on its peers before the step fails",
+    )
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """How run-local trains: world size, and for a multi-host run this process's rank."""
+
+    world_size: int = 1
+    rank: int | None = None  # None: every rank on this host
+    init_method: str | None = None
+
+    def to_request(self, timeout_s: float) -> dict:
+        request = {"world_size": self.world_size, "timeout_s": timeout_s}
+        if self.rank is not None:
+            request.update(rank=self.rank, init_method=self.init_method)
+        return request
+
+
+def get_parallel_plan(args: argparse.Namespace, environ: dict[str, str]) -> ParallelPlan:
+    """From the flags, or from torchrun's variables when no --rendezvous is given; raises
+    InvalidInput (one line, exit 2) for an incomplete or contradictory rendezvous."""
+    if not args.rank_timeout > 0:
+        raise InvalidInput("must be a positive number of seconds", "rank_timeout")
+    torchrun = all(k in environ for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"))
+    if args.rendezvous is None and args.rank is None and torchrun:
+        world, rank = _env_int(environ, "WORLD_SIZE"), _env_int(environ, "RANK")
+        if args.world_size not in (None, world):
+            raise InvalidInput(
+                f"WORLD_SIZE is {world} but --world-size is {args.world_size}", "world_size"
+            )
+        return _checked_plan(world, rank, "env://")
+    if (args.rendezvous is None) != (args.rank is None):
+        raise InvalidInput("--rendezvous and --rank go together (one process per rank)", "rank")
+    world = 1 if args.world_size is None else args.world_size
+    return _checked_plan(world, args.rank, args.rendezvous)
+
+
+def _checked_plan(world: int, rank: int | None, init_method: str | None) -> ParallelPlan:
+    if world < 1:
+        raise InvalidInput("must be at least 1", "world_size")
+    if rank is not None and not 0 <= rank < world:
+        raise InvalidInput(f"must be between 0 and {world - 1}", "rank")
+    return ParallelPlan(world, rank, init_method)
+
+
+def _env_int(environ: dict[str, str], name: str) -> int:
+    try:
+        return int(environ[name])
+    except ValueError as err:
+        raise InvalidInput(f"{name}={environ[name]!r} is not an integer", "world_size") from err
+
+
 def cmd_example(args: argparse.Namespace) -> int:
     spec = example_job_spec_json(args.model, args.steps, args.profile)
     parse_job_spec(spec)  # an example must always be valid
@@ -111,11 +189,14 @@ def cmd_run_local(args: argparse.Namespace) -> int:
     build_program(
         spec, Path(dataset_path).read_bytes() if dataset_path else None
     )  # clear errors here
+    plan = get_parallel_plan(args, dict(os.environ))
+    check_world_size(spec, plan.world_size)
     request = {
         "command": "train",
         "spec": spec_json,
         "dir": str(Path(args.out).resolve()),
         "dataset_path": dataset_path,
+        **plan.to_request(args.rank_timeout),
     }
     with step_progress(
         f"training {compute_job_id(spec).hex()[:12]}", not args.no_progress
@@ -163,7 +244,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec_json = read_json_file(args.spec, "spec")
     parse_job_spec(spec_json)
     if args.dataset:
-        client.upload_dataset(Path(args.dataset).read_bytes())
+        client.upload_dataset_file(Path(args.dataset))  # streamed from disk, resumable
     event = client.submit_job(
         spec_json,
         args.bounty,
@@ -291,9 +372,13 @@ def cmd_download(args: argparse.Namespace) -> int:
     if job.state is not JobState.SETTLED:
         raise CheckpointCorrupt(f"job is {job.state}: only a settled job's model is verified")
     last = job.num_checkpoints - 1
-    state = decode_state(
-        client.download_checkpoint(args.job_id, last)
-    )  # safetensors: never unpickles
+    # streamed to disk and resumable (a rerun continues an interrupted download), then decoded:
+    # the roots below need the tensors; safetensors never unpickles
+    staged = client.download_checkpoint_to(args.job_id, last, Path(args.out + ".checkpoint"))
+    try:
+        state = decode_state(staged.read_bytes())
+    finally:
+        staged.unlink(missing_ok=True)
     info = client.get_checkpoint_info(args.job_id, last)
     if compute_state_root(state).hex() != info.state_root:
         raise CheckpointCorrupt("the downloaded checkpoint does not match its recorded state root")

@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coordinator import system
 from coordinator.accounts import endpoints as accounts
+from coordinator.blobstore.legacy import export_legacy_blobs
 from coordinator.clock import Clock
 from coordinator.dashboard import endpoints as dashboard
 from coordinator.datasets import endpoints as datasets
@@ -22,9 +23,10 @@ from coordinator.log.repository import get_log_state
 from coordinator.metrics import CoordinatorMetrics, MetricsMiddleware
 from coordinator.problems import Problem, install_problem_handlers
 from coordinator.requestlog import RequestLogMiddleware
-from coordinator.runtime import Runtime
+from coordinator.runtime import Runtime, make_clock
 from coordinator.settings import Settings
 from coordinator.sweeper import SweeperThread
+from coordinator.uploads import endpoints as uploads
 from coordinator.verification import endpoints as verification
 
 log = logging.getLogger("veritrain.coordinator")
@@ -34,14 +36,16 @@ def _load_clock(db: Database, dev: bool) -> Clock:
     # Only a dev server honours a stored offset: production deadlines are wall-clock time.
     with db.read() as session:
         offset = get_log_state(session).clock_offset if dev else 0.0
-    return Clock(offset)
+    return make_clock(db, dev, offset)  # replicas on PostgreSQL share the stored offset
 
 
 def create_runtime(settings: Settings) -> Runtime:
     key = settings.load_signing_key()
     db = Database(settings.database_url)
     upgrade_database(db.engine)
-    return Runtime(settings=settings, db=db, key=key, clock=_load_clock(db, settings.dev))
+    rt = Runtime(settings=settings, db=db, key=key, clock=_load_clock(db, settings.dev))
+    export_legacy_blobs(db, rt.blobs)  # rows from before revision 0007 (docs/coordinator.md)
+    return rt
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,8 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if sweeper:
             sweeper.stop()
-        rt.referee_workers.close()
-        rt.db.dispose()
+        rt.close()
 
     app = FastAPI(title="veritrain coordinator", version="1", lifespan=lifespan)
     app.state.runtime = rt
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verification.router,
         disputes.router,
         datasets.router,
+        uploads.router,  # resumable uploads of checkpoints and datasets
         dashboard.router,  # the read-only web dashboard: /, /jobs/…, /disputes/…, /log
     ):
         app.include_router(router)

@@ -36,6 +36,7 @@ from protocol.wire import (
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
     compute_request_message,
+    compute_request_message_for_digest,
 )
 
 NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
@@ -115,6 +116,47 @@ async def get_signed_request(
 
 
 Signed = Annotated[SignedRequest, Depends(get_signed_request)]
+
+
+def check_signed_headers(request: Request) -> None:
+    """Before a streamed body is read: the signing headers are present, well-formed and fresh
+    (the signature itself can only be checked once the body has been hashed)."""
+    headers = request.headers
+    _parse_headers(
+        headers.get(HEADER_KEY),
+        headers.get(HEADER_TIMESTAMP),
+        headers.get(HEADER_NONCE),
+        headers.get(HEADER_SIGNATURE),
+    )
+    skew = get_runtime(request).settings.request_max_skew_s
+    if abs(time.time() - int(headers[HEADER_TIMESTAMP])) > skew:
+        raise Unauthenticated(
+            f"timestamp is more than {skew}s from the server's clock", HEADER_TIMESTAMP
+        )
+
+
+def get_streamed_signed_request(request: Request, body_sha256: str) -> SignedRequest:
+    """The same checks as `get_signed_request` for a body that was streamed (to disk) and hashed
+    on the way, rather than read into memory: the signature covers hex SHA-256 of the body."""
+    headers = request.headers
+    key, nonce = headers.get(HEADER_KEY), headers.get(HEADER_NONCE)
+    idempotency_key = headers.get(HEADER_IDEMPOTENCY)
+    public_key, ts, sig = _parse_headers(
+        key, headers.get(HEADER_TIMESTAMP), nonce, headers.get(HEADER_SIGNATURE)
+    )
+    if idempotency_key is not None and not IDEMPOTENCY_RE.match(idempotency_key):
+        raise Unauthenticated("must be 1-128 printable ASCII characters", HEADER_IDEMPOTENCY)
+    target = _target(request)
+    message = compute_request_message_for_digest(
+        request.method, target, body_sha256, ts, nonce, idempotency_key or ""
+    )
+    if not is_valid_signature(public_key, DOMAIN_REQUEST, message, sig):
+        raise Unauthenticated("signature does not match the request", HEADER_SIGNATURE)
+    get_runtime(request).rate_limiter.take(key, time.monotonic())
+    request_hash = hashlib.sha256(
+        b"\n".join([request.method.encode(), target.encode(), bytes.fromhex(body_sha256)])
+    ).hexdigest()
+    return SignedRequest(key, nonce, ts, idempotency_key, request_hash)
 
 
 # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING through SQLAlchemy.

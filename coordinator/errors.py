@@ -29,6 +29,16 @@ class PayloadTooLarge(InvalidInput):
     code = "payload_too_large"
 
 
+class RangeNotSatisfiable(InvalidInput):
+    """A download's Range header is malformed or selects nothing of the blob's `size` bytes."""
+
+    code = "range_not_satisfiable"
+
+    def __init__(self, message: str, size: int):
+        self.size = size
+        super().__init__(message, "Range")
+
+
 class NotFound(VeritrainError):
     code = "not_found"
 

@@ -2,6 +2,9 @@
 
 Pure ASGI: the body is read here up to the limit (Content-Length is checked first, chunked
 bodies are counted), then replayed to the app; anything larger gets a 413 problem response.
+Streamed uploads (checkpoints, dataset files, upload-session parts) are not buffered here: only
+their declared Content-Length is checked, and their routes count the bytes as they stream to
+disk (coordinator.uploads.staging), so no body is ever held whole in memory.
 """
 
 import json
@@ -9,10 +12,11 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# binary uploads (checkpoints, dataset files, dispute states) get the large limit; everything else is JSON
-BINARY_PATH = re.compile(
-    r"^/v1/(jobs/[^/]+/checkpoints/[^/]+|datasets/[^/]+|disputes/[^/]+/state)$"
-)
+# streamed to disk by their routes, which enforce the limit as they count
+STREAMED_PATH = re.compile(r"^/v1/(jobs/[^/]+/checkpoints/[^/]+|datasets/[^/]+|uploads/[^/]+)$")
+# a dispute's state is buffered (the referee steps it in memory anyway): one state's worth
+BUFFERED_BINARY_PATH = re.compile(r"^/v1/disputes/[^/]+/state$")
+MAX_BUFFERED_BINARY = 64 * 1024 * 1024
 
 
 class BodyLimitMiddleware:
@@ -22,18 +26,24 @@ class BodyLimitMiddleware:
         self.max_checkpoint = max_checkpoint
 
     def _limit(self, scope: Scope) -> int:
-        if scope["method"] == "PUT" and BINARY_PATH.match(scope["path"]):
-            return self.max_checkpoint
+        if scope["method"] == "PUT" and BUFFERED_BINARY_PATH.match(scope["path"]):
+            return min(self.max_checkpoint, MAX_BUFFERED_BINARY)
         return self.max_json
+
+    def _is_streamed(self, scope: Scope) -> bool:
+        return scope["method"] == "PUT" and bool(STREAMED_PATH.match(scope["path"]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self._limit(scope)
+        limit = self.max_checkpoint if self._is_streamed(scope) else self._limit(scope)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _reject(send, limit)
+            return
+        if self._is_streamed(scope):
+            await self.app(scope, receive, send)
             return
         chunks, total, more = [], 0, True
         while more:

@@ -178,7 +178,8 @@ BLOB_STATE = "state"  # a dispute party's supplied game state
 
 
 class Blob(Base):
-    """Content-addressed bytes (key: namespace and SHA-256 of the bytes)."""
+    """A content-addressed blob (key: namespace and SHA-256 of the bytes). The bytes live in the
+    blob store (coordinator.blobstore); the row is what the ledger knows: address, size, owner."""
 
     __tablename__ = "blobs"
     __table_args__ = (
@@ -189,9 +190,36 @@ class Blob(Base):
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)
     sha256: Mapped[str] = mapped_column(HEX64, primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
     # the key whose upload stored it first (what its quota counts); NULL before quotas existed
     uploader: Mapped[str | None] = mapped_column(HEX64, nullable=True)
+    # when the row was written (GC's grace period); 0 for rows from before revision 0007
+    created_at: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    # bytes of a row written before revision 0007, until the coordinator's start-up moves them
+    # into the blob store (coordinator.blobstore.legacy); NULL afterwards
+    legacy_data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class UploadSession(Base):
+    """A resumable upload (coordinator/uploads): `received` bytes of the declared `size` are
+    staged on disk; the commit checks they hash to `sha256` and stores them under `kind`.
+    `target` is canonical JSON of what the blob is for (a checkpoint's job, index, step and
+    proof; {} for a dataset)."""
+
+    __tablename__ = "upload_sessions"
+    __table_args__ = (
+        Index("ix_upload_sessions_owner_sha256", "owner", "kind", "sha256"),
+        Index("ix_upload_sessions_updated_at", "updated_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(HEX64)
+    kind: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(HEX64)
+    size: Mapped[int] = mapped_column(BigInteger)
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    target: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
 class Checkpoint(Base):

@@ -29,6 +29,7 @@ STATUS_BY_ERROR: list[tuple[type[VeritrainError], int]] = [
     (errors.NonceReused, 409),
     (errors.IdempotencyKeyReused, 422),
     (errors.PayloadTooLarge, 413),
+    (errors.RangeNotSatisfiable, 416),
     (InvalidInput, 422),
     (errors.NotFound, 404),
     (errors.Forbidden, 403),
@@ -90,6 +91,8 @@ def _from_veritrain(request: Request, error: VeritrainError) -> JSONResponse:
 def _error_headers(error: VeritrainError, status: int) -> dict[str, str] | None:
     if isinstance(error, errors.RateLimited):
         return {"Retry-After": str(error.retry_after_s)}
+    if isinstance(error, errors.RangeNotSatisfiable):
+        return {"Content-Range": f"bytes */{error.size}"}  # RFC 9110 §15.5.17
     if status == 503:
         return {"Retry-After": "1"}
     return CLOSE if status >= 500 else None
@@ -148,6 +151,12 @@ def _problem_doc(description: str) -> dict:
 
 
 READ_PROBLEMS = {404: _problem_doc("not found"), 422: _problem_doc("invalid input")}
+# a download: 409 blob_corrupt (stored bytes fail their hash), 416 for a bad Range header
+DOWNLOAD_PROBLEMS = {
+    **READ_PROBLEMS,
+    409: _problem_doc("the stored bytes fail their SHA-256 check: refused"),
+    416: _problem_doc("malformed or unsatisfiable Range header"),
+}
 WRITE_PROBLEMS = {
     **READ_PROBLEMS,
     401: _problem_doc("missing, stale or invalid request signature"),

@@ -7,6 +7,7 @@ copy-pasted example config can never sign a public log.
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from nacl.signing import SigningKey
 from pydantic import Field, SecretStr
@@ -20,7 +21,12 @@ PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "placeholder", "secret", "xx
 
 # Limits a client can rely on (also served by GET /v1/info).
 MAX_JSON_BODY = 256 * 1024
-MAX_CHECKPOINT_BODY = 64 * 1024 * 1024
+# The largest checkpoint, dataset or dispute state: bodies stream to disk, so this bounds storage,
+# not memory (docs/coordinator.md, "Blob store").
+MAX_CHECKPOINT_BODY = 16 * 1024**3
+BLOB_GC_GRACE_S = 24 * 3600
+MAX_SINGLE_PUT_BODY = 256 * 1024 * 1024
+UPLOAD_SESSION_TTL_S = 24 * 3600
 # Anti-abuse floors: a verifier slot must cost something to hold (free registrations let one
 # party flood the draw), and a job must pay something (zero-bounty jobs are free spam).
 MIN_VERIFIER_BOND = 100
@@ -78,6 +84,40 @@ class Settings(BaseSettings):
     # Signed requests per key: sustained rate (0 turns the limit off) and burst.
     rate_limit_per_s: float = Field(default=RATE_LIMIT_PER_S, ge=0)
     rate_limit_burst: int = Field(default=RATE_LIMIT_BURST, ge=1)
+    # Blob store (docs/coordinator.md, "Blob store"): where checkpoint, dataset and dispute-state
+    # bytes live. filesystem: under blob_dir (default: "<database file>.blobs" beside a SQLite
+    # database, else ./veritrain-blobs). s3: bucket s3_bucket, keys under s3_prefix, credentials
+    # from boto3's standard chain (AWS_ACCESS_KEY_ID, AWS_PROFILE, instance roles, ...).
+    blob_store: Literal["filesystem", "s3"] = "filesystem"
+    blob_dir: Path | None = None
+    # staged uploads and upload sessions; default <blob_dir>/.uploads (s3: ./veritrain-uploads)
+    upload_dir: Path | None = None
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # An upload session untouched this long is abandoned; an unreferenced blob this young is kept.
+    upload_session_ttl_s: int = Field(default=UPLOAD_SESSION_TTL_S, ge=1)
+    blob_gc_grace_s: int = Field(default=BLOB_GC_GRACE_S, ge=0)
+    # A single-request PUT of a checkpoint or dataset is signed over its whole body, so it can
+    # only be authenticated once received: it is capped lower; larger blobs use /v1/uploads.
+    max_single_put_body: int = Field(default=MAX_SINGLE_PUT_BODY, ge=1024)
+
+    def get_blob_dir(self) -> Path:
+        if self.blob_dir is not None:
+            return self.blob_dir
+        prefix = "sqlite:///"
+        database = self.database_url.removeprefix(prefix)
+        if self.database_url.startswith(prefix) and database and ":memory:" not in database:
+            return Path(database + ".blobs")
+        return Path("veritrain-blobs")
+
+    def get_upload_dir(self) -> Path:
+        if self.upload_dir is not None:
+            return self.upload_dir
+        if self.blob_store == "filesystem":
+            return self.get_blob_dir() / ".uploads"  # same filesystem: a commit is a rename
+        return Path("veritrain-uploads")
 
     def load_signing_key(self) -> SigningKey:
         """The coordinator's log key; refuses placeholders and key files others may access."""

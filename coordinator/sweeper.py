@@ -3,6 +3,9 @@
 Each overdue item is handled in its own transaction that re-checks the deadline under the job's
 row lock, so concurrent sweeps (the background thread, POST /v1/sweep, a second server) never
 resolve one item twice. All state is in SQL: a restarted server simply sweeps again.
+With several replicas, one background sweeper leads at a time (`db.Leadership`, an advisory lock
+on PostgreSQL): the others stand by and take over within a sweep interval when it dies. Leading
+saves duplicated work and referee runs; correctness never depends on it (row locks above).
 The ruling phase is swept like every other: a referee failure is counted, retried on the next
 sweep up to `referee_attempts` times, and a missed ruling deadline ends the dispute
 (`protocol.dispute.RULING_FAILURE`), so no dispute stays open forever.
@@ -82,7 +85,8 @@ def process_sweep(rt: Runtime, rule_disputes: bool = False) -> int:
     done += _each(rt, verifying, process_overdue_verifying)
     for dispute_id in disputes:
         try:
-            view = process_rule_dispute(rt, dispute_id)
+            # another replica ruling on it already: skip, never run the referee twice at once
+            view = process_rule_dispute(rt, dispute_id, wait=False)
             done += 1
         except VeritrainError:
             log.exception(
@@ -118,11 +122,26 @@ class SweeperThread(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
-        while not self.stopped.wait(self.rt.settings.sweep_interval_s):
-            try:
-                process_sweep(self.rt, rule_disputes=True)
-            except Exception:  # keep sweeping: one bad item must not stop every deadline
-                log.exception("sweep failed", extra={"event": "sweep.failed"})
+        leadership = self.rt.db.leadership("sweeper")
+        leading = False
+        try:
+            while not self.stopped.wait(self.rt.settings.sweep_interval_s):
+                leading = self._note_leadership(leading, leadership.is_leader())
+                if not leading:
+                    continue
+                try:
+                    process_sweep(self.rt, rule_disputes=True)
+                except Exception:  # keep sweeping: one bad item must not stop every deadline
+                    log.exception("sweep failed", extra={"event": "sweep.failed"})
+        finally:
+            leadership.release()
+
+    @staticmethod
+    def _note_leadership(was_leading: bool, leading: bool) -> bool:
+        if leading != was_leading:
+            what = "leads" if leading else "no longer leads"
+            log.info("this replica %s the sweep", what, extra={"event": "sweep.leadership"})
+        return leading
 
     def stop(self) -> None:
         self.stopped.set()

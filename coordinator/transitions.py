@@ -104,9 +104,9 @@ def process_checkpoint_upload(
 ) -> CheckpointView:
     _job, existing = checkpoints.lock_upload_target(session, who, job_id, index, ckpt, proof)
     if existing is not None:
-        return checkpoints.get_checkpoint_view(existing, len(ckpt.data))
+        return checkpoints.get_checkpoint_view(existing, ckpt.size)
     assignments = verification.check_segment_committed(session, job_id, index)
-    row = checkpoints.process_store_checkpoint(session, job_id, index, ckpt)
+    row = checkpoints.process_store_checkpoint(session, job_id, index, ckpt, rt.clock.now())
     verification.process_checkpoint_published(rt, assignments, index)
     process_movement(
         session,
@@ -121,7 +121,7 @@ def process_checkpoint_upload(
         },
         [],
     )
-    return checkpoints.get_checkpoint_view(row, len(ckpt.data))
+    return checkpoints.get_checkpoint_view(row, ckpt.size)
 
 
 # --- a verifier reveals; a disagreement opens a dispute ---------------------------------------------
@@ -157,14 +157,23 @@ def process_dispute_deadline(session: Session, rt: Runtime, dispute_id: int) -> 
     return over is not None
 
 
-def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
+def process_rule_dispute(rt: Runtime, dispute_id: int, wait: bool = True) -> DisputeView:
     """Compute outside any transaction (one training step in a worker), then rule inside one.
     Idempotent: asking again returns the ruling made; before the ruling phase it changes nothing.
     A referee that fails is counted, never a 500: a state it cannot step is the solver's fault,
     anything else the referee's own; after `referee_attempts` failures the game ends by
-    `protocol.dispute.RULING_FAILURE`."""
+    `protocol.dispute.RULING_FAILURE`. One replica at a time holds the ruling's claim; a caller
+    that finds it held waits for that ruling (`wait`) or returns the dispute as it stands."""
+    with disputes.claim_ruling(rt, dispute_id, wait) as claimed:
+        if claimed:
+            _rule_if_owed(rt, dispute_id)
     with rt.db.read() as session:
-        task = disputes.get_referee_task(session, dispute_id)
+        return disputes.get_dispute_view(disputes_repository.get_dispute(session, dispute_id))
+
+
+def _rule_if_owed(rt: Runtime, dispute_id: int) -> None:
+    with rt.db.read() as session:
+        task = disputes.get_referee_task(rt, session, dispute_id)
     if task is not None:
         started = start_timer()
         try:
@@ -177,8 +186,6 @@ def process_rule_dispute(rt: Runtime, dispute_id: int) -> DisputeView:
         else:
             rt.db.write(lambda s: _process_ruling(s, rt, dispute_id, chunk_hash))
         observe_ruling(rt, started)
-    with rt.db.read() as session:
-        return disputes.get_dispute_view(disputes_repository.get_dispute(session, dispute_id))
 
 
 def _process_referee_failure(
@@ -286,7 +293,7 @@ def process_invalid_spec_claim(
     itself, so only a true claim ends the job."""
     job = jobs_repository.lock_job(session, job_id)
     jobs.require_solver(job, solver, JobState.AWARDED)
-    fault = jobs.get_spec_fault(session, job)
+    fault = jobs.get_spec_fault(rt, session, job)
     if fault is None:
         raise InvalidState("this job's spec builds and runs here: train it or miss its deadline")
     return process_spec_fault(session, rt, job, fault)
@@ -324,7 +331,7 @@ def process_overdue_awarded(session: Session, rt: Runtime, job_id: str) -> bool:
     job = jobs_repository.lock_job(session, job_id)
     if job.state != JobState.AWARDED or not _is_due(job.deadline, rt):
         return False
-    fault = jobs.get_spec_fault(session, job)
+    fault = jobs.get_spec_fault(rt, session, job)
     if fault is not None:  # it could not be run: the late solver is not to blame
         process_spec_fault(session, rt, job, fault)
         return True
@@ -346,7 +353,7 @@ def process_overdue_assignment(session: Session, rt: Runtime, assignment_id: int
         return False
     if job.state != JobState.VERIFYING:
         assignment.state = AssignmentState.CANCELLED
-    elif (fault := jobs.get_spec_fault(session, job)) is not None:
+    elif (fault := jobs.get_spec_fault(rt, session, job)) is not None:
         process_spec_fault(session, rt, job, fault)  # a verifier cannot replay it either
     elif assignment.state in SOLVER_OWES:
         process_solver_failure(session, rt, job, f"solver_missed_move_{assignment.state}")

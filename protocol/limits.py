@@ -19,8 +19,9 @@ MAX_REGRESSION_WORK = 2**26
 # The defaults `protocol.data` applies when a synthetic config omits a key are no larger than these.
 DEFAULT_EXAMPLES_BOUND = 1024
 DEFAULT_INPUT_VALUES_BOUND = 32
-# A training state (parameters and optimizer slots) must fit a checkpoint upload
-# (coordinator.settings.MAX_CHECKPOINT_BODY, 64 MiB) with room for the safetensors header.
+# A training state (parameters and optimizer slots): what a solver, a verifier and the referee
+# each hold in memory to step it. Uploads no longer bound it (they stream to the blob store, up
+# to coordinator.settings.MAX_CHECKPOINT_BODY, 16 GiB); raising it is a rule change of its own.
 MAX_STATE_BYTES = 48 * 2**20
 DTYPE_BYTES = {"float32": 4, "float64": 8}
 SYNTHETIC_KINDS = ("synthetic-classification", "synthetic-regression")

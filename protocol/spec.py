@@ -33,6 +33,10 @@ DTYPES = ("float32", "float64")
 # The repro profile's arithmetic contract (protocol/repro/reference.py); part of its label, so a
 # change of contract can never be matched against trajectories computed under the old one.
 REPRO_CONTRACT = "fo1"
+# fo1 with the batch cut into `profile.batch_blocks` row blocks whose gradients are summed by a
+# fixed pairwise tree (docs/parallel.md): what lets any allowed world size give one trajectory.
+REPRO_BLOCKED_CONTRACT = "fo2"
+MAX_BATCH_BLOCKS = 1024
 REPRO_DTYPES = ("float32",)
 MODELS = MODEL_NAMES  # the registry's (protocol/registry.py); kept here for readers of the spec
 DATASET_KINDS = ("synthetic-classification", "synthetic-regression", "text", "safetensors")
@@ -60,12 +64,21 @@ class ExecutionProfile:
     cpu_capability: str | None = "avx2"  # None: any (repro profiles only)
     math_reproducible: bool = True  # MKL_CBWR / oneDNN pinned, mkldnn off
     deterministic: bool = True  # torch.use_deterministic_algorithms
+    batch_blocks: int = 1  # repro only: 1 is fo1; a power of two > 1 is fo2 (docs/parallel.md)
+
+    @property
+    def contract(self) -> str | None:
+        """The repro arithmetic contract its bits follow (None for pinned profiles)."""
+        if self.kind != "repro":
+            return None
+        return REPRO_CONTRACT if self.batch_blocks == 1 else REPRO_BLOCKED_CONTRACT
 
     @property
     def label(self) -> str:
-        """What solvers and verifiers advertise and the coordinator matches on."""
+        """What solvers and verifiers advertise and the coordinator matches on. The block count
+        is not in it: a party that runs fo2 runs it for any count (the job spec carries that)."""
         if self.kind == "repro":
-            return f"repro:{REPRO_CONTRACT}:torch-{self.torch_version}:{self.dtype}"
+            return f"repro:{self.contract}:torch-{self.torch_version}:{self.dtype}"
         return f"{self.kind}:torch-{self.torch_version}:{self.dtype}:t{self.intra_op_threads}:{self.cpu_capability}"
 
 
@@ -130,6 +143,7 @@ def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
             "cpu_capability",
             "math_reproducible",
             "deterministic",
+            "batch_blocks",
         },
     )
     kind = get_choice(obj, "kind", path, choices=PROFILE_KINDS)
@@ -165,12 +179,26 @@ def parse_profile(obj: Any, path: str = "profile") -> ExecutionProfile:
         cpu_capability=capability,
         math_reproducible=get_bool(obj, "math_reproducible", path, default=True),
         deterministic=get_bool(obj, "deterministic", path, default=True),
+        batch_blocks=_parse_batch_blocks(obj, path, kind),
     )
     if len(profile.label) > MAX_PROFILE_LABEL:  # unreachable with today's fields; kept as the rule
         raise InvalidSpec(
             f"its label must fit {MAX_PROFILE_LABEL} characters", join_field(path, "torch_version")
         )
     return profile
+
+
+def _parse_batch_blocks(obj: dict, path: str, kind: str) -> int:
+    """1 (fo1) unless a repro profile asks for a power of two; divisibility of the batch is
+    checked by `parse_job_spec`, which sees both."""
+    blocks = get_int(obj, "batch_blocks", path, low=1, high=MAX_BATCH_BLOCKS, default=1)
+    if blocks != 1 and kind != "repro":
+        raise InvalidSpec(
+            "only repro profiles cut the batch into blocks", join_field(path, "batch_blocks")
+        )
+    if blocks & (blocks - 1):
+        raise InvalidSpec("must be a power of two", join_field(path, "batch_blocks"))
+    return blocks
 
 
 def _parse_config(obj: dict, path: str) -> dict[str, Any]:
@@ -280,11 +308,18 @@ def parse_job_spec(obj: Any) -> JobSpec:
     )
     if spec.schedule.warmup_steps > spec.steps:
         raise InvalidSpec("must not exceed steps", "schedule.warmup_steps")
+    if spec.batch_size % spec.profile.batch_blocks:
+        raise InvalidSpec("must divide batch_size", "profile.batch_blocks")
     return spec
 
 
 def spec_to_json(spec: JobSpec) -> dict[str, Any]:
-    return asdict(spec)
+    """The spec as JSON; `profile.batch_blocks` only when it is not 1, so every fo1 job keeps the
+    encoding, and therefore the job id, it had before blocks existed."""
+    obj = asdict(spec)
+    if spec.profile.batch_blocks == 1:
+        del obj["profile"]["batch_blocks"]
+    return obj
 
 
 def encode_job_spec(spec: JobSpec) -> bytes:

@@ -55,14 +55,23 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
 
 
 def _chunk_header(name: str, tensor: torch.Tensor, chunk: int, chunks: int) -> bytes:
+    return compute_chunk_header(
+        name, ALLOWED_DTYPES[tensor.dtype], tuple(tensor.shape), chunk, chunks
+    )
+
+
+def compute_chunk_header(
+    name: str, dtype_tag: str, shape: tuple[int, ...], chunk: int, chunks: int
+) -> bytes:
+    """The header every leaf of tensor `name` starts with (dtype tag as safetensors spells it:
+    "F32", "F64", "I64"), so a state can be hashed from its safetensors bytes as they stream."""
     encoded_name = name.encode()
-    shape = tuple(tensor.shape)
     return b"".join(
         [
             b"VTCHUNK1",
             struct.pack("<H", len(encoded_name)),
             encoded_name,
-            ALLOWED_DTYPES[tensor.dtype].encode(),
+            dtype_tag.encode(),
             struct.pack("<B", len(shape)),
             struct.pack(f"<{len(shape)}Q", *shape),
             struct.pack("<II", chunk, chunks),

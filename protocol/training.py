@@ -13,10 +13,11 @@ from typing import Any
 import torch
 
 from protocol.data import DTYPES, Dataset, load_dataset
-from protocol.errors import InvalidSpec
+from protocol.errors import InternalError, InvalidSpec
 from protocol.limits import check_dataset_size, check_state_size
 from protocol.models import MODEL_REGISTRY, ModelDef, Params, compute_initial_params
 from protocol.ops import NATIVE_OPS
+from protocol.parallel import compute_block_rows, fold_pairwise
 from protocol.rng import compute_batch_indices, make_generator
 from protocol.spec import JobSpec
 from protocol.state import PARAM_PREFIX, STEP_KEY, TrainingState, compute_state_root, get_step
@@ -65,53 +66,112 @@ class TrainingProgram:
                 state[f"opt/{slot}/{name}"] = torch.zeros_like(value)
         return state
 
-    def compute_loss(self, params: Params, step: int, train: bool = True) -> torch.Tensor:
+    def compute_loss(
+        self, params: Params, step: int, train: bool = True, block: int | None = None
+    ) -> torch.Tensor:
+        """The mean loss over the step's batch, or over one row block of it (fo2): a block draws
+        its own dropout masks, so it computes the same bits on whichever rank holds it."""
         seed = self.spec.seed
         indices = compute_batch_indices(seed, step, self.dataset.size, self.spec.batch_size)
+        if block is not None:
+            indices = indices[compute_block_rows(self.spec, block)]
         inputs, targets = self.dataset.get_batch(indices)
-        dropout = (lambda layer: make_generator(seed, "dropout", step, layer)) if train else None
+        labels = () if block is None else (block,)
+        dropout = (
+            (lambda layer: make_generator(seed, "dropout", step, layer, *labels)) if train else None
+        )
         output = self.model.forward(params, self.config, inputs, self.ops, dropout)
         if self.dataset.task == "regression":
             return self.ops.mse_loss(output, targets)
         return self.ops.cross_entropy(output.reshape(-1, output.shape[-1]), targets.reshape(-1))
 
     def step_with_metrics(self, state: TrainingState) -> tuple[TrainingState, dict[str, float]]:
+        """One step. fo2 (batch_blocks > 1) folds every block here; `sdk.parallel` spreads the
+        same blocks over ranks and reaches the same bits."""
+        if self.spec.profile.batch_blocks > 1:
+            subtotal = self.compute_block_subtotal(state, range(self.spec.profile.batch_blocks))
+            return self.apply_block_total(state, subtotal)
         step = get_step(state)
-        names = sorted(k[len(PARAM_PREFIX) :] for k in state if k.startswith(PARAM_PREFIX))
+        names = get_param_names(state)
         params = {n: state[PARAM_PREFIX + n].detach().requires_grad_(True) for n in names}
         loss = self.compute_loss(params, step)
         grads = self.ops.gradients(loss, [params[n] for n in names])
+        return self._apply_gradients(state, grads), {"loss": float(loss.detach())}
+
+    def compute_block_terms(self, state: TrainingState, block: int) -> list[torch.Tensor]:
+        """Block `block`'s gradients (parameters in name order) followed by its mean loss."""
+        step = get_step(state)
+        names = get_param_names(state)
+        params = {n: state[PARAM_PREFIX + n].detach().requires_grad_(True) for n in names}
+        loss = self.compute_loss(params, step, block=block)
+        grads = self.ops.gradients(loss, [params[n] for n in names])
+        return [g.detach() for g in grads] + [loss.detach().reshape(())]
+
+    def compute_block_subtotal(self, state: TrainingState, blocks: range) -> list[torch.Tensor]:
+        """The fold of an aligned power-of-two run of blocks: one subtree of the step's tree.
+        Blocks are computed one at a time and folded as soon as a pair is complete, so at most
+        log2(len) + 1 gradient sets are alive at once."""
+        pending: list[tuple[int, list[torch.Tensor]]] = []  # (subtree size, terms)
+        for block in blocks:
+            size, terms = 1, self.compute_block_terms(state, block)
+            while pending and pending[-1][0] == size:
+                _, left = pending.pop()
+                terms = [fold_pairwise([a, b]) for a, b in zip(left, terms, strict=True)]
+                size *= 2
+            pending.append((size, terms))
+        if len(pending) != 1:  # not a power of two: the caller broke the block rules
+            raise InternalError(f"{len(blocks)} blocks do not form one subtree")
+        return pending[0][1]
+
+    def apply_block_total(
+        self, state: TrainingState, total: list[torch.Tensor]
+    ) -> tuple[TrainingState, dict[str, float]]:
+        """Scale the fold of all n blocks by 1/n (exact: n is a power of two) and update."""
+        scale = 1.0 / self.spec.profile.batch_blocks
+        *grads, loss = [term * scale for term in total]
+        return self._apply_gradients(state, grads), {"loss": float(loss)}
+
+    def _apply_gradients(self, state: TrainingState, grads: list[torch.Tensor]) -> TrainingState:
+        step = get_step(state)
         new_state: TrainingState = {STEP_KEY: torch.tensor(step + 1, dtype=torch.int64)}
         lr = compute_learning_rate(self.spec, step)
-        for name, grad in zip(names, grads, strict=True):
+        for name, grad in zip(get_param_names(state), grads, strict=True):
             self._apply_update(state, new_state, name, grad=grad, t=step + 1, lr=lr)
-        return new_state, {"loss": float(loss.detach())}
+        return new_state
 
     def _apply_update(
         self, old: TrainingState, new: TrainingState, name: str, *, grad, t: int, lr: float
     ) -> None:
-        opt, param = self.spec.optimizer, old[PARAM_PREFIX + name]
+        slot_names = [f"opt/{slot}/{name}" for slot in OPTIMIZER_SLOTS[self.spec.optimizer.name]]
+        param, slots = self.compute_update(
+            old[PARAM_PREFIX + name], grad, [old[k] for k in slot_names], t=t, lr=lr
+        )
+        new.update(zip(slot_names, slots, strict=True))
+        new[PARAM_PREFIX + name] = param.detach()
+
+    def compute_update(
+        self,
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        slots: list[torch.Tensor],
+        *,
+        t: int,
+        lr: float,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The optimizer's rule: new parameter and slots (OPTIMIZER_SLOTS order). Elementwise, so
+        any slice of a flat buffer gets the bits its elements get inside their own tensors —
+        what lets data-parallel ranks each update one slice (`sdk.parallel`)."""
+        opt = self.spec.optimizer
         with torch.no_grad():
             if opt.name == "sgd":
                 param, buf = self.ops.sgd_update(
-                    param, grad, old[f"opt/momentum/{name}"], lr, opt.momentum, opt.weight_decay
+                    param, grad, slots[0], lr, opt.momentum, opt.weight_decay
                 )
-                new[f"opt/momentum/{name}"] = buf
-            else:
-                param, m, v = self.ops.adamw_update(
-                    param,
-                    grad,
-                    old[f"opt/exp_avg/{name}"],
-                    old[f"opt/exp_avg_sq/{name}"],
-                    t,
-                    lr,
-                    opt.beta1,
-                    opt.beta2,
-                    opt.eps,
-                    opt.weight_decay,
-                )
-                new[f"opt/exp_avg/{name}"], new[f"opt/exp_avg_sq/{name}"] = m, v
-        new[PARAM_PREFIX + name] = param.detach()
+                return param, [buf]
+            param, m, v = self.ops.adamw_update(
+                param, grad, *slots, t, lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay
+            )
+            return param, [m, v]
 
     def step(self, state: TrainingState) -> TrainingState:
         return self.step_with_metrics(state)[0]
@@ -120,6 +180,11 @@ class TrainingProgram:
         while get_step(state) < until_step:
             state = self.step(state)
         return state
+
+
+def get_param_names(state: TrainingState) -> list[str]:
+    """Parameter names in the fixed order gradients travel in."""
+    return sorted(k[len(PARAM_PREFIX) :] for k in state if k.startswith(PARAM_PREFIX))
 
 
 def build_program(spec: JobSpec, dataset_blob: bytes | None = None) -> TrainingProgram:

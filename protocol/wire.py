@@ -27,12 +27,28 @@ HEADER_IDEMPOTENCY = "Idempotency-Key"
 def compute_request_message(
     method: str, target: str, body: bytes, timestamp: int, nonce: str, idempotency_key: str = ""
 ) -> bytes:
+    body_sha256 = hashlib.sha256(body).hexdigest()
+    return compute_request_message_for_digest(
+        method, target, body_sha256, timestamp, nonce, idempotency_key
+    )
+
+
+def compute_request_message_for_digest(
+    method: str,
+    target: str,
+    body_sha256: str,
+    timestamp: int,
+    nonce: str,
+    idempotency_key: str = "",
+) -> bytes:
+    """The same message from the body's hex SHA-256: what a streamed body is checked against
+    once it has been hashed on its way to disk."""
     return b"\n".join(
         [
             REQUEST_TAG,
             method.upper().encode(),
             target.encode(),
-            hashlib.sha256(body).hexdigest().encode(),
+            body_sha256.encode(),
             str(timestamp).encode(),
             nonce.encode(),
             idempotency_key.encode(),
@@ -119,6 +135,8 @@ class ProblemCode(StrEnum):
     NONCE_REUSED = "nonce_reused"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    RANGE_NOT_SATISFIABLE = "range_not_satisfiable"  # 416: a download's Range header
+    BLOB_CORRUPT = "blob_corrupt"  # 409: stored bytes fail their SHA-256; refused, not served
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
     INVALID_STATE = "invalid_state"

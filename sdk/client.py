@@ -13,6 +13,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -29,7 +30,7 @@ from protocol.wire import (
     DisputeStatus,
     JobState,
     TreeHead,
-    compute_request_message,
+    compute_request_message_for_digest,
 )
 from sdk.responses import (
     AccountView,
@@ -49,9 +50,17 @@ from sdk.responses import (
     ProofJson,
     SweepView,
     TreeHeadJson,
+    UploadView,
     VerifierView,
     parse_page,
     parse_response,
+)
+from sdk.transfers import (
+    DEFAULT_PART_SIZE,
+    compute_file_sha256,
+    finish_download,
+    get_partial_path,
+    iter_file_range,
 )
 
 T = TypeVar("T")
@@ -69,9 +78,27 @@ def compute_signed_headers(
     timestamp: int | None = None,
     nonce: str | None = None,
 ) -> dict[str, str]:
+    body_sha256 = hashlib.sha256(body).hexdigest()
+    return compute_signed_headers_for_digest(
+        key, method, target, body_sha256, idempotency_key, timestamp, nonce
+    )
+
+
+def compute_signed_headers_for_digest(
+    key: SigningKey,
+    method: str,
+    target: str,
+    body_sha256: str,
+    idempotency_key: str = "",
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
+    """The same headers from the body's hex SHA-256 (a body streamed from disk)."""
     timestamp = int(time.time()) if timestamp is None else timestamp
     nonce = nonce or secrets.token_hex(16)
-    message = compute_request_message(method, target, body, timestamp, nonce, idempotency_key)
+    message = compute_request_message_for_digest(
+        method, target, body_sha256, timestamp, nonce, idempotency_key
+    )
     headers = {
         HEADER_KEY: get_public_key(key).hex(),
         HEADER_TIMESTAMP: str(timestamp),
@@ -81,6 +108,21 @@ def compute_signed_headers(
     if idempotency_key:
         headers[HEADER_IDEMPOTENCY] = idempotency_key
     return headers
+
+
+def _is_resumable(error: Exception) -> bool:
+    """A part that failed on the way (or met a concurrent writer, or an offset that moved on)
+    is resumed from the offset the coordinator reports; anything else is final."""
+    if isinstance(error, httpx.TransportError):
+        return True
+    return isinstance(error, CoordinatorError) and error.status in (409, 429, 502, 503, 504)
+
+
+def _range_start(response: httpx.Response) -> int | None:
+    """The first byte of a 206 answer (Content-Range: bytes FIRST-LAST/SIZE)."""
+    value = response.headers.get("Content-Range", "")
+    first = value.removeprefix("bytes ").split("-", 1)[0]
+    return int(first) if value.startswith("bytes ") and first.isdigit() else None
 
 
 def _retry_wait_s(response: httpx.Response, backoff_s: float) -> float | None:
@@ -425,6 +467,112 @@ class CoordinatorClient:
 
     def get_checkpoint_info(self, job_id: str, index: int) -> CheckpointView:
         return self._get(CheckpointView, f"/v1/jobs/{job_id}/checkpoints/{index}/info")
+
+    # --- streaming, resumable transfers (sdk/transfers.py) -----------------------------------
+
+    def upload_dataset_file(self, path: Path, part_size: int = DEFAULT_PART_SIZE) -> DatasetView:
+        """Upload a safetensors dataset file from disk, resumably; its address is its SHA-256."""
+        return parse_response(DatasetView, self.upload_file("dataset", path, part_size))
+
+    def upload_checkpoint_file(
+        self,
+        job_id: str,
+        index: int,
+        step: int,
+        path: Path,
+        proof: list[bytes],
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> CheckpointView:
+        target = {"job_id": job_id, "index": index, "step": step, "proof": [p.hex() for p in proof]}
+        return parse_response(
+            CheckpointView, self.upload_file("checkpoint", path, part_size, target)
+        )
+
+    def upload_file(
+        self, kind: str, path: Path, part_size: int = DEFAULT_PART_SIZE, target: dict | None = None
+    ) -> Any:
+        """Declare the upload (finding the open session of an earlier, interrupted attempt),
+        send the file in signed parts from the committed offset on, then commit; a part that
+        fails is resumed from the offset the coordinator reports, up to `retries` times."""
+        path = Path(path)
+        size = path.stat().st_size
+        body = {"kind": kind, "sha256": compute_file_sha256(path), "size": size, **(target or {})}
+        upload = self._post(UploadView, "/v1/uploads", body)
+        failures = 0
+        while upload.received < size:
+            try:
+                upload = self._put_part(upload, path, min(part_size, size - upload.received))
+            except (httpx.TransportError, CoordinatorError) as err:
+                if not _is_resumable(err) or failures >= self.retries:
+                    raise
+                failures += 1
+                time.sleep(self.backoff_s * 2**failures)
+                upload = self.get_upload(upload.id)
+        return self._json(
+            self._send("POST", f"/v1/uploads/{upload.id}/commit", json_body={}, signed=True)
+        )
+
+    def get_upload(self, upload_id: str) -> UploadView:
+        return self._get(UploadView, f"/v1/uploads/{upload_id}")
+
+    def _put_part(self, upload: UploadView, path: Path, length: int) -> UploadView:
+        """One signed part, hashed from disk first, then streamed from disk."""
+        offset = upload.received
+        request = self._http.build_request(
+            "PUT",
+            f"/v1/uploads/{upload.id}",
+            params={"offset": offset},
+            content=iter_file_range(path, offset, length),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)},
+        )
+        request.headers.update(
+            compute_signed_headers_for_digest(
+                self._require_key(),
+                "PUT",
+                request.url.raw_path.decode(),
+                compute_file_sha256(path, offset, length),
+                uuid.uuid4().hex,
+            )
+        )
+        return parse_response(UploadView, self._json(self._checked(self._http.send(request))))
+
+    def download_dataset_to(self, sha256: str, path: Path) -> Path:
+        """The dataset streamed to `path` (resuming a `<path>.part` left by an interrupted
+        download), checked against its SHA-256 before it is moved into place."""
+        return self._download_to(f"/v1/datasets/{sha256}", Path(path), sha256)
+
+    def download_checkpoint_to(self, job_id: str, index: int, path: Path) -> Path:
+        sha256 = self.get_checkpoint_info(job_id, index).sha256
+        return self._download_to(f"/v1/jobs/{job_id}/checkpoints/{index}", Path(path), sha256)
+
+    def _download_to(self, url: str, path: Path, sha256: str) -> Path:
+        partial = get_partial_path(path)
+        for attempt in range(self.retries + 1):
+            try:
+                self._receive_into(url, partial)
+                break
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                time.sleep(self.backoff_s * 2**attempt)
+        if not finish_download(partial, path, sha256):
+            raise InvalidResponse(f"the bytes of {url} do not match their SHA-256")
+        return path
+
+    def _receive_into(self, url: str, partial: Path) -> None:
+        """Append what is missing from `partial` (a Range request from its size on)."""
+        have = partial.stat().st_size if partial.exists() else 0
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        with self._http.stream("GET", url, headers=headers) as response:
+            if response.status_code == 416 and have:
+                return  # already whole (or longer: finish_download's hash check decides)
+            if response.status_code >= 400:
+                response.read()
+                self._checked(response)
+            resumed = response.status_code == 206 and _range_start(response) == have
+            with open(partial, "ab" if resumed else "wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)
 
     # --- verification ------------------------------------------------------------------------
 

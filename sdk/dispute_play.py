@@ -14,7 +14,7 @@ from protocol.standin import Player, TraceTrajectory
 from protocol.wire import DisputeStatus
 from sdk.client import CoordinatorClient
 from sdk.disputes import get_game, play_until_idle
-from sdk.store import DATASET_FILE, CheckpointStore, write_atomically
+from sdk.store import DATASET_FILE, CheckpointStore
 from sdk.trace import get_state_path, load_trace
 from sdk.worker import run_worker
 
@@ -121,7 +121,7 @@ def run_segment_trace(
     spec_json = client.get_job(job_id).spec
     start_path = trace_dir / "start.safetensors"
     if not start_path.exists():
-        write_atomically(start_path, client.download_checkpoint(job_id, segment))
+        client.download_checkpoint_to(job_id, segment, start_path)  # streamed, resumable
     end_step = compute_checkpoint_steps(parse_job_spec(spec_json))[segment + 1]
     return _trace(
         trace_dir,
@@ -140,5 +140,5 @@ def _download_dataset(client: CoordinatorClient, spec_json: dict, directory: Pat
         return None
     path = directory / DATASET_FILE
     if not path.exists():
-        write_atomically(path, client.download_dataset(sha256))
+        client.download_dataset_to(sha256, path)  # streamed, checked against its SHA-256
     return path

@@ -221,6 +221,21 @@ class DatasetView:
     size: int
 
 
+@dataclass(frozen=True)
+class UploadView:
+    """A resumable upload session: `received` is the offset the next part starts at."""
+
+    id: str
+    kind: str
+    sha256: str
+    size: int
+    received: int
+    owner: str
+    job_id: str | None = None
+    index: int | None = None
+    step: int | None = None
+
+
 # --- verification and disputes ------------------------------------------------------------------
 
 

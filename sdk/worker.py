@@ -45,15 +45,18 @@ ERROR_TYPES: dict[str, type[errors.VeritrainError]] = {
 
 
 def get_runnable_profiles() -> list[str]:
-    """What a daemon advertises by default: the example pinned profile, and the repro profile
-    where its compiled kernels are built (found without importing torch)."""
+    """What a daemon advertises by default: the example pinned profile, and the repro contracts
+    (fo1, and fo2 for blocked batches) where their compiled kernels are built (found without
+    importing torch)."""
+    import dataclasses
     import importlib.util
 
     from protocol.presets import example_job_spec
 
     labels = [example_job_spec("mlp").profile.label]
     if importlib.util.find_spec("protocol.repro._fixed_order") is not None:
-        labels.append(example_job_spec("mlp", profile="repro").profile.label)
+        repro = example_job_spec("mlp", profile="repro").profile
+        labels += [repro.label, dataclasses.replace(repro, batch_blocks=2).label]
     return labels
 
 
@@ -251,12 +254,42 @@ def _start_child(die_with_parent: bool = True) -> Callable[..., dict[str, Any]]:
     return run_task
 
 
+def prepare_rank(rank: int) -> Callable[[dict[str, Any]], None]:
+    """Run in each rank `sdk.parallel` spawns: the worker child's own setup (it inherited the
+    profile's environment), and the progress callback — rank 0 reports, the others stay quiet."""
+    _die_with_parent()
+    apply_and_check_profile(ExecutionProfile(**json.loads(os.environ["VERITRAIN_PROFILE"])))
+    if rank == 0:
+        return lambda p: _emit({"event": "progress", **p})
+    return lambda p: None
+
+
+def _run_request(run_task, request: Any, progress) -> dict[str, Any]:
+    """Training on more than one rank goes to `sdk.parallel`: ranks spawned here, or this
+    process as one rank of a rendezvous (request["rank"], request["init_method"])."""
+    if not isinstance(request, dict) or request.get("command") != "train":
+        return run_task(request, progress)
+    world_size = request.get("world_size", 1)
+    if world_size == 1:
+        return run_task(request, progress)
+    from sdk import parallel  # torch.distributed: only data-parallel runs need it
+
+    if request.get("behaviour"):
+        raise errors.InvalidInput("behaviours run on one rank only", "world_size")
+    if request.get("rank") is None:
+        return parallel.train_local_ranks(request, world_size, prepare_rank)
+    return parallel.train_rank(
+        request, request["rank"], world_size, request["init_method"], progress
+    )
+
+
 def _child_main() -> int:
     holder: dict[str, Any] = {}
 
     def run() -> dict[str, Any]:
         holder["run_task"] = _start_child()
-        return holder["run_task"](json.load(sys.stdin), lambda p: _emit({"event": "progress", **p}))
+        progress = lambda p: _emit({"event": "progress", **p})  # noqa: E731
+        return _run_request(holder["run_task"], json.load(sys.stdin), progress)
 
     return 0 if _run_and_report(run) else 1
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from protocol.behaviours import load_behaviour
 from protocol.economics import compute_max_price
 from protocol.errors import InvalidSpec
-from protocol.spec import parse_job_spec
+from protocol.parallel import compute_usable_world_size
+from protocol.spec import JobSpec, parse_job_spec
 from protocol.training import check_runnable_spec
 from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
 from protocol.types import JobId, Root
@@ -84,6 +85,7 @@ class SolverConfig:
     poll_s: float = 1.0
     heartbeat_s: float = 5.0
     only_jobs: list[str] | None = None  # bid only on these job ids (demos and tests)
+    world_size: int = 1  # local data-parallel ranks; a job runs on the most its batch allows
 
 
 class SolverDaemon(Daemon):
@@ -231,6 +233,7 @@ class SolverDaemon(Daemon):
             "spec": spec_json,
             "dir": str(self.run_dir(job_id)),
             "behaviour": None if self.behaviour.honest else self.behaviour.name,
+            "world_size": self._world_size_for(parse_job_spec(spec_json)),
         }
         if self.metrics:  # a record still "training": the last run was cut short (crash, kill)
             self.metrics.observe_worker_start(
@@ -272,6 +275,13 @@ class SolverDaemon(Daemon):
         )
         self._record(job_id, "committed")
 
+    def _world_size_for(self, spec: JobSpec) -> int:
+        """The most ranks up to --world-size that give this job's bits (docs/parallel.md);
+        red-team behaviours hook the one-process loop, so they train on one rank."""
+        if not self.behaviour.honest:
+            return 1
+        return compute_usable_world_size(spec, self.config.world_size)
+
     def _on_training_progress(self, job_id: str, event: dict) -> None:
         if self.stopping:
             raise DaemonStopping()
@@ -298,11 +308,11 @@ class SolverDaemon(Daemon):
                 owed.add(a.segment + 1)
         for index in sorted(owed):
             try:
-                self.client.upload_checkpoint(
+                self.client.upload_checkpoint_file(  # streamed from disk, resumable
                     job_id,
                     index,
                     entries[index][0],
-                    store.checkpoint_path(index).read_bytes(),
+                    store.checkpoint_path(index),
                     compute_trajectory_proof(entries, index),
                 )
             except CoordinatorError as err:

@@ -1,45 +1,48 @@
 """Dataset files: uploaded once under their SHA-256, checked to be a usable training set, served
 to solvers, verifiers and the referee. A job naming a file dataset can be posted only after its
-file is here, so nobody is ever awarded work they cannot fetch."""
+file is here, so nobody is ever awarded work they cannot fetch. The bytes live in the blob store;
+the ledger's `blobs` row holds the address, size and uploader (what the quota counts)."""
 
-import hashlib
+from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from coordinator.errors import InsufficientFunds, InvalidState, NotFound, QuotaExceeded
 from coordinator.jobs import repository
 from coordinator.ledger.accounts import available
 from coordinator.ledger.service import get_balance, process_movement
-from coordinator.models import BLOB_DATASET
+from coordinator.models import BLOB_DATASET, Blob
 from coordinator.runtime import Runtime
 from protocol.data import compute_file_dataset
-from protocol.errors import InvalidInput
 from protocol.spec import JobSpec
 
 
-def check_dataset_file(sha256: str, data: bytes) -> None:
-    """Outside the transaction: the bytes hash to the address and parse as a dataset."""
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise InvalidInput("the body's SHA-256 does not match the address", "sha256")
-    compute_file_dataset(data)  # safetensors only: never unpickles
+def check_dataset_file(path: Path) -> None:
+    """Outside the transaction, on the staged file (whose hash the caller checked): it parses
+    as a dataset. Training reads the whole file anyway, so parsing it whole costs nothing new."""
+    compute_file_dataset(path.read_bytes())  # safetensors only: never unpickles
 
 
-def process_upload(session: Session, rt: Runtime, uploader: str, sha256: str, data: bytes) -> dict:
+def process_upload(session: Session, rt: Runtime, uploader: str, sha256: str, size: int) -> dict:
+    """The bytes are in the blob store already (put before this transaction)."""
     if repository.get_blob(session, sha256, BLOB_DATASET) is None:
-        _check_can_store(session, rt, uploader)
-        repository.add_blob_if_missing(session, sha256, data, BLOB_DATASET, uploader=uploader)
+        check_can_store(session, rt, uploader)
+        repository.add_blob_if_missing(
+            session, sha256, size, BLOB_DATASET, uploader=uploader, created_at=rt.clock.now()
+        )
         process_movement(
             session,
             rt,
             "dataset.uploaded",
-            {"sha256": sha256, "size": len(data), "uploader": uploader},
+            {"sha256": sha256, "size": size, "uploader": uploader},
             [],
         )
-        _check_quota(session, rt, uploader)  # after the log lock: concurrent uploads serialise
-    return {"sha256": sha256, "size": len(data)}
+        check_quota(session, rt, uploader)  # after the log lock: concurrent uploads serialise
+    return {"sha256": sha256, "size": size}
 
 
-def _check_can_store(session: Session, rt: Runtime, uploader: str) -> None:
+def check_can_store(session: Session, rt: Runtime, uploader: str) -> None:
     """Only an account that could post a job stores data: a fresh key holds nothing, so
     storage costs a funded key per quota, not a free one."""
     balance = get_balance(session, available(uploader))
@@ -47,8 +50,9 @@ def _check_can_store(session: Session, rt: Runtime, uploader: str) -> None:
         raise InsufficientFunds(str(available(uploader)), balance, rt.settings.min_bounty)
 
 
-def _check_quota(session: Session, rt: Runtime, uploader: str) -> None:
-    stored = repository.get_stored_bytes(session, uploader, BLOB_DATASET)
+def check_quota(session: Session, rt: Runtime, uploader: str, pending: int = 0) -> None:
+    """Stored dataset bytes (plus `pending` bytes an upload is about to add) within the quota."""
+    stored = repository.get_stored_bytes(session, uploader, BLOB_DATASET) + pending
     quota = rt.settings.max_dataset_bytes_per_key
     if stored > quota:
         raise QuotaExceeded(
@@ -56,25 +60,36 @@ def _check_quota(session: Session, rt: Runtime, uploader: str) -> None:
         )
 
 
-def get_dataset_bytes(session: Session, sha256: str) -> bytes:
+def get_dataset_row(session: Session, sha256: str) -> Blob:
     blob = repository.get_blob(session, sha256, BLOB_DATASET)
     if blob is None:
         raise NotFound(f"no dataset {sha256}")
-    return blob.data
+    return blob
+
+
+def get_dataset_bytes(rt: Runtime, session: Session, sha256: str) -> bytes:
+    get_dataset_row(session, sha256)
+    return rt.blobs.read_bytes(BLOB_DATASET, sha256)
 
 
 def check_dataset_available(session: Session, spec: JobSpec) -> None:
-    if (
-        spec.dataset.kind == "safetensors"
-        and repository.get_blob(session, spec.dataset.sha256, BLOB_DATASET) is None
-    ):
+    """Locks the dataset's row (FOR UPDATE) for the rest of the submission's transaction, so GC
+    cannot delete it between this check and the job's insert (coordinator.blobstore.gc)."""
+    if spec.dataset.kind != "safetensors":
+        return
+    stmt = (
+        select(Blob.sha256)
+        .where(Blob.kind == BLOB_DATASET, Blob.sha256 == spec.dataset.sha256)
+        .with_for_update()
+    )
+    if session.execute(stmt).first() is None:
         raise InvalidState(f"upload the dataset first: PUT /v1/datasets/{spec.dataset.sha256}")
 
 
-def get_job_dataset(session: Session, spec: JobSpec) -> bytes | None:
+def get_job_dataset(rt: Runtime, session: Session, spec: JobSpec) -> bytes | None:
     """The file a job's training program needs, or None for built-in datasets."""
     return (
-        get_dataset_bytes(session, spec.dataset.sha256)
+        get_dataset_bytes(rt, session, spec.dataset.sha256)
         if spec.dataset.kind == "safetensors"
         else None
     )

@@ -17,6 +17,8 @@ What a ruling does to the job, the assignment and the stakes is `coordinator.tra
 """
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -70,9 +72,7 @@ def process_open_dispute(
     """Start the game for a segment whose end the verifier disputes."""
     start = get_checkpoint_row(session, job.job_id, assignment.segment)
     end = get_checkpoint_row(session, job.job_id, assignment.segment + 1)
-    start_state = decode_state(
-        jobs_repository.get_blob(session, start.blob_sha256, BLOB_CHECKPOINT).data
-    )
+    start_state = decode_state(rt.blobs.read_bytes(BLOB_CHECKPOINT, start.blob_sha256))
     now = int(rt.clock.now())
     game_id = compute_game_id(
         bytes.fromhex(job.job_id),
@@ -212,8 +212,9 @@ def process_dispute_state(
         or decoded.state_root.hex() != game.roots[game.lo]
     ):
         raise InvalidState("no state is owed, or not this one")
+    rt.blobs.put_stream(BLOB_STATE, decoded.sha256, [decoded.data])  # one state: bounded
     jobs_repository.add_blob_if_missing(
-        session, decoded.sha256, decoded.data, BLOB_STATE, uploader=who
+        session, decoded.sha256, decoded.size, BLOB_STATE, uploader=who, created_at=rt.clock.now()
     )
     _store(
         dispute,
@@ -264,7 +265,7 @@ class RefereeTask:
     chunk: int
 
 
-def get_referee_task(session: Session, dispute_id: int) -> RefereeTask | None:
+def get_referee_task(rt: Runtime, session: Session, dispute_id: int) -> RefereeTask | None:
     """What the referee needs to recompute the pinned step; None unless a ruling is owed."""
     dispute = repository.get_dispute(session, dispute_id)
     game = get_game(dispute)
@@ -274,11 +275,27 @@ def get_referee_task(session: Session, dispute_id: int) -> RefereeTask | None:
     sha256 = json.loads(dispute.state_json)["state_sha256"]
     return RefereeTask(
         spec_json,
-        get_job_dataset(session, parse_job_spec(spec_json)),
-        jobs_repository.get_game_state_blob(session, sha256).data,
+        get_job_dataset(rt, session, parse_job_spec(spec_json)),
+        _read_game_state(rt, session, sha256),
         game.roots[game.lo],
         game.chunk,
     )
+
+
+def _read_game_state(rt: Runtime, session: Session, sha256: str) -> bytes:
+    """A dispute's pinned state: one a party supplied, or the checkpoint that opened the game."""
+    blob = jobs_repository.get_game_state_blob(session, sha256)
+    return rt.blobs.read_bytes(blob.kind, sha256)
+
+
+@contextmanager
+def claim_ruling(rt: Runtime, dispute_id: int, wait: bool) -> Iterator[bool]:
+    """Across replicas, one at a time reads a dispute's referee task, runs the referee and records
+    the result (yields whether this caller holds the claim): a referee attempt, and the failure
+    it may count, is never doubled. `process_referee_result`'s re-check under the row lock keeps
+    a ruling single even without the claim."""
+    with rt.db.claim("ruling", dispute_id, wait) as claimed:
+        yield claimed
 
 
 def run_referee(rt: Runtime, task: RefereeTask) -> bytes:

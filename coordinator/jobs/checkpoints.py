@@ -1,16 +1,19 @@
 """Content-addressed checkpoint upload and download, checked against the committed trajectory.
 
-The expensive part (decoding safetensors, hashing every chunk) runs before the write
-transaction; inside it only the Merkle proof against the job's committed trajectory root and
-the bookkeeping remain.
+The expensive part (hashing every chunk) runs before the write transaction, on the staged file
+as it is read once (protocol.state_stream: no tensor is decoded, nothing is held in memory);
+inside the transaction only the Merkle proof against the job's committed trajectory root and
+the bookkeeping remain. The bytes live in the blob store, put there before the transaction.
 """
 
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from coordinator.blobstore.base import iter_file
 from coordinator.datasets.service import get_job_dataset
 from coordinator.errors import Forbidden, InvalidState, NotFound
 from coordinator.jobs import repository
@@ -27,6 +30,7 @@ from protocol.state import (
     get_step,
     validate_state_matches_layout,
 )
+from protocol.state_stream import StateStreamHasher
 from protocol.training import build_program
 from protocol.trajectory import Commitment, is_valid_trajectory_proof
 from protocol.types import Root, StepIndex
@@ -35,10 +39,11 @@ from protocol.wire import JobState
 
 @dataclass(frozen=True)
 class DecodedCheckpoint:
-    data: bytes
     sha256: str
+    size: int
     step: int
     state_root: bytes
+    data: bytes | None = None  # the bytes, for the few callers that hold a state anyway
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ def get_initial_state(rt: Runtime, session: Session, job: Job) -> InitialState:
 
     def compute() -> InitialState:
         spec = parse_job_spec(json.loads(job.spec_json))
-        state = build_program(spec, get_job_dataset(session, spec)).initial_state()
+        state = build_program(spec, get_job_dataset(rt, session, spec)).initial_state()
         return InitialState(compute_state_layout(state), bytes(compute_state_root(state)))
 
     return rt.state_layouts.get_or_compute(job.job_id, compute)
@@ -92,8 +97,39 @@ def compute_decoded_checkpoint(data: bytes, step: int, layout: StateLayout) -> D
     if get_step(state) != step:
         raise CheckpointCorrupt(f"state is at step {get_step(state)}, not {step}")
     return DecodedCheckpoint(
-        data, hashlib.sha256(data).hexdigest(), step, bytes(compute_state_root(state))
+        hashlib.sha256(data).hexdigest(), len(data), step, bytes(compute_state_root(state)), data
     )
+
+
+def compute_staged_checkpoint(path: Path, step: int, layout: StateLayout) -> DecodedCheckpoint:
+    """The same checks as `compute_decoded_checkpoint` on a staged file, in one streaming pass
+    that computes its SHA-256 and its state root together."""
+    size = path.stat().st_size
+    digest, hasher = hashlib.sha256(), StateStreamHasher(size)
+    for chunk in iter_file(path):
+        digest.update(chunk)
+        hasher.update(chunk)
+    streamed = hasher.finish()
+    check_streamed_layout(streamed.layout, layout)
+    if streamed.step != step:
+        raise CheckpointCorrupt(f"state is at step {streamed.step}, not {step}")
+    return DecodedCheckpoint(digest.hexdigest(), size, step, streamed.root)
+
+
+def check_streamed_layout(actual: StateLayout, expected: StateLayout) -> None:
+    """Exactly the job's tensors, dtypes and shapes, naming the first that differs."""
+    for name in sorted(set(actual) | set(expected)):
+        if name not in expected:
+            raise CheckpointCorrupt(f"tensor {name!r} is not part of this job's state", tensor=name)
+        if name not in actual:
+            raise CheckpointCorrupt(f"tensor {name!r} of this job's state is missing", tensor=name)
+        (dtype, shape), (want_dtype, want_shape) = actual[name], expected[name]
+        if dtype != want_dtype or tuple(shape) != tuple(want_shape):
+            raise CheckpointCorrupt(
+                f"tensor {name!r} is {dtype} {list(shape)}, this job's state has "
+                f"{want_dtype} {list(want_shape)}",
+                tensor=name,
+            )
 
 
 def parse_proof(text: str) -> list[bytes]:
@@ -139,9 +175,10 @@ def lock_upload_target(
 
 
 def process_store_checkpoint(
-    session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint
+    session: Session, job_id: str, index: int, ckpt: DecodedCheckpoint, now: float = 0.0
 ) -> Checkpoint:
-    repository.add_blob_if_missing(session, ckpt.sha256, ckpt.data, BLOB_CHECKPOINT)
+    """The bytes are in the blob store already (put before this transaction)."""
+    repository.add_blob_if_missing(session, ckpt.sha256, ckpt.size, BLOB_CHECKPOINT, None, now)
     row = Checkpoint(
         job_id=job_id,
         index=index,
@@ -158,11 +195,6 @@ def get_checkpoint_row(session: Session, job_id: str, index: int) -> Checkpoint:
     if row is None:
         raise NotFound(f"checkpoint {index} of job {job_id} has not been uploaded")
     return row
-
-
-def get_checkpoint_bytes(session: Session, job_id: str, index: int) -> bytes:
-    row = get_checkpoint_row(session, job_id, index)
-    return repository.get_blob(session, row.blob_sha256, BLOB_CHECKPOINT).data
 
 
 def get_checkpoint_view(row: Checkpoint, size: int) -> CheckpointView:

@@ -1,10 +1,17 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from coordinator.auth import Signed, call_burning_nonce_on_error, execute_signed, get_runtime
+from coordinator.auth import (
+    Signed,
+    check_signed_headers,
+    execute_signed,
+    get_runtime,
+    get_streamed_signed_request,
+)
+from coordinator.blobstore.ranges import blob_response
 from coordinator.jobs import checkpoints, repository, service
 from coordinator.jobs.schemas import (
     BidRequest,
@@ -15,7 +22,8 @@ from coordinator.jobs.schemas import (
     JobView,
     SubmitJobRequest,
 )
-from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
+from coordinator.models import BLOB_CHECKPOINT
+from coordinator.problems import DOWNLOAD_PROBLEMS, READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
 from coordinator.schemas import MAX_ROW_ID, NO_NUL, EmptyRequest
 from coordinator.transitions import (
@@ -23,6 +31,8 @@ from coordinator.transitions import (
     process_commitment,
     process_invalid_spec_claim,
 )
+from coordinator.uploads.service import Target, commit_checkpoint
+from coordinator.uploads.staging import check_declared_length, receive_body, temporary_staged
 from coordinator.verification import repository as verification_repository
 from coordinator.verification.schemas import AssignmentPage
 from coordinator.verification.service import get_assignment_view
@@ -31,6 +41,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 RT = Annotated[Runtime, Depends(get_runtime)]
 JobIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 IndexPath = Annotated[int, Path(ge=0, le=10_000_000)]
+RangeHeader = Annotated[str | None, Header(alias="Range", max_length=200)]
+BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 
 @router.post("", response_model=JobEventView, status_code=201, responses=WRITE_PROBLEMS)
@@ -113,69 +125,44 @@ def get_job_assignments(job_id: JobIdPath, rt: RT) -> AssignmentPage:
     "/{job_id}/checkpoints/{index}",
     response_model=CheckpointView,
     responses=WRITE_PROBLEMS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra={"requestBody": {"required": True, "content": BINARY}},
 )
 async def put_checkpoint(
     job_id: JobIdPath,
     index: IndexPath,
     request: Request,
-    signed: Signed,
     rt: RT,
     step: Annotated[int, Query(ge=0, le=10_000_000)],
     proof: Annotated[str, Query(max_length=64 * 65)] = "",
 ) -> Response:
     """Upload checkpoint `index` (safetensors bytes) with its proof of inclusion in the committed
-    trajectory; stored under its SHA-256."""
-    data = await request.body()
-    parsed_proof, decoded = await run_in_threadpool(
-        call_burning_nonce_on_error, rt, signed, _decode_upload, rt, job_id, data, step, proof
-    )
-    return await run_in_threadpool(
-        execute_signed,
-        rt,
-        signed,
-        lambda s: process_checkpoint_upload(
-            s, rt, signed.public_key, job_id, index, decoded, parsed_proof
-        ),
-    )
-
-
-def _decode_upload(
-    rt: Runtime, job_id: str, data: bytes, step: int, proof: str
-) -> tuple[list[bytes], checkpoints.DecodedCheckpoint]:
-    """Outside the write transaction; the job is looked up first (a cheap read) so that an
-    upload for no job is not decoded at all; its state layout (cached per job) is what the
-    upload must match."""
-    with rt.db.read() as session:
-        job = repository.get_job(session, job_id)
-        layout = checkpoints.get_state_layout(rt, session, job)
-    return checkpoints.parse_proof(proof), checkpoints.compute_decoded_checkpoint(
-        data, step, layout
-    )
+    trajectory, in one request; stored under its SHA-256. The body streams to disk and its state
+    root is computed on the staged file in one pass. Large states: the resumable /v1/uploads."""
+    check_signed_headers(request)
+    parsed_proof = checkpoints.parse_proof(proof)
+    limit = min(rt.settings.max_checkpoint_body, rt.settings.max_single_put_body)
+    check_declared_length(request, limit)
+    target = Target(job_id, index, step, tuple(p.hex() for p in parsed_proof))
+    with temporary_staged(rt.settings.get_upload_dir()) as (path, handle):
+        body_sha256, _ = await receive_body(request, handle, limit)
+        signed = get_streamed_signed_request(request, body_sha256)
+        return await run_in_threadpool(
+            commit_checkpoint, rt, signed, path, target, process_checkpoint_upload
+        )
 
 
 @router.get(
     "/{job_id}/checkpoints/{index}",
-    responses={
-        **READ_PROBLEMS,
-        200: {
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            }
-        },
-    },
+    responses={**DOWNLOAD_PROBLEMS, 200: {"content": BINARY}, 206: {"content": BINARY}},
 )
-def get_checkpoint(job_id: JobIdPath, index: IndexPath, rt: RT) -> Response:
+def get_checkpoint(
+    job_id: JobIdPath, index: IndexPath, rt: RT, range_header: RangeHeader = None
+) -> Response:
+    """The checkpoint's bytes (or one byte range: Range: bytes=FIRST-LAST), checked against
+    their SHA-256 before a byte is sent."""
     with rt.db.read() as session:
-        data = checkpoints.get_checkpoint_bytes(session, job_id, index)
-    return Response(content=data, media_type="application/octet-stream")
+        row = checkpoints.get_checkpoint_row(session, job_id, index)
+    return blob_response(rt.blobs, BLOB_CHECKPOINT, row.blob_sha256, range_header)
 
 
 @router.get(

@@ -79,12 +79,16 @@ def get_game_state_blob(session: Session, sha256: str) -> Blob | None:
 def add_blob_if_missing(
     session: Session,
     sha256: str,
-    data: bytes,
+    size: int,
     kind: str = BLOB_CHECKPOINT,
     uploader: str | None = None,
+    created_at: float = 0.0,
 ) -> None:
+    """The ledger's row for bytes already in the blob store (put them there first)."""
     if get_blob(session, sha256, kind) is None:
-        session.add(Blob(kind=kind, sha256=sha256, size=len(data), data=data, uploader=uploader))
+        session.add(
+            Blob(kind=kind, sha256=sha256, size=size, uploader=uploader, created_at=created_at)
+        )
         session.flush()
 
 

@@ -63,7 +63,7 @@ def process_submit(
             f"job {job_id} already exists (change the seed to post the same work twice)"
         )
     check_dataset_available(session, spec)
-    check_runnable_spec(spec, get_job_dataset(session, spec))  # what a solver would build
+    check_runnable_spec(spec, get_job_dataset(rt, session, spec))  # what a solver would build
     checkpoints = len(compute_checkpoint_steps(spec))
     req, plan = _with_sampling_plan(req, checkpoints - 1)
     if req.num_segments > checkpoints - 1:
@@ -333,13 +333,13 @@ def process_refund(
     return get_event_view(job, process_movement(session, rt, "job.refunded", data, legs))
 
 
-def get_spec_fault(session: Session, job: Job) -> str | None:
+def get_spec_fault(rt: Runtime, session: Session, job: Job) -> str | None:
     """Why no honest party can run this job's spec here (the submission validator's message),
     or None. Submission refuses such specs; one can still be running if it was stored before
     the validator grew stricter."""
     try:
         spec = parse_job_spec(json.loads(job.spec_json))
-        check_runnable_spec(spec, get_job_dataset(session, spec))
+        check_runnable_spec(spec, get_job_dataset(rt, session, spec))
     except (InvalidInput, ValueError) as err:  # InvalidSpec, or a stored spec that is not JSON
         return str(err) or type(err).__name__
     return None

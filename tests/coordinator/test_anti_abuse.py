@@ -82,7 +82,10 @@ def test_a_checkpoints_hash_is_not_a_dataset(server, make_client):
     sha256 = hashlib.sha256(data).hexdigest()
     db = Database(server.settings.database_url)
     try:  # the same bytes stored as a checkpoint, as a solver's upload would
-        db.write(lambda s: jobs_repository.add_blob_if_missing(s, sha256, data, BLOB_CHECKPOINT))
+        server.app.state.runtime.blobs.put_stream(BLOB_CHECKPOINT, sha256, [data])
+        db.write(
+            lambda s: jobs_repository.add_blob_if_missing(s, sha256, len(data), BLOB_CHECKPOINT)
+        )
     finally:
         db.dispose()
     with pytest.raises(CoordinatorError) as missing:

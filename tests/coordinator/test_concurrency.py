@@ -1,15 +1,23 @@
 """Concurrent clients racing on one balance: no overspend, every invariant holds (on every
-backend of the `backend` fixture: SQLite, and PostgreSQL where reachable)."""
+backend of the `backend` fixture: SQLite, and PostgreSQL where reachable — in-process, and as
+`coordinator serve --workers 4`, whose replicas share nothing but the database)."""
 
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from nacl.signing import SigningKey
 
 from cli.audit_cmd import check_coordinator
 from protocol.wire import BidStatus, ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
+from tests.coordinator.server import backend_params, replica_params
 
 CLIENTS = 32
+
+
+@pytest.fixture(params=[*backend_params(), *replica_params()])
+def backend(request) -> str:
+    return request.param
 
 
 def _race(fn, n=CLIENTS):

@@ -1,0 +1,1 @@
+"""Streaming, resumable uploads of checkpoints and datasets (docs/coordinator.md, "Blob store")."""
