@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "cli.account_cmd",
     "cli.daemons_cmd",
     "cli.demo",
+    "cli.model_cmd",
 ]
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 3
