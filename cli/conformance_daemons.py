@@ -2,8 +2,8 @@
 market of its own on this machine (a dev coordinator on loopback, honest counterparts of ours),
 judged only by what the public API and the public log show.
 
-- solver: one `mlp` job (4 steps, 2 segments); our honest verifier replays every segment. It must
-  be awarded the job, commit the spec's initial state as checkpoint 0, survive verification and
+- solver: one `mlp` job (4 steps, 2 segments), open for bids 20 s after the daemon starts; our
+  honest verifier replays every segment. It must be awarded the job, commit the spec's initial state as checkpoint 0, survive verification and
   be paid; the log must audit.
 - verifier: two `mlp` jobs, one trained honestly by our solver and one by our solver that
   perturbs step 7. It must stake, approve the honest job (and be paid its fee), win the dispute
@@ -33,6 +33,8 @@ UNDER_TEST = "under-test"
 HONEST_JOB = ("mlp", 4, 2)  # model, steps, checkpoint interval
 CHEATED_JOB = ("mlp", 10, 5)  # perturb-step alters step 7: inside segment 2
 OUR_VERIFIER_STAKE = 2000
+# A daemon under test gets this long from its start to bid: it may be slow to import and poll.
+SOLVER_BIDDING_S = 20
 
 
 def check_daemons(solver_cmd: str | None, verifier_cmd: str | None, timeout: float) -> list[dict]:
@@ -64,7 +66,7 @@ class Market:
         verifier = self._start_ours("verifier", "verifier", "--stake", str(OUR_VERIFIER_STAKE))
         self._wait_staked(verifier)
         solver = self._start_theirs(command)
-        job_id = self._submit(HONEST_JOB)
+        job_id = self._submit(HONEST_JOB, bidding_s=SOLVER_BIDDING_S)
         status = self._wait_done([job_id])[0]
         settled = [h for h in self._history(solver, job_id) if h["kind"] == "job.settled"]
         planted = self._log_kinds(job_id) & {"job.planted_initial_state"}
@@ -181,7 +183,7 @@ class Market:
     def _job_id(self, job: tuple[str, int, int]) -> str:
         return compute_job_id(parse_job_spec(_job_spec(*job))).hex()
 
-    def _submit(self, job: tuple[str, int, int]) -> str:
+    def _submit(self, job: tuple[str, int, int], bidding_s: float = BIDDING_S) -> str:
         model, steps, interval = job
         self.submitter.submit_job(
             _job_spec(model, steps, interval),
@@ -190,7 +192,7 @@ class Market:
             verifier_fee=FEE,
             num_verifiers=1,
             num_segments=steps // interval,
-            bidding_s=BIDDING_S,
+            bidding_s=bidding_s,
         )
         return self._job_id(job)
 

@@ -23,6 +23,7 @@ from protocol.trajectory import Commitment, compute_trajectory_proof, compute_tr
 from protocol.types import JobId, Root
 from protocol.wire import AssignmentState, DisputeStatus, JobState
 from sdk.disputes import play_turn, play_until_idle
+from sdk.responses import CoordinatorError
 from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
 from tests.coordinator.server import REFEREE_TIMEOUT, client_factory, running_server
 
@@ -60,8 +61,17 @@ def _start(make_client, trained, num_segments):
     )
     solver.bid(trained.job_id, PRICE, STAKE, trained.profile)
     solver.advance_clock(31)
-    solver.award(trained.job_id)
+    _award(solver, trained.job_id)
     return submitter, solver, verifier
+
+
+def _award(solver, job_id: str) -> None:
+    """Close the bidding; a running sweeper may have awarded the job already, to this solver."""
+    try:
+        solver.award(job_id)
+    except CoordinatorError as err:
+        if err.status != 409 or solver.get_job(job_id).solver != solver.public_key:
+            raise
 
 
 def _upload(solver, trained, index, data=None, proof=None):
