@@ -43,6 +43,14 @@ from protocol.testing.games import (
 from protocol.testing.strategies import arities, chunk_counts, segments
 
 KEYS = {SOLVER: SOLVER_KEY, VERIFIER: VERIFIER_KEY}
+
+
+def require(condition: object, message: object) -> None:
+    """An invariant of the machine: AssertionError when broken, even under `python -O`."""
+    if not condition:
+        raise AssertionError(message)
+
+
 PHASES = {STEPS, CHUNKS, STATE, RULING, OVER}
 
 
@@ -89,7 +97,7 @@ class DisputeGameMachine(RuleBasedStateMachine):
         try:
             self.game = self.rules_module.process_move(self.game, move, self.now)
         except self.rules_module.IllegalMove:
-            assert self.game == before, "a refused move changed the game"
+            require(self.game == before, "a refused move changed the game")
             return False
         return True
 
@@ -99,7 +107,7 @@ class DisputeGameMachine(RuleBasedStateMachine):
     def party_to_move_plays_its_trajectory(self):
         self.now += 1
         move = self.players[self.game.turn].next_move(self.game)
-        assert move is not None and self.submit(move), "a truthful move was refused"
+        require(move is not None and self.submit(move), "a truthful move was refused")
 
     @precondition(lambda self: self.game.phase in (STEPS, CHUNKS))
     @rule(change=st.sampled_from(["party", "round", "signature", "payload"]))
@@ -114,7 +122,7 @@ class DisputeGameMachine(RuleBasedStateMachine):
             move = dataclasses.replace(move, signature="00" * 64)
         else:
             move = self.sign(move.party, move.kind, {"garbage": True})
-        assert not self.submit(move), f"a move with a wrong {change} was accepted"
+        require(not self.submit(move), f"a move with a wrong {change} was accepted")
 
     @precondition(lambda self: self.game.phase in (STEPS, CHUNKS, STATE))
     @rule()
@@ -122,7 +130,7 @@ class DisputeGameMachine(RuleBasedStateMachine):
         late = self.game.turn
         self.now = self.game.deadline
         self.game = self.rules_module.process_deadline(self.game, self.now)
-        assert self.game.phase == OVER and self.game.winner != late, "lateness went unpunished"
+        require(self.game.phase == OVER and self.game.winner != late, "lateness went unpunished")
         self.late.add(late)
 
     @precondition(lambda self: self.game.phase == STATE)
@@ -141,23 +149,31 @@ class DisputeGameMachine(RuleBasedStateMachine):
     def an_ended_game_stays_ended(self, party):
         self.now += 1
         move = self.sign(party, "dissect" if party == SOLVER else "choose", {})
-        assert not self.submit(move), "a move was accepted after the game ended"
+        require(not self.submit(move), "a move was accepted after the game ended")
         over = self.game
-        assert self.rules_module.process_deadline(over, self.now + 10**6) == over
+        require(
+            self.rules_module.process_deadline(over, self.now + 10**6) == over,
+            "an ended game changed at a deadline",
+        )
 
     # --- invariants -----------------------------------------------------------------------------
     @invariant()
     def the_game_is_well_formed(self):
-        assert self.game.phase in PHASES
-        assert self.case.start <= self.game.lo < self.game.hi <= self.case.end
-        assert self.game.moves <= compute_rounds_bound(
-            self.case.length, self.case.chunks, self.case.arity
+        require(self.game.phase in PHASES, f"unknown phase {self.game.phase}")
+        require(
+            self.case.start <= self.game.lo < self.game.hi <= self.case.end,
+            "steps left the segment",
+        )
+        require(
+            self.game.moves
+            <= compute_rounds_bound(self.case.length, self.case.chunks, self.case.arity),
+            "more moves than the rounds bound",
         )
 
     @invariant()
     def only_the_wrong_or_the_late_lose(self):
         if self.game.phase == OVER and VERIFIER not in self.late:
-            assert self.game.winner == VERIFIER, f"the honest verifier lost: {self.game.reason}"
+            require(self.game.winner == VERIFIER, f"the honest verifier lost: {self.game.reason}")
 
 
 PARTIES = ("submitter", "solver", "worker", "challenger")
@@ -209,7 +225,7 @@ class LedgerRulesMachine(RuleBasedStateMachine):
             "worker": paid.workers,
             "challenger": terms.challenger_stake + paid.challenger,
         }
-        assert min(*back.values(), paid.burned) >= 0, f"{outcome} pays out more than is locked"
+        require(min(*back.values(), paid.burned) >= 0, f"{outcome} pays out more than is locked")
         for party, amount in back.items():
             self.books[party] += amount
         self.burned += paid.burned
@@ -222,16 +238,16 @@ class LedgerRulesMachine(RuleBasedStateMachine):
             Outcome.BOTH_WRONG,
         )
         if solver_at_fault:
-            assert paid.solver == -terms.solver_stake, "a solver at fault keeps part of its stake"
+            require(paid.solver == -terms.solver_stake, "a solver at fault keeps part of its stake")
         else:
-            assert paid.solver >= 0, f"a solver not at fault loses money on {outcome}"
-        assert paid.workers >= 0, "verifiers that did their work lose money"
+            require(paid.solver >= 0, f"a solver not at fault loses money on {outcome}")
+        require(paid.workers >= 0, "verifiers that did their work lose money")
 
     @invariant()
     def money_is_conserved(self):
         total = sum(self.books.values()) + self.locked() + self.burned
-        assert total == self.deposited, f"books hold {total}, {self.deposited} deposited"
+        require(total == self.deposited, f"books hold {total}, {self.deposited} deposited")
 
     @invariant()
     def no_balance_is_negative(self):
-        assert min(self.books.values()) >= 0, self.books
+        require(min(self.books.values()) >= 0, self.books)

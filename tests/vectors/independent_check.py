@@ -29,6 +29,15 @@ def unhex(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
+class VectorMismatch(Exception):
+    """A recorded event the rules do not allow (raised even under `python -O`)."""
+
+
+def require(condition, message: str) -> None:
+    if not condition:
+        raise VectorMismatch(message)
+
+
 def canonical_json(value) -> bytes:
     """Sorted keys, no whitespace, non-ASCII as \\uXXXX escapes, floats as shortest repr."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
@@ -432,20 +441,20 @@ def advance(g: dict, now: int, **changes) -> None:
 
 def children(payload: dict, parent: str) -> list[str]:
     left, right = payload["left"], payload["right"]
-    assert node_hash(unhex(left), unhex(right)).hex() == parent, "children do not hash to claim"
+    require(node_hash(unhex(left), unhex(right)).hex() == parent, "children do not hash to claim")
     return [left, right]
 
 
 def apply_move(g: dict, event: dict) -> None:
     move, now = event["move"], event["now"]
     party, kind, payload = move["party"], move["kind"], move["payload"]
-    assert g["phase"] != "over" and now < g["deadline"], "a move after the end or the deadline"
-    assert party == g["turn"] and MOVES.get((g["phase"], party)) == kind, "a move out of turn"
-    assert move["round"] == g["round"], "a move for another round"
+    require(g["phase"] != "over" and now < g["deadline"], "a move after the end or the deadline")
+    require(party == g["turn"] and MOVES.get((g["phase"], party)) == kind, "a move out of turn")
+    require(move["round"] == g["round"], "a move for another round")
     body = {"game": g["game_id"], "party": party, "kind": kind, "round": move["round"]}
     message = canonical_json({**body, "payload": payload})
     key = unhex(g[f"{party}_key"])
-    assert signature_ok(key, "dispute-move", message, unhex(move["signature"])), "bad signature"
+    require(signature_ok(key, "dispute-move", message, unhex(move["signature"])), "bad signature")
     g["moves"] += 1
     if kind == "dissect":
         points = dissection_points(g["lo"], g["hi"], g["arity"])
@@ -456,7 +465,7 @@ def apply_move(g: dict, event: dict) -> None:
     elif kind == "choose":
         bounds = [g["lo"], *g["points"], g["hi"]]
         lo, hi = bounds[payload["index"]], bounds[payload["index"] + 1]
-        assert payload["root"] != g["roots"][str(hi)], "agreement is not a dispute"
+        require(payload["root"] != g["roots"][str(hi)], "agreement is not a dispute")
         mine = {**g["verifier_roots"], str(lo): g["roots"][str(lo)], str(hi): payload["root"]}
         advance(g, now, lo=lo, hi=hi, points=[], turn="solver", verifier_roots=mine)
     elif kind == "split":
@@ -474,15 +483,15 @@ def apply_event(g: dict, event: dict) -> None:
     if kind == "move":
         apply_move(g, event)
     elif kind == "deadline":
-        assert event["now"] >= g["deadline"], "a deadline event before the deadline"
+        require(event["now"] >= g["deadline"], "a deadline event before the deadline")
         if g["phase"] != "over" and (g["phase"], g["turn"]) in LATE:
             over(g, "verifier" if g["turn"] == "solver" else "solver")
     elif kind == "state_supplied":
-        assert g["phase"] == "state", "a state supplied outside the state phase"
+        require(g["phase"] == "state", "a state supplied outside the state phase")
         g.update(phase="ruling", turn="referee", round=g["round"] + 1)
         g["deadline"] = event["now"] + g["move_timeout"]
     else:  # ruling: the referee's hash of the disputed chunk
-        assert g["phase"] == "ruling", "a ruling outside the ruling phase"
+        require(g["phase"] == "ruling", "a ruling outside the ruling phase")
         truth, (solver, verifier) = event["chunk_hash"], g["node_hashes"]
         over(g, "solver" if truth == solver else "verifier" if truth == verifier else None)
 
@@ -502,8 +511,8 @@ def check_games(cases, expect) -> None:
 def check_game_file(path: Path, checker: "Checker") -> None:
     try:
         games = json.loads(path.read_text())
-        assert games["format"] == GAME_FORMAT, f"format {games['format']!r}"
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as err:
+        require(games["format"] == GAME_FORMAT, f"format {games['format']!r}")
+    except (OSError, ValueError, KeyError, TypeError, VectorMismatch) as err:
         print(f"FAIL reading {path}: {type(err).__name__}: {err}")
         checker.failures += 1
         return
