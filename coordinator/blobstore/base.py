@@ -18,9 +18,9 @@ from pathlib import Path
 
 from coordinator.blobstore.errors import BlobCorrupt, BlobMismatch
 from protocol.errors import InternalError
+from sdk.transfers import iter_file_range
 
 log = logging.getLogger("veritrain.coordinator.blobstore")
-READ_CHUNK = 1 << 20
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 KINDS = ("checkpoint", "dataset", "state")
 
@@ -32,16 +32,8 @@ def check_address(kind: str, sha256: str) -> None:
 
 
 def iter_file(path: Path, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        left = None if end is None else end - start
-        while left is None or left > 0:
-            chunk = handle.read(READ_CHUNK if left is None else min(READ_CHUNK, left))
-            if not chunk:
-                return
-            if left is not None:
-                left -= len(chunk)
-            yield chunk
+    """Bytes [start, end) of a file, in bounded pieces (one reader for the SDK and the store)."""
+    return iter_file_range(path, start, None if end is None else end - start)
 
 
 class BlobStore(ABC):
