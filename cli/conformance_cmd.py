@@ -10,6 +10,7 @@
 
 import argparse
 import json
+import math
 import sys
 
 from rich.console import Console
@@ -92,8 +93,8 @@ def _market(args: argparse.Namespace) -> Market:
         raise InvalidInput("need games >= 1, segments >= 1 and 0 <= sampled <= segments", "market")
     if not 0 <= args.forced_error_rate <= 1:
         raise InvalidInput("must be in [0, 1]", "forced_error_rate")
-    if args.stake_margin < 0:
-        raise InvalidInput("must be at least 0", "stake_margin")
+    if not 0 <= args.stake_margin < math.inf:  # NaN fails too: it would hide any profit
+        raise InvalidInput("must be a finite number of at least 0", "stake_margin")
     return Market(
         segments=args.segments,
         sampled=args.sampled,

@@ -88,6 +88,8 @@ def test_the_pins_of_a_strategy_are_checked_against_its_own_divergence():
         (["--behaviour", "os:path"], "is not a verifier behaviour"),
         (["--behaviour", "no_such_module:thing"], "cannot load"),
         (["--behaviour", "honest", "--sampled", "99"], "sampled <= segments"),
+        (["--behaviour", "honest", "--stake-margin", "nan"], "finite"),
+        (["--behaviour", "honest", "--forced-error-rate", "nan"], "[0, 1]"),
         ([], "name a --behaviour"),
     ],
 )
