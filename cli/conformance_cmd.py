@@ -22,6 +22,9 @@ from protocol.errors import InvalidInput
 from protocol.testing import WRONG_REPLAY, ConformanceReport, load_behaviour, run_conformance
 
 EXIT_BROKEN = 1
+# The simulation walks every segment of a job and plays every game: bounded so a typo is an
+# error, not an hour of CPU.
+MAX_GAMES, MAX_SEGMENTS = 100_000, 100_000
 ROLES = ("solver", "verifier")
 
 
@@ -89,8 +92,10 @@ def cmd_conformance(args: argparse.Namespace) -> int:
 
 
 def _market(args: argparse.Namespace) -> Market:
-    if args.games < 1 or args.segments < 1 or not 0 <= args.sampled <= args.segments:
-        raise InvalidInput("need games >= 1, segments >= 1 and 0 <= sampled <= segments", "market")
+    if not 1 <= args.games <= MAX_GAMES or not 1 <= args.segments <= MAX_SEGMENTS:
+        raise InvalidInput(f"need 1 <= games <= {MAX_GAMES}, 1 <= segments <= {MAX_SEGMENTS}")
+    if not 0 <= args.sampled <= args.segments:
+        raise InvalidInput("need 0 <= sampled <= segments", "sampled")
     if not 0 <= args.forced_error_rate <= 1:
         raise InvalidInput("must be in [0, 1]", "forced_error_rate")
     if not 0 <= args.stake_margin < math.inf:  # NaN fails too: it would hide any profit

@@ -89,6 +89,7 @@ def test_the_pins_of_a_strategy_are_checked_against_its_own_divergence():
         (["--behaviour", "no_such_module:thing"], "cannot load"),
         (["--behaviour", "honest", "--sampled", "99"], "sampled <= segments"),
         (["--behaviour", "honest", "--stake-margin", "nan"], "finite"),
+        (["--behaviour", "honest", "--segments", "1000000000"], "segments <= 100000"),
         (["--behaviour", "honest", "--forced-error-rate", "nan"], "[0, 1]"),
         ([], "name a --behaviour"),
     ],
