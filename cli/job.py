@@ -357,15 +357,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_download(args: argparse.Namespace) -> int:
     """The final checkpoint, checked against its recorded state root and against the final-model
     root the solver signed in its commitment, then its model parameters written as safetensors."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     from protocol.errors import CheckpointCorrupt
-    from protocol.state import (
-        compute_model_root,
-        compute_state_root,
-        decode_state,
-        get_model_params,
-    )
+    from protocol.state import compute_model_root, compute_state_root, get_model_params
+    from sdk.state_files import read_state_file
 
     client = _market_client(args)
     job = client.get_job(args.job_id)
@@ -376,7 +372,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     # the roots below need the tensors; safetensors never unpickles
     staged = client.download_checkpoint_to(args.job_id, last, Path(args.out + ".checkpoint"))
     try:
-        state = decode_state(staged.read_bytes())
+        state = read_state_file(staged)
     finally:
         staged.unlink(missing_ok=True)
     info = client.get_checkpoint_info(args.job_id, last)
@@ -386,9 +382,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         raise CheckpointCorrupt(
             "the model does not match the final-model root the solver committed to"
         )
-    Path(args.out).write_bytes(
-        save({k: v.contiguous() for k, v in get_model_params(state).items()})
-    )
+    save_file({k: v.contiguous() for k, v in get_model_params(state).items()}, args.out)
     result = {
         "job_id": args.job_id,
         "out": args.out,

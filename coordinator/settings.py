@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     # A single-request PUT of a checkpoint or dataset is signed over its whole body, so it can
     # only be authenticated once received: it is capped lower; larger blobs use /v1/uploads.
     max_single_put_body: int = Field(default=MAX_SINGLE_PUT_BODY, ge=1024)
+    # A job's checkpoint 0 (the root every solver must start from) is built in the replica when
+    # its state is at most this large, else in a worker process: the replica's memory stays
+    # bounded whatever the job's size.
+    max_in_process_state_bytes: int = Field(default=64 * 2**20, ge=0)
 
     def get_blob_dir(self) -> Path:
         if self.blob_dir is not None:

@@ -42,7 +42,7 @@ def process_commitment(
     jobs.require_solver(job, solver, JobState.AWARDED, rt.clock.now())
     commitment, signature = verification.compute_checked_commitment(job, solver, req)
     job.reported_losses = req.reported_losses_json()  # reported, unverified, not signed
-    initial_root = checkpoints.get_initial_state(rt, session, job).root
+    initial_root = checkpoints.get_initial_root(rt, session, job)
     claimed_root, proof = (
         bytes.fromhex(req.initial_state_root),
         [bytes.fromhex(h) for h in req.initial_proof],

@@ -20,9 +20,10 @@ MAX_REGRESSION_WORK = 2**26
 DEFAULT_EXAMPLES_BOUND = 1024
 DEFAULT_INPUT_VALUES_BOUND = 32
 # A training state (parameters and optimizer slots): what a solver, a verifier and the referee
-# each hold in memory to step it. Uploads no longer bound it (they stream to the blob store, up
-# to coordinator.settings.MAX_CHECKPOINT_BODY, 16 GiB); raising it is a rule change of its own.
-MAX_STATE_BYTES = 48 * 2**20
+# each hold in memory to step it (about 3× it at peak: docs/production.md, "Memory"). Files are
+# written and read a tensor at a time and uploads stream to the blob store, so nothing else
+# bounds it; a coordinator replica never holds one (docs/decisions.md, "Gigabyte states").
+MAX_STATE_BYTES = 4 * 2**30
 DTYPE_BYTES = {"float32": 4, "float64": 8}
 SYNTHETIC_KINDS = ("synthetic-classification", "synthetic-regression")
 
@@ -73,6 +74,6 @@ def check_state_size(spec: JobSpec, parameters: int, optimizer_slots: int) -> No
     if compute_state_bytes(spec, parameters, optimizer_slots) > MAX_STATE_BYTES:
         raise InvalidSpec(
             f"the model's {parameters} parameters with their optimizer state exceed "
-            f"{MAX_STATE_BYTES} bytes (a checkpoint must fit an upload)",
+            f"{MAX_STATE_BYTES} bytes (a state must fit a worker's memory)",
             "model.config",
         )

@@ -10,7 +10,6 @@ execution profile (`sdk.tasks`, task `step`), tests call it directly.
 from protocol.errors import CheckpointCorrupt, UnsteppableState
 from protocol.state import (
     compute_chunk_hashes,
-    compute_state_layout,
     compute_state_root,
     decode_state,
     encode_state,
@@ -48,7 +47,7 @@ def compute_stepped_state(program: TrainingProgram, state):
     every optimizer slot from step 0): a made-up state is its supplier's fault, never a
     KeyError of ours."""
     try:
-        validate_state_matches_layout(state, compute_state_layout(program.initial_state()))
+        validate_state_matches_layout(state, program.state_layout())
     except CheckpointCorrupt as err:
         raise UnsteppableState(
             f"the referee cannot step this state: {err.message}", tensor=err.tensor

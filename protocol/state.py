@@ -9,14 +9,16 @@ keeps state roots within reach of raw SHA-256 throughput.
 """
 
 import hashlib
+import json
+import math
 import struct
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
-from safetensors.torch import save as safetensors_save
 
 from protocol.errors import CheckpointCorrupt, InternalError
 from protocol.merkle import LEAF_PREFIX, root_from_leaf_hashes
@@ -28,9 +30,13 @@ CHUNK_SIZE = 1 << 16  # bytes of tensor data per leaf
 STEP_KEY = "step"
 PARAM_PREFIX = "param/"
 ALLOWED_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
+TAG_DTYPES = {tag: dtype for dtype, tag in ALLOWED_DTYPES.items()}
+TAG_BYTES = {"F32": 4, "F64": 8, "I64": 8}
 FORMAT_TAG = "veritrain-state-v1"
 MAX_NAME_BYTES = 0xFFFF  # "<H" in the chunk header
 MAX_RANK = 0xFF  # "<B" in the chunk header
+# safetensors lays tensors out by dtype, widest-ranked first (its Dtype enum order), then by name
+SAFETENSORS_DTYPE_RANK = {"I64": 0, "F64": 1, "F32": 2}
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,18 @@ def _chunk_bounds(num_bytes: int) -> list[tuple[int, int]]:
     return [(s, min(s + CHUNK_SIZE, num_bytes)) for s in range(0, num_bytes, CHUNK_SIZE)]
 
 
+def compute_layout_bytes(layout: "StateLayout") -> int:
+    """Bytes of tensor data in every state with this layout."""
+    return sum(math.prod(shape) * TAG_BYTES[tag] for tag, shape in layout.values())
+
+
+def count_layout_chunks(layout: "StateLayout") -> int:
+    """Leaves of every state with this layout, without any tensor in hand."""
+    return sum(
+        len(_chunk_bounds(math.prod(shape) * TAG_BYTES[tag])) for tag, shape in layout.values()
+    )
+
+
 def compute_chunk_layout(state: TrainingState) -> list[ChunkRef]:
     layout: list[ChunkRef] = []
     for name in sorted(state):
@@ -127,10 +145,43 @@ def get_step(state: TrainingState) -> int:
     return int(state[STEP_KEY].item())
 
 
+def encode_state_header(state: TrainingState) -> bytes:
+    """The canonical safetensors prefix of a state: the 8-byte header length, then the JSON header
+    padded with spaces to 8 bytes, exactly as `safetensors.torch.save` writes it (tests hold the
+    two equal), so a state can be written tensor by tensor without a second copy in memory."""
+    entries: dict[str, dict] = {"__metadata__": {"format": FORMAT_TAG}}
+    offset = 0
+    for name in _file_order(state):
+        size = state[name].numel() * state[name].element_size()
+        entries[name] = {
+            "dtype": ALLOWED_DTYPES[state[name].dtype],
+            "shape": list(state[name].shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    header = json.dumps(entries, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header
+
+
+def _file_order(state: TrainingState) -> list[str]:
+    for name, tensor in state.items():
+        if tensor.dtype not in ALLOWED_DTYPES:
+            raise InternalError(f"tensor {name!r} has unsupported dtype {tensor.dtype}")
+    return sorted(state, key=lambda n: (SAFETENSORS_DTYPE_RANK[ALLOWED_DTYPES[state[n].dtype]], n))
+
+
+def iter_encoded_state(state: TrainingState) -> Iterator[bytes | memoryview]:
+    """The canonical safetensors bytes of a state in pieces: its header, then each tensor's bytes
+    as a view of the tensor itself (no copy)."""
+    yield encode_state_header(state)
+    for name in _file_order(state):
+        yield _tensor_bytes(state[name])
+
+
 def encode_state(state: TrainingState) -> bytes:
     """safetensors bytes of the state (deterministic for a given state)."""
-    tensors = {name: state[name].detach().contiguous() for name in sorted(state)}
-    return safetensors_save(tensors, metadata={"format": FORMAT_TAG})
+    return b"".join(iter_encoded_state(state))
 
 
 def decode_state(data: bytes) -> TrainingState:

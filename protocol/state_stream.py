@@ -24,11 +24,11 @@ from protocol.state import (
     MAX_RANK,
     PARAM_PREFIX,
     STEP_KEY,
+    TAG_BYTES,
     StateLayout,
     compute_chunk_header,
 )
 
-DTYPE_BYTES = {"F32": 4, "F64": 8, "I64": 8}
 MAX_HEADER_BYTES = 16 * 2**20  # a header this large already names ~100,000 tensors
 METADATA_KEY = "__metadata__"
 
@@ -41,7 +41,7 @@ class StreamedState:
 
 
 @dataclass(frozen=True)
-class _Tensor:
+class StoredTensor:
     name: str
     dtype: str
     shape: tuple[int, ...]
@@ -62,7 +62,7 @@ def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _check_entry(name: str, entry: object) -> tuple[str, tuple[int, ...], int, int]:
-    if not isinstance(entry, dict) or entry.get("dtype") not in DTYPE_BYTES:
+    if not isinstance(entry, dict) or entry.get("dtype") not in TAG_BYTES:
         raise CheckpointCorrupt(f"tensor {name[:64]!r} has no supported dtype", tensor=name[:64])
     shape, offsets = entry.get("shape"), entry.get("data_offsets")
     if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
@@ -72,7 +72,7 @@ def _check_entry(name: str, entry: object) -> tuple[str, tuple[int, ...], int, i
     begin, end = offsets
     if not (type(begin) is int and type(end) is int and 0 <= begin <= end):
         raise CheckpointCorrupt(f"tensor {name!r} has invalid data_offsets", tensor=name)
-    if end - begin != math.prod(shape) * DTYPE_BYTES[entry["dtype"]]:
+    if end - begin != math.prod(shape) * TAG_BYTES[entry["dtype"]]:
         raise CheckpointCorrupt(f"tensor {name!r}: offsets do not match its shape", tensor=name)
     if len(name.encode()) > MAX_NAME_BYTES or len(shape) > MAX_RANK:
         raise CheckpointCorrupt(f"tensor {name[:64]!r} does not fit a chunk header")
@@ -81,8 +81,9 @@ def _check_entry(name: str, entry: object) -> tuple[str, tuple[int, ...], int, i
     return entry["dtype"], tuple(shape), begin, end
 
 
-def _parse_header(header: bytes, data_start: int, total_size: int) -> list[_Tensor]:
-    """The tensors in file order, with their first leaf index in tree (sorted-name) order."""
+def parse_state_header(header: bytes, data_start: int, total_size: int) -> list[StoredTensor]:
+    """The tensors in file order (absolute byte offsets), with their first leaf index in tree
+    (sorted-name) order; CheckpointCorrupt unless they tile the data up to `total_size`."""
     try:
         parsed = json.loads(header, object_pairs_hook=_reject_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -98,7 +99,7 @@ def _parse_header(header: bytes, data_start: int, total_size: int) -> list[_Tens
         leaf += max(1, math.ceil((entries[name][3] - entries[name][2]) / CHUNK_SIZE))
     tensors = sorted(
         (
-            _Tensor(n, d, s, data_start + b, data_start + e, first_leaf[n])
+            StoredTensor(n, d, s, data_start + b, data_start + e, first_leaf[n])
             for n, (d, s, b, e) in entries.items()
         ),
         key=lambda t: (t.begin, t.end),
@@ -107,7 +108,7 @@ def _parse_header(header: bytes, data_start: int, total_size: int) -> list[_Tens
     return tensors
 
 
-def _check_tiling(tensors: list[_Tensor], data_start: int, total_size: int) -> None:
+def _check_tiling(tensors: list[StoredTensor], data_start: int, total_size: int) -> None:
     position = data_start
     for tensor in tensors:
         if tensor.begin != position:
@@ -119,6 +120,14 @@ def _check_tiling(tensors: list[_Tensor], data_start: int, total_size: int) -> N
         )
 
 
+def parse_header_length(prefix: bytes, total_size: int) -> int:
+    """The header length a safetensors file's first 8 bytes declare, if a state may have it."""
+    (length,) = struct.unpack("<Q", prefix)
+    if not 2 <= length <= MAX_HEADER_BYTES or 8 + length > total_size:
+        raise CheckpointCorrupt(f"safetensors header of {length} bytes is not acceptable")
+    return length
+
+
 class StateStreamHasher:
     """Feed the bytes of a safetensors state of `total_size` bytes in order; `finish` checks they
     all came and returns the state's step, layout and root. Raises CheckpointCorrupt on the first
@@ -128,7 +137,7 @@ class StateStreamHasher:
         self.total_size = total_size
         self.position = 0
         self.prefix = bytearray()  # the 8-byte length and the header, until parsed
-        self.tensors: list[_Tensor] | None = None
+        self.tensors: list[StoredTensor] | None = None
         self.leaves: list[bytes | None] = []
         self.current = 0  # index into self.tensors
         self.chunk_hash = None
@@ -153,13 +162,10 @@ class StateStreamHasher:
         return view
 
     def _header_length(self) -> int:
-        (length,) = struct.unpack("<Q", self.prefix[:8])
-        if not 2 <= length <= MAX_HEADER_BYTES or 8 + length > self.total_size:
-            raise CheckpointCorrupt(f"safetensors header of {length} bytes is not acceptable")
-        return length
+        return parse_header_length(bytes(self.prefix[:8]), self.total_size)
 
     def _start_data(self, header: bytes) -> None:
-        self.tensors = _parse_header(header, self.position, self.total_size)
+        self.tensors = parse_state_header(header, self.position, self.total_size)
         self.leaves = [None] * sum(t.chunks for t in self.tensors)
         self._skip_empty_tensors()
 

@@ -20,7 +20,15 @@ from protocol.ops import NATIVE_OPS
 from protocol.parallel import compute_block_rows, fold_pairwise
 from protocol.rng import compute_batch_indices, make_generator
 from protocol.spec import JobSpec
-from protocol.state import PARAM_PREFIX, STEP_KEY, TrainingState, compute_state_root, get_step
+from protocol.state import (
+    ALLOWED_DTYPES,
+    PARAM_PREFIX,
+    STEP_KEY,
+    StateLayout,
+    TrainingState,
+    compute_state_root,
+    get_step,
+)
 from protocol.types import Root
 
 OPTIMIZER_SLOTS = {"sgd": ("momentum",), "adamw": ("exp_avg", "exp_avg_sq")}
@@ -53,6 +61,17 @@ class TrainingProgram:
     model: ModelDef
     config: dict[str, Any]
     ops: Any
+
+    def state_layout(self) -> StateLayout:
+        """Every state's tensor names, dtype tags and shapes, as `initial_state()` has them (it
+        holds every optimizer slot from step 0), from shapes alone: nothing is allocated."""
+        tag = ALLOWED_DTYPES[DTYPES[self.spec.profile.dtype]]
+        layout: StateLayout = {STEP_KEY: ("I64", ())}
+        for name, shape in compute_param_shapes(self).items():
+            layout[PARAM_PREFIX + name] = (tag, shape)
+            for slot in OPTIMIZER_SLOTS[self.spec.optimizer.name]:
+                layout[f"opt/{slot}/{name}"] = (tag, shape)
+        return dict(sorted(layout.items()))
 
     def initial_state(self) -> TrainingState:
         dtype = DTYPES[self.spec.profile.dtype]
@@ -197,13 +216,18 @@ def build_program(spec: JobSpec, dataset_blob: bytes | None = None) -> TrainingP
     return TrainingProgram(spec, dataset, model, config, get_ops(spec))
 
 
-def compute_parameter_count(program: TrainingProgram) -> int:
-    """The model's parameter count from its shapes alone (meta tensors: nothing is allocated)."""
+def compute_param_shapes(program: TrainingProgram) -> dict[str, tuple[int, ...]]:
+    """The model's parameter shapes (meta tensors: nothing is allocated)."""
 
     def init(_name: str, shape: tuple[int, ...], _bound: float | None) -> torch.Tensor:
         return torch.empty(shape, device="meta")
 
-    return sum(t.numel() for t in program.model.init_params(program.config, init).values())
+    params = program.model.init_params(program.config, init)
+    return {name: tuple(t.shape) for name, t in params.items()}
+
+
+def compute_parameter_count(program: TrainingProgram) -> int:
+    return sum(math.prod(shape) for shape in compute_param_shapes(program).values())
 
 
 def check_runnable_spec(spec: JobSpec, dataset_blob: bytes | None = None) -> TrainingProgram:

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sdk.store import write_atomically
+from sdk.state_files import write_atomically
 
 
 class DurableState:

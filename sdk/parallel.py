@@ -54,7 +54,8 @@ from protocol.training import (
     compute_learning_rate,
     get_param_names,
 )
-from sdk.store import CheckpointStore, write_atomically
+from sdk.state_files import write_atomically
+from sdk.store import CheckpointStore
 
 Progress = Callable[[dict[str, Any]], None]
 LOSSES_FILE = "losses.json"  # as sdk.tasks' train writes it

@@ -12,7 +12,6 @@ half-written checkpoint behind the manifest's back.
 """
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,26 +31,16 @@ from protocol.state import (
     compute_chunk_hashes,
     compute_chunk_layout,
     compute_model_root,
-    decode_state,
-    encode_state,
     get_step,
     locate_bad_chunk,
 )
 from protocol.trajectory import compute_trajectory_root
 from protocol.types import HASH_SIZE, Root, StepIndex
+from sdk.state_files import read_state_file, write_atomically, write_state_file
 
 MANIFEST = "manifest.json"
 DATASET_FILE = "dataset.safetensors"
 RUN_FORMAT = "veritrain-run-v1"
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -148,11 +137,8 @@ class CheckpointStore:
     def load_checkpoint(self, index: int) -> TrainingState:
         """The state at checkpoint `index`, verified against its committed root."""
         entry = self._entry(index)
-        data = self.checkpoint_path(index).read_bytes()
-        state = decode_state(data)
-        return verify_state_bytes(
-            state, data, entry.state_root, entry.step, self._sidecar_hashes(index)
-        )
+        state = read_state_file(self.checkpoint_path(index))
+        return verify_state(state, entry.state_root, entry.step, self._sidecar_hashes(index))
 
     def _sidecar_hashes(self, index: int) -> list[bytes] | None:
         path = self.checkpoint_path(index).with_suffix(".hashes")
@@ -170,7 +156,7 @@ class CheckpointStore:
         hashes = compute_chunk_hashes(state)
         root = root_from_leaf_hashes(hashes)
         path = self.checkpoint_path(index)
-        write_atomically(path, encode_state(state))
+        write_state_file(path, state)
         write_atomically(path.with_suffix(".hashes"), b"".join(hashes))
         self.manifest["checkpoints"].append(
             {
@@ -211,10 +197,11 @@ class CheckpointStore:
         }
 
 
-def verify_state_bytes(
-    state: TrainingState, data: bytes, root: Root, step: int, sidecar: list[bytes] | None
+def verify_state(
+    state: TrainingState, root: Root, step: int, sidecar: list[bytes] | None
 ) -> TrainingState:
-    """Check decoded checkpoint bytes against a committed root; name the first bad chunk."""
+    """Check a state read from a file (`read_state_file`: canonical bytes) against a committed
+    root; name the first bad chunk."""
     hashes = compute_chunk_hashes(state)
     if root_from_leaf_hashes(hashes) != root:
         bad = (
@@ -232,8 +219,6 @@ def verify_state_bytes(
         raise CheckpointCorrupt("state does not match the committed state root")
     if get_step(state) != step:
         raise CheckpointCorrupt(f"checkpoint holds step {get_step(state)}, expected {step}")
-    if encode_state(state) != data:  # the tensors match, so the safetensors header was altered
-        raise CheckpointCorrupt("safetensors header differs from the canonical encoding")
     return state
 
 

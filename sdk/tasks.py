@@ -16,7 +16,8 @@ from protocol.referee import compute_referee_chunk
 from protocol.spec import parse_job_spec
 from protocol.state import compute_state_root, get_step
 from protocol.training import TrainingProgram, check_runnable_spec
-from sdk.store import CheckpointStore, write_atomically
+from sdk.state_files import write_atomically
+from sdk.store import CheckpointStore
 
 Progress = Callable[[dict[str, Any]], None]
 LOSSES_FILE = "losses.json"  # training loss per step, for reports (not part of any commitment)
@@ -124,13 +125,26 @@ def run_referee_step(request: dict[str, Any], progress: Progress) -> dict[str, A
     return {"chunk_hash": chunk_hash.hex()}
 
 
+def compute_initial_root(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The root of checkpoint 0 of `spec`: for states too large to build in a coordinator."""
+    spec = parse_job_spec(request["spec"])
+    program = check_runnable_spec(spec, _read_optional(request.get("dataset_path")))
+    return {"root": compute_state_root(program.initial_state()).hex()}
+
+
 def _trace(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     from sdk.trace import trace_segment  # dispute play only
 
     return trace_segment(request, progress)
 
 
-TASKS = {"train": train, "replay": replay, "step": run_referee_step, "trace": _trace}
+TASKS = {
+    "train": train,
+    "replay": replay,
+    "step": run_referee_step,
+    "trace": _trace,
+    "initial_root": compute_initial_root,
+}
 
 
 def run_task(request: dict[str, Any], progress: Progress) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from typing import Any
 from protocol.behaviours import load_behaviour
 from protocol.merkle import root_from_leaf_hashes
 from protocol.spec import parse_job_spec
-from protocol.state import compute_chunk_hashes, decode_state, encode_state, get_step
+from protocol.state import compute_chunk_hashes, get_step
 from protocol.training import build_program
-from sdk.store import verify_state_bytes, write_atomically
+from sdk.state_files import read_state_file, write_atomically, write_state_file
+from sdk.store import verify_state
 
 TRACE_FILE = "trace.json"
 
@@ -30,26 +31,25 @@ def trace_segment(request: dict[str, Any], progress) -> dict[str, Any]:
     spec = parse_job_spec(request["spec"])
     dataset = Path(request["dataset_path"]).read_bytes() if request.get("dataset_path") else None
     program = build_program(spec, dataset)
-    data = Path(request["start_state_path"]).read_bytes()
-    state = decode_state(data)
-    verify_state_bytes(state, data, bytes.fromhex(request["start_root"]), get_step(state), None)
+    state = read_state_file(Path(request["start_state_path"]))
+    verify_state(state, bytes.fromhex(request["start_root"]), get_step(state), None)
     trace_dir = Path(request["trace_dir"])
     trace_dir.mkdir(parents=True, exist_ok=True)
-    steps = {get_step(state): _record(trace_dir, state, data)}
+    steps = {get_step(state): _record(trace_dir, state)}
     behaviour = load_behaviour(request["behaviour"], "solver") if request.get("behaviour") else None
     while get_step(state) < request["to_step"]:
         before = state
         state = program.step(state)
         if behaviour is not None:
             state = behaviour.transform_step(program, before, state, get_step(state))
-        steps[get_step(state)] = _record(trace_dir, state, encode_state(state))
+        steps[get_step(state)] = _record(trace_dir, state)
         progress({"step": get_step(state), "steps": request["to_step"]})
     write_atomically(trace_dir / TRACE_FILE, json.dumps({"steps": steps}).encode())
     return {"from_step": min(steps), "to_step": max(steps), "final_root": steps[max(steps)]["root"]}
 
 
-def _record(trace_dir: Path, state, data: bytes) -> dict[str, Any]:
-    write_atomically(get_state_path(trace_dir, get_step(state)), data)
+def _record(trace_dir: Path, state) -> dict[str, Any]:
+    write_state_file(get_state_path(trace_dir, get_step(state)), state)
     hashes = compute_chunk_hashes(state)
     return {"root": root_from_leaf_hashes(hashes).hex(), "chunks": [h.hex() for h in hashes]}
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from coordinator.disputes import repository as disputes_repository
 from coordinator.disputes.service import get_dispute_view
 from coordinator.jobs import repository as jobs_repository
-from coordinator.jobs.checkpoints import get_initial_state
+from coordinator.jobs.checkpoints import get_state_layout
 from coordinator.jobs.service import get_stored_spec
 from coordinator.ledger.accounts import AVAILABLE, STAKE, AccountKey
 from coordinator.ledger.repository import get_balance, get_owner_accounts
@@ -186,7 +186,7 @@ def get_job_page(session: Session, rt: Runtime, job_id: str) -> dict[str, Any]:
 def _chunk_tensor(rt: Runtime, session: Session, job: Job, chunk: int) -> str | None:
     """The tensor that chunk `chunk` of the job's states lies in (the layout is cached per job)."""
     try:
-        layout = get_initial_state(rt, session, job).layout
+        layout = get_state_layout(rt, session, job)
     except Exception:  # a layout that cannot be computed: the chunk keeps its number only
         return None
     index = 0

@@ -4,11 +4,8 @@ the dispute opens, so a ruling does not wait for a torch import). The worker che
 against its agreed root before stepping, so a wrong blob can never make the referee rule on the
 wrong state. Runs outside any transaction."""
 
-import tempfile
-from pathlib import Path
-
 from protocol.spec import parse_job_spec
-from sdk.warm_worker import WorkerPool
+from sdk.warm_worker import WorkerPool, staged_worker_files
 
 
 def run_referee_chunk_hash(
@@ -22,21 +19,15 @@ def run_referee_chunk_hash(
 ) -> bytes:
     """Hash of chunk `chunk` one step after the agreed state; the worker's typed errors
     (`CheckpointCorrupt` for a state that is not the agreed one) pass through."""
-    with tempfile.TemporaryDirectory(prefix="veritrain-referee-") as tmp:
-        state_path = Path(tmp) / "state.safetensors"
-        state_path.write_bytes(state_bytes)
-        dataset_path = None
-        if dataset is not None:
-            dataset_path = Path(tmp) / "dataset.safetensors"
-            dataset_path.write_bytes(dataset)
+    with staged_worker_files(state=state_bytes, dataset=dataset) as paths:
         result = workers.run(
             {
                 "command": "step",
                 "spec": spec_json,
-                "state_path": str(state_path),
+                "state_path": paths["state"],
                 "agreed_root": agreed_root,
                 "chunk": chunk,
-                "dataset_path": str(dataset_path) if dataset_path else None,
+                "dataset_path": paths["dataset"],
             },
             parse_job_spec(spec_json).profile,
             timeout_s,

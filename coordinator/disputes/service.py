@@ -33,9 +33,10 @@ from coordinator.jobs.checkpoints import (
     DecodedCheckpoint,
     compute_decoded_checkpoint,
     get_checkpoint_row,
+    get_state_layout,
 )
 from coordinator.ledger.service import process_movement
-from coordinator.models import BLOB_CHECKPOINT, BLOB_STATE, Assignment, Dispute, Job
+from coordinator.models import BLOB_STATE, Assignment, Dispute, Job
 from coordinator.runtime import Runtime
 from protocol.dispute import (
     OVER,
@@ -57,7 +58,7 @@ from protocol.dispute import (
 )
 from protocol.errors import CheckpointCorrupt
 from protocol.spec import parse_job_spec
-from protocol.state import StateLayout, compute_chunk_layout, decode_state
+from protocol.state import StateLayout, count_layout_chunks
 from protocol.wire import DisputeStatus
 
 DISPUTE_ARITY = 2
@@ -72,7 +73,6 @@ def process_open_dispute(
     """Start the game for a segment whose end the verifier disputes."""
     start = get_checkpoint_row(session, job.job_id, assignment.segment)
     end = get_checkpoint_row(session, job.job_id, assignment.segment + 1)
-    start_state = decode_state(rt.blobs.read_bytes(BLOB_CHECKPOINT, start.blob_sha256))
     now = int(rt.clock.now())
     game_id = compute_game_id(
         bytes.fromhex(job.job_id),
@@ -89,7 +89,7 @@ def process_open_dispute(
         end_step=end.step,
         solver_root=end.state_root,
         verifier_root=verifier_root,
-        num_chunks=len(compute_chunk_layout(start_state)),
+        num_chunks=count_layout_chunks(get_state_layout(rt, session, job)),
         now=now,
         move_timeout=rt.settings.move_timeout_s,
         arity=DISPUTE_ARITY,

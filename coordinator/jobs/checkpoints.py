@@ -24,7 +24,7 @@ from protocol.errors import CheckpointCorrupt, InvalidInput
 from protocol.spec import compute_checkpoint_steps, parse_job_spec
 from protocol.state import (
     StateLayout,
-    compute_state_layout,
+    compute_layout_bytes,
     compute_state_root,
     decode_state,
     get_step,
@@ -35,6 +35,7 @@ from protocol.training import build_program
 from protocol.trajectory import Commitment, is_valid_trajectory_proof
 from protocol.types import Root, StepIndex
 from protocol.wire import JobState
+from sdk.warm_worker import staged_worker_files
 
 
 @dataclass(frozen=True)
@@ -46,30 +47,38 @@ class DecodedCheckpoint:
     data: bytes | None = None  # the bytes, for the few callers that hold a state anyway
 
 
-@dataclass(frozen=True)
-class InitialState:
-    """What the coordinator knows of `job`'s states without training: the tensor names, dtypes
-    and shapes every state has (every optimizer slot is there from step 0, and a step keeps each
-    tensor's dtype and shape), and the root of checkpoint 0."""
-
-    layout: StateLayout
-    root: bytes
-
-
-def get_initial_state(rt: Runtime, session: Session, job: Job) -> InitialState:
-    """Computed once per job (its id is its spec's hash), kept in a small LRU; only names,
-    shapes and the root are kept, never the tensors."""
-
-    def compute() -> InitialState:
-        spec = parse_job_spec(json.loads(job.spec_json))
-        state = build_program(spec, get_job_dataset(rt, session, spec)).initial_state()
-        return InitialState(compute_state_layout(state), bytes(compute_state_root(state)))
-
-    return rt.state_layouts.get_or_compute(job.job_id, compute)
-
-
 def get_state_layout(rt: Runtime, session: Session, job: Job) -> StateLayout:
-    return get_initial_state(rt, session, job).layout
+    """The tensors, dtypes and shapes every state of `job` has, from shapes alone; computed once
+    per job (its id is its spec's hash) and kept in a small LRU."""
+
+    def compute() -> StateLayout:
+        spec = parse_job_spec(json.loads(job.spec_json))
+        return build_program(spec, get_job_dataset(rt, session, spec)).state_layout()
+
+    return rt.state_layouts.get_or_compute(("layout", job.job_id), compute)
+
+
+def get_initial_root(rt: Runtime, session: Session, job: Job) -> bytes:
+    """The root of checkpoint 0 of every honest trajectory of `job`. A state over
+    `max_in_process_state_bytes` is built in a worker process, so a replica never holds a
+    job's state whatever its size."""
+
+    def compute() -> bytes:
+        spec_json = json.loads(job.spec_json)
+        spec = parse_job_spec(spec_json)
+        dataset = get_job_dataset(rt, session, spec)
+        layout = get_state_layout(rt, session, job)
+        if compute_layout_bytes(layout) <= rt.settings.max_in_process_state_bytes:
+            return bytes(compute_state_root(build_program(spec, dataset).initial_state()))
+        with staged_worker_files(dataset=dataset) as paths:
+            result = rt.referee_workers.run(
+                {"command": "initial_root", "spec": spec_json, "dataset_path": paths["dataset"]},
+                spec.profile,
+                rt.settings.referee_timeout_s,
+            )
+        return bytes.fromhex(result["root"])
+
+    return rt.state_layouts.get_or_compute(("initial_root", job.job_id), compute)
 
 
 def is_planted_initial_state(

@@ -51,6 +51,9 @@ def server(tmp_path, monkeypatch):
     # The referee (in its own worker process) still checks, and must not fail with a KeyError.
     monkeypatch.setattr(checkpoints, "validate_state_matches_layout", lambda state, layout: None)
     monkeypatch.setattr(checkpoints, "check_streamed_layout", lambda actual, expected: None)
+    # ... and the game is sized by the made-up states' chunks, not by the job's layout
+    made_up_chunks = len(compute_chunk_hashes(_made_up(0, 0.0)))
+    monkeypatch.setattr(dispute_service, "count_layout_chunks", lambda layout: made_up_chunks)
     # A fixed coordinator key fixes the selection beacon, so the draw over this test's fixed
     # commitment is fixed too: segment 1, whose start is a made-up state (checkpoint 0 must be
     # the spec's true initial state, or the commitment itself is slashed).
