@@ -46,6 +46,7 @@ from protocol.trajectory import (
 from protocol.types import JobId, Root
 from protocol.wire import JobState
 from tests.coordinator.market import funded, tiny_spec_json
+from tests.coordinator.server import client_factory, running_server
 
 COORDINATOR_SEED = bytes(range(32))
 SOLVER_KEY = SigningKey(b"\x05" * 32)
@@ -287,3 +288,26 @@ def test_audit_recomputes_every_draw_and_catches_a_forged_one(server, make_clien
     report = check_coordinator(submitter2)
     assert not report.ok
     assert any("segments or verifiers differ" in p for p in report.problems)
+
+
+def test_a_large_jobs_checkpoint_0_is_built_in_a_worker_and_still_catches_a_plant(tmp_path):
+    """Above max_in_process_state_bytes the replica builds no state: a worker process computes
+    checkpoint 0's root, which still accepts the honest start and slashes a planted one."""
+    with (
+        running_server("sqlite", tmp_path, max_in_process_state_bytes=0) as srv,
+        client_factory(srv.url) as make,
+    ):
+        honest = tiny_spec_json(seed=11)
+        _, solver, verifier, job_id = _awarded(make, honest)
+        _commit(solver, job_id, _fixed_trajectory(honest))
+        assert solver.get_job(job_id).state is JobState.VERIFYING
+        assert len(verifier.get_assignments()) == 1
+        # the worker that computed the root: the replica built no state of its own
+        assert len(srv.app.state.runtime.referee_workers.workers) == 1
+
+        planted_spec = tiny_spec_json(seed=12)
+        _, solver, _, job_id = _awarded(make, planted_spec)
+        planted = bytes(compute_initial_state_root(parse_job_spec(tiny_spec_json(seed=13))))
+        _commit(solver, job_id, _fixed_trajectory(planted_spec, first_root=planted))
+        job = solver.get_job(job_id)
+        assert (job.state, job.outcome) == (JobState.FAILED, "planted_initial_state")
