@@ -211,8 +211,10 @@ class Demo:
                 time.sleep(0.2)
         self.wait_registered(submitter, deadline)
 
-    def wait_registered(self, submitter: CoordinatorClient, deadline: float) -> None:
-        for name, _ in VERIFIERS:
+    def wait_registered(
+        self, submitter: CoordinatorClient, deadline: float, names: list[str] | None = None
+    ) -> None:
+        for name in names or [name for name, _ in VERIFIERS]:
             key = bytes(self.keys[name].verify_key).hex()
             while not submitter.get_account(key).escrow_and_stakes.get("stake:"):
                 if time.time() > deadline:

@@ -102,10 +102,10 @@ def process_checkpoint_upload(
     ckpt: checkpoints.DecodedCheckpoint,
     proof: list[bytes],
 ) -> CheckpointView:
-    _job, existing = checkpoints.lock_upload_target(session, who, job_id, index, ckpt, proof)
+    job, existing = checkpoints.lock_upload_target(session, who, job_id, index, ckpt, proof)
     if existing is not None:
         return checkpoints.get_checkpoint_view(existing, ckpt.size)
-    assignments = verification.check_segment_committed(session, job_id, index)
+    assignments = verification.check_checkpoint_wanted(session, job, index)
     row = checkpoints.process_store_checkpoint(session, job_id, index, ckpt, rt.clock.now())
     verification.process_checkpoint_published(rt, assignments, index)
     process_movement(

@@ -58,6 +58,7 @@ from sdk.responses import (
 from sdk.transfers import (
     DEFAULT_PART_SIZE,
     compute_file_sha256,
+    compute_part_digests,
     finish_download,
     get_partial_path,
     iter_file_range,
@@ -496,12 +497,16 @@ class CoordinatorClient:
         fails is resumed from the offset the coordinator reports, up to `retries` times."""
         path = Path(path)
         size = path.stat().st_size
-        body = {"kind": kind, "sha256": compute_file_sha256(path), "size": size, **(target or {})}
+        sha256, part_digests = compute_part_digests(path, part_size)
+        body = {"kind": kind, "sha256": sha256, "size": size, **(target or {})}
         upload = self._post(UploadView, "/v1/uploads", body)
         failures = 0
         while upload.received < size:
+            length = min(part_size, size - upload.received)
             try:
-                upload = self._put_part(upload, path, min(part_size, size - upload.received))
+                upload = self._put_part(
+                    upload, path, length, part_digests.get((upload.received, length))
+                )
             except (httpx.TransportError, CoordinatorError) as err:
                 if not _is_resumable(err) or failures >= self.retries:
                     raise
@@ -515,8 +520,11 @@ class CoordinatorClient:
     def get_upload(self, upload_id: str) -> UploadView:
         return self._get(UploadView, f"/v1/uploads/{upload_id}")
 
-    def _put_part(self, upload: UploadView, path: Path, length: int) -> UploadView:
-        """One signed part, hashed from disk first, then streamed from disk."""
+    def _put_part(
+        self, upload: UploadView, path: Path, length: int, digest: str | None
+    ) -> UploadView:
+        """One signed part, streamed from disk; its digest is hashed from disk first unless
+        known (a resume from an offset inside a part)."""
         offset = upload.received
         request = self._http.build_request(
             "PUT",
@@ -530,7 +538,7 @@ class CoordinatorClient:
                 self._require_key(),
                 "PUT",
                 request.url.raw_path.decode(),
-                compute_file_sha256(path, offset, length),
+                digest or compute_file_sha256(path, offset, length),
                 uuid.uuid4().hex,
             )
         )

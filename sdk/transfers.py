@@ -23,6 +23,26 @@ def compute_file_sha256(path: Path, start: int = 0, length: int | None = None) -
     return digest.hexdigest()
 
 
+def compute_part_digests(path: Path, part_size: int) -> tuple[str, dict[tuple[int, int], str]]:
+    """In one read of the file: its SHA-256, and each `part_size` part's by (offset, length),
+    which an upload signs part by part (hashing each part again would read the file twice)."""
+    whole, parts, offset = hashlib.sha256(), {}, 0
+    with open(path, "rb") as handle:
+        while part := _hash_part(handle, part_size, whole):
+            parts[(offset, part[1])] = part[0]
+            offset += part[1]
+    return whole.hexdigest(), parts
+
+
+def _hash_part(handle, part_size: int, whole) -> tuple[str, int] | None:
+    digest, length = hashlib.sha256(), 0
+    while length < part_size and (chunk := handle.read(min(READ_CHUNK, part_size - length))):
+        whole.update(chunk)
+        digest.update(chunk)
+        length += len(chunk)
+    return (digest.hexdigest(), length) if length else None
+
+
 def iter_file_range(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:
     with open(path, "rb") as handle:
         handle.seek(start)

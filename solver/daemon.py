@@ -19,11 +19,12 @@ from protocol.behaviours import load_behaviour
 from protocol.economics import compute_max_price
 from protocol.errors import InvalidSpec
 from protocol.parallel import compute_usable_world_size
+from protocol.retention import compute_wanted_checkpoints
 from protocol.spec import JobSpec, parse_job_spec
 from protocol.training import check_runnable_spec
 from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
 from protocol.types import JobId, Root
-from protocol.wire import FINAL_JOB_STATES, AssignmentState, JobState, ProblemCode
+from protocol.wire import FINAL_JOB_STATES, JobState, ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
 from sdk.daemon import Daemon, DaemonStopping
 from sdk.durable import DurableState
@@ -298,15 +299,17 @@ class SolverDaemon(Daemon):
         }
 
     def _upload_owed_checkpoints(self, job_id: str) -> None:
+        """What the coordinator needs now (`protocol.retention`), each checkpoint once: the
+        indices uploaded are remembered, so a multi-gigabyte file is never sent twice."""
         store = CheckpointStore.open(self.run_dir(job_id))
         entries = [(e.step, e.state_root) for e in store.entries()]
-        owed = set()
-        for a in self.client.get_job_assignments(job_id):
-            if a.state is AssignmentState.AWAITING_START:
-                owed.add(a.segment)
-            elif a.state is AssignmentState.COMMITTED:
-                owed.add(a.segment + 1)
+        record = self.state.data["jobs"][job_id]
+        assignments = [(a.segment, a.state) for a in self.client.get_job_assignments(job_id)]
+        owed = compute_wanted_checkpoints(len(entries), assignments) - set(
+            record.get("uploaded", [])
+        )
         for index in sorted(owed):
+            started, size = time.monotonic(), store.checkpoint_path(index).stat().st_size
             try:
                 self.client.upload_checkpoint_file(  # streamed from disk, resumable
                     job_id,
@@ -319,9 +322,20 @@ class SolverDaemon(Daemon):
                 if err.problem_code not in UPLOAD_NOT_NOW:
                     raise
                 continue
+            seconds = time.monotonic() - started
+            record["uploaded"] = sorted({*record.get("uploaded", []), index})
+            self.state.save()
             self.log.info(
-                "uploaded checkpoint %d of job %s",
+                "uploaded checkpoint %d of job %s (%d bytes in %.2f s)",
                 index,
                 job_id[:12],
-                extra={"event": "checkpoint.uploaded", "job_id": job_id, "index": index},
+                size,
+                seconds,
+                extra={
+                    "event": "checkpoint.uploaded",
+                    "job_id": job_id,
+                    "index": index,
+                    "bytes": size,
+                    "seconds": round(seconds, 3),
+                },
             )

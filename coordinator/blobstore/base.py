@@ -44,8 +44,10 @@ class BlobStore(ABC):
         """Store the bytes of `chunks` under `sha256`; BlobMismatch (nothing stored) when they do
         not hash to it. Returns the size. Idempotent."""
 
-    def put_file(self, kind: str, sha256: str, path: Path) -> int:
-        """Store the content of the local file `path`, which the store may move (consume)."""
+    def put_file(self, kind: str, sha256: str, path: Path, hashed: bool = False) -> int:
+        """Store the content of the local file `path`, which the store may move (consume).
+        `hashed`: the caller has just computed `sha256` from this file, which nothing else
+        writes (a store may then skip its own pass; a streamed put checks it anyway)."""
         return self.put_stream(kind, sha256, iter_file(path))
 
     @abstractmethod

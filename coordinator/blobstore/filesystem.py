@@ -66,15 +66,17 @@ class FilesystemBlobStore(BlobStore):
             temp.unlink(missing_ok=True)
         return size
 
-    def put_file(self, kind: str, sha256: str, path: Path) -> int:
-        """Hash the file where it lies; on this filesystem, hard-link it into place (no copy: the
-        caller must not change the file afterwards, only unlink it)."""
+    def put_file(self, kind: str, sha256: str, path: Path, hashed: bool = False) -> int:
+        """Hash the file where it lies (unless the caller just did: `hashed`); on this
+        filesystem, hard-link it into place (no copy: the caller must not change the file
+        afterwards, only unlink it)."""
         target = self.path(kind, sha256)
-        digest, size = hashlib.sha256(), 0
-        for chunk in iter_file(path):
-            digest.update(chunk)
-            size += len(chunk)
-        check_digest(kind, sha256, digest.hexdigest(), size)
+        size = path.stat().st_size
+        if not hashed:
+            digest = hashlib.sha256()
+            for chunk in iter_file(path):
+                digest.update(chunk)
+            check_digest(kind, sha256, digest.hexdigest(), size)
         if os.stat(path).st_dev != os.stat(self._temp_dir()).st_dev:
             return self.put_stream(kind, sha256, iter_file(path))
         with open(path, "rb") as handle:

@@ -29,6 +29,7 @@ from coordinator.runtime import Runtime
 from coordinator.uploads import repository
 from coordinator.uploads.schemas import CreateUploadRequest, UploadView
 from coordinator.uploads.staging import compute_file_sha256, get_session_path, open_staged
+from coordinator.verification import service as verification
 from protocol.errors import InvalidInput
 from protocol.wire import JobState
 
@@ -140,6 +141,9 @@ def _check_checkpoint_session(session: Session, owner: str, target: Target) -> N
         raise InvalidState(f"job is {job.state}: checkpoints are uploaded while verifying")
     if target.index >= job.num_checkpoints:
         raise InvalidInput(f"the job has {job.num_checkpoints} checkpoints", "index")
+    if jobs_repository.get_checkpoint(session, job.job_id, target.index) is not None:
+        raise InvalidState(f"checkpoint {target.index} is stored already")
+    verification.check_checkpoint_wanted(session, job, target.index)  # before any byte is sent
 
 
 def check_append(row: UploadSession, who: str, offset: int) -> None:
@@ -190,7 +194,7 @@ def commit_dataset(
     rt: Runtime, signed: SignedRequest, path: Path, sha256: str, upload_id: str | None = None
 ) -> Response:
     size = call_burning_nonce_on_error(rt, signed, prepare_dataset, path, sha256)
-    call_burning_nonce_on_error(rt, signed, rt.blobs.put_file, BLOB_DATASET, sha256, path)
+    call_burning_nonce_on_error(rt, signed, rt.blobs.put_file, BLOB_DATASET, sha256, path, True)
 
     def record(session: Session) -> dict:
         _end_session(session, upload_id, signed.public_key)
@@ -214,7 +218,9 @@ def commit_checkpoint(
     )
     if declared_sha256 is not None and ckpt.sha256 != declared_sha256:
         call_burning_nonce_on_error(rt, signed, _raise_mismatch, ckpt.sha256, declared_sha256)
-    call_burning_nonce_on_error(rt, signed, rt.blobs.put_file, BLOB_CHECKPOINT, ckpt.sha256, path)
+    call_burning_nonce_on_error(
+        rt, signed, rt.blobs.put_file, BLOB_CHECKPOINT, ckpt.sha256, path, True
+    )  # prepare_checkpoint hashed this very file, under its lock
 
     def record(session: Session):
         _end_session(session, upload_id, signed.public_key)

@@ -38,6 +38,7 @@ from protocol.economics import (
     compute_verifier_timeout_penalty,
 )
 from protocol.errors import InvalidInput
+from protocol.retention import OWES_COMMIT, compute_wanted_checkpoints
 from protocol.sampling import (
     compute_eligible_verifiers,
     compute_forced_error_outcome,
@@ -262,15 +263,21 @@ def process_challenge(
 # --- checkpoints reach the assignments -----------------------------------------------------------
 
 
-def check_segment_committed(session: Session, job_id: str, index: int) -> list[Assignment]:
-    """Checkpoint `index` ends segment index-1: it stays secret until that segment's verifiers
-    have all committed. Returns the job's assignments."""
-    assignments = repository.get_job_assignments(session, job_id)
-    if any(
-        a.segment == index - 1 and a.state in (State.AWAITING_START, State.ASSIGNED)
-        for a in assignments
-    ):
+def check_checkpoint_wanted(session: Session, job: Job, index: int) -> list[Assignment]:
+    """Checkpoint `index` is uploaded only when someone needs it (`protocol.retention`); as the
+    end of segment index-1 it stays secret until that segment's verifiers have all committed.
+    Returns the job's assignments."""
+    assignments = repository.get_job_assignments(session, job.job_id)
+    if any(a.segment == index - 1 and a.state in OWES_COMMIT for a in assignments):
         raise InvalidState(f"verifiers of segment {index - 1} have not committed yet")
+    wanted = compute_wanted_checkpoints(
+        job.num_checkpoints, [(a.segment, a.state) for a in assignments]
+    )
+    if index not in wanted:
+        raise InvalidState(
+            f"checkpoint {index} is not asked for (wanted now: {sorted(wanted)}); keep it until "
+            "the job is final"
+        )
     return assignments
 
 

@@ -161,8 +161,9 @@ def open_verification(
     job: TrainedJob,
     verifier_stake: int = 500,
 ) -> AssignmentView:
-    """Post a one-segment `job`, award it to `solver`, commit, upload checkpoint 0; returns the
-    verifier's assignment, awaiting its commit."""
+    """Post `job` (one segment drawn), award it to `solver`, commit, upload the drawn segment's
+    start (the one checkpoint asked for besides the final model); returns the verifier's
+    assignment, awaiting its commit."""
     verifier.register_verifier([job.profile], verifier_stake)
     submitter.submit_job(job.spec_json, 1000, min_stake=400, verifier_fee=50, bidding_s=30)
     solver.bid(job.job_id, 600, 400, job.profile)
@@ -170,5 +171,7 @@ def open_verification(
     solver.award(job.job_id)
     commit_signed(solver, job)
     [assignment] = verifier.get_assignments()
-    solver.upload_checkpoint(job.job_id, 0, 0, job.checkpoint_bytes(0), job.proof(0))
+    start = assignment.segment
+    step = job.entries()[start][0]
+    solver.upload_checkpoint(job.job_id, start, step, job.checkpoint_bytes(start), job.proof(start))
     return assignment

@@ -225,9 +225,14 @@ def test_a_challenge_of_a_public_segment_goes_straight_to_its_reveal(server, cli
     """Checkpoints already uploaded stay challengeable: the volunteer still commits its own end
     root before it reveals, and the solver owes nothing more (no deadline it could miss)."""
     submitter, solver = _verifying(client, trained)
-    for index in range(3):
-        _upload(solver, trained, index)
-    volunteer = _volunteer(client, trained)
+    _upload(solver, trained, 2)  # the final model is always asked for
+    first = _volunteer(client, trained)
+    opening = first.challenge_segment(trained.job_id, 0)
+    _upload(solver, trained, 0)
+    first_salt = verify_segment(first, opening.id, trained.entries()[1][1])
+    _upload(solver, trained, 1)  # segment 0's end, now that its verifier committed
+    first.reveal_verification(opening.id, trained.entries()[1][1], first_salt)
+    volunteer = _volunteer(client, trained)  # segment 1 (checkpoints 1 and 2) is public now
     challenge = volunteer.challenge_segment(trained.job_id, 1)
     assert challenge.state is AssignmentState.ASSIGNED
     salt = verify_segment(volunteer, challenge.id, trained.entries()[2][1])

@@ -48,10 +48,9 @@ def _agree(solver, verifier, trained, assignment) -> dict:
     """Replay honestly and reveal; returns the log data of the agreement."""
     seg = assignment.segment
     entries = trained.entries()
-    if seg:
-        solver.upload_checkpoint(
-            trained.job_id, seg, entries[seg][0], trained.checkpoint_bytes(seg), trained.proof(seg)
-        )
+    solver.upload_checkpoint(  # the start (a no-op when it is stored already)
+        trained.job_id, seg, entries[seg][0], trained.checkpoint_bytes(seg), trained.proof(seg)
+    )
     salt = verify_segment(verifier, assignment.id, entries[seg + 1][1])
     end = seg + 1
     solver.upload_checkpoint(

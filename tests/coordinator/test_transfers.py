@@ -313,20 +313,37 @@ def test_a_checkpoint_streams_up_in_parts_and_down_in_ranges(server, make_client
     solver.advance_clock(31)
     solver.award(job.job_id)
     commit_signed(solver, job)
-    path = job.store.checkpoint_path(1)
+    last = len(job.entries()) - 1  # no verifier is drawn: only the final model is asked for
+    step = job.entries()[last][0]
+    with pytest.raises(CoordinatorError) as unasked:  # refused at the declaration, before a byte
+        solver.upload_checkpoint_file(
+            job.job_id, 0, 0, job.store.checkpoint_path(0), job.proof(0), part_size=700
+        )
+    assert unasked.value.problem_code is ProblemCode.INVALID_STATE
+    assert "not asked for" in str(unasked.value)
+    path = job.store.checkpoint_path(last)
     intruder = funded(make_client)
     with pytest.raises(CoordinatorError) as refused:
-        intruder.upload_checkpoint_file(job.job_id, 1, 1, path, job.proof(1), part_size=700)
+        intruder.upload_checkpoint_file(
+            job.job_id, last, step, path, job.proof(last), part_size=700
+        )
     assert refused.value.status == 403
     with pytest.raises(CoordinatorError) as wrong_step:
-        solver.upload_checkpoint_file(job.job_id, 1, 0, path, job.proof(1), part_size=700)
+        solver.upload_checkpoint_file(
+            job.job_id, last, step - 1, path, job.proof(last), part_size=700
+        )
     assert wrong_step.value.problem_code is ProblemCode.CHECKPOINT_CORRUPT
-    view = solver.upload_checkpoint_file(job.job_id, 1, 1, path, job.proof(1), part_size=700)
+    view = solver.upload_checkpoint_file(
+        job.job_id, last, step, path, job.proof(last), part_size=700
+    )
     data = path.read_bytes()
     assert view.sha256 == hashlib.sha256(data).hexdigest() and view.size == len(data)
-    assert view.state_root == job.entries()[1][1].hex()  # the streamed root is the state's root
-    url = f"{server.url}/v1/jobs/{job.job_id}/checkpoints/1"
+    assert view.state_root == job.entries()[last][1].hex()  # the streamed root is the state's
+    url = f"{server.url}/v1/jobs/{job.job_id}/checkpoints/{last}"
     part = httpx.get(url, headers={"Range": "bytes=8-107"})
     assert part.status_code == 206 and part.content == data[8:108]
-    copy = solver.download_checkpoint_to(job.job_id, 1, tmp_path / "ckpt.safetensors")
+    with pytest.raises(CoordinatorError) as again:  # stored: a second upload is refused at once
+        solver.upload_checkpoint_file(job.job_id, last, step, path, job.proof(last))
+    assert "stored already" in str(again.value)
+    copy = solver.download_checkpoint_to(job.job_id, last, tmp_path / "ckpt.safetensors")
     assert copy.read_bytes() == data

@@ -216,6 +216,39 @@ def test_solver_killed_mid_training_resumes_and_is_paid(market):
     job = submitter.get_job(job_id)
     assert (job.state, job.outcome) == (JobState.SETTLED, "accepted")
     assert check_coordinator(submitter).ok
+    _check_only_wanted_uploads_and_the_model_downloads(market, submitter, job)
+
+
+def _check_only_wanted_uploads_and_the_model_downloads(market, submitter, job) -> None:
+    """Of 11 checkpoints the solver uploaded the sampled segment's two and the final model, no
+    more; the submitter downloads that model, checked against the committed model root."""
+    log = [json.loads(e.body) for e in submitter.iter_log_entries(submitter.get_tree_head().size)]
+    [segment] = next(e["data"]["segments"] for e in log if e["kind"] == "job.committed")
+    uploaded = {e["data"]["index"] for e in log if e["kind"] == "checkpoint.uploaded"}
+    assert uploaded == {segment, segment + 1, job.num_checkpoints - 1}
+    model = market.tmp / "model.safetensors"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "job",
+            "download",
+            job.job_id,
+            "--out",
+            str(model),
+            "--coordinator",
+            market.url,
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["final_model_root"] == job.final_model_root
+    assert model.stat().st_size > 0
 
 
 def start_registered_verifier(market: Market, submitter: CoordinatorClient) -> str:

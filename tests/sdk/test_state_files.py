@@ -34,7 +34,9 @@ def mixed_states(draw):
         name = prefix + draw(st.text("abcxyz._", min_size=1, max_size=6)) + str(i)
         shape = draw(st.lists(st.integers(0, 5), max_size=3))
         dtype = draw(st.sampled_from(DTYPES))
-        state[name] = torch.randint(-1000, 1000, shape).to(dtype) / (1 if dtype is torch.int64 else 7)
+        state[name] = torch.randint(-1000, 1000, shape).to(dtype) / (
+            1 if dtype is torch.int64 else 7
+        )
     return state
 
 
@@ -50,7 +52,9 @@ def test_our_encoding_is_safetensors_bytes_and_reads_back_bit_exactly(tmp_path_f
     assert sorted(back) == sorted(state)
     for name, tensor in state.items():
         assert back[name].dtype == tensor.dtype and back[name].shape == tensor.shape
-        assert torch.equal(back[name].view(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8))
+        assert torch.equal(
+            back[name].view(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8)
+        )
     assert compute_state_root(back) == compute_state_root(state)
 
 
