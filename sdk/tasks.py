@@ -12,11 +12,11 @@ from typing import Any
 
 from protocol.behaviours import load_behaviour
 from protocol.errors import InvalidInput
-from protocol.referee import compute_referee_chunk
+from protocol.referee import compute_referee_chunk_of_state
 from protocol.spec import parse_job_spec
 from protocol.state import compute_state_root, get_step
 from protocol.training import TrainingProgram, check_runnable_spec
-from sdk.state_files import write_atomically
+from sdk.state_files import read_state_file, write_atomically
 from sdk.store import CheckpointStore
 
 Progress = Callable[[dict[str, Any]], None]
@@ -118,8 +118,8 @@ def run_referee_step(request: dict[str, Any], progress: Progress) -> dict[str, A
         raise InvalidInput("must be the disputed chunk's index", "chunk")
     spec = parse_job_spec(request["spec"])
     program = check_runnable_spec(spec, _read_optional(request.get("dataset_path")))
-    agreed_state = Path(request["state_path"]).read_bytes()
-    chunk_hash = compute_referee_chunk(
+    agreed_state = read_state_file(Path(request["state_path"]))  # a tensor at a time
+    chunk_hash = compute_referee_chunk_of_state(
         program, agreed_state, bytes.fromhex(request["agreed_root"]), chunk
     )
     return {"chunk_hash": chunk_hash.hex()}

@@ -10,6 +10,7 @@ Range request and are checked against the expected SHA-256 before the file is mo
 import hashlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 READ_CHUNK = 1 << 20
@@ -24,23 +25,16 @@ def compute_file_sha256(path: Path, start: int = 0, length: int | None = None) -
 
 
 def compute_part_digests(path: Path, part_size: int) -> tuple[str, dict[tuple[int, int], str]]:
-    """In one read of the file: its SHA-256, and each `part_size` part's by (offset, length),
-    which an upload signs part by part (hashing each part again would read the file twice)."""
-    whole, parts, offset = hashlib.sha256(), {}, 0
-    with open(path, "rb") as handle:
-        while part := _hash_part(handle, part_size, whole):
-            parts[(offset, part[1])] = part[0]
-            offset += part[1]
-    return whole.hexdigest(), parts
-
-
-def _hash_part(handle, part_size: int, whole) -> tuple[str, int] | None:
-    digest, length = hashlib.sha256(), 0
-    while length < part_size and (chunk := handle.read(min(READ_CHUNK, part_size - length))):
-        whole.update(chunk)
-        digest.update(chunk)
-        length += len(chunk)
-    return (digest.hexdigest(), length) if length else None
+    """The file's SHA-256, and each `part_size` part's by (offset, length), which an upload signs
+    part by part: computed side by side on two threads (hashlib frees the GIL)."""
+    with ThreadPoolExecutor(1) as pool:
+        whole = pool.submit(compute_file_sha256, path)
+        parts, offset, size = {}, 0, path.stat().st_size
+        while offset < size:
+            length = min(part_size, size - offset)
+            parts[(offset, length)] = compute_file_sha256(path, offset, length)
+            offset += length
+        return whole.result(), parts
 
 
 def iter_file_range(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:

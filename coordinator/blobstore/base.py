@@ -11,9 +11,12 @@ change between the two passes ends the stream with an error instead of serving b
 
 import hashlib
 import logging
+import os
 import re
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from coordinator.blobstore.errors import BlobCorrupt, BlobMismatch
@@ -101,9 +104,22 @@ class BlobStore(ABC):
         if digest.hexdigest() != sha256:
             self._report_corrupt(kind, sha256)
 
+    @contextmanager
+    def local_file(self, kind: str, sha256: str, scratch: Path) -> Iterator[Path]:
+        """The verified object as a local file for a worker process to read: a private copy
+        streamed into `scratch`, removed afterwards (a filesystem store lends its own file)."""
+        scratch.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=scratch, prefix="blob-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                for chunk in self.open_range(kind, sha256):
+                    handle.write(chunk)
+            yield Path(name)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
     def read_bytes(self, kind: str, sha256: str) -> bytes:
-        """A whole verified object in memory: only for callers that compute on all of it anyway
-        (the referee's state, a job's dataset)."""
+        """A whole verified object in memory: only for small ones (a job's dataset)."""
         return b"".join(self.open_range(kind, sha256))
 
     def put_bytes(self, kind: str, data: bytes) -> str:

@@ -94,6 +94,12 @@ class FilesystemBlobStore(BlobStore):
         os.replace(temp, target)  # same bytes if it existed: content-addressed
         fsync_directory(target.parent)
 
+    @contextlib.contextmanager
+    def local_file(self, kind: str, sha256: str, scratch: Path) -> Iterator[Path]:
+        """The object's own file, verified first (never written in place: a put replaces it)."""
+        self.verify(kind, sha256)
+        yield self.path(kind, sha256)
+
     def exists(self, kind: str, sha256: str) -> bool:
         return self.path(kind, sha256).is_file()
 

@@ -260,7 +260,8 @@ def process_dispute_deadline(
 class RefereeTask:
     spec_json: dict
     dataset: bytes | None
-    state_bytes: bytes
+    state_kind: str  # the pinned state's blob: one a party supplied, or a checkpoint
+    state_sha256: str
     state_root: str
     chunk: int
 
@@ -276,16 +277,11 @@ def get_referee_task(rt: Runtime, session: Session, dispute_id: int) -> RefereeT
     return RefereeTask(
         spec_json,
         get_job_dataset(rt, session, parse_job_spec(spec_json)),
-        _read_game_state(rt, session, sha256),
+        jobs_repository.get_game_state_blob(session, sha256).kind,
+        sha256,
         game.roots[game.lo],
         game.chunk,
     )
-
-
-def _read_game_state(rt: Runtime, session: Session, sha256: str) -> bytes:
-    """A dispute's pinned state: one a party supplied, or the checkpoint that opened the game."""
-    blob = jobs_repository.get_game_state_blob(session, sha256)
-    return rt.blobs.read_bytes(blob.kind, sha256)
 
 
 @contextmanager
@@ -299,16 +295,19 @@ def claim_ruling(rt: Runtime, dispute_id: int, wait: bool) -> Iterator[bool]:
 
 
 def run_referee(rt: Runtime, task: RefereeTask) -> bytes:
-    """One training step in a warm worker pinned to the job's profile: the chunk's leaf hash."""
-    return run_referee_chunk_hash(
-        rt.referee_workers,
-        task.spec_json,
-        task.dataset,
-        task.state_bytes,
-        task.state_root,
-        task.chunk,
-        rt.settings.referee_timeout_s,
-    )
+    """One training step in a warm worker pinned to the job's profile: the chunk's leaf hash.
+    The worker reads the verified blob from a file: the replica never holds the state."""
+    scratch = rt.settings.get_upload_dir()
+    with rt.blobs.local_file(task.state_kind, task.state_sha256, scratch) as state_path:
+        return run_referee_chunk_hash(
+            rt.referee_workers,
+            task.spec_json,
+            task.dataset,
+            state_path,
+            task.state_root,
+            task.chunk,
+            rt.settings.referee_timeout_s,
+        )
 
 
 def process_referee_result(

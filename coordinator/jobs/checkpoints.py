@@ -8,6 +8,7 @@ the bookkeeping remain. The bytes live in the blob store, put there before the t
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from protocol.training import build_program
 from protocol.trajectory import Commitment, is_valid_trajectory_proof
 from protocol.types import Root, StepIndex
 from protocol.wire import JobState
+from sdk.transfers import compute_file_sha256
 from sdk.warm_worker import staged_worker_files
 
 
@@ -114,15 +116,16 @@ def compute_staged_checkpoint(path: Path, step: int, layout: StateLayout) -> Dec
     """The same checks as `compute_decoded_checkpoint` on a staged file, in one streaming pass
     that computes its SHA-256 and its state root together."""
     size = path.stat().st_size
-    digest, hasher = hashlib.sha256(), StateStreamHasher(size)
-    for chunk in iter_file(path):
-        digest.update(chunk)
-        hasher.update(chunk)
-    streamed = hasher.finish()
+    with ThreadPoolExecutor(1) as pool:  # the two hashes on two cores (hashlib frees the GIL)
+        sha256 = pool.submit(compute_file_sha256, path)
+        hasher = StateStreamHasher(size)
+        for chunk in iter_file(path):
+            hasher.update(chunk)
+        streamed = hasher.finish()
     check_streamed_layout(streamed.layout, layout)
     if streamed.step != step:
         raise CheckpointCorrupt(f"state is at step {streamed.step}, not {step}")
-    return DecodedCheckpoint(digest.hexdigest(), size, step, streamed.root)
+    return DecodedCheckpoint(sha256.result(), size, step, streamed.root)
 
 
 def check_streamed_layout(actual: StateLayout, expected: StateLayout) -> None:

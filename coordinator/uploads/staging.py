@@ -7,6 +7,7 @@ directory), so two requests can never interleave their bytes; bytes past the ses
 committed count are scratch, cut off before the next append.
 """
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -62,9 +63,12 @@ def _write(handle, digest, data: bytes) -> None:
 
 async def receive_body(request: Request, handle, limit: int) -> tuple[str, int]:
     """Append the request body to `handle` (at its position), refusing it once it passes
-    `limit` bytes; returns the body's hex SHA-256 and length. Disk writes and hashing run on the
-    thread pool, a megabyte at a time."""
+    `limit` bytes; returns the body's hex SHA-256 and length. A worker thread hashes and writes
+    each megabyte while the event loop receives the next (hashing releases the GIL), so the
+    upload is not stalled behind its own hashing."""
     digest, count, batch = hashlib.sha256(), 0, bytearray()
+    writing: asyncio.Future | None = None  # the previous megabyte, being hashed and written
+    loop = asyncio.get_running_loop()
     try:
         async for chunk in request.stream():
             count += len(chunk)
@@ -72,10 +76,15 @@ async def receive_body(request: Request, handle, limit: int) -> tuple[str, int]:
                 raise PayloadTooLarge(f"the body is longer than the {limit} bytes it may have")
             batch += chunk
             if len(batch) >= WRITE_BATCH:
-                await run_in_threadpool(_write, handle, digest, bytes(batch))
+                if writing is not None:
+                    await writing
+                writing = loop.run_in_executor(None, _write, handle, digest, bytes(batch))
                 batch.clear()
     except ClientDisconnect as err:
         raise InvalidInput("the request body ended early: the client went away", "body") from err
+    finally:
+        if writing is not None:  # never leave a write running on a handle the caller closes
+            await writing
     await run_in_threadpool(_write, handle, digest, bytes(batch))
     await run_in_threadpool(handle.flush)
     return digest.hexdigest(), count
