@@ -637,6 +637,13 @@ class CoordinatorClient:
         """The agreed state at the pinned step (safetensors bytes), owed by the solver."""
         return self._put_bytes(DisputeView, f"/v1/disputes/{dispute_id}/state", data)
 
+    def upload_dispute_state_file(
+        self, dispute_id: int, path: Path, part_size: int = DEFAULT_PART_SIZE
+    ) -> DisputeView:
+        """The same from a file, streamed in signed parts and resumable (any size)."""
+        target = {"dispute_id": dispute_id}
+        return parse_response(DisputeView, self.upload_file("state", path, part_size, target))
+
     def rule_dispute(self, dispute_id: int, timeout_s: float = 600.0) -> DisputeView:
         """Ask the referee to rule now. It recomputes one training step from the agreed state
         (on a warm worker), so the call may outlast an ordinary request: hence its own timeout.

@@ -83,7 +83,7 @@ def process_solver_disputes(
             client,
             view.id,
             Player(SOLVER, client.key, trace, behaviour.policy),
-            lambda step, d=trace_dir: get_state_path(d, step).read_bytes(),
+            lambda step, d=trace_dir: get_state_path(d, step),
         )
     return len(views)
 

@@ -5,6 +5,7 @@ Shared by the solver and verifier daemons (and tests). The moves themselves come
 """
 
 from collections.abc import Callable
+from pathlib import Path
 
 from protocol.dispute import RULING, SOLVER, STATE, Game, IllegalMove
 from protocol.standin import Player
@@ -25,15 +26,15 @@ def play_turn(
     client: CoordinatorClient,
     view: DisputeView,
     player: Player,
-    agreed_state: Callable[[int], bytes] | None = None,
+    agreed_state: Callable[[int], Path] | None = None,
 ) -> DisputeView | None:
     """Make this party's move if it is its turn; returns the new view, or None if nothing was
-    owed. `agreed_state(step)` gives the solver's state bytes when the referee needs them."""
+    owed. `agreed_state(step)` names the solver's state file when the referee needs it."""
     if view.status != DisputeStatus.OPEN:
         return None
     game = get_game(view)
     if game.phase == STATE and player.party == SOLVER and agreed_state is not None:
-        return client.upload_dispute_state(view.id, agreed_state(game.lo))
+        return client.upload_dispute_state_file(view.id, agreed_state(game.lo))
     if game.phase == RULING:
         return client.rule_dispute(view.id)
     move = player.next_move(game)
@@ -51,7 +52,7 @@ def play_until_idle(
     client: CoordinatorClient,
     dispute_id: int,
     player: Player,
-    agreed_state: Callable[[int], bytes] | None = None,
+    agreed_state: Callable[[int], Path] | None = None,
     max_turns: int = 10_000,
 ) -> DisputeView:
     """Keep moving while it is this party's turn; returns the latest view."""

@@ -4,15 +4,21 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from coordinator.auth import Signed, call_burning_nonce_on_error, execute_signed, get_runtime
+from coordinator.auth import (
+    Signed,
+    check_signed_headers,
+    execute_signed,
+    get_runtime,
+    get_streamed_signed_request,
+)
 from coordinator.disputes import repository, service
 from coordinator.disputes.schemas import DisputePage, DisputeView, MoveRequest
-from coordinator.jobs import repository as jobs_repository
-from coordinator.jobs.checkpoints import DecodedCheckpoint, get_state_layout
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
 from coordinator.schemas import MAX_ROW_ID, NO_NUL, EmptyRequest
 from coordinator.transitions import process_dispute_move, process_rule_dispute
+from coordinator.uploads.service import commit_state
+from coordinator.uploads.staging import check_declared_length, receive_body, temporary_staged
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
 RT = Annotated[Runtime, Depends(get_runtime)]
@@ -53,26 +59,16 @@ def post_move(dispute_id: DisputeId, body: MoveRequest, signed: Signed, rt: RT) 
     responses=WRITE_PROBLEMS,
     openapi_extra={"requestBody": {"required": True, "content": BINARY}},
 )
-async def put_state(dispute_id: DisputeId, request: Request, signed: Signed, rt: RT) -> Response:
-    """The agreed state at the pinned step (safetensors), which the solver owes the referee."""
-    data = await request.body()
-    decoded = await run_in_threadpool(
-        call_burning_nonce_on_error, rt, signed, _decode_state, rt, dispute_id, data
-    )
-    return await run_in_threadpool(
-        execute_signed,
-        rt,
-        signed,
-        lambda s: service.process_dispute_state(s, rt, signed.public_key, dispute_id, decoded),
-    )
-
-
-def _decode_state(rt: Runtime, dispute_id: int, data: bytes) -> DecodedCheckpoint:
-    with rt.db.read() as session:
-        dispute = repository.get_dispute(session, dispute_id)
-        layout = get_state_layout(rt, session, jobs_repository.get_job(session, dispute.job_id))
-        game = service.get_game(dispute)
-    return service.compute_checked_state(data, game, layout)
+async def put_state(dispute_id: DisputeId, request: Request, rt: RT) -> Response:
+    """The agreed state at the pinned step (safetensors), which the solver owes the referee, in
+    one request: streamed to disk and checked as it is read back. Large states: /v1/uploads."""
+    check_signed_headers(request)
+    limit = min(rt.settings.max_checkpoint_body, rt.settings.max_single_put_body)
+    check_declared_length(request, limit)
+    with temporary_staged(rt.settings.get_upload_dir()) as (path, handle):
+        body_sha256, _ = await receive_body(request, handle, limit)
+        signed = get_streamed_signed_request(request, body_sha256)
+        return await run_in_threadpool(commit_state, rt, signed, path, dispute_id)
 
 
 @router.post("/{dispute_id}/rule", response_model=DisputeView, responses=WRITE_PROBLEMS)

@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -31,7 +32,7 @@ from coordinator.errors import Forbidden, InvalidState
 from coordinator.jobs import repository as jobs_repository
 from coordinator.jobs.checkpoints import (
     DecodedCheckpoint,
-    compute_decoded_checkpoint,
+    compute_staged_checkpoint,
     get_checkpoint_row,
     get_state_layout,
 )
@@ -58,7 +59,7 @@ from protocol.dispute import (
 )
 from protocol.errors import CheckpointCorrupt
 from protocol.spec import parse_job_spec
-from protocol.state import StateLayout, count_layout_chunks
+from protocol.state import count_layout_chunks
 from protocol.wire import DisputeStatus
 
 DISPUTE_ARITY = 2
@@ -190,10 +191,27 @@ def process_dispute_move(
     return job, dispute, game
 
 
-def compute_checked_state(data: bytes, game: Game, layout: StateLayout) -> DecodedCheckpoint:
-    """Outside the transaction: the supplied bytes are the agreed state at the pinned step, with
-    exactly the job's tensors, dtypes and shapes (`layout`), so the referee can step it."""
-    decoded = compute_decoded_checkpoint(data, game.lo, layout)
+def check_state_owed(session: Session, who: str, dispute_id: int) -> Game:
+    """Someone may send the agreed state now: the dispute is open, in its state phase, and `who`
+    is one of its parties. Checked before a byte of it is received, and again when it is
+    recorded."""
+    dispute = repository.get_dispute(session, dispute_id)
+    game = get_game(dispute)
+    _party_of(game, who)
+    if dispute.status != DisputeStatus.OPEN or game.phase != STATE:
+        raise InvalidState("no state is owed in this dispute now")
+    return game
+
+
+def compute_staged_state(rt: Runtime, path: Path, dispute_id: int) -> DecodedCheckpoint:
+    """Outside the transaction, streamed from the staged file: the bytes are the agreed state at
+    the pinned step, with exactly the job's tensors, dtypes and shapes, so the referee can step
+    it."""
+    with rt.db.read() as session:
+        dispute = repository.get_dispute(session, dispute_id)
+        layout = get_state_layout(rt, session, jobs_repository.get_job(session, dispute.job_id))
+        game = get_game(dispute)
+    decoded = compute_staged_checkpoint(path, game.lo, layout)
     if decoded.state_root.hex() != game.roots[game.lo]:
         raise CheckpointCorrupt(f"this is not the agreed state at step {game.lo}")
     return decoded
@@ -202,6 +220,8 @@ def compute_checked_state(data: bytes, game: Game, layout: StateLayout) -> Decod
 def process_dispute_state(
     session: Session, rt: Runtime, who: str, dispute_id: int, decoded: DecodedCheckpoint
 ) -> DisputeView:
+    """Record the agreed state, whose bytes are in the blob store already (put before this
+    transaction, like a checkpoint's)."""
     job, dispute = lock_dispute(session, dispute_id)
     game = get_game(dispute)
     _party_of(game, who)
@@ -212,7 +232,6 @@ def process_dispute_state(
         or decoded.state_root.hex() != game.roots[game.lo]
     ):
         raise InvalidState("no state is owed, or not this one")
-    rt.blobs.put_stream(BLOB_STATE, decoded.sha256, [decoded.data])  # one state: bounded
     jobs_repository.add_blob_if_missing(
         session, decoded.sha256, decoded.size, BLOB_STATE, uploader=who, created_at=rt.clock.now()
     )

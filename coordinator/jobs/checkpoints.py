@@ -6,7 +6,6 @@ inside the transaction only the Merkle proof against the job's committed traject
 the bookkeeping remain. The bytes live in the blob store, put there before the transaction.
 """
 
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +26,6 @@ from protocol.state import (
     StateLayout,
     compute_layout_bytes,
     compute_state_root,
-    decode_state,
-    get_step,
-    validate_state_matches_layout,
 )
 from protocol.state_stream import StateStreamHasher
 from protocol.training import build_program
@@ -42,11 +38,12 @@ from sdk.warm_worker import staged_worker_files
 
 @dataclass(frozen=True)
 class DecodedCheckpoint:
+    """What an upload check found in a staged state file (its bytes stay in the file)."""
+
     sha256: str
     size: int
     step: int
     state_root: bytes
-    data: bytes | None = None  # the bytes, for the few callers that hold a state anyway
 
 
 def get_state_layout(rt: Runtime, session: Session, job: Job) -> StateLayout:
@@ -99,22 +96,11 @@ def is_planted_initial_state(
     return root != expected
 
 
-def compute_decoded_checkpoint(data: bytes, step: int, layout: StateLayout) -> DecodedCheckpoint:
-    """Decode a peer's state (safetensors only: never unpickles) and check it is a state of this
-    job at `step`: exactly `layout`'s tensors, dtypes and shapes (CheckpointCorrupt naming the
-    tensor otherwise), so the referee can always step it."""
-    state = decode_state(data)
-    validate_state_matches_layout(state, layout)
-    if get_step(state) != step:
-        raise CheckpointCorrupt(f"state is at step {get_step(state)}, not {step}")
-    return DecodedCheckpoint(
-        hashlib.sha256(data).hexdigest(), len(data), step, bytes(compute_state_root(state)), data
-    )
-
-
 def compute_staged_checkpoint(path: Path, step: int, layout: StateLayout) -> DecodedCheckpoint:
-    """The same checks as `compute_decoded_checkpoint` on a staged file, in one streaming pass
-    that computes its SHA-256 and its state root together."""
+    """A peer's state in a staged file, checked as it is read (safetensors only, never
+    decoded into tensors): exactly `layout`'s tensors, dtypes and shapes (CheckpointCorrupt
+    naming the tensor otherwise), at `step`, so the referee can always step it. Its SHA-256 and
+    its state root are computed side by side."""
     size = path.stat().st_size
     with ThreadPoolExecutor(1) as pool:  # the two hashes on two cores (hashlib frees the GIL)
         sha256 = pool.submit(compute_file_sha256, path)

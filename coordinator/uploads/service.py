@@ -21,10 +21,11 @@ from sqlalchemy.orm import Session
 from coordinator.auth import SignedRequest, call_burning_nonce_on_error, execute_signed
 from coordinator.blobstore.errors import BlobMismatch
 from coordinator.datasets import service as datasets
+from coordinator.disputes import service as disputes
 from coordinator.errors import Forbidden, InvalidState, PayloadTooLarge, QuotaExceeded
 from coordinator.jobs import checkpoints
 from coordinator.jobs import repository as jobs_repository
-from coordinator.models import BLOB_CHECKPOINT, BLOB_DATASET, UploadSession
+from coordinator.models import BLOB_CHECKPOINT, BLOB_DATASET, BLOB_STATE, UploadSession
 from coordinator.runtime import Runtime
 from coordinator.uploads import repository
 from coordinator.uploads.schemas import CreateUploadRequest, UploadView
@@ -41,14 +42,18 @@ MAX_OPEN_UPLOADS_PER_KEY = 64  # staged bytes are disk: one key holds a bounded 
 
 @dataclass(frozen=True)
 class Target:
-    """Where a checkpoint upload goes (None fields for a dataset)."""
+    """Where a checkpoint upload goes, or the dispute a state upload is owed to (None fields
+    otherwise; all None for a dataset)."""
 
     job_id: str | None = None
     index: int | None = None
     step: int | None = None
     proof: tuple[str, ...] = ()
+    dispute_id: int | None = None
 
     def to_json(self) -> str:
+        if self.dispute_id is not None:
+            return json.dumps({"dispute_id": self.dispute_id})
         if self.job_id is None:
             return "{}"
         body = {"job_id": self.job_id, "index": self.index, "step": self.step, "proof": self.proof}
@@ -58,19 +63,25 @@ class Target:
     def from_json(text: str) -> "Target":
         body = json.loads(text)
         return Target(
-            body.get("job_id"), body.get("index"), body.get("step"), tuple(body.get("proof", ()))
+            body.get("job_id"),
+            body.get("index"),
+            body.get("step"),
+            tuple(body.get("proof", ())),
+            body.get("dispute_id"),
         )
 
 
 def get_target(body: CreateUploadRequest) -> Target:
     fields = (body.job_id, body.index, body.step)
-    if body.kind == "dataset":
-        if any(f is not None for f in fields) or body.proof:
-            raise InvalidInput("a dataset upload names no job, index, step or proof", "kind")
-        return Target()
-    if any(f is None for f in fields):
-        raise InvalidInput("a checkpoint upload names its job_id, index and step", "job_id")
-    return Target(body.job_id, body.index, body.step, tuple(body.proof))
+    if body.kind == BLOB_CHECKPOINT:
+        if any(f is None for f in fields) or body.dispute_id is not None:
+            raise InvalidInput("a checkpoint upload names its job_id, index and step", "job_id")
+        return Target(body.job_id, body.index, body.step, tuple(body.proof))
+    if any(f is not None for f in fields) or body.proof:
+        raise InvalidInput(f"a {body.kind} upload names no job, index, step or proof", "kind")
+    if (body.kind == BLOB_STATE) != (body.dispute_id is not None):
+        raise InvalidInput("a state upload, and only a state upload, names its dispute_id", "kind")
+    return Target(dispute_id=body.dispute_id)
 
 
 def get_upload_view(row: UploadSession) -> UploadView:
@@ -85,6 +96,7 @@ def get_upload_view(row: UploadSession) -> UploadView:
         job_id=target.job_id,
         index=target.index,
         step=target.step,
+        dispute_id=target.dispute_id,
     )
 
 
@@ -107,6 +119,8 @@ def process_create(
         raise QuotaExceeded(f"this key holds {MAX_OPEN_UPLOADS_PER_KEY} open upload sessions")
     if body.kind == BLOB_DATASET:
         _check_dataset_session(session, rt, owner, body.size)
+    elif body.kind == BLOB_STATE:
+        disputes.check_state_owed(session, owner, target.dispute_id)  # before any byte is sent
     else:
         _check_checkpoint_session(session, owner, target)
     now = rt.clock.now()
@@ -231,6 +245,30 @@ def commit_checkpoint(
     return execute_signed(rt, signed, record)
 
 
+def commit_state(
+    rt: Runtime,
+    signed: SignedRequest,
+    path: Path,
+    dispute_id: int,
+    declared_sha256: str | None = None,
+    upload_id: str | None = None,
+) -> Response:
+    """A dispute's agreed state: checked while streamed from the staged file (the pinned step's
+    root, the job's layout), stored, then recorded; the replica never decodes it."""
+    state = call_burning_nonce_on_error(
+        rt, signed, disputes.compute_staged_state, rt, path, dispute_id
+    )
+    if declared_sha256 is not None and state.sha256 != declared_sha256:
+        call_burning_nonce_on_error(rt, signed, _raise_mismatch, state.sha256, declared_sha256)
+    call_burning_nonce_on_error(rt, signed, rt.blobs.put_file, BLOB_STATE, state.sha256, path, True)
+
+    def record(session: Session):
+        _end_session(session, upload_id, signed.public_key)
+        return disputes.process_dispute_state(session, rt, signed.public_key, dispute_id, state)
+
+    return execute_signed(rt, signed, record)
+
+
 def _raise_mismatch(actual: str, declared: str) -> None:
     raise BlobMismatch(f"the bytes uploaded hash to {actual}, not to the declared {declared}")
 
@@ -262,6 +300,8 @@ def commit_session(
         try:
             if kind == BLOB_DATASET:
                 response = commit_dataset(rt, signed, path, sha256, upload_id)
+            elif kind == BLOB_STATE:
+                response = commit_state(rt, signed, path, target.dispute_id, sha256, upload_id)
             else:
                 response = commit_checkpoint(
                     rt, signed, path, target, record_checkpoint, sha256, upload_id

@@ -2,6 +2,8 @@
 under the job's profile): the party whose chunk the referee reproduces wins, one that cannot make
 a legal move loses on time, the loser is slashed, and the audit still agrees."""
 
+from pathlib import Path
+
 import pytest
 
 from cli.audit_cmd import check_coordinator
@@ -21,9 +23,10 @@ from protocol.state import (
 )
 from protocol.trajectory import Commitment, compute_trajectory_proof, compute_trajectory_root
 from protocol.types import JobId, Root
-from protocol.wire import AssignmentState, DisputeStatus, JobState
+from protocol.wire import AssignmentState, DisputeStatus, JobState, ProblemCode
 from sdk.disputes import play_turn, play_until_idle
 from sdk.responses import CoordinatorError
+from sdk.state_files import write_state_file
 from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
 from tests.coordinator.server import REFEREE_TIMEOUT, client_factory, running_server
 
@@ -233,12 +236,32 @@ def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_w
         (solver, Player(SOLVER, solver.key, honest)),
         (verifier, Player(VERIFIER, verifier.key, wrong)),
     ]
+    supplied = []
+
+    def agreed_state(step: int) -> Path:
+        if not supplied:  # first, another step's state in one PUT: refused, the game waits
+            with pytest.raises(CoordinatorError) as refused:
+                solver.upload_dispute_state(dispute.id, encode_state(states[step + 1]))
+            assert refused.value.problem_code is ProblemCode.CHECKPOINT_CORRUPT
+        supplied.append(step)
+        path = tmp_path / f"agreed-{step}.safetensors"
+        write_state_file(path, states[step])  # then the file, in resumable signed parts
+        return path
+
     for _ in range(12):
         for client, player in players:
-            play_until_idle(client, dispute.id, player, lambda step: encode_state(states[step]))
+            play_until_idle(client, dispute.id, player, agreed_state)
+    assert supplied == [2]
     ruled = verifier.get_dispute(dispute.id)
     assert (ruled.dispute_step, ruled.winner, ruled.phase) == (2, "solver", "over")
     assert ruled.state["state_sha256"] != job.store.manifest.get("sha256")  # the supplied state
+    agreed = tmp_path / "agreed-2.safetensors"
+    with pytest.raises(CoordinatorError) as outsider:  # refused at the declaration, before a byte
+        funded(make_client).upload_dispute_state_file(dispute.id, agreed)
+    assert outsider.value.status == 403
+    with pytest.raises(CoordinatorError) as late:  # ruled: no state is owed any more
+        solver.upload_dispute_state_file(dispute.id, agreed)
+    assert late.value.problem_code is ProblemCode.INVALID_STATE
     report = check_coordinator(solver)
     assert report.ok, report.problems
 

@@ -49,7 +49,6 @@ def _made_up(step: int, value: float) -> dict[str, torch.Tensor]:
 def server(tmp_path, monkeypatch):
     # As before the full state checks at upload: a made-up state with a valid proof gets in.
     # The referee (in its own worker process) still checks, and must not fail with a KeyError.
-    monkeypatch.setattr(checkpoints, "validate_state_matches_layout", lambda state, layout: None)
     monkeypatch.setattr(checkpoints, "check_streamed_layout", lambda actual, expected: None)
     # ... and the game is sized by the made-up states' chunks, not by the job's layout
     made_up_chunks = len(compute_chunk_hashes(_made_up(0, 0.0)))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from nacl.signing import SigningKey
 
-from coordinator.jobs.checkpoints import compute_decoded_checkpoint
+from coordinator.jobs.checkpoints import compute_staged_checkpoint
 from coordinator.runtime import BoundedCache
 from protocol.errors import CheckpointCorrupt
 from protocol.spec import compute_job_id, parse_job_spec
@@ -56,13 +56,16 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))
-def test_decoding_checks_the_jobs_layout_and_names_the_tensor(case):
+def test_a_staged_state_is_checked_against_the_jobs_layout_naming_the_tensor(case, tmp_path):
     state = _initial_state()
     layout = compute_state_layout(state)
-    compute_decoded_checkpoint(encode_state(state), 0, layout)  # the real thing passes
+    staged = tmp_path / "state.safetensors"
+    staged.write_bytes(encode_state(state))
+    compute_staged_checkpoint(staged, 0, layout)  # the real thing passes
     breaker, name = BROKEN[case]
+    staged.write_bytes(encode_state(breaker(state)))
     with pytest.raises(CheckpointCorrupt) as err:
-        compute_decoded_checkpoint(encode_state(breaker(state)), 0, layout)
+        compute_staged_checkpoint(staged, 0, layout)
     assert err.value.tensor == name(state) and name(state) in str(err.value)
 
 
