@@ -23,6 +23,7 @@ from coordinator.db import Database
 from coordinator.models import LogState
 from coordinator.ratelimit import RateLimiter
 from coordinator.settings import Settings
+from coordinator.uploads.digests import RunningDigests
 from sdk.warm_worker import WorkerPool
 
 
@@ -92,6 +93,7 @@ class Runtime:
     clock: Clock
     referee_workers: WorkerPool = field(default_factory=WorkerPool)
     state_layouts: BoundedCache = field(default_factory=BoundedCache)  # by job id
+    upload_digests: RunningDigests = field(default_factory=RunningDigests)  # by upload id
     rate_limiter: RateLimiter = field(init=False)
     blobs: BlobStore = field(init=False)  # checkpoint, dataset and state bytes
 

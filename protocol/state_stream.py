@@ -41,6 +41,15 @@ class StreamedState:
 
 
 @dataclass(frozen=True)
+class StreamedFile:
+    """A whole state file's SHA-256 and size, with its streamed state."""
+
+    sha256: str
+    size: int
+    state: StreamedState
+
+
+@dataclass(frozen=True)
 class StoredTensor:
     name: str
     dtype: str
@@ -142,6 +151,15 @@ class StateStreamHasher:
         self.current = 0  # index into self.tensors
         self.chunk_hash = None
         self.step_bytes = bytearray()
+
+    def copy(self) -> "StateStreamHasher":
+        """An independent hasher at the same point (to try bytes that may yet be refused)."""
+        twin = StateStreamHasher(self.total_size)
+        twin.position, twin.current = self.position, self.current
+        twin.prefix, twin.step_bytes = bytearray(self.prefix), bytearray(self.step_bytes)
+        twin.tensors, twin.leaves = self.tensors, list(self.leaves)  # tensors are never changed
+        twin.chunk_hash = self.chunk_hash.copy() if self.chunk_hash is not None else None
+        return twin
 
     def update(self, data: bytes | memoryview) -> None:
         view = memoryview(data)

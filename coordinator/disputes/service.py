@@ -60,6 +60,7 @@ from protocol.dispute import (
 from protocol.errors import CheckpointCorrupt
 from protocol.spec import parse_job_spec
 from protocol.state import count_layout_chunks
+from protocol.state_stream import StreamedFile
 from protocol.wire import DisputeStatus
 
 DISPUTE_ARITY = 2
@@ -203,7 +204,9 @@ def check_state_owed(session: Session, who: str, dispute_id: int) -> Game:
     return game
 
 
-def compute_staged_state(rt: Runtime, path: Path, dispute_id: int) -> DecodedCheckpoint:
+def compute_staged_state(
+    rt: Runtime, path: Path, dispute_id: int, streamed: StreamedFile | None = None
+) -> DecodedCheckpoint:
     """Outside the transaction, streamed from the staged file: the bytes are the agreed state at
     the pinned step, with exactly the job's tensors, dtypes and shapes, so the referee can step
     it."""
@@ -211,7 +214,7 @@ def compute_staged_state(rt: Runtime, path: Path, dispute_id: int) -> DecodedChe
         dispute = repository.get_dispute(session, dispute_id)
         layout = get_state_layout(rt, session, jobs_repository.get_job(session, dispute.job_id))
         game = get_game(dispute)
-    decoded = compute_staged_checkpoint(path, game.lo, layout)
+    decoded = compute_staged_checkpoint(path, game.lo, layout, streamed)
     if decoded.state_root.hex() != game.roots[game.lo]:
         raise CheckpointCorrupt(f"this is not the agreed state at step {game.lo}")
     return decoded

@@ -27,7 +27,7 @@ from protocol.state import (
     compute_layout_bytes,
     compute_state_root,
 )
-from protocol.state_stream import StateStreamHasher
+from protocol.state_stream import StateStreamHasher, StreamedFile
 from protocol.training import build_program
 from protocol.trajectory import Commitment, is_valid_trajectory_proof
 from protocol.types import Root, StepIndex
@@ -96,22 +96,30 @@ def is_planted_initial_state(
     return root != expected
 
 
-def compute_staged_checkpoint(path: Path, step: int, layout: StateLayout) -> DecodedCheckpoint:
-    """A peer's state in a staged file, checked as it is read (safetensors only, never
-    decoded into tensors): exactly `layout`'s tensors, dtypes and shapes (CheckpointCorrupt
-    naming the tensor otherwise), at `step`, so the referee can always step it. Its SHA-256 and
-    its state root are computed side by side."""
+def stream_state_file(path: Path) -> StreamedFile:
+    """Read the file once; its SHA-256 and its state root side by side on two threads (hashlib
+    frees the GIL). CheckpointCorrupt on the first byte that cannot belong to a state."""
     size = path.stat().st_size
-    with ThreadPoolExecutor(1) as pool:  # the two hashes on two cores (hashlib frees the GIL)
+    with ThreadPoolExecutor(1) as pool:
         sha256 = pool.submit(compute_file_sha256, path)
         hasher = StateStreamHasher(size)
         for chunk in iter_file(path):
             hasher.update(chunk)
-        streamed = hasher.finish()
-    check_streamed_layout(streamed.layout, layout)
-    if streamed.step != step:
-        raise CheckpointCorrupt(f"state is at step {streamed.step}, not {step}")
-    return DecodedCheckpoint(sha256.result(), size, step, streamed.root)
+        return StreamedFile(sha256.result(), size, hasher.finish())
+
+
+def compute_staged_checkpoint(
+    path: Path, step: int, layout: StateLayout, streamed: StreamedFile | None = None
+) -> DecodedCheckpoint:
+    """A peer's state in a staged file, never decoded into tensors (`streamed`: its hashes
+    already taken while it arrived, else read now): exactly `layout`'s tensors, dtypes and
+    shapes (CheckpointCorrupt naming the tensor otherwise), at `step`, so the referee can always
+    step it."""
+    streamed = streamed or stream_state_file(path)
+    check_streamed_layout(streamed.state.layout, layout)
+    if streamed.state.step != step:
+        raise CheckpointCorrupt(f"state is at step {streamed.state.step}, not {step}")
+    return DecodedCheckpoint(streamed.sha256, streamed.size, step, streamed.state.root)
 
 
 def check_streamed_layout(actual: StateLayout, expected: StateLayout) -> None:

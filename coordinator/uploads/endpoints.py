@@ -75,15 +75,18 @@ async def put_upload_part(
         service.check_append(row, request.headers[HEADER_KEY], offset)
         handle.truncate(offset)  # whatever an interrupted part left past the committed count
         handle.seek(offset)
+        running = rt.upload_digests.begin(upload_id, row.kind, row.size, offset)
         try:
-            return await _append(request, rt, upload_id, offset, handle, row.size - offset)
+            response = await _append(request, rt, upload_id, offset, handle, row, running)
         except VeritrainError:
             handle.truncate(offset)
             raise
+        rt.upload_digests.keep(upload_id, running)  # counted: its bytes are the session's now
+        return response
 
 
-async def _append(request: Request, rt: Runtime, upload_id: str, offset: int, handle, limit: int):
-    body_sha256, count = await receive_body(request, handle, limit)
+async def _append(request: Request, rt: Runtime, upload_id: str, offset: int, handle, row, running):
+    body_sha256, count = await receive_body(request, handle, row.size - offset, running)
     signed = get_streamed_signed_request(request, body_sha256)
     await run_in_threadpool(os.fsync, handle.fileno())  # durable before it is counted
     return await run_in_threadpool(

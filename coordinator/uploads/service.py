@@ -28,6 +28,7 @@ from coordinator.jobs import repository as jobs_repository
 from coordinator.models import BLOB_CHECKPOINT, BLOB_DATASET, BLOB_STATE, UploadSession
 from coordinator.runtime import Runtime
 from coordinator.uploads import repository
+from coordinator.uploads.digests import RunningDigest
 from coordinator.uploads.schemas import CreateUploadRequest, UploadView
 from coordinator.uploads.staging import compute_file_sha256, get_session_path, open_staged
 from coordinator.verification import service as verification
@@ -184,9 +185,11 @@ def process_append(
 # --- staged bytes to the store ----------------------------------------------------------------
 
 
-def prepare_dataset(path: Path, sha256: str) -> int:
-    """Outside any transaction: the staged bytes hash to `sha256` and parse as a dataset."""
-    actual, size = compute_file_sha256(path)
+def prepare_dataset(path: Path, sha256: str, running: RunningDigest | None = None) -> int:
+    """Outside any transaction: the staged bytes hash to `sha256` (as they arrived, or read
+    now) and parse as a dataset."""
+    known = running.sha256_hex() if running is not None else None
+    actual, size = (known, path.stat().st_size) if known else compute_file_sha256(path)
     if actual != sha256:
         raise BlobMismatch(f"the {size} bytes uploaded hash to {actual}, not to {sha256}")
     datasets.check_dataset_file(path)
@@ -194,20 +197,26 @@ def prepare_dataset(path: Path, sha256: str) -> int:
 
 
 def prepare_checkpoint(
-    rt: Runtime, path: Path, job_id: str, step: int
+    rt: Runtime, path: Path, job_id: str, step: int, running: RunningDigest | None = None
 ) -> checkpoints.DecodedCheckpoint:
     """Outside any transaction: the job exists (a cheap read first, so an upload for no job is
     not hashed at all) and the staged state matches its layout and `step`."""
     with rt.db.read() as session:
         job = jobs_repository.get_job(session, job_id)
         layout = checkpoints.get_state_layout(rt, session, job)
-    return checkpoints.compute_staged_checkpoint(path, step, layout)
+    streamed = running.result() if running is not None else None
+    return checkpoints.compute_staged_checkpoint(path, step, layout, streamed)
 
 
 def commit_dataset(
-    rt: Runtime, signed: SignedRequest, path: Path, sha256: str, upload_id: str | None = None
+    rt: Runtime,
+    signed: SignedRequest,
+    path: Path,
+    sha256: str,
+    upload_id: str | None = None,
+    running: RunningDigest | None = None,
 ) -> Response:
-    size = call_burning_nonce_on_error(rt, signed, prepare_dataset, path, sha256)
+    size = call_burning_nonce_on_error(rt, signed, prepare_dataset, path, sha256, running)
     call_burning_nonce_on_error(rt, signed, rt.blobs.put_file, BLOB_DATASET, sha256, path, True)
 
     def record(session: Session) -> dict:
@@ -225,10 +234,11 @@ def commit_checkpoint(
     record_checkpoint: RecordCheckpoint,
     declared_sha256: str | None = None,
     upload_id: str | None = None,
+    running: RunningDigest | None = None,
 ) -> Response:
     proof = [bytes.fromhex(h) for h in target.proof]
     ckpt = call_burning_nonce_on_error(
-        rt, signed, prepare_checkpoint, rt, path, target.job_id, target.step
+        rt, signed, prepare_checkpoint, rt, path, target.job_id, target.step, running
     )
     if declared_sha256 is not None and ckpt.sha256 != declared_sha256:
         call_burning_nonce_on_error(rt, signed, _raise_mismatch, ckpt.sha256, declared_sha256)
@@ -252,11 +262,13 @@ def commit_state(
     dispute_id: int,
     declared_sha256: str | None = None,
     upload_id: str | None = None,
+    running: RunningDigest | None = None,
 ) -> Response:
     """A dispute's agreed state: checked while streamed from the staged file (the pinned step's
     root, the job's layout), stored, then recorded; the replica never decodes it."""
+    streamed = running.result() if running is not None else None
     state = call_burning_nonce_on_error(
-        rt, signed, disputes.compute_staged_state, rt, path, dispute_id
+        rt, signed, disputes.compute_staged_state, rt, path, dispute_id, streamed
     )
     if declared_sha256 is not None and state.sha256 != declared_sha256:
         call_burning_nonce_on_error(rt, signed, _raise_mismatch, state.sha256, declared_sha256)
@@ -297,14 +309,17 @@ def commit_session(
         call_burning_nonce_on_error(rt, signed, _raise_incomplete, received, size)
     path = get_session_path(rt.settings.get_upload_dir(), upload_id)
     with open_staged(path):  # no append while the bytes are checked and stored
+        running = rt.upload_digests.take(upload_id)  # the hashes taken as the parts arrived
         try:
             if kind == BLOB_DATASET:
-                response = commit_dataset(rt, signed, path, sha256, upload_id)
+                response = commit_dataset(rt, signed, path, sha256, upload_id, running)
             elif kind == BLOB_STATE:
-                response = commit_state(rt, signed, path, target.dispute_id, sha256, upload_id)
+                response = commit_state(
+                    rt, signed, path, target.dispute_id, sha256, upload_id, running
+                )
             else:
                 response = commit_checkpoint(
-                    rt, signed, path, target, record_checkpoint, sha256, upload_id
+                    rt, signed, path, target, record_checkpoint, sha256, upload_id, running
                 )
         except BlobMismatch:
             discard_session(rt, upload_id)

@@ -15,6 +15,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -23,6 +24,9 @@ from coordinator.blobstore.base import iter_file
 from coordinator.blobstore.filesystem import make_directory
 from coordinator.errors import InvalidState, PayloadTooLarge
 from protocol.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from coordinator.uploads.digests import RunningDigest
 
 WRITE_BATCH = 1 << 20  # bytes gathered from the request before one write to disk
 
@@ -61,14 +65,23 @@ def _write(handle, digest, data: bytes) -> None:
     digest.update(data)
 
 
-async def receive_body(request: Request, handle, limit: int) -> tuple[str, int]:
+async def receive_body(
+    request: Request, handle, limit: int, running: "RunningDigest | None" = None
+) -> tuple[str, int]:
     """Append the request body to `handle` (at its position), refusing it once it passes
-    `limit` bytes; returns the body's hex SHA-256 and length. A worker thread hashes and writes
-    each megabyte while the event loop receives the next (hashing releases the GIL), so the
-    upload is not stalled behind its own hashing."""
+    `limit` bytes; returns the body's hex SHA-256 and length. Worker threads hash and write each
+    megabyte (and feed `running`, a session's own hashes) while the event loop receives the
+    next: hashing releases the GIL, so the upload is not stalled behind its own hashing."""
     digest, count, batch = hashlib.sha256(), 0, bytearray()
-    writing: asyncio.Future | None = None  # the previous megabyte, being hashed and written
+    working: list[asyncio.Future] = []  # the previous megabyte, being hashed and written
     loop = asyncio.get_running_loop()
+
+    def hand_over(data: bytes) -> list[asyncio.Future]:
+        jobs = [loop.run_in_executor(None, _write, handle, digest, data)]
+        if running is not None:
+            jobs.append(loop.run_in_executor(None, running.update, data))
+        return jobs
+
     try:
         async for chunk in request.stream():
             count += len(chunk)
@@ -76,16 +89,14 @@ async def receive_body(request: Request, handle, limit: int) -> tuple[str, int]:
                 raise PayloadTooLarge(f"the body is longer than the {limit} bytes it may have")
             batch += chunk
             if len(batch) >= WRITE_BATCH:
-                if writing is not None:
-                    await writing
-                writing = loop.run_in_executor(None, _write, handle, digest, bytes(batch))
+                await asyncio.gather(*working)
+                working = hand_over(bytes(batch))
                 batch.clear()
     except ClientDisconnect as err:
         raise InvalidInput("the request body ended early: the client went away", "body") from err
-    finally:
-        if writing is not None:  # never leave a write running on a handle the caller closes
-            await writing
-    await run_in_threadpool(_write, handle, digest, bytes(batch))
+    finally:  # never leave a write running on a handle the caller closes
+        await asyncio.gather(*working)
+    await asyncio.gather(*hand_over(bytes(batch)))
     await run_in_threadpool(handle.flush)
     return digest.hexdigest(), count
 

@@ -92,3 +92,40 @@ MALFORMED = {
 def test_malformed_files_are_checkpoint_corrupt(case):
     with pytest.raises(CheckpointCorrupt):
         compute_streamed_state(MALFORMED[case])
+
+
+def test_a_copied_hasher_continues_independently(tmp_path):
+    """`copy` is what lets a part be tried and dropped: the original is untouched."""
+    data = encode_state(_state(3))
+    half = len(data) // 2
+    hasher = StateStreamHasher(len(data))
+    hasher.update(data[:half])
+    tried = hasher.copy()
+    tried.update(b"\x00" * (len(data) - half))  # a part that will be refused
+    hasher.update(data[half:])
+    assert hasher.finish().root == bytes(compute_state_root(decode_state(data)))
+
+
+def test_running_digests_count_only_parts_that_were_kept(tmp_path):
+    """A session's hashes as its parts arrive equal a read of the whole file; a part that was
+    tried but not kept leaves no trace; a replica that missed a part has none (the commit then
+    reads the file)."""
+    from coordinator.jobs.checkpoints import stream_state_file
+    from coordinator.uploads.digests import RunningDigests
+
+    data = encode_state(_state(5))
+    path = tmp_path / "state.safetensors"
+    path.write_bytes(data)
+    parts = [data[i : i + 5000] for i in range(0, len(data), 5000)]
+    digests = RunningDigests()
+    offset = 0
+    for part in parts:
+        refused = digests.begin("up", "checkpoint", len(data), offset)
+        refused.update(b"\xff" * len(part))  # a forged part, received then refused: not kept
+        running = digests.begin("up", "checkpoint", len(data), offset)
+        running.update(part)
+        digests.keep("up", running)
+        offset += len(part)
+    assert digests.begin("other", "checkpoint", len(data), 5000) is None  # never saw byte 0
+    assert digests.take("up").result() == stream_state_file(path)
+    assert digests.take("up") is None  # taken once
