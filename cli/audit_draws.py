@@ -37,6 +37,7 @@ class _Job:
     verifier_bond: int = 0
     verifier_fee: int = 0
     forced_error_ppm: int = 0
+    state_bytes: int = 0  # 0: a job from before sizes were logged, drawn without a bound
     solver: str = ""
     beacon_commitment: str = ""
     seed: bytes = b""
@@ -49,6 +50,7 @@ class _Job:
 class DrawAuditor:
     problems: list[str] = field(default_factory=list)
     profiles: dict[str, list[str]] = field(default_factory=dict)
+    capacities: dict[str, int | None] = field(default_factory=dict)  # declared max state bytes
     jobs: dict[str, _Job] = field(default_factory=dict)
     draws_checked: int = 0
 
@@ -73,6 +75,7 @@ class DrawAuditor:
 
     def _registered(self, data: dict, _balances: dict, _where: str) -> None:
         self.profiles[data["verifier"]] = list(data["profiles"])
+        self.capacities[data["verifier"]] = data.get("max_state_bytes")
 
     def _submitted(self, data: dict, _balances: dict, _where: str) -> None:
         self.jobs[data["job_id"]] = _Job(
@@ -84,6 +87,7 @@ class DrawAuditor:
             data.get("verifier_bond", 0),
             data.get("verifier_fee", 0),
             data.get("forced_error_ppm", 0),
+            data.get("state_bytes") or 0,
         )
 
     def _awarded(self, data: dict, _balances: dict, _where: str) -> None:
@@ -96,7 +100,12 @@ class DrawAuditor:
             for key, labels in sorted(self.profiles.items())
         ]
         return compute_eligible_verifiers(
-            candidates, job.profile, (job.solver, job.submitter), job.verifier_bond
+            candidates,
+            job.profile,
+            (job.solver, job.submitter),
+            job.verifier_bond,
+            job.state_bytes,
+            self.capacities,
         )
 
     def _committed(self, data: dict, balances: dict, where: str) -> None:

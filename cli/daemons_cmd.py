@@ -62,6 +62,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--behaviour", default="honest", help="built-in name or module:attribute")
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between rounds")
     parser.add_argument(
+        "--max-state-mib",
+        type=int,
+        default=None,
+        help="largest training state (MiB) it takes; a worker needs about 3× it "
+        "(default: a third of this host's memory after 1 GiB)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=None,
@@ -91,9 +98,18 @@ def cmd_solver_run(args: argparse.Namespace) -> int:
         heartbeat_s=args.heartbeat,
         only_jobs=args.only_job,
         world_size=_positive(args.world_size, "world_size"),
+        max_state_bytes=_max_state_bytes(args),
     )
     SolverDaemon(_client(args), Path(args.store), config).serve_metrics(args.metrics_port).run()
     return 0
+
+
+def _max_state_bytes(args: argparse.Namespace) -> int:
+    from sdk.daemon import compute_default_max_state_bytes
+
+    if args.max_state_mib is None:
+        return compute_default_max_state_bytes()
+    return _positive(args.max_state_mib, "max_state_mib") * 2**20
 
 
 def _positive(value: int, field: str) -> int:
@@ -112,6 +128,7 @@ def cmd_verifier_run(args: argparse.Namespace) -> int:
         behaviour=args.behaviour,
         poll_s=args.poll,
         watch_budget=max(0, args.watch_budget),
+        max_state_bytes=_max_state_bytes(args),
     )
     VerifierDaemon(_client(args), Path(args.store), config).serve_metrics(args.metrics_port).run()
     return 0

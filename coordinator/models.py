@@ -154,6 +154,9 @@ class Job(Base):
     # canonical JSON {step: loss} the solver reported with its commitment: not signed, not
     # verified, shown as such (revision 0006; NULL when none was reported)
     reported_losses: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # its training state in bytes, fixed at submission: the draw passes over verifiers that
+    # declared less (revision 0008; NULL for older jobs: no bound)
+    state_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Bid(Base):
@@ -245,6 +248,8 @@ class Verifier(Base):
     public_key: Mapped[str] = mapped_column(HEX64, primary_key=True)
     profiles: Mapped[str] = mapped_column(Text)  # JSON list of profile labels
     registered_at: Mapped[float] = mapped_column(Float)
+    # the largest training state it replays (bytes); None: no bound declared
+    max_state_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class VerifierProfile(Base):

@@ -12,7 +12,7 @@ replacement. A repro profile's label pins no threads or ISA, so any repro verifi
 """
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 SELECTION_TAG = b"VTSELECT2"  # 1 hashed the signature and log head in; both were grindable
 BEACON_COMMIT_TAG = b"VTBEACON1"
@@ -23,13 +23,20 @@ def compute_eligible_verifiers(
     profile_label: str,
     excluded: Sequence[str],
     min_stake: int = 0,
+    state_bytes: int = 0,
+    capacities: Mapping[str, int | None] | None = None,
 ) -> list[tuple[str, int]]:
-    """(key, stake) of candidates (key, stake, profile labels) that can replay this profile and
-    hold at least the job's bond `min_stake`."""
+    """(key, stake) of candidates (key, stake, profile labels) that can replay this profile,
+    hold at least the job's bond `min_stake`, and take a state of `state_bytes` (a verifier's
+    declared capacity in `capacities`; none declared: no bound)."""
+    capacities = capacities or {}
     return [
         (key, stake)
         for key, stake, profiles in candidates
-        if profile_label in profiles and key not in excluded and stake >= min_stake
+        if profile_label in profiles
+        and key not in excluded
+        and stake >= min_stake
+        and (capacities.get(key) is None or capacities[key] >= state_bytes)
     ]
 
 

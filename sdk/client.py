@@ -584,8 +584,14 @@ class CoordinatorClient:
 
     # --- verification ------------------------------------------------------------------------
 
-    def register_verifier(self, profiles: list[str], stake: int) -> VerifierView:
-        return self._post(VerifierView, "/v1/verifiers", {"profiles": profiles, "stake": stake})
+    def register_verifier(
+        self, profiles: list[str], stake: int, max_state_bytes: int | None = None
+    ) -> VerifierView:
+        """Register (or update) the profiles it replays, add to its standing stake, and declare
+        the largest training state it takes (None: no bound): the draw passes it over for
+        larger jobs."""
+        body = {"profiles": profiles, "stake": stake, "max_state_bytes": max_state_bytes}
+        return self._post(VerifierView, "/v1/verifiers", body)
 
     def withdraw_verifier_stake(self, amount: int) -> VerifierView:
         return self._post(VerifierView, "/v1/verifiers/withdraw", {"amount": amount})

@@ -5,14 +5,41 @@ With `--metrics-port` a daemon also serves Prometheus metrics (`DaemonMetrics`, 
 import logging
 import signal
 import time
+from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from protocol.errors import VeritrainError
+from protocol.limits import MAX_STATE_BYTES
 
 ACCOUNT_POLL_S = 2.0  # at most one GET /v1/accounts/{key} per this many seconds, for the metrics
 RATE_WINDOW_S = 10.0  # steps per second reads 0 once no progress arrived for this long
+
+
+def compute_default_max_state_bytes(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """The largest training state this host takes by default: a worker peaks at about 3× the
+    state (docs/production.md, "Memory"), after ~1 GiB for the interpreters; the protocol's own
+    limit where the memory cannot be read."""
+    try:
+        total_kib = next(
+            int(line.split()[1])
+            for line in meminfo.read_text().splitlines()
+            if line.startswith("MemTotal:")
+        )
+    except (OSError, StopIteration, ValueError, IndexError):
+        return MAX_STATE_BYTES
+    return max(1, min(MAX_STATE_BYTES, (total_kib * 1024 - 2**30) // 3))
+
+
+def describe_state_too_large(state_bytes: int, max_state_bytes: int) -> str | None:
+    """Why a job is beyond this daemon's memory, or None when it fits."""
+    if state_bytes <= max_state_bytes:
+        return None
+    return (
+        f"its training state of {state_bytes / 2**20:,.0f} MiB is over this host's "
+        f"--max-state-mib {max_state_bytes / 2**20:,.0f}"
+    )
 
 
 class DaemonStopping(Exception):

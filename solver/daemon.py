@@ -21,12 +21,18 @@ from protocol.errors import InvalidSpec
 from protocol.parallel import compute_usable_world_size
 from protocol.retention import compute_wanted_checkpoints
 from protocol.spec import JobSpec, parse_job_spec
+from protocol.state import compute_layout_bytes
 from protocol.training import check_runnable_spec
 from protocol.trajectory import Commitment, compute_trajectory_proof, sign_commitment
 from protocol.types import JobId, Root
 from protocol.wire import FINAL_JOB_STATES, JobState, ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError
-from sdk.daemon import Daemon, DaemonStopping
+from sdk.daemon import (
+    Daemon,
+    DaemonStopping,
+    compute_default_max_state_bytes,
+    describe_state_too_large,
+)
 from sdk.durable import DurableState
 from sdk.responses import JobView
 from sdk.store import CheckpointStore
@@ -87,6 +93,7 @@ class SolverConfig:
     heartbeat_s: float = 5.0
     only_jobs: list[str] | None = None  # bid only on these job ids (demos and tests)
     world_size: int = 1  # local data-parallel ranks; a job runs on the most its batch allows
+    max_state_bytes: int = field(default_factory=compute_default_max_state_bytes)
 
 
 class SolverDaemon(Daemon):
@@ -149,18 +156,23 @@ class SolverDaemon(Daemon):
                 if spec.dataset.kind == "safetensors"
                 else None
             )
-            check_runnable_spec(spec, blob)
+            program = check_runnable_spec(spec, blob)
         except InvalidSpec as err:
-            self.log.warning(
-                "refusing job %s: cannot run it (%s)",
-                job_id[:12],
-                err,
-                extra={"event": "job.refused", "job_id": job_id},
-            )
-            self.state.data["refused"][job_id] = str(err)[:256]
-            self.state.save()
-            return False
-        return True
+            return self._refuse(job_id, str(err))
+        state_bytes = compute_layout_bytes(program.state_layout())
+        too_large = describe_state_too_large(state_bytes, self.config.max_state_bytes)
+        return self._refuse(job_id, too_large) if too_large else True
+
+    def _refuse(self, job_id: str, reason: str) -> bool:
+        self.log.warning(
+            "refusing job %s: cannot run it (%s)",
+            job_id[:12],
+            reason,
+            extra={"event": "job.refused", "job_id": job_id},
+        )
+        self.state.data["refused"][job_id] = reason[:256]
+        self.state.save()
+        return False
 
     def _bid(self, job: JobView) -> None:
         """Bid and remember the job; a bid already on file (a restart lost its record) counts."""

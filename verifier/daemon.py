@@ -24,6 +24,7 @@ from pathlib import Path
 from protocol.behaviours import load_behaviour
 from protocol.errors import InvalidSpec
 from protocol.spec import parse_job_spec
+from protocol.state import compute_layout_bytes
 from protocol.training import check_runnable_spec
 from protocol.wire import (
     ACTIVE_ASSIGNMENT_STATES,
@@ -33,7 +34,7 @@ from protocol.wire import (
     compute_verification_commit,
 )
 from sdk.client import CoordinatorClient, CoordinatorError
-from sdk.daemon import Daemon
+from sdk.daemon import Daemon, compute_default_max_state_bytes, describe_state_too_large
 from sdk.dispute_play import run_segment_trace
 from sdk.durable import DurableState
 from sdk.responses import AssignmentView, JobView
@@ -60,6 +61,7 @@ class VerifierConfig:
     behaviour: str = "honest"
     poll_s: float = 1.0
     watch_budget: int = 0  # segments it may challenge per hour, on jobs of its choice; 0: off
+    max_state_bytes: int = field(default_factory=compute_default_max_state_bytes)
 
 
 class VerifierDaemon(Daemon):
@@ -81,7 +83,9 @@ class VerifierDaemon(Daemon):
 
     def step(self) -> None:
         if not self.state.data["registered"]:
-            self.client.register_verifier(self.config.profiles, self.config.stake)
+            self.client.register_verifier(
+                self.config.profiles, self.config.stake, self.config.max_state_bytes
+            )
             self.state.data["registered"] = True
             self.state.save()
             self.log.info(
@@ -188,7 +192,8 @@ class VerifierDaemon(Daemon):
         return True
 
     def _spec_fault(self, job_id: str) -> str | None:
-        """Why the job's spec cannot be replayed here (the submission validator's message)."""
+        """Why the job's spec cannot be replayed here: the submission validator's message, or a
+        state beyond its declared memory (the draw never picks it for one; a challenge might)."""
         try:
             spec = parse_job_spec(self.client.get_job(job_id).spec)
             blob = (
@@ -196,10 +201,11 @@ class VerifierDaemon(Daemon):
                 if spec.dataset.kind == "safetensors"
                 else None
             )
-            check_runnable_spec(spec, blob)
+            program = check_runnable_spec(spec, blob)
         except InvalidSpec as err:
             return str(err)[:256]
-        return None
+        state_bytes = compute_layout_bytes(program.state_layout())
+        return describe_state_too_large(state_bytes, self.config.max_state_bytes)
 
     # --- watch mode: the open challenge window ---------------------------------------------------
 

@@ -40,6 +40,7 @@ from protocol.economics import compute_max_price
 from protocol.errors import InvalidInput, ProfileMismatch
 from protocol.sampling import compute_beacon_commitment
 from protocol.spec import compute_checkpoint_steps, compute_job_id, parse_job_spec, spec_to_json
+from protocol.state import compute_layout_bytes
 from protocol.training import check_runnable_spec
 from protocol.trajectory import Commitment
 from protocol.wire import FINAL_JOB_STATES, BidStatus, JobState
@@ -63,7 +64,8 @@ def process_submit(
             f"job {job_id} already exists (change the seed to post the same work twice)"
         )
     check_dataset_available(session, spec)
-    check_runnable_spec(spec, get_job_dataset(rt, session, spec))  # what a solver would build
+    program = check_runnable_spec(spec, get_job_dataset(rt, session, spec))  # a solver's build
+    state_bytes = compute_layout_bytes(program.state_layout())
     checkpoints = len(compute_checkpoint_steps(spec))
     req, plan = _with_sampling_plan(req, checkpoints - 1)
     if req.num_segments > checkpoints - 1:
@@ -87,6 +89,7 @@ def process_submit(
         num_verifiers=req.num_verifiers,
         num_segments=req.num_segments,
         num_checkpoints=checkpoints,
+        state_bytes=state_bytes,
         state=JobState.BIDDING,
         created_at=now,
         bidding_deadline=now + max(req.bidding_s, rt.settings.min_bidding_s),
@@ -106,6 +109,7 @@ def process_submit(
         "num_verifiers": req.num_verifiers,
         "num_segments": req.num_segments,
         "num_checkpoints": checkpoints,
+        "state_bytes": state_bytes,  # the draw passes over verifiers that take less
         "bidding_deadline": job.bidding_deadline,
         # what the verification buys and costs, shown at submission (protocol.assurance)
         "assurance": plan.level,

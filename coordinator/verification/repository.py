@@ -12,11 +12,14 @@ def get_verifier(session: Session, public_key: str) -> Verifier | None:
     return session.get(Verifier, public_key)
 
 
-def get_profile_verifier_stakes(session: Session, profile_label: str) -> list[tuple[str, int]]:
-    """(key, standing stake) of every verifier registered for `profile_label`, by key: one
-    indexed query, however many verifiers are registered for other profiles. The stake is a
-    correlated lookup by full account key rather than an outer join: with a join, PostgreSQL
-    merge-joins against every stake account (its cost grows with all verifiers)."""
+def get_profile_verifier_stakes(
+    session: Session, profile_label: str
+) -> list[tuple[str, int, int | None]]:
+    """(key, standing stake, declared capacity) of every verifier registered for
+    `profile_label`, by key: one indexed query, however many verifiers are registered for other
+    profiles. The stake and the capacity are correlated lookups by full key rather than outer
+    joins: with a join, PostgreSQL merge-joins against every stake account (its cost grows with
+    all verifiers)."""
     standing_stake = (
         select(LedgerAccount.balance)
         .where(
@@ -27,12 +30,18 @@ def get_profile_verifier_stakes(session: Session, profile_label: str) -> list[tu
         .correlate(VerifierProfile)
         .scalar_subquery()
     )
+    capacity = (
+        select(Verifier.max_state_bytes)
+        .where(Verifier.public_key == VerifierProfile.public_key)
+        .correlate(VerifierProfile)
+        .scalar_subquery()
+    )
     stmt = (
-        select(VerifierProfile.public_key, func.coalesce(standing_stake, 0))
+        select(VerifierProfile.public_key, func.coalesce(standing_stake, 0), capacity)
         .where(VerifierProfile.profile_label == profile_label)
         .order_by(VerifierProfile.public_key)
     )
-    return [(key, balance) for key, balance in session.execute(stmt)]
+    return [(key, balance, most) for key, balance, most in session.execute(stmt)]
 
 
 def set_verifier_profiles(session: Session, public_key: str, profiles: list[str]) -> None:

@@ -10,6 +10,8 @@ ProfileLabel = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL
 class RegisterVerifierRequest(Request):
     profiles: list[ProfileLabel] = Field(min_length=1, max_length=16)
     stake: Amount
+    # the largest training state (bytes) it can replay; the draw passes it over for larger jobs
+    max_state_bytes: int | None = Field(default=None, ge=1, le=2**62)
 
 
 class VerifierView(BaseModel):

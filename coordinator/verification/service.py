@@ -80,6 +80,7 @@ def process_register_verifier(
         verifier = Verifier(public_key=who, profiles="[]", registered_at=rt.clock.now())
         session.add(verifier)
     verifier.profiles = json.dumps(profiles)
+    verifier.max_state_bytes = req.max_state_bytes
     session.flush()
     repository.set_verifier_profiles(session, who, profiles)
     session.flush()
@@ -87,7 +88,12 @@ def process_register_verifier(
         session,
         rt,
         "verifier.registered",
-        {"verifier": who, "profiles": profiles, "stake_added": req.stake},
+        {
+            "verifier": who,
+            "profiles": profiles,
+            "max_state_bytes": req.max_state_bytes,
+            "stake_added": req.stake,
+        },
         transfer(available(who), stake(who), req.stake),
     )
     return VerifierView(
@@ -171,14 +177,17 @@ def get_job_verifier_bond(rt: Runtime, job: Job) -> int:
 def _eligible_verifiers(session: Session, rt: Runtime, job: Job) -> list[tuple[str, int]]:
     """The draw's (key, weight) pool: only verifiers of the job's profile are read, in key order,
     so its cost does not grow with verifiers registered for other profiles; each must hold the
-    job's bond."""
-    candidates = [
-        (key, balance, (job.profile_label,))
-        for key, balance in repository.get_profile_verifier_stakes(session, job.profile_label)
-    ]
-    bond = get_job_verifier_bond(rt, job)
+    job's bond and take its state size (a submitter cannot get a verifier penalised by posting
+    a job beyond the memory it declared)."""
+    rows = repository.get_profile_verifier_stakes(session, job.profile_label)
+    candidates = [(key, balance, (job.profile_label,)) for key, balance, _ in rows]
     return compute_eligible_verifiers(
-        candidates, job.profile_label, (job.solver, job.submitter), bond
+        candidates,
+        job.profile_label,
+        (job.solver, job.submitter),
+        get_job_verifier_bond(rt, job),
+        job.state_bytes or 0,
+        {key: most for key, _, most in rows},
     )
 
 

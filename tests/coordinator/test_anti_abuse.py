@@ -137,7 +137,7 @@ def test_registration_keeps_the_profile_table_in_step(runtime):
     with runtime.db.read() as session:
         assert json.loads(session.get(Verifier, who).profiles) == ["b", "c"]
         assert repository.get_profile_verifier_stakes(session, "a") == []
-        assert repository.get_profile_verifier_stakes(session, "c") == [(who, BOND + 1)]
+        assert repository.get_profile_verifier_stakes(session, "c") == [(who, BOND + 1, None)]
 
 
 def test_refused_registration_changes_nothing(runtime):
@@ -168,7 +168,9 @@ def test_indexed_query_draws_what_the_old_filter_drew(runtime):
         old = _old_candidates(session)
         for label in ("p", "q", "r", "missing"):
             rows = repository.get_profile_verifier_stakes(session, label)
-            new = compute_eligible_verifiers([(k, w, (label,)) for k, w in rows], label, excluded)
+            new = compute_eligible_verifiers(
+                [(k, w, (label,)) for k, w, _ in rows], label, excluded
+            )
             assert new == compute_eligible_verifiers(old, label, excluded)
             for seed in (b"\x00" * 32, b"\x07" * 32, hashlib.sha256(label.encode()).digest()):
                 assert compute_verifier_choice(seed, new, 3) == compute_verifier_choice(

@@ -36,7 +36,8 @@ from coordinator.verification.service import process_register_verifier
 from protocol.sampling import compute_beacon_commitment, compute_selection_seed
 from protocol.signing import DOMAIN_COMMITMENT, compute_signing_digest, is_valid_signature
 from protocol.spec import compute_checkpoint_steps, compute_job_id, parse_job_spec
-from protocol.training import compute_initial_state_root
+from protocol.state import compute_layout_bytes
+from protocol.training import build_program, compute_initial_state_root
 from protocol.trajectory import (
     Commitment,
     compute_trajectory_proof,
@@ -311,3 +312,28 @@ def test_a_large_jobs_checkpoint_0_is_built_in_a_worker_and_still_catches_a_plan
         _commit(solver, job_id, _fixed_trajectory(planted_spec, first_root=planted))
         job = solver.get_job(job_id)
         assert (job.state, job.outcome) == (JobState.FAILED, "planted_initial_state")
+
+
+def test_a_verifier_is_never_drawn_for_a_state_beyond_its_declared_memory(server, make_client):
+    """A hostile submitter cannot get a verifier penalised by posting a job beyond the memory
+    it declared: the draw passes it over (six small verifiers, two that take the state), and
+    the audit recomputes the draw with the capacities the registrations logged."""
+    spec = tiny_spec_json(seed=21)
+    state_bytes = compute_layout_bytes(build_program(parse_job_spec(spec)).state_layout())
+    profile = parse_job_spec(spec).profile.label
+    small = [funded(make_client) for _ in range(6)]
+    for verifier in small:
+        verifier.register_verifier([profile], 500, max_state_bytes=state_bytes - 1)
+    funded(make_client).register_verifier([profile], 500, max_state_bytes=state_bytes)
+    submitter, solver, _, job_id = _awarded(make_client, spec, num_verifiers=2)
+    _commit(solver, job_id, _fixed_trajectory(spec))
+    log = [json.loads(e.body) for e in submitter.iter_log_entries(submitter.get_tree_head().size)]
+    [committed] = [e["data"] for e in log if e["kind"] == "job.committed"]
+    [submitted] = [e["data"] for e in log if e["kind"] == "job.submitted"]
+    registered = [e["data"] for e in log if e["kind"] == "verifier.registered"]
+    assert submitted["state_bytes"] == state_bytes
+    assert sorted(r["max_state_bytes"] or 0 for r in registered)[-1] == state_bytes
+    assert len(committed["verifiers"]) == 2  # both that take the state, none of the six
+    assert not set(committed["verifiers"]) & {v.public_key for v in small}
+    assert all(v.get_assignments() == [] for v in small)
+    assert check_coordinator(submitter).ok

@@ -8,8 +8,10 @@ import copy
 import httpx
 from nacl.signing import SigningKey
 
+from protocol.limits import MAX_STATE_BYTES
 from protocol.presets import example_job_spec_json
 from sdk.client import CoordinatorClient
+from sdk.daemon import compute_default_max_state_bytes
 from sdk.responses import JobView, parse_response
 from solver.daemon import SolverConfig, SolverDaemon
 from tests.daemons.mock_views import PROFILE, job_view_json
@@ -128,3 +130,30 @@ def test_solver_that_won_a_job_it_cannot_run_reports_it_instead_of_going_silent(
     daemon._train_and_commit(parse_response(JobView, won))
     assert ("POST", f"/v1/jobs/{BAD}/invalid-spec") in coordinator.seen
     assert daemon.state.data["jobs"][BAD] == {"state": "failed", "outcome": "invalid_spec"}
+
+
+def test_a_job_beyond_this_hosts_memory_is_refused_not_bid_on(tmp_path):
+    """A hostile submitter's job that fits the protocol but not this host (its state over
+    --max-state-mib) is refused before bidding: winning it would mean an OOM and a slash."""
+    coordinator = Coordinator()
+    coordinator.good_listed = True
+    example_state = 1_000  # the good job's state (~84 kB) is larger than this
+    daemon = SolverDaemon(
+        client_for(coordinator),
+        tmp_path,
+        SolverConfig(price=600, stake=400, profiles=[PROFILE], max_state_bytes=example_state),
+    )
+    daemon.step()
+    assert ("POST", f"/v1/jobs/{GOOD}/bids") not in coordinator.seen
+    assert "--max-state-mib" in daemon.state.data["refused"][GOOD]
+
+
+def test_the_default_memory_bound_is_a_third_of_the_host_after_a_gibibyte(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        8388608 kB\nMemFree:        1000 kB\n")  # 8 GiB
+    assert compute_default_max_state_bytes(meminfo) == (8 - 1) * 2**30 // 3
+    meminfo.write_text("MemTotal:       67108864 kB\n")  # 64 GiB: the protocol's limit binds
+    assert compute_default_max_state_bytes(meminfo) == MAX_STATE_BYTES
+    meminfo.write_text("MemTotal:       1048576 kB\n")  # 1 GiB: nothing left for a state
+    assert compute_default_max_state_bytes(meminfo) == 1
+    assert compute_default_max_state_bytes(tmp_path / "missing") == MAX_STATE_BYTES

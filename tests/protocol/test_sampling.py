@@ -29,6 +29,16 @@ def test_only_verifiers_of_the_profile_and_never_the_parties():
     ]
 
 
+def test_a_verifier_that_declared_less_memory_than_the_state_is_not_eligible():
+    candidates = [("a", 5, [REPRO]), ("b", 5, [REPRO]), ("c", 5, [REPRO])]
+    capacities = {"a": 999, "b": 1000}  # c declared nothing: no bound
+    eligible = compute_eligible_verifiers(candidates, REPRO, (), 0, 1000, capacities)
+    assert eligible == [("b", 5), ("c", 5)]
+    assert compute_eligible_verifiers(candidates, REPRO, (), 0, 0, capacities) == [
+        (k, 5) for k in "abc"
+    ]
+
+
 @given(st.binary(min_size=32, max_size=32), st.integers(1, 50), st.integers(0, 50))
 def test_same_public_inputs_same_choice(seed, total, count):
     first = compute_segment_choice(seed, total, count)
