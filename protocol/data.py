@@ -1,4 +1,5 @@
-"""Datasets: seeded synthetic sets, the bundled text, or a user's safetensors file by SHA-256.
+"""Datasets: seeded synthetic sets, the bundled text, or a user's safetensors file by SHA-256
+(examples with targets, or a token corpus for language models).
 
 A dataset is built from its spec (and, for safetensors, the file's bytes handed in by the caller);
 batches are picked by `protocol.rng.compute_batch_indices`, so data order depends on (seed, step)
@@ -20,6 +21,8 @@ from protocol.validation import get_int, get_int_list, validate_keys
 
 VOCAB_SIZE = 128  # ASCII bytes
 MAX_EXAMPLES = 1_000_000
+MAX_CONTEXT = 4096  # tokens per example of a language dataset
+MAX_VOCAB = 1 << 20  # a token corpus's vocabulary (the embedding's rows: the state limit binds too)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CONFIG = "dataset.config"  # where a dataset's settings sit in a job spec (error fields name it)
 
@@ -82,14 +85,24 @@ def _synthetic_regression(spec: JobSpec, dtype: torch.dtype) -> Dataset:
     return Dataset("regression", inputs, targets, outputs)
 
 
-def _text(spec: JobSpec) -> Dataset:
+def _get_context(spec: JobSpec) -> int:
+    """Tokens per example of a language dataset (the bundled text or a token corpus)."""
     config = spec.dataset.config
     validate_keys(config, CONFIG, optional={"context"})
-    context = get_int(config, "context", CONFIG, low=2, high=1024, default=32)
+    return get_int(config, "context", CONFIG, low=2, high=MAX_CONTEXT, default=32)
+
+
+def _text(spec: JobSpec) -> Dataset:
     tokens = torch.tensor(list(DECLARATION_OF_INDEPENDENCE.encode("ascii")), dtype=torch.int64)
+    return _language(tokens, VOCAB_SIZE, _get_context(spec))
+
+
+def _language(tokens: torch.Tensor, vocab: int, context: int) -> Dataset:
     if tokens.numel() <= context + 1:
-        raise InvalidSpec("longer than the bundled text", f"{CONFIG}.context")
-    return Dataset("language", tokens, tokens, VOCAB_SIZE, context)
+        raise InvalidSpec(
+            f"needs more than context + 1 = {context + 1} tokens", f"{CONFIG}.context"
+        )
+    return Dataset("language", tokens, tokens, vocab, context)
 
 
 def _user_safetensors(spec: JobSpec, blob: bytes | None, dtype: torch.dtype) -> Dataset:
@@ -97,16 +110,23 @@ def _user_safetensors(spec: JobSpec, blob: bytes | None, dtype: torch.dtype) -> 
         raise InvalidSpec("a safetensors dataset needs its file", "dataset")
     if hashlib.sha256(blob).hexdigest() != spec.dataset.sha256:
         raise InvalidSpec("the dataset file's SHA-256 does not match", "dataset.sha256")
-    return compute_file_dataset(blob, dtype)
+    dataset = compute_file_dataset(blob, dtype)
+    if dataset.task == "language":
+        return _language(dataset.inputs, dataset.num_outputs, _get_context(spec))
+    validate_keys(spec.dataset.config, CONFIG)  # only a token corpus takes a setting
+    return dataset
 
 
 def compute_file_dataset(blob: bytes, dtype: torch.dtype = torch.float32) -> Dataset:
-    """A user's safetensors dataset file: 'inputs' (N, ...) float, 'targets' int64 (N,) labels
-    or float (N, outputs). Raises InvalidSpec naming what is wrong."""
+    """A user's safetensors dataset file: a token corpus ('tokens' int64 (N,) and 'vocab_size'
+    int64 scalar), or 'inputs' (N, ...) float with 'targets' int64 (N,) labels or float
+    (N, outputs). Raises InvalidSpec naming what is wrong."""
     try:
         tensors = safetensors_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise InvalidSpec(f"not a readable safetensors file ({err})", "dataset") from err
+    if "tokens" in tensors:
+        return _token_corpus(tensors)
     inputs, targets = tensors.get("inputs"), tensors.get("targets")
     if (
         inputs is None
@@ -126,6 +146,21 @@ def compute_file_dataset(blob: bytes, dtype: torch.dtype = torch.float32) -> Dat
     if targets.is_floating_point() and targets.dim() == 2:
         return Dataset("regression", inputs, targets.to(dtype), targets.shape[1])
     raise InvalidSpec("'targets' must be int64 (N,) labels or float (N, outputs)", "dataset")
+
+
+def _token_corpus(tensors: dict[str, torch.Tensor]) -> Dataset:
+    """A language model's corpus: token ids in [0, vocab_size), trained with the spec's context
+    (the context is the spec's; the file is checked on its own at upload)."""
+    tokens, vocab = tensors["tokens"], tensors.get("vocab_size")
+    if set(tensors) != {"tokens", "vocab_size"} or vocab is None:
+        raise InvalidSpec("a token corpus holds exactly 'tokens' and 'vocab_size'", "dataset")
+    if tokens.dtype != torch.int64 or tokens.dim() != 1 or tokens.numel() < 2:
+        raise InvalidSpec("'tokens' must be int64 of shape (N,), N ≥ 2", "dataset")
+    if vocab.dtype != torch.int64 or vocab.dim() != 0 or not 2 <= int(vocab) <= MAX_VOCAB:
+        raise InvalidSpec(f"'vocab_size' must be an int64 scalar in [2, {MAX_VOCAB}]", "dataset")
+    if int(tokens.min()) < 0 or int(tokens.max()) >= int(vocab):
+        raise InvalidSpec("every token must lie in [0, vocab_size)", "dataset")
+    return Dataset("language", tokens, tokens, int(vocab), 0)
 
 
 def load_dataset(spec: JobSpec, blob: bytes | None = None) -> Dataset:

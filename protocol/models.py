@@ -130,7 +130,10 @@ def _cnn_forward(
 def _gpt_config(config: dict, dataset: Dataset) -> dict[str, Any]:
     validate_keys(config, CONFIG, optional={"d_model", "layers", "heads", "dropout"})
     if dataset.task != "language":
-        raise InvalidSpec("gpt-tiny trains on the text dataset", "dataset.kind")
+        raise InvalidSpec(
+            "gpt-tiny trains on a language dataset: the bundled text or a token corpus",
+            "dataset.kind",
+        )
     d_model = get_int(config, "d_model", CONFIG, low=8, high=4096, default=64)
     heads = get_int(config, "heads", CONFIG, low=1, high=64, default=4)
     if d_model % heads:
