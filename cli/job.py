@@ -30,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     example.add_argument("--model", required=True, choices=MODELS)
     example.add_argument("--steps", type=int, default=None)
     example.add_argument("--profile", choices=PROFILE_KINDS, default="pinned")
+    example.add_argument(
+        "--batch-blocks",
+        type=int,
+        default=None,
+        help="repro only: cut the batch into this many row blocks (a power of two), so up to "
+        "that many data-parallel ranks train it with the bits of one process (docs/parallel.md)",
+    )
     example.set_defaults(func=cmd_example)
 
     run = commands.add_parser(
@@ -177,7 +184,9 @@ def _env_int(environ: dict[str, str], name: str) -> int:
 
 def cmd_example(args: argparse.Namespace) -> int:
     spec = example_job_spec_json(args.model, args.steps, args.profile)
-    parse_job_spec(spec)  # an example must always be valid
+    if args.batch_blocks is not None:
+        spec["profile"]["batch_blocks"] = args.batch_blocks
+    parse_job_spec(spec)  # an example must always be valid (a bad --batch-blocks: one line)
     print(json.dumps(spec, indent=2))
     return 0
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import save
 
 from protocol.presets import example_job_spec_json
+from protocol.spec import parse_job_spec
 
 pytestmark = pytest.mark.slow
 
@@ -170,4 +171,18 @@ def test_profile_the_machine_cannot_honour_is_refused(tmp_path):
     one_line_error(
         veritrain("job", "run-local", pinned, "--out", tmp_path / "p", "--threads", "2"),
         "repro profiles only",
+    )
+
+
+def test_job_example_cuts_a_repro_batch_into_blocks_and_refuses_bad_counts():
+    result = veritrain(
+        "job", "example", "--model", "gpt-tiny", "--profile", "repro", "--batch-blocks", "4"
+    )
+    assert result.returncode == 0, result.stderr
+    spec = parse_job_spec(json.loads(result.stdout))
+    assert spec.profile.batch_blocks == 4 and spec.profile.label.startswith("repro:fo2:")
+    one_line_error(veritrain("job", "example", "--model", "mlp", "--batch-blocks", "2"), "repro")
+    one_line_error(
+        veritrain("job", "example", "--model", "mlp", "--profile", "repro", "--batch-blocks", "3"),
+        "power of two",
     )
