@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     # A job's checkpoint 0 (the root every solver must start from) is built in the replica when
     # its state is at most this large, else in a worker process: the replica's memory stays
     # bounded whatever the job's size.
-    max_in_process_state_bytes: int = Field(default=64 * 2**20, ge=0)
+    max_in_process_bytes: int = Field(default=64 * 2**20, ge=0)
 
     def get_blob_dir(self) -> Path:
         if self.blob_dir is not None:

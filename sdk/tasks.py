@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol.behaviours import load_behaviour
+from protocol.data import compute_file_dataset
 from protocol.errors import InvalidInput
 from protocol.referee import compute_referee_chunk_of_state
 from protocol.spec import parse_job_spec
@@ -125,6 +126,24 @@ def run_referee_step(request: dict[str, Any], progress: Progress) -> dict[str, A
     return {"chunk_hash": chunk_hash.hex()}
 
 
+def compute_program_layout(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The submission validator on a job too large for a coordinator to build: its state's
+    layout (InvalidSpec, naming the field, when it cannot be built)."""
+    spec = parse_job_spec(request["spec"])
+    program = check_runnable_spec(spec, _read_optional(request.get("dataset_path")))
+    return {
+        "layout": {
+            name: [tag, list(shape)] for name, (tag, shape) in program.state_layout().items()
+        }
+    }
+
+
+def check_dataset(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """An uploaded dataset file parses as a dataset (InvalidSpec naming what is wrong)."""
+    compute_file_dataset(Path(request["dataset_path"]).read_bytes())
+    return {}
+
+
 def compute_initial_root(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """The root of checkpoint 0 of `spec`: for states too large to build in a coordinator."""
     spec = parse_job_spec(request["spec"])
@@ -144,6 +163,8 @@ TASKS = {
     "step": run_referee_step,
     "trace": _trace,
     "initial_root": compute_initial_root,
+    "layout": compute_program_layout,
+    "check_dataset": check_dataset,
 }
 
 

@@ -3,7 +3,10 @@ to solvers, verifiers and the referee. A job naming a file dataset can be posted
 file is here, so nobody is ever awarded work they cannot fetch. The bytes live in the blob store;
 the ledger's `blobs` row holds the address, size and uploader (what the quota counts)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -15,13 +18,18 @@ from coordinator.ledger.service import get_balance, process_movement
 from coordinator.models import BLOB_DATASET, Blob
 from coordinator.runtime import Runtime
 from protocol.data import compute_file_dataset
-from protocol.spec import JobSpec
+from protocol.spec import ExecutionProfile, JobSpec, parse_job_spec
 
 
-def check_dataset_file(path: Path) -> None:
+def check_dataset_file(rt: Runtime, path: Path) -> None:
     """Outside the transaction, on the staged file (whose hash the caller checked): it parses
-    as a dataset. Training reads the whole file anyway, so parsing it whole costs nothing new."""
-    compute_file_dataset(path.read_bytes())  # safetensors only: never unpickles
+    as a dataset (safetensors only: never unpickles). Training reads the whole file anyway; a
+    file over `max_in_process_bytes` is parsed in a worker process, not in the replica."""
+    if path.stat().st_size <= rt.settings.max_in_process_bytes:
+        compute_file_dataset(path.read_bytes())
+        return
+    request = {"command": "check_dataset", "dataset_path": str(path)}
+    rt.referee_workers.run(request, ExecutionProfile(), rt.settings.referee_timeout_s)
 
 
 def process_upload(session: Session, rt: Runtime, uploader: str, sha256: str, size: int) -> dict:
@@ -93,3 +101,32 @@ def get_job_dataset(rt: Runtime, session: Session, spec: JobSpec) -> bytes | Non
         if spec.dataset.kind == "safetensors"
         else None
     )
+
+
+def get_dataset_size(session: Session, spec: JobSpec) -> int:
+    """Bytes of the job's dataset file; 0 for built-in datasets."""
+    if spec.dataset.kind != "safetensors":
+        return 0
+    return get_dataset_row(session, spec.dataset.sha256).size
+
+
+@contextmanager
+def open_job_dataset_file(rt: Runtime, spec: JobSpec) -> Iterator[str | None]:
+    """A verified local file of the job's dataset for a worker process to read (None for a
+    built-in dataset): the replica itself never reads it into memory."""
+    if spec.dataset.kind != "safetensors":
+        yield None
+        return
+    scratch = rt.settings.get_upload_dir()
+    with rt.blobs.local_file(BLOB_DATASET, spec.dataset.sha256, scratch) as path:
+        yield str(path)
+
+
+def run_job_worker(rt: Runtime, spec_json: dict, command: str, **fields: Any) -> dict:
+    """One `sdk.tasks` command on a job's training program, in a warm worker pinned to the
+    job's profile, its dataset read from a file there: what a replica does with a job too large
+    to build itself. The worker's typed errors (InvalidSpec, CheckpointCorrupt) pass through."""
+    spec = parse_job_spec(spec_json)
+    with open_job_dataset_file(rt, spec) as dataset_path:
+        request = {"command": command, "spec": spec_json, "dataset_path": dataset_path, **fields}
+        return rt.referee_workers.run(request, spec.profile, rt.settings.referee_timeout_s)

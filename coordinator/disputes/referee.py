@@ -6,33 +6,17 @@ wrong state. Runs outside any transaction."""
 
 from pathlib import Path
 
-from protocol.spec import parse_job_spec
-from sdk.warm_worker import WorkerPool, staged_worker_files
+from coordinator.datasets.service import run_job_worker
+from coordinator.runtime import Runtime
 
 
 def run_referee_chunk_hash(
-    workers: WorkerPool,
-    spec_json: dict,
-    dataset: bytes | None,
-    state_path: Path,
-    agreed_root: str,
-    chunk: int,
-    timeout_s: float,
+    rt: Runtime, spec_json: dict, state_path: Path, agreed_root: str, chunk: int
 ) -> bytes:
     """Hash of chunk `chunk` one step after the agreed state in the file `state_path` (the worker
-    reads it a tensor at a time); the worker's typed errors (`CheckpointCorrupt` for a state that
-    is not the agreed one) pass through."""
-    with staged_worker_files(dataset=dataset) as paths:
-        result = workers.run(
-            {
-                "command": "step",
-                "spec": spec_json,
-                "state_path": str(state_path),
-                "agreed_root": agreed_root,
-                "chunk": chunk,
-                "dataset_path": paths["dataset"],
-            },
-            parse_job_spec(spec_json).profile,
-            timeout_s,
-        )
+    reads it, and the job's dataset, from files); the worker's typed errors (`CheckpointCorrupt`
+    for a state that is not the agreed one) pass through."""
+    result = run_job_worker(
+        rt, spec_json, "step", state_path=str(state_path), agreed_root=agreed_root, chunk=chunk
+    )
     return bytes.fromhex(result["chunk_hash"])

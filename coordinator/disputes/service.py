@@ -24,7 +24,6 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from coordinator.datasets.service import get_job_dataset
 from coordinator.disputes import repository
 from coordinator.disputes.referee import run_referee_chunk_hash
 from coordinator.disputes.schemas import DisputeView
@@ -281,7 +280,6 @@ def process_dispute_deadline(
 @dataclass(frozen=True)
 class RefereeTask:
     spec_json: dict
-    dataset: bytes | None
     state_kind: str  # the pinned state's blob: one a party supplied, or a checkpoint
     state_sha256: str
     state_root: str
@@ -298,7 +296,6 @@ def get_referee_task(rt: Runtime, session: Session, dispute_id: int) -> RefereeT
     sha256 = json.loads(dispute.state_json)["state_sha256"]
     return RefereeTask(
         spec_json,
-        get_job_dataset(rt, session, parse_job_spec(spec_json)),
         jobs_repository.get_game_state_blob(session, sha256).kind,
         sha256,
         game.roots[game.lo],
@@ -321,15 +318,7 @@ def run_referee(rt: Runtime, task: RefereeTask) -> bytes:
     The worker reads the verified blob from a file: the replica never holds the state."""
     scratch = rt.settings.get_upload_dir()
     with rt.blobs.local_file(task.state_kind, task.state_sha256, scratch) as state_path:
-        return run_referee_chunk_hash(
-            rt.referee_workers,
-            task.spec_json,
-            task.dataset,
-            state_path,
-            task.state_root,
-            task.chunk,
-            rt.settings.referee_timeout_s,
-        )
+        return run_referee_chunk_hash(rt, task.spec_json, state_path, task.state_root, task.chunk)
 
 
 def process_referee_result(

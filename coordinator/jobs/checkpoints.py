@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from coordinator.blobstore.base import iter_file
-from coordinator.datasets.service import get_job_dataset
+from coordinator.datasets.service import get_dataset_size, get_job_dataset, run_job_worker
 from coordinator.errors import Forbidden, InvalidState, NotFound
 from coordinator.jobs import repository
 from coordinator.jobs.schemas import CheckpointView
@@ -28,12 +28,11 @@ from protocol.state import (
     compute_state_root,
 )
 from protocol.state_stream import StateStreamHasher, StreamedFile
-from protocol.training import build_program
+from protocol.training import build_program, check_runnable_spec
 from protocol.trajectory import Commitment, is_valid_trajectory_proof
 from protocol.types import Root, StepIndex
 from protocol.wire import JobState
 from sdk.transfers import compute_file_sha256
-from sdk.warm_worker import staged_worker_files
 
 
 @dataclass(frozen=True)
@@ -46,36 +45,38 @@ class DecodedCheckpoint:
     state_root: bytes
 
 
+def compute_spec_layout(rt: Runtime, session: Session, spec_json: dict) -> StateLayout:
+    """The submission validator (`check_runnable_spec`, InvalidSpec naming the field) and the
+    layout of every state of the job, from shapes alone. A dataset over `max_in_process_bytes`
+    is parsed in a worker process: a replica never holds a large dataset either."""
+    spec = parse_job_spec(spec_json)
+    if get_dataset_size(session, spec) <= rt.settings.max_in_process_bytes:
+        return check_runnable_spec(spec, get_job_dataset(rt, session, spec)).state_layout()
+    result = run_job_worker(rt, spec_json, "layout")
+    return {name: (tag, tuple(shape)) for name, (tag, shape) in result["layout"].items()}
+
+
 def get_state_layout(rt: Runtime, session: Session, job: Job) -> StateLayout:
-    """The tensors, dtypes and shapes every state of `job` has, from shapes alone; computed once
-    per job (its id is its spec's hash) and kept in a small LRU."""
-
-    def compute() -> StateLayout:
-        spec = parse_job_spec(json.loads(job.spec_json))
-        return build_program(spec, get_job_dataset(rt, session, spec)).state_layout()
-
-    return rt.state_layouts.get_or_compute(("layout", job.job_id), compute)
+    """`compute_spec_layout` of a posted job: once per job (its id is its spec's hash), kept in
+    a small LRU."""
+    return rt.state_layouts.get_or_compute(
+        ("layout", job.job_id), lambda: compute_spec_layout(rt, session, json.loads(job.spec_json))
+    )
 
 
 def get_initial_root(rt: Runtime, session: Session, job: Job) -> bytes:
-    """The root of checkpoint 0 of every honest trajectory of `job`. A state over
-    `max_in_process_state_bytes` is built in a worker process, so a replica never holds a
-    job's state whatever its size."""
+    """The root of checkpoint 0 of every honest trajectory of `job`. A state or a dataset over
+    `max_in_process_bytes` is handled in a worker process, so a replica never holds a job's
+    state whatever its size."""
 
     def compute() -> bytes:
         spec_json = json.loads(job.spec_json)
         spec = parse_job_spec(spec_json)
-        dataset = get_job_dataset(rt, session, spec)
-        layout = get_state_layout(rt, session, job)
-        if compute_layout_bytes(layout) <= rt.settings.max_in_process_state_bytes:
-            return bytes(compute_state_root(build_program(spec, dataset).initial_state()))
-        with staged_worker_files(dataset=dataset) as paths:
-            result = rt.referee_workers.run(
-                {"command": "initial_root", "spec": spec_json, "dataset_path": paths["dataset"]},
-                spec.profile,
-                rt.settings.referee_timeout_s,
-            )
-        return bytes.fromhex(result["root"])
+        size = compute_layout_bytes(get_state_layout(rt, session, job))
+        if max(size, get_dataset_size(session, spec)) <= rt.settings.max_in_process_bytes:
+            program = build_program(spec, get_job_dataset(rt, session, spec))
+            return bytes(compute_state_root(program.initial_state()))
+        return bytes.fromhex(run_job_worker(rt, spec_json, "initial_root")["root"])
 
     return rt.state_layouts.get_or_compute(("initial_root", job.job_id), compute)
 

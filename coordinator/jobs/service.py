@@ -18,6 +18,7 @@ from coordinator.clock import FAR_FUTURE
 from coordinator.datasets.service import check_dataset_available, get_job_dataset
 from coordinator.errors import AlreadyExists, Forbidden, InvalidState, QuotaExceeded
 from coordinator.jobs import repository
+from coordinator.jobs.checkpoints import compute_spec_layout
 from coordinator.jobs.schemas import BidRequest, BidView, JobEventView, JobView, SubmitJobRequest
 from coordinator.ledger.accounts import available, escrow, stake
 from coordinator.ledger.payouts import (
@@ -64,8 +65,8 @@ def process_submit(
             f"job {job_id} already exists (change the seed to post the same work twice)"
         )
     check_dataset_available(session, spec)
-    program = check_runnable_spec(spec, get_job_dataset(rt, session, spec))  # a solver's build
-    state_bytes = compute_layout_bytes(program.state_layout())
+    layout = compute_spec_layout(rt, session, req.spec)  # what a solver would build
+    state_bytes = compute_layout_bytes(layout)
     checkpoints = len(compute_checkpoint_steps(spec))
     req, plan = _with_sampling_plan(req, checkpoints - 1)
     if req.num_segments > checkpoints - 1:

@@ -185,14 +185,16 @@ def process_append(
 # --- staged bytes to the store ----------------------------------------------------------------
 
 
-def prepare_dataset(path: Path, sha256: str, running: RunningDigest | None = None) -> int:
+def prepare_dataset(
+    rt: Runtime, path: Path, sha256: str, running: RunningDigest | None = None
+) -> int:
     """Outside any transaction: the staged bytes hash to `sha256` (as they arrived, or read
     now) and parse as a dataset."""
     known = running.sha256_hex() if running is not None else None
     actual, size = (known, path.stat().st_size) if known else compute_file_sha256(path)
     if actual != sha256:
         raise BlobMismatch(f"the {size} bytes uploaded hash to {actual}, not to {sha256}")
-    datasets.check_dataset_file(path)
+    datasets.check_dataset_file(rt, path)
     return size
 
 
@@ -216,7 +218,7 @@ def commit_dataset(
     upload_id: str | None = None,
     running: RunningDigest | None = None,
 ) -> Response:
-    size = call_burning_nonce_on_error(rt, signed, prepare_dataset, path, sha256, running)
+    size = call_burning_nonce_on_error(rt, signed, prepare_dataset, rt, path, sha256, running)
     call_burning_nonce_on_error(rt, signed, rt.blobs.put_file, BLOB_DATASET, sha256, path, True)
 
     def record(session: Session) -> dict:

@@ -78,3 +78,38 @@ def test_wrong_address_is_422_and_unknown_is_404(make_client):
     with pytest.raises(CoordinatorError) as missing:
         client.download_dataset("1" * 64)
     assert missing.value.problem_code is ProblemCode.NOT_FOUND
+
+
+def test_a_large_dataset_is_checked_and_built_in_a_worker_never_in_the_replica(
+    tmp_path, monkeypatch
+):
+    """Above max_in_process_bytes the replica never parses a dataset: the upload check, the
+    submission validator and checkpoint 0 all run in a worker (reading the stored file), with
+    the same answers, a malformed file still refused naming why."""
+    from coordinator.datasets import service as datasets
+    from protocol.spec import compute_job_id, parse_job_spec
+    from tests.coordinator.server import client_factory, running_server
+
+    def never(*args, **kwargs):
+        raise AssertionError("the replica parsed a dataset")
+
+    monkeypatch.setattr(datasets, "compute_file_dataset", never)
+    monkeypatch.setattr(datasets, "get_dataset_bytes", never)
+    with (
+        running_server("sqlite", tmp_path, max_in_process_bytes=0) as srv,
+        client_factory(srv.url) as make,
+    ):
+        client = funded(make)
+        with pytest.raises(CoordinatorError) as refused:
+            client.upload_dataset(save({"inputs": torch.zeros(4, 2)}))
+        assert refused.value.status == 422 and "targets" in refused.value.problem["detail"]
+        data = make_dataset_file()
+        client.upload_dataset(data)
+        spec = file_job_spec(data)
+        bad = {**spec, "model": {"name": "mlp", "config": {"hidden": [0]}}}
+        with pytest.raises(CoordinatorError) as invalid:
+            client.submit_job(bad, bounty=100, min_stake=24, verifier_fee=5)
+        assert invalid.value.status == 422 and "model.config" in str(invalid.value)
+        job = client.submit_job(spec, bounty=100, min_stake=24, verifier_fee=5)
+        assert job.job_id == compute_job_id(parse_job_spec(spec)).hex()
+        assert len(srv.app.state.runtime.referee_workers.workers) == 1

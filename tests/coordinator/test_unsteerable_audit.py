@@ -292,10 +292,10 @@ def test_audit_recomputes_every_draw_and_catches_a_forged_one(server, make_clien
 
 
 def test_a_large_jobs_checkpoint_0_is_built_in_a_worker_and_still_catches_a_plant(tmp_path):
-    """Above max_in_process_state_bytes the replica builds no state: a worker process computes
+    """Above max_in_process_bytes the replica builds no state: a worker process computes
     checkpoint 0's root, which still accepts the honest start and slashes a planted one."""
     with (
-        running_server("sqlite", tmp_path, max_in_process_state_bytes=0) as srv,
+        running_server("sqlite", tmp_path, max_in_process_bytes=0) as srv,
         client_factory(srv.url) as make,
     ):
         honest = tiny_spec_json(seed=11)
