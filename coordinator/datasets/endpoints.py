@@ -4,16 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
-from coordinator.auth import check_signed_headers, get_runtime, get_streamed_signed_request
+from coordinator.auth import get_runtime
 from coordinator.blobstore.ranges import blob_response
 from coordinator.datasets import service
 from coordinator.models import BLOB_DATASET
 from coordinator.problems import DOWNLOAD_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
-from coordinator.uploads.service import commit_dataset
-from coordinator.uploads.staging import check_declared_length, receive_body, temporary_staged
+from coordinator.uploads.service import commit_dataset, commit_single_put
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 RT = Annotated[Runtime, Depends(get_runtime)]
@@ -30,13 +28,7 @@ RangeHeader = Annotated[str | None, Header(alias="Range", max_length=200)]
 async def put_dataset(sha256: Sha256Path, request: Request, rt: RT) -> Response:
     """Upload a safetensors dataset file under its SHA-256 in one request (idempotent); the
     body streams to disk. Large files: the resumable /v1/uploads."""
-    check_signed_headers(request)
-    limit = min(rt.settings.max_checkpoint_body, rt.settings.max_single_put_body)
-    check_declared_length(request, limit)
-    with temporary_staged(rt.settings.get_upload_dir()) as (path, handle):
-        body_sha256, _ = await receive_body(request, handle, limit)
-        signed = get_streamed_signed_request(request, body_sha256)
-        return await run_in_threadpool(commit_dataset, rt, signed, path, sha256)
+    return await commit_single_put(request, rt, commit_dataset, sha256)
 
 
 @router.get(

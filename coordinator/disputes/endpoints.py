@@ -6,10 +6,8 @@ from starlette.concurrency import run_in_threadpool
 
 from coordinator.auth import (
     Signed,
-    check_signed_headers,
     execute_signed,
     get_runtime,
-    get_streamed_signed_request,
 )
 from coordinator.disputes import repository, service
 from coordinator.disputes.schemas import DisputePage, DisputeView, MoveRequest
@@ -17,8 +15,7 @@ from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
 from coordinator.schemas import MAX_ROW_ID, NO_NUL, EmptyRequest
 from coordinator.transitions import process_dispute_move, process_rule_dispute
-from coordinator.uploads.service import commit_state
-from coordinator.uploads.staging import check_declared_length, receive_body, temporary_staged
+from coordinator.uploads.service import commit_single_put, commit_state
 
 router = APIRouter(prefix="/v1/disputes", tags=["disputes"])
 RT = Annotated[Runtime, Depends(get_runtime)]
@@ -62,13 +59,7 @@ def post_move(dispute_id: DisputeId, body: MoveRequest, signed: Signed, rt: RT) 
 async def put_state(dispute_id: DisputeId, request: Request, rt: RT) -> Response:
     """The agreed state at the pinned step (safetensors), which the solver owes the referee, in
     one request: streamed to disk and checked as it is read back. Large states: /v1/uploads."""
-    check_signed_headers(request)
-    limit = min(rt.settings.max_checkpoint_body, rt.settings.max_single_put_body)
-    check_declared_length(request, limit)
-    with temporary_staged(rt.settings.get_upload_dir()) as (path, handle):
-        body_sha256, _ = await receive_body(request, handle, limit)
-        signed = get_streamed_signed_request(request, body_sha256)
-        return await run_in_threadpool(commit_state, rt, signed, path, dispute_id)
+    return await commit_single_put(request, rt, commit_state, dispute_id)
 
 
 @router.post("/{dispute_id}/rule", response_model=DisputeView, responses=WRITE_PROBLEMS)

@@ -2,14 +2,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from coordinator.auth import (
     Signed,
     check_signed_headers,
     execute_signed,
     get_runtime,
-    get_streamed_signed_request,
 )
 from coordinator.blobstore.ranges import blob_response
 from coordinator.jobs import checkpoints, repository, service
@@ -31,8 +29,7 @@ from coordinator.transitions import (
     process_commitment,
     process_invalid_spec_claim,
 )
-from coordinator.uploads.service import Target, commit_checkpoint
-from coordinator.uploads.staging import check_declared_length, receive_body, temporary_staged
+from coordinator.uploads.service import Target, commit_checkpoint, commit_single_put
 from coordinator.verification import repository as verification_repository
 from coordinator.verification.schemas import AssignmentPage
 from coordinator.verification.service import get_assignment_view
@@ -140,15 +137,10 @@ async def put_checkpoint(
     root is computed on the staged file in one pass. Large states: the resumable /v1/uploads."""
     check_signed_headers(request)
     parsed_proof = checkpoints.parse_proof(proof)
-    limit = min(rt.settings.max_checkpoint_body, rt.settings.max_single_put_body)
-    check_declared_length(request, limit)
     target = Target(job_id, index, step, tuple(p.hex() for p in parsed_proof))
-    with temporary_staged(rt.settings.get_upload_dir()) as (path, handle):
-        body_sha256, _ = await receive_body(request, handle, limit)
-        signed = get_streamed_signed_request(request, body_sha256)
-        return await run_in_threadpool(
-            commit_checkpoint, rt, signed, path, target, process_checkpoint_upload
-        )
+    return await commit_single_put(
+        request, rt, commit_checkpoint, target, process_checkpoint_upload
+    )
 
 
 @router.get(

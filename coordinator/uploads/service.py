@@ -15,10 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from coordinator.auth import SignedRequest, call_burning_nonce_on_error, execute_signed
+from coordinator.auth import (
+    SignedRequest,
+    call_burning_nonce_on_error,
+    check_signed_headers,
+    execute_signed,
+    get_streamed_signed_request,
+)
 from coordinator.blobstore.errors import BlobMismatch
 from coordinator.datasets import service as datasets
 from coordinator.disputes import service as disputes
@@ -30,7 +38,14 @@ from coordinator.runtime import Runtime
 from coordinator.uploads import repository
 from coordinator.uploads.digests import RunningDigest
 from coordinator.uploads.schemas import CreateUploadRequest, UploadView
-from coordinator.uploads.staging import compute_file_sha256, get_session_path, open_staged
+from coordinator.uploads.staging import (
+    check_declared_length,
+    compute_file_sha256,
+    get_session_path,
+    open_staged,
+    receive_body,
+    temporary_staged,
+)
 from coordinator.verification import service as verification
 from protocol.errors import InvalidInput
 from protocol.wire import JobState
@@ -281,6 +296,19 @@ def commit_state(
         return disputes.process_dispute_state(session, rt, signed.public_key, dispute_id, state)
 
     return execute_signed(rt, signed, record)
+
+
+async def commit_single_put(request: Request, rt: Runtime, commit: Callable, *args) -> Response:
+    """A one-request upload: its body streamed to a staging file (hashed on the way, refused
+    past `max_single_put_body`), its signature checked against that hash, then
+    `commit(rt, signed, path, *args)` on the thread pool."""
+    check_signed_headers(request)
+    limit = min(rt.settings.max_checkpoint_body, rt.settings.max_single_put_body)
+    check_declared_length(request, limit)
+    with temporary_staged(rt.settings.get_upload_dir()) as (path, handle):
+        body_sha256, _ = await receive_body(request, handle, limit)
+        signed = get_streamed_signed_request(request, body_sha256)
+        return await run_in_threadpool(commit, rt, signed, path, *args)
 
 
 def _raise_mismatch(actual: str, declared: str) -> None:
