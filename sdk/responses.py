@@ -234,6 +234,7 @@ class UploadView:
     job_id: str | None = None
     index: int | None = None
     step: int | None = None
+    dispute_id: int | None = None  # a dispute's agreed state
 
 
 # --- verification and disputes ------------------------------------------------------------------
@@ -245,6 +246,7 @@ class VerifierView:
     profiles: tuple[str, ...]
     stake: int
     log_index: int | None = None
+    max_state_bytes: int | None = None  # the largest state it declared it takes
 
 
 @dataclass(frozen=True)

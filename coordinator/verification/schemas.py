@@ -19,6 +19,7 @@ class VerifierView(BaseModel):
     profiles: list[str]
     stake: int
     log_index: int | None = None
+    max_state_bytes: int | None = None  # the largest state it declared it takes
 
 
 class WithdrawStakeRequest(Request):

@@ -101,6 +101,7 @@ def process_register_verifier(
         profiles=profiles,
         stake=get_balance(session, stake(who)),
         log_index=entry.index,
+        max_state_bytes=verifier.max_state_bytes,
     )
 
 
@@ -128,6 +129,7 @@ def process_withdraw_stake(session: Session, rt: Runtime, who: str, amount: int)
         profiles=json.loads(verifier.profiles),
         stake=entry.balances[stake(who)],
         log_index=entry.index,
+        max_state_bytes=verifier.max_state_bytes,
     )
 
 

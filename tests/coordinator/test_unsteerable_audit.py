@@ -324,7 +324,8 @@ def test_a_verifier_is_never_drawn_for_a_state_beyond_its_declared_memory(server
     small = [funded(make_client) for _ in range(6)]
     for verifier in small:
         verifier.register_verifier([profile], 500, max_state_bytes=state_bytes - 1)
-    funded(make_client).register_verifier([profile], 500, max_state_bytes=state_bytes)
+    roomy = funded(make_client).register_verifier([profile], 500, max_state_bytes=state_bytes)
+    assert roomy.max_state_bytes == state_bytes  # the answer says what was declared
     submitter, solver, _, job_id = _awarded(make_client, spec, num_verifiers=2)
     _commit(solver, job_id, _fixed_trajectory(spec))
     log = [json.loads(e.body) for e in submitter.iter_log_entries(submitter.get_tree_head().size)]
