@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="data-parallel ranks to train on, spawned on this host (each job runs on the most "
         "its profile.batch_blocks allows, up to this; docs/parallel.md)",
     )
+    run.add_argument(
+        "--prune-finished",
+        action="store_true",
+        help="delete a job's checkpoints and dispute traces once it is settled, failed or "
+        "cancelled (nothing is asked of it after that)",
+    )
     run.set_defaults(func=cmd_solver_run)
     add_status_parser(solver, "solver")
     verifier = subparsers.add_parser("verifier", help="the verifier daemon").add_subparsers(
@@ -99,6 +105,7 @@ def cmd_solver_run(args: argparse.Namespace) -> int:
         only_jobs=args.only_job,
         world_size=_positive(args.world_size, "world_size"),
         max_state_bytes=_max_state_bytes(args),
+        prune_finished=args.prune_finished,
     )
     SolverDaemon(_client(args), Path(args.store), config).serve_metrics(args.metrics_port).run()
     return 0

@@ -11,6 +11,7 @@ between two HTTP calls (training is abandoned at once and resumes on restart).
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ class SolverConfig:
     only_jobs: list[str] | None = None  # bid only on these job ids (demos and tests)
     world_size: int = 1  # local data-parallel ranks; a job runs on the most its batch allows
     max_state_bytes: int = field(default_factory=compute_default_max_state_bytes)
+    prune_finished: bool = False  # delete a job's checkpoints and traces once it is final
 
 
 class SolverDaemon(Daemon):
@@ -215,10 +217,26 @@ class SolverDaemon(Daemon):
             self._record(job_id, JobState.CANCELLED)  # lost the award (its stake came back)
         elif job.state in FINAL_JOB_STATES:
             self._record(job_id, job.state, outcome=job.outcome)
+            if self.config.prune_finished:
+                self._prune(job_id)
         elif job.state is JobState.AWARDED:
             self._train_and_commit(job)
         elif job.state is JobState.VERIFYING:
             self._upload_owed_checkpoints(job_id)
+
+    def _prune(self, job_id: str) -> None:
+        """A final job is never asked for anything again (docs/production.md, "Checkpoint
+        retention"): its checkpoints and dispute traces go."""
+        dirs = [self.run_dir(job_id), *(self.store / "disputes").glob(f"{job_id}-*")]
+        freed = sum(f.stat().st_size for d in dirs for f in d.rglob("*") if f.is_file())
+        for directory in dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self.log.info(
+            "pruned job %s (%d bytes)",
+            job_id[:12],
+            freed,
+            extra={"event": "job.pruned", "job_id": job_id, "bytes": freed},
+        )
 
     def _record(self, job_id: str, state: str, **extra) -> None:
         if self.state.data["jobs"][job_id].get("state") != state:

@@ -211,11 +211,23 @@ def test_solver_killed_mid_training_resumes_and_is_paid(market):
     solver.wait()
     done_before = len(list(run.glob("*.safetensors")))
     assert done_before < 11, "training finished before the kill: make the job longer"
-    market.daemon("solver", "solver", "--price", "600", "--stake", str(STAKE), "--only-job", job_id)
+    market.daemon(
+        "solver",
+        "solver",
+        "--price",
+        "600",
+        "--stake",
+        str(STAKE),
+        "--only-job",
+        job_id,
+        "--prune-finished",
+    )
     wait_until(lambda: submitter.get_job(job_id).state in FINAL_JOB_STATES, 240, "settlement")
     job = submitter.get_job(job_id)
     assert (job.state, job.outcome) == (JobState.SETTLED, "accepted")
     assert check_coordinator(submitter).ok
+    # settled: nothing more is ever asked of it, so --prune-finished frees its checkpoints
+    wait_until(lambda: not run.parent.exists(), 30, "the finished run to be pruned")
     _check_only_wanted_uploads_and_the_model_downloads(market, submitter, job)
 
 
