@@ -96,6 +96,16 @@ def compute_layout_bytes(layout: "StateLayout") -> int:
     return sum(math.prod(shape) * TAG_BYTES[tag] for tag, shape in layout.values())
 
 
+def compute_encoded_size(layout: "StateLayout") -> int:
+    """Bytes of the canonical file of every state with this layout (its header is built from
+    meta tensors: nothing is allocated)."""
+    meta = {
+        name: torch.empty(shape, dtype=TAG_DTYPES[tag], device="meta")
+        for name, (tag, shape) in layout.items()
+    }
+    return len(encode_state_header(meta)) + compute_layout_bytes(layout)
+
+
 def count_layout_chunks(layout: "StateLayout") -> int:
     """Leaves of every state with this layout, without any tensor in hand."""
     return sum(

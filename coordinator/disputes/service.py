@@ -191,16 +191,16 @@ def process_dispute_move(
     return job, dispute, game
 
 
-def check_state_owed(session: Session, who: str, dispute_id: int) -> Game:
+def check_state_owed(session: Session, who: str, dispute_id: int) -> Job:
     """Someone may send the agreed state now: the dispute is open, in its state phase, and `who`
     is one of its parties. Checked before a byte of it is received, and again when it is
-    recorded."""
+    recorded. Returns the dispute's job."""
     dispute = repository.get_dispute(session, dispute_id)
     game = get_game(dispute)
     _party_of(game, who)
     if dispute.status != DisputeStatus.OPEN or game.phase != STATE:
         raise InvalidState("no state is owed in this dispute now")
-    return game
+    return jobs_repository.get_job(session, dispute.job_id)
 
 
 def compute_staged_state(

@@ -33,7 +33,7 @@ from coordinator.disputes import service as disputes
 from coordinator.errors import Forbidden, InvalidState, PayloadTooLarge, QuotaExceeded
 from coordinator.jobs import checkpoints
 from coordinator.jobs import repository as jobs_repository
-from coordinator.models import BLOB_CHECKPOINT, BLOB_DATASET, BLOB_STATE, UploadSession
+from coordinator.models import BLOB_CHECKPOINT, BLOB_DATASET, BLOB_STATE, Job, UploadSession
 from coordinator.runtime import Runtime
 from coordinator.uploads import repository
 from coordinator.uploads.digests import RunningDigest
@@ -48,6 +48,7 @@ from coordinator.uploads.staging import (
 )
 from coordinator.verification import service as verification
 from protocol.errors import InvalidInput
+from protocol.state import compute_encoded_size
 from protocol.wire import JobState
 
 # coordinator.transitions.process_checkpoint_upload, passed in by the entry points (endpoints):
@@ -135,10 +136,13 @@ def process_create(
         raise QuotaExceeded(f"this key holds {MAX_OPEN_UPLOADS_PER_KEY} open upload sessions")
     if body.kind == BLOB_DATASET:
         _check_dataset_session(session, rt, owner, body.size)
-    elif body.kind == BLOB_STATE:
-        disputes.check_state_owed(session, owner, target.dispute_id)  # before any byte is sent
-    else:
-        _check_checkpoint_session(session, owner, target)
+    else:  # before any byte is sent
+        job = (
+            disputes.check_state_owed(session, owner, target.dispute_id)
+            if body.kind == BLOB_STATE
+            else _check_checkpoint_session(session, owner, target)
+        )
+        _check_state_size(rt, session, job, body.size)
     now = rt.clock.now()
     row = UploadSession(
         id=secrets.token_hex(16),
@@ -163,7 +167,15 @@ def _check_dataset_session(session: Session, rt: Runtime, owner: str, size: int)
     )
 
 
-def _check_checkpoint_session(session: Session, owner: str, target: Target) -> None:
+def _check_state_size(rt: Runtime, session: Session, job: Job, size: int) -> None:
+    """A state of a job has exactly one size (its canonical encoding): a declaration of any
+    other is refused, so nobody can make a replica stage more than a real state's bytes."""
+    expected = compute_encoded_size(checkpoints.get_state_layout(rt, session, job))
+    if size != expected:
+        raise InvalidInput(f"a state of this job is exactly {expected} bytes, not {size}", "size")
+
+
+def _check_checkpoint_session(session: Session, owner: str, target: Target) -> Job:
     job = jobs_repository.get_job(session, target.job_id)
     if owner != job.solver:
         raise Forbidden("only the job's solver uploads its checkpoints")
@@ -173,7 +185,8 @@ def _check_checkpoint_session(session: Session, owner: str, target: Target) -> N
         raise InvalidInput(f"the job has {job.num_checkpoints} checkpoints", "index")
     if jobs_repository.get_checkpoint(session, job.job_id, target.index) is not None:
         raise InvalidState(f"checkpoint {target.index} is stored already")
-    verification.check_checkpoint_wanted(session, job, target.index)  # before any byte is sent
+    verification.check_checkpoint_wanted(session, job, target.index)
+    return job
 
 
 def check_append(row: UploadSession, who: str, offset: int) -> None:

@@ -25,7 +25,7 @@ from protocol.trajectory import Commitment, compute_trajectory_proof, compute_tr
 from protocol.types import JobId, Root
 from protocol.wire import AssignmentState, DisputeStatus, JobState, ProblemCode
 from sdk.disputes import play_turn, play_until_idle
-from sdk.responses import CoordinatorError
+from sdk.responses import CoordinatorError, UploadView
 from sdk.state_files import write_state_file
 from tests.coordinator.market import commit_signed, funded, train_tiny_job, verify_segment
 from tests.coordinator.server import REFEREE_TIMEOUT, client_factory, running_server
@@ -243,6 +243,15 @@ def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_w
             with pytest.raises(CoordinatorError) as refused:
                 solver.upload_dispute_state(dispute.id, encode_state(states[step + 1]))
             assert refused.value.problem_code is ProblemCode.CHECKPOINT_CORRUPT
+            oversize = {
+                "kind": "state",
+                "sha256": "ab" * 32,
+                "size": 2**34,
+                "dispute_id": dispute.id,
+            }
+            with pytest.raises(CoordinatorError) as declared:  # a state has exactly one size
+                solver._post(UploadView, "/v1/uploads", oversize)
+            assert declared.value.status == 422 and "exactly" in str(declared.value)
         supplied.append(step)
         path = tmp_path / f"agreed-{step}.safetensors"
         write_state_file(path, states[step])  # then the file, in resumable signed parts

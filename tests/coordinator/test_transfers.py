@@ -333,6 +333,13 @@ def test_a_checkpoint_streams_up_in_parts_and_down_in_ranges(server, make_client
             job.job_id, last, step - 1, path, job.proof(last), part_size=700
         )
     assert wrong_step.value.problem_code is ProblemCode.CHECKPOINT_CORRUPT
+    size = path.stat().st_size
+    for wrong in (size - 1, size + 1, 16 * 2**30):  # a state of this job has exactly one size
+        body = {"kind": "checkpoint", "sha256": "ab" * 32, "size": wrong, "job_id": job.job_id}
+        body.update(index=last, step=step, proof=[p.hex() for p in job.proof(last)])
+        with pytest.raises(CoordinatorError) as oversize:  # nothing staged beyond a real state
+            solver._post(UploadView, "/v1/uploads", body)
+        assert oversize.value.status == 422 and "exactly" in str(oversize.value), wrong
     view = solver.upload_checkpoint_file(
         job.job_id, last, step, path, job.proof(last), part_size=700
     )

@@ -14,6 +14,7 @@ from protocol.presets import example_job_spec
 from protocol.state import (
     FORMAT_TAG,
     compute_chunk_layout,
+    compute_encoded_size,
     compute_layout_bytes,
     compute_state_layout,
     compute_state_root,
@@ -103,3 +104,4 @@ def test_a_programs_layout_from_shapes_alone_is_its_initial_states(model, profil
     assert layout == compute_state_layout(state) and list(layout) == sorted(layout)
     assert count_layout_chunks(layout) == len(compute_chunk_layout(state))
     assert compute_layout_bytes(layout) == sum(t.numel() * t.element_size() for t in state.values())
+    assert compute_encoded_size(layout) == len(encode_state(state))  # the one size a state has
