@@ -80,7 +80,7 @@ def insert_unvalidated(market: Market, submitter: str, spec_json: dict, monkeypa
             bidding_s=600,  # open for the whole test: listed to the solver every round
         )
         with monkeypatch.context() as patch:
-            patch.setattr(jobs_service, "check_runnable_spec", lambda *_args: None)
+            patch.setattr(jobs_service, "compute_spec_layout", lambda *_args: {})
             return db.write(
                 lambda session: jobs_service.process_submit(session, rt, submitter, request)
             ).job_id
