@@ -10,12 +10,8 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from protocol.spec import ExecutionProfile
@@ -136,17 +132,3 @@ class WorkerPool:
     def close(self) -> None:
         for worker in self.workers.values():
             worker.close()
-
-
-@contextmanager
-def staged_worker_files(**blobs: bytes | None) -> Iterator[dict[str, str | None]]:
-    """Each blob written to a private temporary file for a worker request, by name (None stays
-    None); all removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="veritrain-worker-") as tmp:
-        paths: dict[str, str | None] = {}
-        for name, data in blobs.items():
-            paths[name] = None
-            if data is not None:
-                paths[name] = str(Path(tmp) / f"{name}.safetensors")
-                Path(paths[name]).write_bytes(data)
-        yield paths
