@@ -268,6 +268,9 @@ def test_dispute_inside_a_segment_needs_the_solvers_state_and_rules_for_honest_w
     with pytest.raises(CoordinatorError) as outsider:  # refused at the declaration, before a byte
         funded(make_client).upload_dispute_state_file(dispute.id, agreed)
     assert outsider.value.status == 403
+    with pytest.raises(CoordinatorError) as nowhere:  # a dispute that does not exist
+        solver.upload_dispute_state_file(10**12, agreed)
+    assert nowhere.value.status == 404
     with pytest.raises(CoordinatorError) as late:  # ruled: no state is owed any more
         solver.upload_dispute_state_file(dispute.id, agreed)
     assert late.value.problem_code is ProblemCode.INVALID_STATE

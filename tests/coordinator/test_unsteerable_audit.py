@@ -46,6 +46,7 @@ from protocol.trajectory import (
 )
 from protocol.types import JobId, Root
 from protocol.wire import JobState
+from sdk.responses import CoordinatorError
 from tests.coordinator.market import funded, tiny_spec_json
 from tests.coordinator.server import client_factory, running_server
 
@@ -321,6 +322,10 @@ def test_a_verifier_is_never_drawn_for_a_state_beyond_its_declared_memory(server
     spec = tiny_spec_json(seed=21)
     state_bytes = compute_layout_bytes(build_program(parse_job_spec(spec)).state_layout())
     profile = parse_job_spec(spec).profile.label
+    for nonsense in (0, -1, 2**63):  # a bound must be a positive byte count
+        with pytest.raises(CoordinatorError) as refused:
+            funded(make_client).register_verifier([profile], 500, max_state_bytes=nonsense)
+        assert refused.value.status == 422, nonsense
     small = [funded(make_client) for _ in range(6)]
     for verifier in small:
         verifier.register_verifier([profile], 500, max_state_bytes=state_bytes - 1)

@@ -56,6 +56,8 @@ BAD_CORPORA = {
     "no vocab_size": {"tokens": torch.tensor([0, 1, 2])},
     "vocab too small": {"tokens": torch.tensor([0, 0, 0]), "vocab_size": torch.tensor(1)},
     "vocab not scalar": {"tokens": torch.tensor([0, 1]), "vocab_size": torch.tensor([5])},
+    "vocab huge": {"tokens": torch.tensor([0, 1]), "vocab_size": torch.tensor(2**40)},
+    "no tokens": {"tokens": torch.zeros(0, dtype=torch.int64), "vocab_size": torch.tensor(5)},
     "extra tensor": {
         "tokens": torch.tensor([0, 1]),
         "vocab_size": torch.tensor(5),
