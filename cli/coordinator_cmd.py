@@ -7,6 +7,7 @@ single-process embedded default. Several hosts behind a load balancer are the sa
 """
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ ACCESS_LOG_ENV = "VERITRAIN_SERVE_ACCESS_LOG"
 # A replica answers the supervisor's health pings from start-up on; a loaded host importing the
 # stack may take longer than uvicorn's 5 s default, and a missed ping kills the replica.
 WORKER_HEALTHCHECK_S = 60
+BODY_BUFFER_BYTES = 1 << 20  # unread request body a connection may hold (uvicorn: 64 KiB)
 
 
 def _setting_overrides(args: argparse.Namespace) -> dict:
@@ -58,6 +60,7 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         return 2
     _setup_logs(args.log_format, args.log_level, args.access_log)
+    raise_body_buffer_limit()
     common = dict(
         host=args.host, port=args.port, log_level=args.log_level, access_log=False, log_config=None
     )  # log_config=None: uvicorn's loggers go through setup_logging's handler
@@ -111,7 +114,20 @@ def create_replica_app():  # noqa: ANN201 — a FastAPI app; uvicorn imports thi
         os.environ.get(LOG_LEVEL_ENV, "info"),
         bool(os.environ.get(ACCESS_LOG_ENV)),
     )
+    raise_body_buffer_limit()
     return create_app()
+
+
+def raise_body_buffer_limit() -> None:
+    """uvicorn stops reading a socket once 64 KiB of a request body wait unread and starts
+    again at the app's next read: a 64 MiB upload part paid a pause and a resume per 64 KiB.
+    At BODY_BUFFER_BYTES a part is received ~1.3× faster (docs/decisions.md)."""
+    for protocol in ("h11_impl", "httptools_impl"):
+        try:
+            module = importlib.import_module(f"uvicorn.protocols.http.{protocol}")
+        except ImportError:  # httptools is optional to uvicorn
+            continue
+        module.HIGH_WATER_LIMIT = BODY_BUFFER_BYTES
 
 
 def _worker_count(text: str) -> int:

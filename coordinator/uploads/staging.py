@@ -8,12 +8,15 @@ committed count are scratch, cut off before the next append.
 """
 
 import asyncio
+import collections
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
     from coordinator.uploads.digests import RunningDigest
 
 WRITE_BATCH = 1 << 20  # bytes gathered from the request before one write to disk
+PIPELINE_DEPTH = 16  # batches received ahead of their hashing and writing (memory: 16 MiB)
+SYNC_EVERY = 8 << 20  # bytes written between two background fdatasyncs
 
 
 def get_session_path(upload_dir: Path, session_id: str) -> Path:
@@ -65,22 +70,54 @@ def _write(handle, digest, data: bytes) -> None:
     digest.update(data)
 
 
+class _Pipeline:
+    """Ordered work on one thread, at most `depth` pieces behind the caller: the event loop goes
+    on receiving while the previous megabytes are hashed and written (uvicorn stops reading the
+    socket at 64 KiB unread, so waiting on each megabyte in turn stalls the sender)."""
+
+    def __init__(self, depth: int):
+        self.pool = ThreadPoolExecutor(1)
+        self.pending: collections.deque[asyncio.Future] = collections.deque()
+        self.depth = depth
+
+    async def submit(self, work, *args) -> None:
+        self.pending.append(asyncio.wrap_future(self.pool.submit(work, *args)))
+        while len(self.pending) > self.depth or (self.pending and self.pending[0].done()):
+            await self.pending.popleft()
+
+    def is_idle(self) -> bool:
+        return all(future.done() for future in self.pending)
+
+    async def close(self) -> BaseException | None:
+        """Wait for all pending work (never leave a write running on a handle the caller
+        closes); the first error it raised, if any."""
+        results = await asyncio.gather(*self.pending, return_exceptions=True)
+        self.pending.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
+        return next((r for r in results if isinstance(r, BaseException)), None)
+
+
 async def receive_body(
     request: Request, handle, limit: int, running: "RunningDigest | None" = None
 ) -> tuple[str, int]:
     """Append the request body to `handle` (at its position), refusing it once it passes
-    `limit` bytes; returns the body's hex SHA-256 and length. Worker threads hash and write each
-    megabyte (and feed `running`, a session's own hashes) while the event loop receives the
-    next: hashing releases the GIL, so the upload is not stalled behind its own hashing."""
-    digest, count, batch = hashlib.sha256(), 0, bytearray()
-    working: list[asyncio.Future] = []  # the previous megabyte, being hashed and written
-    loop = asyncio.get_running_loop()
+    `limit` bytes; returns the body's hex SHA-256 and length. One thread hashes and writes each
+    megabyte and one per hash of `running` (a session's own) feeds it, while the event loop
+    receives the next ones: hashing releases the GIL, so the upload is not stalled behind it."""
+    digest, count, batch, unsynced = hashlib.sha256(), 0, bytearray(), 0
+    syncing = _Pipeline(1)
+    updaters = [functools.partial(_write, handle, digest)]
+    updaters += running.get_updaters() if running is not None else []
+    pipelines = [_Pipeline(PIPELINE_DEPTH) for _ in updaters]
 
-    def hand_over(data: bytes) -> list[asyncio.Future]:
-        jobs = [loop.run_in_executor(None, _write, handle, digest, data)]
-        if running is not None:
-            jobs.append(loop.run_in_executor(None, running.update, data))
-        return jobs
+    async def hand_over(data: bytes) -> None:
+        nonlocal unsynced
+        for pipeline, updater in zip(pipelines, updaters, strict=True):
+            await pipeline.submit(updater, data)
+        unsynced += len(data)
+        if unsynced >= SYNC_EVERY and syncing.is_idle():  # the final fsync waits for less
+            await syncing.submit(os.fdatasync, handle.fileno())
+            unsynced = 0
 
     try:
         async for chunk in request.stream():
@@ -89,14 +126,16 @@ async def receive_body(
                 raise PayloadTooLarge(f"the body is longer than the {limit} bytes it may have")
             batch += chunk
             if len(batch) >= WRITE_BATCH:
-                await asyncio.gather(*working)
-                working = hand_over(bytes(batch))
-                batch.clear()
+                await hand_over(batch)
+                batch = bytearray()  # the workers own the last one now
+        await hand_over(batch)
     except ClientDisconnect as err:
         raise InvalidInput("the request body ended early: the client went away", "body") from err
-    finally:  # never leave a write running on a handle the caller closes
-        await asyncio.gather(*working)
-    await asyncio.gather(*hand_over(bytes(batch)))
+    finally:
+        errors = [await pipeline.close() for pipeline in [*pipelines, syncing]]
+    failure = next((error for error in errors if error is not None), None)
+    if failure is not None:
+        raise failure
     await run_in_threadpool(handle.flush)
     return digest.hexdigest(), count
 
