@@ -2,6 +2,7 @@
 killed with SIGKILL mid-training that resumes and is paid, and a coordinator killed with SIGKILL
 in the middle of a dispute that resolves after a restart with a clean audit."""
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from protocol.spec import compute_job_id, parse_job_spec
 from protocol.wire import FINAL_JOB_STATES, DisputeStatus, JobState
 from sdk.client import CoordinatorClient
 from sdk.keys import create_key_file
+from tests.coordinator.server import get_postgres_url, postgres_schema
 
 pytestmark = pytest.mark.slow
 # The demo's timing, but moves may take longer: nobody here is meant to be late, and a loaded
@@ -132,24 +134,31 @@ def post_job(submitter, spec, segments: int) -> str:
 
 
 def test_demo_json(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "cli.main", "demo", "--json", "--report", str(tmp_path / "r")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """The whole demo, on two coordinator replicas sharing PostgreSQL where one is reachable
+    (requests spread over both, the cheater's dispute ruled once) and on the embedded SQLite
+    coordinator elsewhere: one run of the demo's minute-long market instead of two."""
+    with contextlib.ExitStack() as stack:
+        where = []
+        if get_postgres_url() is not None:
+            url = stack.enter_context(postgres_schema(get_postgres_url()))
+            where = ["--database-url", url, "--workers", "2"]
+        out = subprocess.run(
+            [sys.executable, "-m", "cli.main", "demo", "--json", "--report", str(tmp_path / "r")]
+            + where,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
     summary = json.loads(out.stdout)
     assert out.returncode == 0 and summary["ok"], (summary, out.stderr[-2000:])
     by_behaviour = {j["behaviour"]: j for j in summary["jobs"] if j["behaviour"] != "honest"}
     cheat = by_behaviour["perturb-step"]
     assert (cheat["dispute_step"], cheat["state"], cheat["slashed"]) == (7, "failed", STAKE)
-    assert all(
-        j["state"] == "settled" and j["paid"] > 0
-        for j in summary["jobs"]
-        if j["behaviour"] == "honest"
-    )
-    assert summary["ledger_conserved"] and (tmp_path / "r" / "report.html").exists()
+    honest = [j for j in summary["jobs"] if j["behaviour"] == "honest"]
+    assert honest and all(j["state"] == "settled" and j["paid"] > 0 for j in honest)
+    assert summary["audit_ok"] and summary["ledger_conserved"]
+    assert (tmp_path / "r" / "report.html").exists()
     _check_demo_metrics(summary)
 
 
