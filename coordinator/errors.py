@@ -85,6 +85,12 @@ class RateLimited(VeritrainError):
         super().__init__(message)
 
 
+class ReceiverBusy(VeritrainError):
+    """This replica is receiving as many request bodies as it may: the client may try again."""
+
+    code = "busy"
+
+
 class WriteConflict(VeritrainError):
     """Concurrent writers kept colliding after every retry: the client may try again."""
 

@@ -37,6 +37,7 @@ STATUS_BY_ERROR: list[tuple[type[VeritrainError], int]] = [
     (errors.InsufficientFunds, 409),
     (errors.RateLimited, 429),
     (errors.WriteConflict, 503),
+    (errors.ReceiverBusy, 503),
     (ProfileMismatch, 409),
     (PartyFault, 409),
     (InternalError, 500),

@@ -96,12 +96,14 @@ class Runtime:
     upload_digests: RunningDigests = field(default_factory=RunningDigests)  # by upload id
     rate_limiter: RateLimiter = field(init=False)
     blobs: BlobStore = field(init=False)  # checkpoint, dataset and state bytes
+    receiving: threading.BoundedSemaphore = field(init=False)  # request bodies streaming in
 
     def __post_init__(self) -> None:
         self.rate_limiter = RateLimiter(
             self.settings.rate_limit_per_s, self.settings.rate_limit_burst
         )
         self.blobs = create_blob_store(self.settings)
+        self.receiving = threading.BoundedSemaphore(self.settings.max_receiving_bodies)
 
     def close(self) -> None:
         self.referee_workers.close()

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     # A single-request PUT of a checkpoint or dataset is signed over its whole body, so it can
     # only be authenticated once received: it is capped lower; larger blobs use /v1/uploads.
     max_single_put_body: int = Field(default=MAX_SINGLE_PUT_BODY, ge=1024)
+    # Request bodies a replica streams to disk at once; one more is answered 503 (retried by the
+    # SDK). Each holds up to ~13 MiB in flight, so this bounds a replica's upload memory.
+    max_receiving_bodies: int = Field(default=16, ge=1)
     # A job's checkpoint 0 (the root every solver must start from) is built in the replica when
     # its state is at most this large, else in a worker process: the replica's memory stays
     # bounded whatever the job's size.

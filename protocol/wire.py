@@ -145,6 +145,7 @@ class ProblemCode(StrEnum):
     QUOTA_EXCEEDED = "quota_exceeded"
     RATE_LIMITED = "rate_limited"
     WRITE_CONFLICT = "write_conflict"
+    BUSY = "busy"
     PROFILE_MISMATCH = "profile_mismatch"
     PARTY_FAULT = "party_fault"
     ILLEGAL_MOVE = "illegal_move"

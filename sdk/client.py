@@ -57,8 +57,8 @@ from sdk.responses import (
 )
 from sdk.transfers import (
     DEFAULT_PART_SIZE,
+    PartDigests,
     compute_file_sha256,
-    compute_part_digests,
     finish_download,
     get_partial_path,
     iter_file_range,
@@ -483,48 +483,59 @@ class CoordinatorClient:
         path: Path,
         proof: list[bytes],
         part_size: int = DEFAULT_PART_SIZE,
+        sha256: str | None = None,
     ) -> CheckpointView:
         target = {"job_id": job_id, "index": index, "step": step, "proof": [p.hex() for p in proof]}
         return parse_response(
-            CheckpointView, self.upload_file("checkpoint", path, part_size, target)
+            CheckpointView, self.upload_file("checkpoint", path, part_size, target, sha256)
         )
 
     def upload_file(
-        self, kind: str, path: Path, part_size: int = DEFAULT_PART_SIZE, target: dict | None = None
+        self,
+        kind: str,
+        path: Path,
+        part_size: int = DEFAULT_PART_SIZE,
+        target: dict | None = None,
+        sha256: str | None = None,
     ) -> Any:
         """Declare the upload (finding the open session of an earlier, interrupted attempt),
         send the file in signed parts from the committed offset on, then commit; a part that
-        fails is resumed from the offset the coordinator reports, up to `retries` times."""
+        fails is resumed from the offset the coordinator reports, up to `retries` times.
+        `sha256`: the file's, when the caller knows it (else it is hashed first)."""
         path = Path(path)
         size = path.stat().st_size
-        sha256, part_digests = compute_part_digests(path, part_size)
-        body = {"kind": kind, "sha256": sha256, "size": size, **(target or {})}
-        upload = self._post(UploadView, "/v1/uploads", body)
+        body = {"kind": kind, "sha256": sha256 or compute_file_sha256(path), "size": size}
+        upload = self._post(UploadView, "/v1/uploads", {**body, **(target or {})})
+        digests = PartDigests(path, part_size)
+        try:
+            upload = self._send_parts(upload, path, size, part_size, digests)
+        finally:
+            digests.close()
+        return self._json(
+            self._send("POST", f"/v1/uploads/{upload.id}/commit", json_body={}, signed=True)
+        )
+
+    def _send_parts(
+        self, upload: UploadView, path: Path, size: int, part_size: int, digests: PartDigests
+    ) -> UploadView:
         failures = 0
         while upload.received < size:
             length = min(part_size, size - upload.received)
             try:
-                upload = self._put_part(
-                    upload, path, length, part_digests.get((upload.received, length))
-                )
+                upload = self._put_part(upload, path, length, digests.get(upload.received, length))
             except (httpx.TransportError, CoordinatorError) as err:
                 if not _is_resumable(err) or failures >= self.retries:
                     raise
                 failures += 1
                 time.sleep(self.backoff_s * 2**failures)
                 upload = self.get_upload(upload.id)
-        return self._json(
-            self._send("POST", f"/v1/uploads/{upload.id}/commit", json_body={}, signed=True)
-        )
+        return upload
 
     def get_upload(self, upload_id: str) -> UploadView:
         return self._get(UploadView, f"/v1/uploads/{upload_id}")
 
-    def _put_part(
-        self, upload: UploadView, path: Path, length: int, digest: str | None
-    ) -> UploadView:
-        """One signed part, streamed from disk; its digest is hashed from disk first unless
-        known (a resume from an offset inside a part)."""
+    def _put_part(self, upload: UploadView, path: Path, length: int, digest: str) -> UploadView:
+        """One signed part, streamed from disk."""
         offset = upload.received
         request = self._http.build_request(
             "PUT",
@@ -538,7 +549,7 @@ class CoordinatorClient:
                 self._require_key(),
                 "PUT",
                 request.url.raw_path.decode(),
-                digest or compute_file_sha256(path, offset, length),
+                digest,
                 uuid.uuid4().hex,
             )
         )

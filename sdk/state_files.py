@@ -6,9 +6,11 @@ The bytes are exactly the canonical encoding (`protocol.state.iter_encoded_state
 refuses any other header, so a file read here re-encodes to itself.
 """
 
+import hashlib
 import os
 import sys
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -24,12 +26,16 @@ from protocol.state import (
 from protocol.state_stream import parse_header_length, parse_state_header
 
 
-def write_atomically(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
-    """Write to a temporary name, fsync, rename: a crash never leaves a half-written file."""
+def write_atomically(path: Path, data: bytes | Iterable[bytes | memoryview], digest=None) -> None:
+    """Write to a temporary name, fsync, rename: a crash never leaves a half-written file. A
+    hashlib `digest` is fed every byte on a second thread while the bytes are written."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    with open(tmp, "wb") as handle, ThreadPoolExecutor(1) as hasher:
         for piece in [data] if isinstance(data, bytes) else data:
+            hashed = hasher.submit(digest.update, piece) if digest is not None else None
             handle.write(piece)
+            if hashed is not None:
+                hashed.result()
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
@@ -37,6 +43,14 @@ def write_atomically(path: Path, data: bytes | Iterable[bytes | memoryview]) -> 
 
 def write_state_file(path: Path, state: TrainingState) -> None:
     write_atomically(path, iter_encoded_state(state))
+
+
+def write_hashed_state_file(path: Path, state: TrainingState) -> str:
+    """Write the state's file and return its SHA-256 (hex), hashed while it is written: an
+    upload of the file later starts without reading it once more."""
+    digest = hashlib.sha256()
+    write_atomically(path, iter_encoded_state(state), digest)
+    return digest.hexdigest()
 
 
 def read_state_file(path: Path) -> TrainingState:

@@ -36,7 +36,7 @@ from protocol.state import (
 )
 from protocol.trajectory import compute_trajectory_root
 from protocol.types import HASH_SIZE, Root, StepIndex
-from sdk.state_files import read_state_file, write_atomically, write_state_file
+from sdk.state_files import read_state_file, write_atomically, write_hashed_state_file
 
 MANIFEST = "manifest.json"
 DATASET_FILE = "dataset.safetensors"
@@ -126,6 +126,10 @@ class CheckpointStore:
     def checkpoint_path(self, index: int) -> Path:
         return self.directory / "checkpoints" / f"{index:06d}.safetensors"
 
+    def get_file_sha256(self, index: int) -> str | None:
+        """The checkpoint file's SHA-256 as written (None in a run from before it was kept)."""
+        return self.manifest["checkpoints"][index].get("sha256")
+
     def _entry(self, index: int) -> CheckpointEntry:
         entries = self.entries()
         if not 0 <= index < len(entries):
@@ -156,7 +160,7 @@ class CheckpointStore:
         hashes = compute_chunk_hashes(state)
         root = root_from_leaf_hashes(hashes)
         path = self.checkpoint_path(index)
-        write_state_file(path, state)
+        sha256 = write_hashed_state_file(path, state)
         write_atomically(path.with_suffix(".hashes"), b"".join(hashes))
         self.manifest["checkpoints"].append(
             {
@@ -164,6 +168,7 @@ class CheckpointStore:
                 "step": step,
                 "state_root": root.hex(),
                 "file": f"checkpoints/{path.name}",
+                "sha256": sha256,
             }
         )
         if index == len(self.checkpoint_steps) - 1:

@@ -347,6 +347,7 @@ class SolverDaemon(Daemon):
                     entries[index][0],
                     store.checkpoint_path(index),
                     compute_trajectory_proof(entries, index),
+                    sha256=store.get_file_sha256(index),  # hashed when written
                 )
             except CoordinatorError as err:
                 if err.problem_code not in UPLOAD_NOT_NOW:

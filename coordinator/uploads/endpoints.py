@@ -86,7 +86,9 @@ async def put_upload_part(
 
 
 async def _append(request: Request, rt: Runtime, upload_id: str, offset: int, handle, row, running):
-    body_sha256, count = await receive_body(request, handle, row.size - offset, running)
+    body_sha256, count = await receive_body(
+        request, handle, row.size - offset, rt.receiving, running
+    )
     signed = get_streamed_signed_request(request, body_sha256)
     await run_in_threadpool(os.fsync, handle.fileno())  # durable before it is counted
     return await run_in_threadpool(

@@ -319,7 +319,7 @@ async def commit_single_put(request: Request, rt: Runtime, commit: Callable, *ar
     limit = min(rt.settings.max_checkpoint_body, rt.settings.max_single_put_body)
     check_declared_length(request, limit)
     with temporary_staged(rt.settings.get_upload_dir()) as (path, handle):
-        body_sha256, _ = await receive_body(request, handle, limit)
+        body_sha256, _ = await receive_body(request, handle, limit, rt.receiving)
         signed = get_streamed_signed_request(request, body_sha256)
         return await run_in_threadpool(commit, rt, signed, path, *args)
 

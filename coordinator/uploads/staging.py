@@ -15,6 +15,7 @@ import functools
 import hashlib
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,14 +26,14 @@ from starlette.requests import ClientDisconnect, Request
 
 from coordinator.blobstore.base import iter_file
 from coordinator.blobstore.filesystem import make_directory
-from coordinator.errors import InvalidState, PayloadTooLarge
+from coordinator.errors import InvalidState, PayloadTooLarge, ReceiverBusy
 from protocol.errors import InvalidInput
 
 if TYPE_CHECKING:
     from coordinator.uploads.digests import RunningDigest
 
 WRITE_BATCH = 1 << 20  # bytes gathered from the request before one write to disk
-PIPELINE_DEPTH = 16  # batches received ahead of their hashing and writing (memory: 16 MiB)
+PIPELINE_DEPTH = 4  # batches received ahead of their hashing and writing, per thread
 SYNC_EVERY = 8 << 20  # bytes written between two background fdatasyncs
 
 
@@ -98,12 +99,28 @@ class _Pipeline:
 
 
 async def receive_body(
-    request: Request, handle, limit: int, running: "RunningDigest | None" = None
+    request: Request,
+    handle,
+    limit: int,
+    slots: threading.BoundedSemaphore,
+    running: "RunningDigest | None" = None,
 ) -> tuple[str, int]:
     """Append the request body to `handle` (at its position), refusing it once it passes
     `limit` bytes; returns the body's hex SHA-256 and length. One thread hashes and writes each
     megabyte and one per hash of `running` (a session's own) feeds it, while the event loop
-    receives the next ones: hashing releases the GIL, so the upload is not stalled behind it."""
+    receives the next ones: hashing releases the GIL, so the upload is not stalled behind it.
+    Holds one of `slots` (the replica's bodies in flight) or refuses the request."""
+    if not slots.acquire(blocking=False):
+        raise ReceiverBusy("this replica is receiving as many uploads as it may; retry shortly")
+    try:
+        return await _receive_body(request, handle, limit, running)
+    finally:
+        slots.release()
+
+
+async def _receive_body(
+    request: Request, handle, limit: int, running: "RunningDigest | None"
+) -> tuple[str, int]:
     digest, count, batch, unsynced = hashlib.sha256(), 0, bytearray(), 0
     syncing = _Pipeline(1)
     updaters = [functools.partial(_write, handle, digest)]

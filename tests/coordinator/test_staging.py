@@ -5,11 +5,12 @@ import asyncio
 import hashlib
 import io
 import os
+import threading
 
 import pytest
 from starlette.requests import Request
 
-from coordinator.errors import PayloadTooLarge
+from coordinator.errors import PayloadTooLarge, ReceiverBusy
 from coordinator.models import BLOB_DATASET
 from coordinator.uploads import staging
 from coordinator.uploads.digests import RunningDigest
@@ -43,7 +44,9 @@ def test_every_byte_is_written_and_hashed_in_order(tmp_path, monkeypatch):
     body = b"".join(pieces)
     running = RunningDigest(BLOB_DATASET, len(body))
     with open(tmp_path / "staged", "wb+") as handle:
-        sha, count = asyncio.run(staging.receive_body(_request(pieces), handle, len(body), running))
+        sha, count = asyncio.run(
+            staging.receive_body(_request(pieces), handle, len(body), _slots(), running)
+        )
     assert (sha, count) == (hashlib.sha256(body).hexdigest(), len(body))
     assert (tmp_path / "staged").read_bytes() == body
     assert running.sha256_hex() == sha
@@ -52,7 +55,7 @@ def test_every_byte_is_written_and_hashed_in_order(tmp_path, monkeypatch):
 def test_a_body_past_its_limit_is_refused(tmp_path):
     pieces = _pieces(3 << 20, seed=2)
     with open(tmp_path / "staged", "wb+") as handle, pytest.raises(PayloadTooLarge):
-        asyncio.run(staging.receive_body(_request(pieces), handle, (3 << 20) - 1))
+        asyncio.run(staging.receive_body(_request(pieces), handle, (3 << 20) - 1, _slots()))
 
 
 class _FailingDisk(io.RawIOBase):
@@ -77,7 +80,21 @@ class _FailingDisk(io.RawIOBase):
 def test_a_write_that_fails_on_a_worker_thread_fails_the_request(monkeypatch):
     monkeypatch.setattr(staging, "SYNC_EVERY", 1 << 40)  # the fake disk has no descriptor
     pieces = _pieces(6 << 20, seed=3)
-    disk = _FailingDisk(room=2 << 20)
+    disk, slots = _FailingDisk(room=2 << 20), _slots()
     with pytest.raises(OSError, match=os.strerror(28)):
-        asyncio.run(staging.receive_body(_request(pieces), disk, 6 << 20))
+        asyncio.run(staging.receive_body(_request(pieces), disk, 6 << 20, slots))
     assert disk.written <= 2 << 20
+    assert slots.acquire(blocking=False)  # the failed request gave its slot back
+
+
+def test_no_body_is_read_while_every_slot_is_taken(tmp_path):
+    slots = _slots()
+    slots.acquire()
+    request = _request(_pieces(1 << 20, seed=4))
+    with open(tmp_path / "staged", "wb+") as handle, pytest.raises(ReceiverBusy):
+        asyncio.run(staging.receive_body(request, handle, 1 << 20, slots))
+    assert (tmp_path / "staged").stat().st_size == 0
+
+
+def _slots() -> threading.BoundedSemaphore:
+    return threading.BoundedSemaphore(1)

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import struct
+import threading
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from protocol.wire import ProblemCode
 from sdk.client import CoordinatorClient, CoordinatorError, compute_signed_headers
 from sdk.responses import UploadView
 from tests.coordinator.market import commit_signed, funded, train_tiny_job
+from tests.coordinator.server import client_factory, running_server
 from tests.coordinator.test_datasets import make_dataset_file
 
 MIB = 1 << 20
@@ -354,3 +356,49 @@ def test_a_checkpoint_streams_up_in_parts_and_down_in_ranges(server, make_client
     assert "stored already" in str(again.value)
     copy = solver.download_checkpoint_to(job.job_id, last, tmp_path / "ckpt.safetensors")
     assert copy.read_bytes() == data
+
+
+def test_a_flood_of_bodies_is_turned_away_and_an_honest_upload_still_completes(tmp_path):
+    """A replica receives at most `max_receiving_bodies` bodies at once (each holds megabytes in
+    flight): one more is answered 503 `busy` before a byte of it is read, and the SDK's retry
+    completes the honest upload once a slot is free."""
+    with (
+        running_server("sqlite", tmp_path, max_receiving_bodies=1) as srv,
+        client_factory(srv.url) as make,
+    ):
+        hog, honest = funded(make), funded(make)
+        hog_file, honest_file = tmp_path / "hog.safetensors", tmp_path / "honest.safetensors"
+        write_dataset_file(hog_file, 4 * MIB)
+        sha256 = write_dataset_file(honest_file, 4 * MIB)
+        stalled, resume = threading.Event(), threading.Event()
+
+        def slow_body(path, start=0, length=None):  # the hog's body stops halfway until told
+            for index, chunk in enumerate(real_iter(path, start, length)):
+                if index == 2 and path == hog_file:
+                    stalled.set()
+                    resume.wait(30)
+                yield chunk
+
+        real_iter = sdk.client.iter_file_range
+        hogging = threading.Thread(
+            target=_upload_with_body, args=(hog, hog_file, slow_body), daemon=True
+        )
+        hogging.start()
+        assert stalled.wait(30)
+        upload = declare(honest, honest_file)
+        with pytest.raises(CoordinatorError) as busy:
+            honest._put_part(upload, honest_file, upload.size, _sha256_of(honest_file))
+        assert (busy.value.status, busy.value.problem_code) == (503, ProblemCode.BUSY)
+        resume.set()
+        hogging.join(30)
+        assert honest.upload_dataset_file(honest_file).sha256 == sha256
+
+
+def _upload_with_body(client, path, body) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sdk.client, "iter_file_range", body)
+        client.upload_dataset_file(path)
+
+
+def _sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
