@@ -1,4 +1,5 @@
-"""Shared test configuration: hypothesis is derandomized in CI so a failure reproduces."""
+"""Shared test configuration: hypothesis is derandomized in CI so a failure reproduces, and
+slow tests are scheduled first."""
 
 import os
 
@@ -9,3 +10,9 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests (real training in subprocesses, minutes each) first: with `-n 2` the workers
+    then share them from the start instead of one finishing the last of them alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

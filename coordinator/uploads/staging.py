@@ -74,7 +74,8 @@ def _write(handle, digest, data: bytes) -> None:
 class _Pipeline:
     """Ordered work on one thread, at most `depth` pieces behind the caller: the event loop goes
     on receiving while the previous megabytes are hashed and written (uvicorn stops reading the
-    socket at 64 KiB unread, so waiting on each megabyte in turn stalls the sender)."""
+    socket while its small buffer is full, so waiting on each megabyte in turn stalls the
+    sender)."""
 
     def __init__(self, depth: int):
         self.pool = ThreadPoolExecutor(1)
@@ -94,7 +95,7 @@ class _Pipeline:
         closes); the first error it raised, if any."""
         results = await asyncio.gather(*self.pending, return_exceptions=True)
         self.pending.clear()
-        await asyncio.get_running_loop().run_in_executor(None, self.pool.shutdown)
+        self.pool.shutdown(wait=False)  # idle now: its thread exits by itself
         return next((r for r in results if isinstance(r, BaseException)), None)
 
 

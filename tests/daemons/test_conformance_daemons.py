@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 SOLVER = (
     f"{shlex.quote(sys.executable)} -m cli.main solver run --key {{key}} "

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.parallel.runs import (
     ROOT,
     blocked_spec_json,
@@ -16,6 +18,7 @@ from tests.parallel.runs import (
     write_spec,
 )
 
+pytestmark = pytest.mark.slow
 STEPS = 30
 KILL_AFTER_CHECKPOINTS = 3  # steps 0, 5 and 10 are on disk when a rank dies
 FAILURE_DEADLINE_S = 120  # the process group's timeout is 300 s: failing sooner means no wait on it
