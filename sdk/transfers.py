@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 READ_CHUNK = 1 << 20
-DEFAULT_PART_SIZE = 64 * 1024 * 1024  # one signed PUT; a failure re-sends at most this much
+DEFAULT_PART_SIZE = 128 * 1024 * 1024  # one signed PUT; a failure re-sends at most this much
 
 
 def compute_file_sha256(path: Path, start: int = 0, length: int | None = None) -> str:
