@@ -35,6 +35,7 @@ from protocol.wire import (
     HEADER_NONCE,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
+    UNSIGNED_PAYLOAD,
     compute_request_message_for_digest,
 )
 
@@ -137,10 +138,20 @@ def get_streamed_signed_request(request: Request, body_sha256: str) -> SignedReq
     if not is_valid_signature(public_key, DOMAIN_REQUEST, message, sig):
         raise Unauthenticated("signature does not match the request", HEADER_SIGNATURE)
     get_runtime(request).rate_limiter.take(key, time.monotonic())
+    body = body_sha256.encode() if body_sha256 == UNSIGNED_PAYLOAD else bytes.fromhex(body_sha256)
     request_hash = hashlib.sha256(
-        b"\n".join([request.method.encode(), target.encode(), bytes.fromhex(body_sha256)])
+        b"\n".join([request.method.encode(), target.encode(), body])
     ).hexdigest()
     return SignedRequest(key, nonce, ts, idempotency_key, request_hash)
+
+
+def get_unsigned_payload_request(request: Request) -> SignedRequest | None:
+    """The request, when its signature covers UNSIGNED_PAYLOAD instead of its body's digest
+    (an upload part: checked before its body is read); None when it covers something else."""
+    try:
+        return get_streamed_signed_request(request, UNSIGNED_PAYLOAD)
+    except Unauthenticated:
+        return None
 
 
 # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING through SQLAlchemy.

@@ -7,7 +7,9 @@ Signed request (the server checks exactly this):
               NONCE "\\n" IDEMPOTENCY-KEY
 signed with `protocol.signing.sign(key, DOMAIN_REQUEST, message)`; TARGET is the raw path plus
 "?query" when there is one; TIMESTAMP is integer Unix seconds; NONCE is 16-64 characters of
-[A-Za-z0-9_-]; headers below.
+[A-Za-z0-9_-]; headers below. An upload part (PUT /v1/uploads/{id}) may be signed with
+UNSIGNED_PAYLOAD in place of its body's digest: its signature is then checked before a byte of
+it is read, and its bytes are bound by the session's declared SHA-256, checked at the commit.
 """
 
 import hashlib
@@ -22,6 +24,7 @@ HEADER_TIMESTAMP = "X-Veritrain-Timestamp"
 HEADER_NONCE = "X-Veritrain-Nonce"
 HEADER_SIGNATURE = "X-Veritrain-Signature"
 HEADER_IDEMPOTENCY = "Idempotency-Key"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"  # an upload part's body digest, checked at commit instead
 
 
 def compute_request_message(

@@ -27,6 +27,7 @@ from protocol.wire import (
     HEADER_NONCE,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
+    UNSIGNED_PAYLOAD,
     DisputeStatus,
     JobState,
     TreeHead,
@@ -57,7 +58,6 @@ from sdk.responses import (
 )
 from sdk.transfers import (
     DEFAULT_PART_SIZE,
-    PartDigests,
     compute_file_sha256,
     finish_download,
     get_partial_path,
@@ -506,23 +506,17 @@ class CoordinatorClient:
         size = path.stat().st_size
         body = {"kind": kind, "sha256": sha256 or compute_file_sha256(path), "size": size}
         upload = self._post(UploadView, "/v1/uploads", {**body, **(target or {})})
-        digests = PartDigests(path, part_size)
-        try:
-            upload = self._send_parts(upload, path, size, part_size, digests)
-        finally:
-            digests.close()
+        upload = self._send_parts(upload, path, size, part_size)
         return self._json(
             self._send("POST", f"/v1/uploads/{upload.id}/commit", json_body={}, signed=True)
         )
 
-    def _send_parts(
-        self, upload: UploadView, path: Path, size: int, part_size: int, digests: PartDigests
-    ) -> UploadView:
+    def _send_parts(self, upload: UploadView, path: Path, size: int, part_size: int) -> UploadView:
         failures = 0
         while upload.received < size:
             length = min(part_size, size - upload.received)
             try:
-                upload = self._put_part(upload, path, length, digests.get(upload.received, length))
+                upload = self._put_part(upload, path, length)
             except (httpx.TransportError, CoordinatorError) as err:
                 if not _is_resumable(err) or failures >= self.retries:
                     raise
@@ -534,8 +528,12 @@ class CoordinatorClient:
     def get_upload(self, upload_id: str) -> UploadView:
         return self._get(UploadView, f"/v1/uploads/{upload_id}")
 
-    def _put_part(self, upload: UploadView, path: Path, length: int, digest: str) -> UploadView:
-        """One signed part, streamed from disk."""
+    def _put_part(
+        self, upload: UploadView, path: Path, length: int, digest: str = UNSIGNED_PAYLOAD
+    ) -> UploadView:
+        """One signed part, streamed from disk: signed over UNSIGNED_PAYLOAD (its bytes are
+        bound by the session's declared SHA-256; the coordinator checks the signature before
+        it reads a byte), or over the part's own digest when given."""
         offset = upload.received
         request = self._http.build_request(
             "PUT",

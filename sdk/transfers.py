@@ -10,7 +10,6 @@ Range request and are checked against the expected SHA-256 before the file is mo
 import hashlib
 import os
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 READ_CHUNK = 1 << 20
@@ -22,33 +21,6 @@ def compute_file_sha256(path: Path, start: int = 0, length: int | None = None) -
     for chunk in iter_file_range(path, start, length):
         digest.update(chunk)
     return digest.hexdigest()
-
-
-class PartDigests:
-    """Each part's SHA-256, which an upload signs part by part: the next part's is hashed on a
-    thread while the current one is sent (hashlib frees the GIL), so an upload whose file hash
-    is known starts at once and never waits on a hash after its first part."""
-
-    def __init__(self, path: Path, part_size: int):
-        self.path, self.part_size = path, part_size
-        self.pool = ThreadPoolExecutor(1)
-        self.ahead: dict[tuple[int, int], Future] = {}
-
-    def get(self, offset: int, length: int) -> str:
-        """The digest of the `length` bytes at `offset`; starts hashing the part after it."""
-        found = self.ahead.pop((offset, length), None)
-        digest = (
-            found.result() if found is not None else compute_file_sha256(self.path, offset, length)
-        )
-        size = self.path.stat().st_size
-        after = offset + length
-        if after < size:
-            following = (after, min(self.part_size, size - after))
-            self.ahead[following] = self.pool.submit(compute_file_sha256, self.path, *following)
-        return digest
-
-    def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
 
 
 def iter_file_range(path: Path, start: int = 0, length: int | None = None) -> Iterator[bytes]:

@@ -13,6 +13,7 @@ from coordinator.auth import (
     execute_signed,
     get_runtime,
     get_streamed_signed_request,
+    get_unsigned_payload_request,
 )
 from coordinator.problems import READ_PROBLEMS, WRITE_PROBLEMS
 from coordinator.runtime import Runtime
@@ -63,9 +64,10 @@ async def put_upload_part(
     rt: RT,
     offset: Annotated[int, Query(ge=0, le=MAX_DECLARED_SIZE)],
 ) -> Response:
-    """Append the body at `offset` (exactly the bytes received so far). Signed like every write;
-    the body streams to disk and its hash is checked against the signature at the end, so an
-    unsigned or altered part is cut off again and never counted."""
+    """Append the body at `offset` (exactly the bytes received so far). Signed like every write:
+    over UNSIGNED_PAYLOAD (checked before a byte is read; the bytes are bound by the session's
+    declared SHA-256 at the commit) or over the body's digest (checked once it streamed to disk:
+    an unsigned or altered part is cut off again and never counted)."""
     check_signed_headers(request)
     row = await run_in_threadpool(_get_session, rt, upload_id)
     service.check_append(row, request.headers[HEADER_KEY], offset)
@@ -86,10 +88,11 @@ async def put_upload_part(
 
 
 async def _append(request: Request, rt: Runtime, upload_id: str, offset: int, handle, row, running):
+    upfront = get_unsigned_payload_request(request)
     body_sha256, count = await receive_body(
-        request, handle, row.size - offset, rt.receiving, running
+        request, handle, row.size - offset, rt.receiving, running, hashed=upfront is None
     )
-    signed = get_streamed_signed_request(request, body_sha256)
+    signed = upfront or get_streamed_signed_request(request, body_sha256)
     await run_in_threadpool(os.fsync, handle.fileno())  # durable before it is counted
     return await run_in_threadpool(
         execute_signed,

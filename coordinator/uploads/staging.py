@@ -68,7 +68,8 @@ def temporary_staged(upload_dir: Path) -> Iterator[tuple[Path, object]]:
 
 def _write(handle, digest, data: bytes) -> None:
     handle.write(data)
-    digest.update(data)
+    if digest is not None:
+        digest.update(data)
 
 
 class _Pipeline:
@@ -105,24 +106,26 @@ async def receive_body(
     limit: int,
     slots: threading.BoundedSemaphore,
     running: "RunningDigest | None" = None,
-) -> tuple[str, int]:
+    hashed: bool = True,
+) -> tuple[str | None, int]:
     """Append the request body to `handle` (at its position), refusing it once it passes
     `limit` bytes; returns the body's hex SHA-256 and length. One thread hashes and writes each
     megabyte and one per hash of `running` (a session's own) feeds it, while the event loop
     receives the next ones: hashing releases the GIL, so the upload is not stalled behind it.
-    Holds one of `slots` (the replica's bodies in flight) or refuses the request."""
+    Holds one of `slots` (the replica's bodies in flight) or refuses the request. Unless
+    `hashed`, the body's own SHA-256 is not taken (None): a part signed over UNSIGNED_PAYLOAD."""
     if not slots.acquire(blocking=False):
         raise ReceiverBusy("this replica is receiving as many uploads as it may; retry shortly")
     try:
-        return await _receive_body(request, handle, limit, running)
+        return await _receive_body(request, handle, limit, running, hashed)
     finally:
         slots.release()
 
 
 async def _receive_body(
-    request: Request, handle, limit: int, running: "RunningDigest | None"
-) -> tuple[str, int]:
-    digest, count, batch, unsynced = hashlib.sha256(), 0, bytearray(), 0
+    request: Request, handle, limit: int, running: "RunningDigest | None", hashed: bool
+) -> tuple[str | None, int]:
+    digest, count, batch, unsynced = hashlib.sha256() if hashed else None, 0, bytearray(), 0
     syncing = _Pipeline(1)
     updaters = [functools.partial(_write, handle, digest)]
     updaters += running.get_updaters() if running is not None else []
@@ -155,7 +158,7 @@ async def _receive_body(
     if failure is not None:
         raise failure
     await run_in_threadpool(handle.flush)
-    return digest.hexdigest(), count
+    return (digest.hexdigest() if digest is not None else None), count
 
 
 def check_declared_length(request: Request, limit: int) -> None:

@@ -16,8 +16,13 @@ import pytest
 from nacl.signing import SigningKey
 
 import sdk.client
-from protocol.wire import ProblemCode
-from sdk.client import CoordinatorClient, CoordinatorError, compute_signed_headers
+from protocol.wire import UNSIGNED_PAYLOAD, ProblemCode
+from sdk.client import (
+    CoordinatorClient,
+    CoordinatorError,
+    compute_signed_headers,
+    compute_signed_headers_for_digest,
+)
 from sdk.responses import UploadView
 from tests.coordinator.market import commit_signed, funded, train_tiny_job
 from tests.coordinator.server import client_factory, running_server
@@ -402,3 +407,60 @@ def _upload_with_body(client, path, body) -> None:
 
 def _sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _put_unsigned_part(client, upload_id: str, offset: int, body: bytes, key=None, nonce=None):
+    path = f"/v1/uploads/{upload_id}?offset={offset}"
+    headers = compute_signed_headers_for_digest(
+        key or client.key, "PUT", path, UNSIGNED_PAYLOAD, nonce=nonce
+    )
+    headers["Content-Type"] = "application/octet-stream"
+    return client._http.put(path, content=body, headers=headers)
+
+
+def test_parts_signed_over_unsigned_payload_are_bound_by_the_declared_sha256(make_client):
+    """A part signed over UNSIGNED-PAYLOAD is taken without its own digest: the declaration's
+    SHA-256 binds its bytes, so altered bytes never become a blob (the session is discarded and
+    the uploader starts again); a replayed part or a stranger's key is refused before counting."""
+    client, stranger = funded(make_client), funded(make_client)
+    data = make_dataset_file()
+    declared = {"kind": "dataset", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    upload = client._post(UploadView, "/v1/uploads", declared)
+    half = len(data) // 2
+    altered = data[:half][:-1] + bytes([data[half - 1] ^ 1])
+    assert _put_unsigned_part(client, upload.id, 0, altered).status_code == 200
+    refused = _put_unsigned_part(stranger, upload.id, half, data[half:], key=stranger.key)
+    assert refused.status_code == 403
+    nonce = "n" * 32
+    assert _put_unsigned_part(client, upload.id, half, data[half:], nonce=nonce).status_code == 200
+    replayed = _put_unsigned_part(client, upload.id, len(data), b"", nonce=nonce)
+    assert (replayed.status_code, replayed.json()["code"]) == (409, "nonce_reused")
+    assert client.get_upload(upload.id).received == len(data)
+    with pytest.raises(CoordinatorError) as mismatch:
+        client._send("POST", f"/v1/uploads/{upload.id}/commit", json_body={}, signed=True)
+    assert mismatch.value.status == 422, mismatch.value
+    with pytest.raises(CoordinatorError) as gone:
+        client.get_upload(upload.id)
+    assert gone.value.status == 404  # discarded: the next declaration starts from byte 0
+    again = client._post(UploadView, "/v1/uploads", declared)
+    assert again.received == 0
+    assert _put_unsigned_part(client, again.id, 0, data).status_code == 200
+    stored = client._json(
+        client._send("POST", f"/v1/uploads/{again.id}/commit", json_body={}, signed=True)
+    )
+    assert stored["sha256"] == declared["sha256"]
+
+
+def test_unsigned_payload_signs_upload_parts_only(make_client):
+    """Anywhere else the body's own digest is what a signature covers: a write signed over
+    UNSIGNED-PAYLOAD is refused (here a single-request dataset PUT with any body)."""
+    client = funded(make_client)
+    data = make_dataset_file()
+    path = f"/v1/datasets/{hashlib.sha256(data).hexdigest()}"
+    headers = compute_signed_headers_for_digest(client.key, "PUT", path, UNSIGNED_PAYLOAD)
+    headers["Content-Type"] = "application/octet-stream"
+    response = client._http.put(path, content=data, headers=headers)
+    assert response.status_code == 401, response.text
+    with pytest.raises(CoordinatorError) as absent:
+        client.download_dataset(hashlib.sha256(data).hexdigest())
+    assert absent.value.status == 404

@@ -1,6 +1,6 @@
 """States on disk a tensor at a time: the encoder is byte-for-byte safetensors' own, the reader
 accepts exactly the canonical bytes, and a program's layout is known without building a state.
-A checkpoint's file hash is taken while it is written, and an upload's part digests one ahead."""
+A checkpoint's file hash is taken while it is written."""
 
 import hashlib
 import struct
@@ -26,7 +26,6 @@ from protocol.state import (
 from protocol.training import build_program
 from sdk.state_files import read_state_file, write_hashed_state_file, write_state_file
 from sdk.store import CheckpointStore
-from sdk.transfers import PartDigests
 
 DTYPES = [torch.float32, torch.float64, torch.int64]
 
@@ -128,18 +127,3 @@ def test_a_checkpoint_store_keeps_each_files_sha256_from_its_write(tmp_path):
     reopened = CheckpointStore.open(tmp_path / "run")
     on_disk = hashlib.sha256(reopened.checkpoint_path(0).read_bytes()).hexdigest()
     assert reopened.get_file_sha256(0) == on_disk
-
-
-@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 4321])
-def test_part_digests_are_each_parts_sha256_in_order_and_from_any_offset(tmp_path, size):
-    path = tmp_path / "file"
-    path.write_bytes(hashlib.shake_256(b"parts").digest(size))
-    data = path.read_bytes()
-    digests = PartDigests(path, part_size=1000)
-    try:
-        for offset in [*range(0, size, 1000), 17 % max(size, 1)]:  # a resume mid-part last
-            length = min(1000, size - offset)
-            expected = hashlib.sha256(data[offset : offset + length]).hexdigest()
-            assert digests.get(offset, length) == expected
-    finally:
-        digests.close()
