@@ -1,5 +1,4 @@
-"""Shared test configuration: hypothesis is derandomized in CI so a failure reproduces, and
-slow tests are scheduled first."""
+"""Shared test configuration: hypothesis is derandomized in CI so a failure reproduces."""
 
 import os
 
@@ -10,9 +9,3 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-
-
-def pytest_collection_modifyitems(config, items):
-    """Slow tests (real training in subprocesses, minutes each) first: with `-n 2` the workers
-    then share them from the start instead of one finishing the last of them alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
