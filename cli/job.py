@@ -12,11 +12,19 @@ from protocol.assurance import ASSURANCE_LEVELS, describe_sampling
 from protocol.errors import InvalidInput
 from protocol.parallel import check_world_size
 from protocol.presets import example_job_spec_json
-from protocol.spec import CPU_CAPABILITIES, MODELS, PROFILE_KINDS, compute_job_id, parse_job_spec
+from protocol.spec import (
+    CPU_CAPABILITIES,
+    MODELS,
+    PROFILE_KINDS,
+    compute_job_id,
+    get_job_file_hashes,
+    parse_job_spec,
+)
 from protocol.training import build_program
 from protocol.wire import FINAL_JOB_STATES, DisputeStatus, JobState
 from sdk.responses import DisputeView, JobView
-from sdk.store import CheckpointStore
+from sdk.store import CheckpointStore, read_job_files
+from sdk.transfers import compute_file_sha256
 from sdk.worker import run_worker
 
 EXIT_MISMATCH = 1
@@ -48,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         help="run directory (resumed if it exists; in a multi-host run only rank 0 writes it)",
     )
-    run.add_argument("--dataset", help="safetensors dataset file for 'safetensors' datasets")
+    _add_file_option(run)
     _add_runtime_options(run)
     _add_parallel_options(run)
     run.set_defaults(func=cmd_run_local)
@@ -81,7 +89,7 @@ def _register_market_commands(commands) -> None:
     submit.add_argument(
         "--detection", type=float, help="wanted detection probability of a one-step deviation"
     )
-    submit.add_argument("--dataset", help="the safetensors dataset file, uploaded first")
+    _add_file_option(submit, " (uploaded first)")
     status = commands.add_parser("status", help="a job's state, solver, outcome and disputes")
     watch = commands.add_parser("watch", help="follow a job until it is settled or failed")
     watch.add_argument("--interval", type=float, default=1.0)
@@ -102,6 +110,39 @@ def _register_market_commands(commands) -> None:
         parser.add_argument("--key", required=parser is submit, help="key file")
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(func=func)
+
+
+def _add_file_option(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument(
+        "--file",
+        "--dataset",
+        dest="files",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a file the spec names by SHA-256: dataset, ONNX graph or initial weights; repeat"
+        " for several" + note,
+    )
+
+
+def get_spec_files(spec, paths: list[str]) -> list[str]:
+    """The given files as absolute paths, each one the spec names, none it names missing;
+    InvalidInput (exit 2, one line) otherwise. Hashing them here is what lets a person pass
+    files in any order without saying which is which."""
+    by_hash = {}
+    for path in paths:
+        try:
+            by_hash[compute_file_sha256(Path(path))] = str(Path(path).resolve())
+        except OSError as err:
+            raise InvalidInput(f"cannot read {path} ({err.strerror})", "--file") from err
+    named = get_job_file_hashes(spec)
+    unknown = [p for h, p in by_hash.items() if h not in named]
+    if unknown:
+        raise InvalidInput(f"{unknown[0]} is not a file the spec names by SHA-256", "--file")
+    missing = [h for h in named if h not in by_hash]
+    if missing:
+        raise InvalidInput(f"the spec names a file with SHA-256 {missing[0]}; pass it", "--file")
+    return [by_hash[h] for h in named]
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -194,17 +235,15 @@ def cmd_example(args: argparse.Namespace) -> int:
 def cmd_run_local(args: argparse.Namespace) -> int:
     spec_json = read_json_file(args.spec, "spec")
     spec = parse_job_spec(spec_json)
-    dataset_path = str(Path(args.dataset).resolve()) if args.dataset else None
-    build_program(
-        spec, Path(dataset_path).read_bytes() if dataset_path else None
-    )  # clear errors here
+    file_paths = get_spec_files(spec, args.files)
+    build_program(spec, read_job_files(file_paths))  # clear errors here
     plan = get_parallel_plan(args, dict(os.environ))
     check_world_size(spec, plan.world_size)
     request = {
         "command": "train",
         "spec": spec_json,
         "dir": str(Path(args.out).resolve()),
-        "dataset_path": dataset_path,
+        "file_paths": file_paths,
         **plan.to_request(args.rank_timeout),
     }
     with step_progress(
@@ -251,9 +290,8 @@ def _market_client(args: argparse.Namespace):
 def cmd_submit(args: argparse.Namespace) -> int:
     client = _market_client(args)
     spec_json = read_json_file(args.spec, "spec")
-    parse_job_spec(spec_json)
-    if args.dataset:
-        client.upload_dataset_file(Path(args.dataset))  # streamed from disk, resumable
+    for path in get_spec_files(parse_job_spec(spec_json), args.files):
+        client.upload_dataset_file(Path(path))  # streamed from disk, resumable
     event = client.submit_job(
         spec_json,
         args.bounty,

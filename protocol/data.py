@@ -6,7 +6,6 @@ batches are picked by `protocol.rng.compute_batch_indices`, so data order depend
 alone.
 """
 
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +43,25 @@ class Dataset:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.inputs.shape[1:])
+
+    def split(self, first_held_out: int) -> tuple["Dataset", "Dataset"]:
+        """Examples before `first_held_out` and from it on, sharing no example: a language
+        split cuts the token stream so no held-out window's tokens are trained on."""
+        if self.task == "language":
+            cut = first_held_out
+            return (
+                Dataset(
+                    self.task, self.inputs[:cut], self.targets[:cut], self.num_outputs, self.context
+                ),
+                Dataset(
+                    self.task, self.inputs[cut:], self.targets[cut:], self.num_outputs, self.context
+                ),
+            )
+        parts = [
+            (self.inputs[a:b], self.targets[a:b])
+            for a, b in ((0, first_held_out), (first_held_out, None))
+        ]
+        return tuple(Dataset(self.task, x, y, self.num_outputs) for x, y in parts)
 
     def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.task == "language":
@@ -106,10 +124,8 @@ def _language(tokens: torch.Tensor, vocab: int, context: int) -> Dataset:
 
 
 def _user_safetensors(spec: JobSpec, blob: bytes | None, dtype: torch.dtype) -> Dataset:
-    if blob is None:
+    if blob is None:  # build_program hands in the file named by its SHA-256
         raise InvalidSpec("a safetensors dataset needs its file", "dataset")
-    if hashlib.sha256(blob).hexdigest() != spec.dataset.sha256:
-        raise InvalidSpec("the dataset file's SHA-256 does not match", "dataset.sha256")
     dataset = compute_file_dataset(blob, dtype)
     if dataset.task == "language":
         return _language(dataset.inputs, dataset.num_outputs, _get_context(spec))

@@ -38,12 +38,15 @@ REPRO_CONTRACT = "fo1"
 REPRO_BLOCKED_CONTRACT = "fo2"
 MAX_BATCH_BLOCKS = 1024
 REPRO_DTYPES = ("float32",)
-MODELS = MODEL_NAMES  # the registry's (protocol/registry.py); kept here for readers of the spec
+MODELS = MODEL_NAMES  # the registry's built-in models (protocol/registry.py)
+ONNX_MODEL = "onnx"  # a user's ONNX training graph, named by its file's SHA-256 (docs/onnx.md)
 DATASET_KINDS = ("synthetic-classification", "synthetic-regression", "text", "safetensors")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine")
 MAX_STEPS = 10_000_000
 MAX_BATCH = 65_536
+MAX_EVAL_EXAMPLES = 65_536
+MAX_EVAL_BATCHES = 64
 MAX_CONFIG_DEPTH = 8
 MAX_CONFIG_VALUES = 1024
 MAX_CONFIG_STRING = 256
@@ -86,6 +89,8 @@ class ExecutionProfile:
 class ModelSpec:
     name: str
     config: dict[str, Any] = field(default_factory=dict)
+    sha256: str | None = None  # the ONNX graph's file (name == "onnx" only)
+    weights: str | None = None  # a safetensors file of initial weights: checkpoint 0 is them
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,14 @@ class ScheduleSpec:
 
 
 @dataclass(frozen=True)
+class EvaluationSpec:
+    """The last `examples` examples of the dataset are held out of training; the final state
+    carries the model's loss (and accuracy) on them, committed like every other tensor."""
+
+    examples: int
+
+
+@dataclass(frozen=True)
 class JobSpec:
     model: ModelSpec
     dataset: DatasetSpec
@@ -125,6 +138,7 @@ class JobSpec:
     checkpoint_interval: int
     profile: ExecutionProfile
     version: int = SPEC_VERSION
+    evaluation: EvaluationSpec | None = None
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -218,31 +232,55 @@ def _parse_config(obj: dict, path: str) -> dict[str, Any]:
 
 def _parse_model(obj: Any, path: str = "model") -> ModelSpec:
     obj = get_object(obj, path)
-    validate_keys(obj, path, required={"name"}, optional={"config"})
+    validate_keys(obj, path, required={"name"}, optional={"config", "sha256", "weights"})
+    name = get_choice(obj, "name", path, choices=(*MODELS, ONNX_MODEL))
+    graph = _get_file_hash(obj, "sha256", path)
+    if (graph is None) == (name == ONNX_MODEL):
+        raise InvalidSpec(
+            "an onnx model, and only an onnx model, names its graph file's SHA-256",
+            join_field(path, "sha256"),
+        )
     return ModelSpec(
-        name=get_choice(obj, "name", path, choices=MODELS), config=_parse_config(obj, path)
+        name=name,
+        config=_parse_config(obj, path),
+        sha256=graph,
+        weights=_get_file_hash(obj, "weights", path),
     )
+
+
+def _get_file_hash(obj: dict, key: str, path: str) -> str | None:
+    """A job file's SHA-256 (64 hex digits, lower-cased), or None when absent."""
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or not is_hex(value):
+        raise InvalidSpec("must be a file's SHA-256 as 64 hex digits", join_field(path, key))
+    return value.lower()
+
+
+def _parse_evaluation(obj: Any, path: str = "evaluation") -> EvaluationSpec | None:
+    if obj is None:
+        return None
+    obj = get_object(obj, path)
+    validate_keys(obj, path, required={"examples"})
+    return EvaluationSpec(examples=get_int(obj, "examples", path, low=1, high=MAX_EVAL_EXAMPLES))
 
 
 def _parse_dataset(obj: Any, path: str = "dataset") -> DatasetSpec:
     obj = get_object(obj, path)
     validate_keys(obj, path, required={"kind"}, optional={"seed", "config", "sha256"})
     kind = get_choice(obj, "kind", path, choices=DATASET_KINDS)
-    sha256 = obj.get("sha256")
-    if kind == "safetensors":
-        if not isinstance(sha256, str) or len(sha256) != 64 or not is_hex(sha256):
-            raise InvalidSpec(
-                "must be the dataset file's SHA-256 as 64 hex digits", join_field(path, "sha256")
-            )
-    elif sha256 is not None:
+    sha256 = _get_file_hash(obj, "sha256", path)
+    if (sha256 is None) == (kind == "safetensors"):
         raise InvalidSpec(
-            "only safetensors datasets are referenced by hash", join_field(path, "sha256")
+            "a safetensors dataset, and only a safetensors dataset, names its file's SHA-256",
+            join_field(path, "sha256"),
         )
     return DatasetSpec(
         kind=kind,
         seed=get_int(obj, "seed", path, low=0, high=2**62, default=0),
         config=_parse_config(obj, path),
-        sha256=sha256.lower() if sha256 else None,
+        sha256=sha256,
     )
 
 
@@ -290,7 +328,7 @@ def parse_job_spec(obj: Any) -> JobSpec:
             "checkpoint_interval",
             "profile",
         },
-        optional={"schedule", "version"},
+        optional={"schedule", "version", "evaluation"},
     )
     if obj.get("version", SPEC_VERSION) != SPEC_VERSION:
         raise InvalidSpec(f"only spec version {SPEC_VERSION} is understood", "version")
@@ -305,12 +343,29 @@ def parse_job_spec(obj: Any) -> JobSpec:
         seed=get_int(obj, "seed", "", low=0, high=2**62),
         checkpoint_interval=get_int(obj, "checkpoint_interval", "", low=1, high=steps),
         profile=parse_profile(obj["profile"]),
+        evaluation=_parse_evaluation(obj.get("evaluation")),
     )
     if spec.schedule.warmup_steps > spec.steps:
         raise InvalidSpec("must not exceed steps", "schedule.warmup_steps")
     if spec.batch_size % spec.profile.batch_blocks:
         raise InvalidSpec("must divide batch_size", "profile.batch_blocks")
+    _check_evaluation(spec)
     return spec
+
+
+def _check_evaluation(spec: JobSpec) -> None:
+    """Whole batches (a graph's batch is fixed), at most MAX_EVAL_BATCHES of them: the referee
+    recomputes the evaluation with the final step, so its cost is bounded like a step's."""
+    if spec.evaluation is None:
+        return
+    batches, rest = divmod(spec.evaluation.examples, spec.batch_size)
+    if rest or batches > MAX_EVAL_BATCHES:
+        raise InvalidSpec(
+            f"must be a multiple of batch_size, at most {MAX_EVAL_BATCHES} batches",
+            "evaluation.examples",
+        )
+    if spec.profile.batch_blocks != 1:
+        raise InvalidSpec("an evaluated job runs one batch block", "profile.batch_blocks")
 
 
 def spec_to_json(spec: JobSpec) -> dict[str, Any]:
@@ -319,7 +374,20 @@ def spec_to_json(spec: JobSpec) -> dict[str, Any]:
     obj = asdict(spec)
     if spec.profile.batch_blocks == 1:
         del obj["profile"]["batch_blocks"]
+    for key in ("sha256", "weights"):  # fields newer than the built-in models' encoding
+        if obj["model"][key] is None:
+            del obj["model"][key]
+    if spec.evaluation is None:
+        del obj["evaluation"]
     return obj
+
+
+def get_job_file_hashes(spec: JobSpec) -> list[str]:
+    """Every file the job's training program reads, by SHA-256: the dataset file, the ONNX
+    graph, the initial weights (each once, in that order). Whoever trains, replays or referees
+    the job needs exactly these bytes; the coordinator serves them."""
+    named = (spec.dataset.sha256, spec.model.sha256, spec.model.weights)
+    return list(dict.fromkeys(h for h in named if h is not None))
 
 
 def encode_job_spec(spec: JobSpec) -> bytes:

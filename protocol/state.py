@@ -29,6 +29,9 @@ TrainingState = dict[str, torch.Tensor]
 CHUNK_SIZE = 1 << 16  # bytes of tensor data per leaf
 STEP_KEY = "step"
 PARAM_PREFIX = "param/"
+BUFFER_PREFIX = "buffer/"  # updated by the forward pass, not trained (batch-norm statistics)
+METRIC_PREFIX = "metric/"  # the final model's evaluation, committed with the last state
+STATE_PREFIXES = (PARAM_PREFIX, "opt/", BUFFER_PREFIX, METRIC_PREFIX)
 ALLOWED_DTYPES = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64"}
 TAG_DTYPES = {tag: dtype for dtype, tag in ALLOWED_DTYPES.items()}
 TAG_BYTES = {"F32": 4, "F64": 8, "I64": 8}
@@ -213,7 +216,7 @@ def validate_state_layout(state: TrainingState) -> None:
             raise CheckpointCorrupt(
                 f"tensor {name!r} has unsupported dtype {tensor.dtype}", tensor=name
             )
-        if name != STEP_KEY and not name.startswith((PARAM_PREFIX, "opt/")):
+        if name != STEP_KEY and not name.startswith(STATE_PREFIXES):
             raise CheckpointCorrupt(f"unexpected tensor {name!r} in state", tensor=name)
         validate_chunk_header_fits(name, tensor)
 

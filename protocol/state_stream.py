@@ -22,7 +22,7 @@ from protocol.state import (
     CHUNK_SIZE,
     MAX_NAME_BYTES,
     MAX_RANK,
-    PARAM_PREFIX,
+    STATE_PREFIXES,
     STEP_KEY,
     TAG_BYTES,
     StateLayout,
@@ -85,7 +85,7 @@ def _check_entry(name: str, entry: object) -> tuple[str, tuple[int, ...], int, i
         raise CheckpointCorrupt(f"tensor {name!r}: offsets do not match its shape", tensor=name)
     if len(name.encode()) > MAX_NAME_BYTES or len(shape) > MAX_RANK:
         raise CheckpointCorrupt(f"tensor {name[:64]!r} does not fit a chunk header")
-    if name != STEP_KEY and not name.startswith((PARAM_PREFIX, "opt/")):
+    if name != STEP_KEY and not name.startswith(STATE_PREFIXES):
         raise CheckpointCorrupt(f"unexpected tensor {name!r} in state", tensor=name)
     return entry["dtype"], tuple(shape), begin, end
 

@@ -21,6 +21,7 @@ from nacl.signing import SigningKey
 
 from protocol.errors import InvalidInput
 from protocol.signing import DOMAIN_REQUEST, get_public_key, sign
+from protocol.spec import JobSpec, get_job_file_hashes
 from protocol.wire import (
     HEADER_IDEMPOTENCY,
     HEADER_KEY,
@@ -557,6 +558,18 @@ class CoordinatorClient:
         """The dataset streamed to `path` (resuming a `<path>.part` left by an interrupted
         download), checked against its SHA-256 before it is moved into place."""
         return self._download_to(f"/v1/datasets/{sha256}", Path(path), sha256)
+
+    def download_job_files(self, spec: JobSpec, directory: Path) -> list[str]:
+        """Every file the job's program reads (`get_job_file_hashes`), cached in `directory`
+        under its SHA-256 (each streamed and checked before it lands); their local paths."""
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for sha256 in get_job_file_hashes(spec):
+            path = directory / sha256
+            if not path.exists():
+                self.download_dataset_to(sha256, path)
+            paths.append(str(path))
+        return paths
 
     def download_checkpoint_to(self, job_id: str, index: int, path: Path) -> Path:
         sha256 = self.get_checkpoint_info(job_id, index).sha256

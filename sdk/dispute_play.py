@@ -14,7 +14,7 @@ from protocol.standin import Player, TraceTrajectory
 from protocol.wire import DisputeStatus
 from sdk.client import CoordinatorClient
 from sdk.disputes import get_game, play_until_idle
-from sdk.store import DATASET_FILE, CheckpointStore
+from sdk.store import CheckpointStore
 from sdk.trace import get_state_path, load_trace
 from sdk.worker import run_worker
 
@@ -27,7 +27,7 @@ def _trace(
     start_path: Path,
     start_root: str,
     to_step: int,
-    dataset_path: Path | None,
+    file_paths: list[str],
     behaviour: str | None,
 ) -> TraceTrajectory:
     steps = load_trace(trace_dir)
@@ -39,7 +39,7 @@ def _trace(
             "start_root": start_root,
             "to_step": to_step,
             "trace_dir": str(trace_dir),
-            "dataset_path": str(dataset_path) if dataset_path else None,
+            "file_paths": file_paths,
             "behaviour": behaviour,
         }
         run_worker(request, parse_job_spec(spec_json).profile, timeout=TRACE_TIMEOUT_S)
@@ -69,14 +69,13 @@ def process_solver_disputes(
         store = CheckpointStore.open(jobs_dir / view.job_id)
         start, end = _segment_bounds(game)
         trace_dir = get_trace_dir(work_dir, view.job_id, view.segment)
-        dataset = store.directory / DATASET_FILE
         trace = _trace(
             trace_dir,
             store.manifest["spec"],
             store.checkpoint_path(view.segment),
             game.roots[start],
             end,
-            dataset if dataset.exists() else None,
+            [str(path) for path in store.file_paths()],
             None if behaviour.honest else behaviour.name,
         )
         play_until_idle(
@@ -129,16 +128,6 @@ def run_segment_trace(
         start_path,
         start_root,
         end_step,
-        _download_dataset(client, spec_json, trace_dir),
+        client.download_job_files(parse_job_spec(spec_json), work_dir / "files"),
         None,
     )
-
-
-def _download_dataset(client: CoordinatorClient, spec_json: dict, directory: Path) -> Path | None:
-    sha256 = spec_json.get("dataset", {}).get("sha256")
-    if not sha256:
-        return None
-    path = directory / DATASET_FILE
-    if not path.exists():
-        client.download_dataset_to(sha256, path)  # streamed, checked against its SHA-256
-    return path

@@ -55,7 +55,7 @@ from protocol.training import (
     get_param_names,
 )
 from sdk.state_files import write_atomically
-from sdk.store import CheckpointStore
+from sdk.store import CheckpointStore, read_job_files
 
 Progress = Callable[[dict[str, Any]], None]
 LOSSES_FILE = "losses.json"  # as sdk.tasks' train writes it
@@ -234,8 +234,8 @@ def train_rank(
     """Train as rank `rank` of `world_size`: rank 0 owns the run directory, all ranks step."""
     spec = parse_job_spec(request["spec"])
     check_world_size(spec, world_size)
-    blob = Path(request["dataset_path"]).read_bytes() if request.get("dataset_path") else None
-    program = check_runnable_spec(spec, blob)
+    files = read_job_files(request.get("file_paths") or [])
+    program = check_runnable_spec(spec, files)
     template = program.initial_state()
     timeout = timedelta(seconds=float(request.get("timeout_s") or DEFAULT_TIMEOUT_S))
     dist.init_process_group(
@@ -246,7 +246,7 @@ def train_rank(
         timeout=timeout,
     )
     try:
-        store = _open_store(request, spec, blob) if rank == 0 else None
+        store = _open_store(request, spec, files) if rank == 0 else None
         with _peers_needed("receiving the start state from rank 0"):
             state = broadcast_state(_resume_point(store, template), template)
         resumed_from = get_step(state)
@@ -258,8 +258,8 @@ def train_rank(
         dist.destroy_process_group()
 
 
-def _open_store(request: dict[str, Any], spec, blob: bytes | None) -> CheckpointStore:
-    return CheckpointStore.open_or_create(Path(request["dir"]), spec, blob)
+def _open_store(request: dict[str, Any], spec, files: dict[str, bytes]) -> CheckpointStore:
+    return CheckpointStore.open_or_create(Path(request["dir"]), spec, files)
 
 
 def _resume_point(store: CheckpointStore | None, initial: TrainingState) -> TrainingState | None:

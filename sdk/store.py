@@ -3,7 +3,7 @@
 Layout of a run directory:
 
     manifest.json                 job id, spec, chunk size, one entry per written checkpoint
-    dataset.safetensors           copy of a user dataset (only for safetensors datasets)
+    files/<sha256>                the job's files: a user dataset, ONNX graph, initial weights
     checkpoints/000003.safetensors    state at checkpoint 3
     checkpoints/000003.hashes         its chunk leaf hashes (32 bytes each), to locate bad chunks
 
@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from protocol.errors import CheckpointCorrupt, InvalidInput
+from protocol.job_files import JobFiles, collect_job_files, get_job_file
 from protocol.merkle import root_from_leaf_hashes
 from protocol.spec import (
     JobSpec,
     compute_checkpoint_steps,
     compute_job_id,
+    get_job_file_hashes,
     parse_job_spec,
     spec_to_json,
 )
@@ -39,8 +41,16 @@ from protocol.types import HASH_SIZE, Root, StepIndex
 from sdk.state_files import read_state_file, write_atomically, write_hashed_state_file
 
 MANIFEST = "manifest.json"
-DATASET_FILE = "dataset.safetensors"
+FILES_DIR = "files"
 RUN_FORMAT = "veritrain-run-v1"
+
+
+def read_job_files(paths: "list[Path] | list[str]") -> dict[str, bytes]:
+    """Local job files, keyed by their SHA-256 (a missing file is InvalidInput naming it)."""
+    try:
+        return collect_job_files(Path(path).read_bytes() for path in paths)
+    except OSError as err:
+        raise InvalidInput(f"cannot read a job file ({err})", "files") from err
 
 
 @dataclass(frozen=True)
@@ -62,12 +72,13 @@ class CheckpointStore:
     # --- opening -----------------------------------------------------------------------------
     @classmethod
     def create(
-        cls, directory: Path, spec: JobSpec, dataset_blob: bytes | None = None
+        cls, directory: Path, spec: JobSpec, files: JobFiles | None = None
     ) -> "CheckpointStore":
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "checkpoints").mkdir(exist_ok=True)
-        if dataset_blob is not None:
-            write_atomically(directory / DATASET_FILE, dataset_blob)
+        for sha256 in get_job_file_hashes(spec):  # a replay needs exactly these
+            (directory / FILES_DIR).mkdir(exist_ok=True)
+            write_atomically(directory / FILES_DIR / sha256, get_job_file(files, sha256, "files"))
         manifest = {
             "format": RUN_FORMAT,
             "job_id": compute_job_id(spec).hex(),
@@ -99,14 +110,14 @@ class CheckpointStore:
 
     @classmethod
     def open_or_create(
-        cls, directory: Path, spec: JobSpec, dataset_blob: bytes | None
+        cls, directory: Path, spec: JobSpec, files: JobFiles | None
     ) -> "CheckpointStore":
         if (directory / MANIFEST).exists():
             store = cls.open(directory)
             if store.manifest["job_id"] != compute_job_id(spec).hex():
                 raise InvalidInput(f"{directory} holds a different job", "out")
             return store
-        return cls.create(directory, spec, dataset_blob)
+        return cls.create(directory, spec, files)
 
     # --- reading -----------------------------------------------------------------------------
     @property
@@ -119,9 +130,11 @@ class CheckpointStore:
             for e in self.manifest["checkpoints"]
         ]
 
-    def dataset_blob(self) -> bytes | None:
-        path = self.directory / DATASET_FILE
-        return path.read_bytes() if path.exists() else None
+    def job_files(self) -> dict[str, bytes]:
+        return read_job_files(self.file_paths())
+
+    def file_paths(self) -> list[Path]:
+        return [self.directory / FILES_DIR / sha for sha in get_job_file_hashes(self.spec)]
 
     def checkpoint_path(self, index: int) -> Path:
         return self.directory / "checkpoints" / f"{index:06d}.safetensors"

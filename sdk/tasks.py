@@ -11,22 +11,23 @@ from pathlib import Path
 from typing import Any
 
 from protocol.behaviours import load_behaviour
-from protocol.data import compute_file_dataset
 from protocol.errors import InvalidInput
+from protocol.job_files import check_job_file
 from protocol.referee import compute_referee_chunk_of_state
 from protocol.spec import parse_job_spec
 from protocol.state import compute_state_root, get_step
 from protocol.training import TrainingProgram, check_runnable_spec
 from sdk.state_files import read_state_file, write_atomically
-from sdk.store import CheckpointStore
+from sdk.store import CheckpointStore, read_job_files
 
 Progress = Callable[[dict[str, Any]], None]
 LOSSES_FILE = "losses.json"  # training loss per step, for reports (not part of any commitment)
 PROGRESS_INTERVAL_S = 0.1
 
 
-def _read_optional(path: str | None) -> bytes | None:
-    return Path(path).read_bytes() if path else None
+def read_request_files(request: dict[str, Any]) -> dict[str, bytes]:
+    """The job files a request names by local path (`file_paths`), keyed by SHA-256."""
+    return read_job_files(request.get("file_paths") or [])
 
 
 def _throttled(progress: Progress) -> Callable[..., None]:
@@ -44,9 +45,9 @@ def _throttled(progress: Progress) -> Callable[..., None]:
 def train(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """Train (or resume) a job into a run directory, committing every checkpoint."""
     spec = parse_job_spec(request["spec"])
-    blob = _read_optional(request.get("dataset_path"))
-    program = check_runnable_spec(spec, blob)
-    store = CheckpointStore.open_or_create(Path(request["dir"]), spec, blob)
+    files = read_request_files(request)
+    program = check_runnable_spec(spec, files)
+    store = CheckpointStore.open_or_create(Path(request["dir"]), spec, files)
     state = _resume_point(store, program)
     report = _throttled(progress)
     resumed_from = get_step(state)
@@ -87,7 +88,7 @@ def replay(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     entries = store.entries()
     if not isinstance(segment, int) or not 0 <= segment < len(entries) - 1:
         raise InvalidInput(f"must be between 0 and {len(entries) - 2}", "segment")
-    program = check_runnable_spec(store.spec, store.dataset_blob())
+    program = check_runnable_spec(store.spec, store.job_files())
     state = store.load_checkpoint(segment)
     target = entries[segment + 1]
     step_roots = []
@@ -118,7 +119,7 @@ def run_referee_step(request: dict[str, Any], progress: Progress) -> dict[str, A
     if isinstance(chunk, bool) or not isinstance(chunk, int):
         raise InvalidInput("must be the disputed chunk's index", "chunk")
     spec = parse_job_spec(request["spec"])
-    program = check_runnable_spec(spec, _read_optional(request.get("dataset_path")))
+    program = check_runnable_spec(spec, read_request_files(request))
     agreed_state = read_state_file(Path(request["state_path"]))  # a tensor at a time
     chunk_hash = compute_referee_chunk_of_state(
         program, agreed_state, bytes.fromhex(request["agreed_root"]), chunk
@@ -130,7 +131,7 @@ def compute_program_layout(request: dict[str, Any], progress: Progress) -> dict[
     """The submission validator on a job too large for a coordinator to build: its state's
     layout (InvalidSpec, naming the field, when it cannot be built)."""
     spec = parse_job_spec(request["spec"])
-    program = check_runnable_spec(spec, _read_optional(request.get("dataset_path")))
+    program = check_runnable_spec(spec, read_request_files(request))
     return {
         "layout": {
             name: [tag, list(shape)] for name, (tag, shape) in program.state_layout().items()
@@ -138,16 +139,15 @@ def compute_program_layout(request: dict[str, Any], progress: Progress) -> dict[
     }
 
 
-def check_dataset(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """An uploaded dataset file parses as a dataset (InvalidSpec naming what is wrong)."""
-    compute_file_dataset(Path(request["dataset_path"]).read_bytes())
-    return {}
+def check_file(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """An uploaded job file is a dataset, weights or an ONNX graph (InvalidSpec otherwise)."""
+    return {"kind": check_job_file(Path(request["file_path"]).read_bytes())}
 
 
 def compute_initial_root(request: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """The root of checkpoint 0 of `spec`: for states too large to build in a coordinator."""
     spec = parse_job_spec(request["spec"])
-    program = check_runnable_spec(spec, _read_optional(request.get("dataset_path")))
+    program = check_runnable_spec(spec, read_request_files(request))
     return {"root": compute_state_root(program.initial_state()).hex()}
 
 
@@ -164,7 +164,7 @@ TASKS = {
     "trace": _trace,
     "initial_root": compute_initial_root,
     "layout": compute_program_layout,
-    "check_dataset": check_dataset,
+    "check_file": check_file,
 }
 
 

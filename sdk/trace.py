@@ -15,7 +15,7 @@ from protocol.spec import parse_job_spec
 from protocol.state import compute_chunk_hashes, get_step
 from protocol.training import build_program
 from sdk.state_files import read_state_file, write_atomically, write_state_file
-from sdk.store import verify_state
+from sdk.store import read_job_files, verify_state
 
 TRACE_FILE = "trace.json"
 
@@ -26,11 +26,10 @@ def get_state_path(trace_dir: Path, step: int) -> Path:
 
 def trace_segment(request: dict[str, Any], progress) -> dict[str, Any]:
     """request: spec, start_state_path, start_root (checked), to_step, trace_dir, optional
-    dataset_path and behaviour (a solver behaviour's name: its trace must repeat exactly what it
+    file_paths (the job's files) and behaviour (a solver behaviour's name: its trace must repeat exactly what it
     trained, cheats included)."""
     spec = parse_job_spec(request["spec"])
-    dataset = Path(request["dataset_path"]).read_bytes() if request.get("dataset_path") else None
-    program = build_program(spec, dataset)
+    program = build_program(spec, read_job_files(request.get("file_paths") or []))
     state = read_state_file(Path(request["start_state_path"]))
     verify_state(state, bytes.fromhex(request["start_root"]), get_step(state), None)
     trace_dir = Path(request["trace_dir"])

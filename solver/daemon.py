@@ -36,7 +36,7 @@ from sdk.daemon import (
 )
 from sdk.durable import DurableState
 from sdk.responses import JobView
-from sdk.store import CheckpointStore
+from sdk.store import CheckpointStore, read_job_files
 from sdk.worker import get_runnable_profiles, run_worker
 from solver import disputes
 
@@ -153,12 +153,8 @@ class SolverDaemon(Daemon):
         spec_json = self.client.get_job(job_id).spec  # list views do not carry the spec
         try:
             spec = parse_job_spec(spec_json)
-            blob = (
-                self.client.download_dataset(spec.dataset.sha256)
-                if spec.dataset.kind == "safetensors"
-                else None
-            )
-            program = check_runnable_spec(spec, blob)
+            files = read_job_files(self.client.download_job_files(spec, self.files_dir))
+            program = check_runnable_spec(spec, files)
         except InvalidSpec as err:
             return self._refuse(job_id, str(err))
         state_bytes = compute_layout_bytes(program.state_layout())
@@ -257,6 +253,11 @@ class SolverDaemon(Daemon):
     def run_dir(self, job_id: str) -> Path:
         return self.store / "jobs" / job_id
 
+    @property
+    def files_dir(self) -> Path:
+        """Job files (datasets, graphs, weights) by SHA-256, shared by every job naming them."""
+        return self.store / "files"
+
     def _train_and_commit(self, job: JobView) -> None:
         job_id, spec_json = job.job_id, job.spec
         request = {
@@ -265,6 +266,7 @@ class SolverDaemon(Daemon):
             "dir": str(self.run_dir(job_id)),
             "behaviour": None if self.behaviour.honest else self.behaviour.name,
             "world_size": self._world_size_for(parse_job_spec(spec_json)),
+            "file_paths": self.client.download_job_files(parse_job_spec(spec_json), self.files_dir),
         }
         if self.metrics:  # a record still "training": the last run was cut short (crash, kill)
             self.metrics.observe_worker_start(

@@ -149,7 +149,7 @@ def test_dataset_hash_mismatch_is_refused(tmp_path):
     )
     one_line_error(
         veritrain("job", "run-local", spec, "--out", tmp_path / "o", "--dataset", dataset),
-        "dataset.sha256",
+        "is not a file the spec names by SHA-256",
     )
     spec = write_example(
         tmp_path,

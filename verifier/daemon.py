@@ -38,6 +38,7 @@ from sdk.daemon import Daemon, compute_default_max_state_bytes, describe_state_t
 from sdk.dispute_play import run_segment_trace
 from sdk.durable import DurableState
 from sdk.responses import AssignmentView, JobView
+from sdk.store import read_job_files
 from sdk.worker import get_runnable_profiles
 from verifier import disputes
 
@@ -196,12 +197,8 @@ class VerifierDaemon(Daemon):
         state beyond its declared memory (the draw never picks it for one; a challenge might)."""
         try:
             spec = parse_job_spec(self.client.get_job(job_id).spec)
-            blob = (
-                self.client.download_dataset(spec.dataset.sha256)
-                if spec.dataset.kind == "safetensors"
-                else None
-            )
-            program = check_runnable_spec(spec, blob)
+            paths = self.client.download_job_files(spec, self.store / "disputes" / "files")
+            program = check_runnable_spec(spec, read_job_files(paths))
         except InvalidSpec as err:
             return str(err)[:256]
         state_bytes = compute_layout_bytes(program.state_layout())

@@ -7,7 +7,7 @@ docs/coordinator.md, "Blob store"):
 2. A `blobs` row older than `blob_gc_grace_s` that nothing references is deleted: a checkpoint
    blob no checkpoint row names, a dataset no job's spec names, a state no dispute names. The
    row is locked and its references re-checked in the deleting transaction; job submission
-   locks the dataset row it checks (coordinator.datasets.service.check_dataset_available), so
+   locks the dataset row it checks (coordinator.datasets.service.check_job_files_available), so
    a job can never be posted against a dataset being deleted.
 3. A stored object with no `blobs` row, last written more than `blob_gc_grace_s` ago, is
    deleted (a commit whose transaction failed after its bytes were stored). The grace period is

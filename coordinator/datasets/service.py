@@ -1,10 +1,10 @@
-"""Dataset files: uploaded once under their SHA-256, checked to be a usable training set, served
-to solvers, verifiers and the referee. A job naming a file dataset can be posted only after its
-file is here, so nobody is ever awarded work they cannot fetch. The bytes live in the blob store;
+"""Job files — datasets, ONNX training graphs, initial weights: uploaded once under their SHA-256,
+checked to parse as one of those, served to solvers, verifiers and the referee. A job naming a
+file can be posted only after the file is here, so nobody is ever awarded work they cannot fetch. The bytes live in the blob store;
 the ledger's `blobs` row holds the address, size and uploader (what the quota counts)."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,18 @@ from coordinator.ledger.accounts import available
 from coordinator.ledger.service import get_balance, process_movement
 from coordinator.models import BLOB_DATASET, Blob
 from coordinator.runtime import Runtime
-from protocol.data import compute_file_dataset
-from protocol.spec import ExecutionProfile, JobSpec, parse_job_spec
+from protocol.job_files import check_job_file
+from protocol.spec import ExecutionProfile, JobSpec, get_job_file_hashes, parse_job_spec
 
 
 def check_dataset_file(rt: Runtime, path: Path) -> None:
     """Outside the transaction, on the staged file (whose hash the caller checked): it parses
-    as a dataset (safetensors only: never unpickles). Training reads the whole file anyway; a
-    file over `max_in_process_bytes` is parsed in a worker process, not in the replica."""
+    as a job file: a dataset or weights (safetensors: never unpickles) or an ONNX graph (parsed,
+    never executed). A file over `max_in_process_bytes` is parsed in a worker process."""
     if path.stat().st_size <= rt.settings.max_in_process_bytes:
-        compute_file_dataset(path.read_bytes())
+        check_job_file(path.read_bytes())
         return
-    request = {"command": "check_dataset", "dataset_path": str(path)}
+    request = {"command": "check_file", "file_path": str(path)}
     rt.referee_workers.run(request, ExecutionProfile(), rt.settings.referee_timeout_s)
 
 
@@ -80,53 +80,47 @@ def get_dataset_bytes(rt: Runtime, session: Session, sha256: str) -> bytes:
     return rt.blobs.read_bytes(BLOB_DATASET, sha256)
 
 
-def check_dataset_available(session: Session, spec: JobSpec) -> None:
-    """Locks the dataset's row (FOR UPDATE) for the rest of the submission's transaction, so GC
-    cannot delete it between this check and the job's insert (coordinator.blobstore.gc)."""
-    if spec.dataset.kind != "safetensors":
-        return
-    stmt = (
-        select(Blob.sha256)
-        .where(Blob.kind == BLOB_DATASET, Blob.sha256 == spec.dataset.sha256)
-        .with_for_update()
-    )
-    if session.execute(stmt).first() is None:
-        raise InvalidState(f"upload the dataset first: PUT /v1/datasets/{spec.dataset.sha256}")
+def check_job_files_available(session: Session, spec: JobSpec) -> None:
+    """Every file the job names is stored. Locks their rows (FOR UPDATE) for the rest of the
+    submission's transaction, so GC cannot delete one between this check and the job's insert
+    (coordinator.blobstore.gc)."""
+    for sha256 in get_job_file_hashes(spec):
+        stmt = (
+            select(Blob.sha256)
+            .where(Blob.kind == BLOB_DATASET, Blob.sha256 == sha256)
+            .with_for_update()
+        )
+        if session.execute(stmt).first() is None:
+            raise InvalidState(f"upload the job's file first: PUT /v1/datasets/{sha256}")
 
 
-def get_job_dataset(rt: Runtime, session: Session, spec: JobSpec) -> bytes | None:
-    """The file a job's training program needs, or None for built-in datasets."""
-    return (
-        get_dataset_bytes(rt, session, spec.dataset.sha256)
-        if spec.dataset.kind == "safetensors"
-        else None
-    )
+def get_job_files(rt: Runtime, session: Session, spec: JobSpec) -> dict[str, bytes]:
+    """The files a job's training program needs, by SHA-256 (none for built-in data/models)."""
+    return {sha: get_dataset_bytes(rt, session, sha) for sha in get_job_file_hashes(spec)}
 
 
-def get_dataset_size(session: Session, spec: JobSpec) -> int:
-    """Bytes of the job's dataset file; 0 for built-in datasets."""
-    if spec.dataset.kind != "safetensors":
-        return 0
-    return get_dataset_row(session, spec.dataset.sha256).size
+def get_job_files_size(session: Session, spec: JobSpec) -> int:
+    """Bytes of the job's files; 0 for a built-in dataset and model."""
+    return sum(get_dataset_row(session, sha).size for sha in get_job_file_hashes(spec))
 
 
 @contextmanager
-def open_job_dataset_file(rt: Runtime, spec: JobSpec) -> Iterator[str | None]:
-    """A verified local file of the job's dataset for a worker process to read (None for a
-    built-in dataset): the replica itself never reads it into memory."""
-    if spec.dataset.kind != "safetensors":
-        yield None
-        return
+def open_job_files(rt: Runtime, spec: JobSpec) -> Iterator[list[str]]:
+    """Verified local files of the job's files for a worker process to read: the replica
+    itself never reads them into memory."""
     scratch = rt.settings.get_upload_dir()
-    with rt.blobs.local_file(BLOB_DATASET, spec.dataset.sha256, scratch) as path:
-        yield str(path)
+    with ExitStack() as stack:
+        yield [
+            str(stack.enter_context(rt.blobs.local_file(BLOB_DATASET, sha, scratch)))
+            for sha in get_job_file_hashes(spec)
+        ]
 
 
 def run_job_worker(rt: Runtime, spec_json: dict, command: str, **fields: Any) -> dict:
     """One `sdk.tasks` command on a job's training program, in a warm worker pinned to the
-    job's profile, its dataset read from a file there: what a replica does with a job too large
+    job's profile, its files read from disk there: what a replica does with a job too large
     to build itself. The worker's typed errors (InvalidSpec, CheckpointCorrupt) pass through."""
     spec = parse_job_spec(spec_json)
-    with open_job_dataset_file(rt, spec) as dataset_path:
-        request = {"command": command, "spec": spec_json, "dataset_path": dataset_path, **fields}
+    with open_job_files(rt, spec) as file_paths:
+        request = {"command": command, "spec": spec_json, "file_paths": file_paths, **fields}
         return rt.referee_workers.run(request, spec.profile, rt.settings.referee_timeout_s)

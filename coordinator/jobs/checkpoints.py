@@ -14,7 +14,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from coordinator.blobstore.base import iter_file
-from coordinator.datasets.service import get_dataset_size, get_job_dataset, run_job_worker
+from coordinator.datasets.service import get_job_files, get_job_files_size, run_job_worker
 from coordinator.errors import Forbidden, InvalidState, NotFound
 from coordinator.jobs import repository
 from coordinator.jobs.schemas import CheckpointView
@@ -50,8 +50,8 @@ def compute_spec_layout(rt: Runtime, session: Session, spec_json: dict) -> State
     layout of every state of the job, from shapes alone. A dataset over `max_in_process_bytes`
     is parsed in a worker process: a replica never holds a large dataset either."""
     spec = parse_job_spec(spec_json)
-    if get_dataset_size(session, spec) <= rt.settings.max_in_process_bytes:
-        return check_runnable_spec(spec, get_job_dataset(rt, session, spec)).state_layout()
+    if get_job_files_size(session, spec) <= rt.settings.max_in_process_bytes:
+        return check_runnable_spec(spec, get_job_files(rt, session, spec)).state_layout()
     result = run_job_worker(rt, spec_json, "layout")
     return {name: (tag, tuple(shape)) for name, (tag, shape) in result["layout"].items()}
 
@@ -73,8 +73,8 @@ def get_initial_root(rt: Runtime, session: Session, job: Job) -> bytes:
         spec_json = json.loads(job.spec_json)
         spec = parse_job_spec(spec_json)
         size = compute_layout_bytes(get_state_layout(rt, session, job))
-        if max(size, get_dataset_size(session, spec)) <= rt.settings.max_in_process_bytes:
-            program = build_program(spec, get_job_dataset(rt, session, spec))
+        if max(size, get_job_files_size(session, spec)) <= rt.settings.max_in_process_bytes:
+            program = build_program(spec, get_job_files(rt, session, spec))
             return bytes(compute_state_root(program.initial_state()))
         return bytes.fromhex(run_job_worker(rt, spec_json, "initial_root")["root"])
 

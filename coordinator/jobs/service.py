@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from coordinator.clock import FAR_FUTURE
-from coordinator.datasets.service import check_dataset_available, get_job_dataset
+from coordinator.datasets.service import check_job_files_available, get_job_files
 from coordinator.errors import AlreadyExists, Forbidden, InvalidState, QuotaExceeded
 from coordinator.jobs import repository
 from coordinator.jobs.checkpoints import compute_spec_layout
@@ -64,7 +64,7 @@ def process_submit(
         raise AlreadyExists(
             f"job {job_id} already exists (change the seed to post the same work twice)"
         )
-    check_dataset_available(session, spec)
+    check_job_files_available(session, spec)
     layout = compute_spec_layout(rt, session, req.spec)  # what a solver would build
     state_bytes = compute_layout_bytes(layout)
     checkpoints = len(compute_checkpoint_steps(spec))
@@ -344,7 +344,7 @@ def get_spec_fault(rt: Runtime, session: Session, job: Job) -> str | None:
     the validator grew stricter."""
     try:
         spec = parse_job_spec(json.loads(job.spec_json))
-        check_runnable_spec(spec, get_job_dataset(rt, session, spec))
+        check_runnable_spec(spec, get_job_files(rt, session, spec))
     except (InvalidInput, ValueError) as err:  # InvalidSpec, or a stored spec that is not JSON
         return str(err) or type(err).__name__
     return None

@@ -50,8 +50,9 @@ def test_job_on_a_file_needs_the_file_first(make_client):
 @pytest.mark.parametrize(
     "body, field",
     [
-        (b"not safetensors at all", "dataset"),
-        (save({"inputs": torch.zeros(4, 2)}), "dataset"),  # no targets
+        (b"not safetensors at all", "file"),
+        (save({"inputs": torch.zeros(4, 2, dtype=torch.int64)}), "dataset"),  # no targets
+        (save({"inputs": torch.full((2,), float("nan"))}), "dataset"),  # weights must be finite
     ],
 )
 def test_unusable_files_are_422(make_client, body, field):
@@ -93,7 +94,7 @@ def test_a_large_dataset_is_checked_and_built_in_a_worker_never_in_the_replica(
     def never(*args, **kwargs):
         raise AssertionError("the replica parsed a dataset")
 
-    monkeypatch.setattr(datasets, "compute_file_dataset", never)
+    monkeypatch.setattr(datasets, "check_job_file", never)
     monkeypatch.setattr(datasets, "get_dataset_bytes", never)
     with (
         running_server("sqlite", tmp_path, max_in_process_bytes=0) as srv,
@@ -101,7 +102,7 @@ def test_a_large_dataset_is_checked_and_built_in_a_worker_never_in_the_replica(
     ):
         client = funded(make)
         with pytest.raises(CoordinatorError) as refused:
-            client.upload_dataset(save({"inputs": torch.zeros(4, 2)}))
+            client.upload_dataset(save({"inputs": torch.zeros(4, 2, dtype=torch.int64)}))
         assert refused.value.status == 422 and "targets" in refused.value.problem["detail"]
         data = make_dataset_file()
         client.upload_dataset(data)

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import save
 
 from protocol.errors import InvalidSpec
+from protocol.job_files import collect_job_files
 from protocol.limits import MAX_DATASET_VALUES
 from protocol.presets import example_job_spec_json
 from protocol.spec import (
@@ -109,14 +110,17 @@ def user_dataset_spec(blob: bytes, sha256: str | None = None):
 
 def test_user_safetensors_dataset_is_checked_by_hash():
     blob = save({"inputs": torch.rand(50, 8), "targets": torch.randint(0, 3, (50,))})
-    program = build_program(user_dataset_spec(blob), blob)
+    program = build_program(user_dataset_spec(blob), collect_job_files([blob]))
     assert program.dataset.size == 50 and program.dataset.num_outputs == 3
     with pytest.raises(InvalidSpec) as caught:
-        build_program(user_dataset_spec(blob, "00" * 32), blob)
+        build_program(user_dataset_spec(blob, "00" * 32), collect_job_files([blob]))
     assert caught.value.field == "dataset.sha256"
     with pytest.raises(InvalidSpec) as caught:
         build_program(user_dataset_spec(blob), None)
-    assert caught.value.field == "dataset"
+    assert caught.value.field == "dataset.sha256"
+    with pytest.raises(InvalidSpec) as caught:  # a file under another's hash stands for nothing
+        build_program(user_dataset_spec(blob), {hashlib.sha256(blob).hexdigest(): blob + b" "})
+    assert caught.value.field == "dataset.sha256"
 
 
 # --- the runnable-spec validator (protocol.training.check_runnable_spec) ------------------------

@@ -11,6 +11,7 @@ from safetensors.torch import save
 
 from protocol.data import compute_file_dataset
 from protocol.errors import InvalidSpec
+from protocol.job_files import collect_job_files
 from protocol.presets import example_job_spec_json
 from protocol.spec import parse_job_spec
 from protocol.training import check_runnable_spec
@@ -36,7 +37,7 @@ def corpus_spec(blob: bytes, context: int = 16, steps: int = 4) -> dict:
 
 def test_a_token_corpus_trains_a_decoder_with_its_own_vocabulary():
     blob = corpus(vocab=50)
-    program = check_runnable_spec(parse_job_spec(corpus_spec(blob)), blob)
+    program = check_runnable_spec(parse_job_spec(corpus_spec(blob)), collect_job_files([blob]))
     assert program.dataset.task == "language" and program.dataset.num_outputs == 50
     assert program.config["vocab"] == 50 and program.config["context"] == 16
     state = program.initial_state()
@@ -76,13 +77,15 @@ def test_a_malformed_corpus_is_refused_naming_why(case):
 def test_a_context_the_corpus_cannot_fill_or_a_foreign_setting_is_refused():
     blob = corpus(n=20)
     with pytest.raises(InvalidSpec) as short:
-        check_runnable_spec(parse_job_spec(corpus_spec(blob, context=32)), blob)
+        check_runnable_spec(
+            parse_job_spec(corpus_spec(blob, context=32)), collect_job_files([blob])
+        )
     assert short.value.field == "dataset.config.context"
     examples = save({"inputs": torch.rand(8, 4), "targets": torch.randint(0, 2, (8,))})
     spec = corpus_spec(examples)
     spec["model"] = example_job_spec_json("mlp")["model"]
     with pytest.raises(InvalidSpec) as foreign:  # only a token corpus takes a context
-        check_runnable_spec(parse_job_spec(spec), examples)
+        check_runnable_spec(parse_job_spec(spec), collect_job_files([examples]))
     assert foreign.value.field.startswith("dataset.config")
 
 
