@@ -7,11 +7,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from cli.common import print_json, read_json_file, step_progress
 from protocol.assurance import ASSURANCE_LEVELS, describe_sampling
 from protocol.errors import InvalidInput
 from protocol.parallel import check_world_size
-from protocol.presets import example_job_spec_json
+from protocol.presets import example_job_spec_json, example_onnx_job_spec_json
 from protocol.spec import (
     CPU_CAPABILITIES,
     MODELS,
@@ -35,9 +37,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = job.add_subparsers(dest="job_command", required=True, metavar="COMMAND")
 
     example = commands.add_parser("example", help="print a valid job spec (JSON)")
-    example.add_argument("--model", required=True, choices=MODELS)
+    source = example.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", choices=MODELS, help="a built-in model")
+    source.add_argument(
+        "--onnx", metavar="FILE", help="an ONNX graph from `veritrain model export`"
+    )
+    example.add_argument(
+        "--dataset", metavar="FILE", help="with --onnx: the safetensors dataset to train on"
+    )
     example.add_argument("--steps", type=int, default=None)
-    example.add_argument("--profile", choices=PROFILE_KINDS, default="pinned")
+    example.add_argument(
+        "--profile",
+        choices=PROFILE_KINDS,
+        default=None,
+        help="default: repro for --onnx, pinned otherwise",
+    )
     example.add_argument(
         "--batch-blocks",
         type=int,
@@ -224,12 +238,46 @@ def _env_int(environ: dict[str, str], name: str) -> int:
 
 
 def cmd_example(args: argparse.Namespace) -> int:
-    spec = example_job_spec_json(args.model, args.steps, args.profile)
+    if args.onnx:
+        spec = get_onnx_example(args)
+    else:
+        spec = example_job_spec_json(args.model, args.steps, args.profile or "pinned")
     if args.batch_blocks is not None:
         spec["profile"]["batch_blocks"] = args.batch_blocks
     parse_job_spec(spec)  # an example must always be valid (a bad --batch-blocks: one line)
     print(json.dumps(spec, indent=2))
     return 0
+
+
+def get_onnx_example(args: argparse.Namespace) -> dict:
+    """A spec for the user's graph: repro when every node is repro-safe (pinned otherwise, said
+    on stderr), its batch and example shape from the graph."""
+    from protocol.onnx_model import load_onnx_model
+
+    graph_path = Path(args.onnx)
+    graph = load_onnx_model(_read_file(graph_path, "--onnx"))
+    profile = args.profile or ("pinned" if graph.unsafe_steps else "repro")
+    if args.profile is None and graph.unsafe_steps:
+        first = graph.unsafe_steps[0]
+        print(
+            f"pinned profile: node '{first.name}' ({first.op}) is not repro-safe", file=sys.stderr
+        )
+    return example_onnx_job_spec_json(
+        compute_file_sha256(graph_path),
+        graph.input.shape,
+        graph.input.dtype == torch.int64,
+        graph.output_shape[-1],
+        steps=args.steps,
+        profile=profile,
+        dataset_sha256=compute_file_sha256(Path(args.dataset)) if args.dataset else None,
+    )
+
+
+def _read_file(path: Path, option: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InvalidInput(f"cannot read {path} ({err.strerror})", option) from err
 
 
 def cmd_run_local(args: argparse.Namespace) -> int:
