@@ -44,6 +44,40 @@ class NativeOps:
         scores = scores.masked_fill(mask, float("-inf"))
         return torch.matmul(torch.softmax(scores, dim=-1), v)
 
+    def tanh(self, x: Tensor) -> Tensor:
+        return torch.tanh(x)
+
+    def sigmoid(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x)
+
+    def softmax(self, x: Tensor, dim: int = -1) -> Tensor:
+        return torch.softmax(x, dim=dim)
+
+    def batch_norm(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        momentum: float,
+        eps: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Training-mode batch norm of (N, C, ...) over every axis but C: (output, new running
+        mean, new running variance), the running statistics detached. `momentum` is torch's (the
+        batch statistic's weight); the running variance follows the unbiased batch variance."""
+        new_mean, new_var = running_mean.detach().clone(), running_var.detach().clone()
+        out = F.batch_norm(x, new_mean, new_var, weight, bias, True, momentum, eps)
+        return out, new_mean, new_var
+
+    def avg_pool2d(self, x: Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+        """Average pool of (N, C, H, W) without padding."""
+        return F.avg_pool2d(x, kernel, stride)
+
+    def global_avg_pool(self, x: Tensor) -> Tensor:
+        """Mean over every axis after (N, C), kept as size 1."""
+        return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+
     def dropout(self, x: Tensor, p: float, generator: torch.Generator) -> Tensor:
         if p <= 0.0:
             return x

@@ -146,7 +146,7 @@ def _gelu_is_tanh(view: NodeView) -> bool:
 
 def _build_softmax(view: NodeView) -> Kernel:
     axis = view.attrs.get("axis", -1)
-    return lambda args, _ctx: (torch.softmax(args[0], dim=axis),)
+    return lambda args, ctx: (ctx.ops.softmax(args[0], axis),)
 
 
 def _build_cast(view: NodeView) -> Kernel:
@@ -476,13 +476,17 @@ def _build_batch_norm(view: NodeView) -> Kernel:
             F.batch_norm(args[0], args[3], args[4], args[1], args[2], False, 0.0, eps),
         )
 
-    def run(args, _ctx):
+    def run(args, ctx):
         x, scale, bias, mean, var = args
-        running_mean, running_var = mean.detach().clone(), var.detach().clone()
-        y = F.batch_norm(x, running_mean, running_var, scale, bias, True, 1.0 - keep, eps)
-        return (y, running_mean, running_var)
+        return ctx.ops.batch_norm(x, scale, bias, mean, var, 1.0 - keep, eps)
 
     return run
+
+
+def _batch_norm_is_safe(view: NodeView) -> bool:
+    """Training mode runs `ops.batch_norm` (fixed-order statistics, backward and running-stat
+    update); inference mode is torch's (its sqrt is MKL's, its parameter gradients torch sums)."""
+    return bool(view.attrs.get("training_mode", 0))
 
 
 def _pool_geometry(view: NodeView) -> tuple[list[int], list[int], list[int], bool]:
@@ -511,12 +515,22 @@ def _max_pool_is_safe(view: NodeView) -> bool:
 
 def _build_average_pool(view: NodeView) -> Kernel:
     kernel, strides, pads, ceil = _pool_geometry(view)
+    if _average_pool_is_safe(view):
+        return lambda args, ctx: (ctx.ops.avg_pool2d(args[0], tuple(kernel), tuple(strides)),)
     include = bool(view.attrs.get("count_include_pad", 0))
     return lambda args, _ctx: (F.avg_pool2d(args[0], kernel, strides, pads, ceil, include),)
 
 
+def _average_pool_is_safe(view: NodeView) -> bool:
+    """No padding, no ceil mode, windows that do not overlap (stride >= kernel): a fixed-order
+    sum per window, and each input's gradient is one value (never a sum)."""
+    kernel, strides, pads, ceil = _pool_geometry(view)
+    apart = all(s >= k for s, k in zip(strides, kernel, strict=True))
+    return apart and pads == [0, 0] and not ceil
+
+
 def _build_global_average_pool(_view: NodeView) -> Kernel:
-    return lambda args, _ctx: (args[0].mean(dim=tuple(range(2, args[0].dim())), keepdim=True),)
+    return lambda args, ctx: (ctx.ops.global_avg_pool(args[0]),)
 
 
 def _build_reduce(reduce: Callable[..., Tensor]) -> Callable[[NodeView], Kernel]:
@@ -563,11 +577,21 @@ SUPPORTED_OPS: dict[str, OpRule] = {
     "Relu": OpRule(lambda _v: lambda args, ctx: (ctx.ops.relu(args[0]),), _always, "ops.relu"),
     "Gelu": OpRule(_build_gelu, _gelu_is_tanh, "ops.gelu (tanh), else F.gelu (erf)"),
     "Dropout": OpRule(_build_dropout, _always, "ops.dropout with the step's layer generator"),
-    "BatchNormalization": OpRule(_build_batch_norm, _never, "F.batch_norm (+ running stats)"),
-    "Softmax": OpRule(_build_softmax, _never, "torch.softmax, unless fused into attention"),
+    "BatchNormalization": OpRule(
+        _build_batch_norm,
+        _batch_norm_is_safe,
+        "ops.batch_norm (training: + running stats), else F.batch_norm (inference)",
+    ),
+    "Softmax": OpRule(_build_softmax, _always, "ops.softmax, unless fused into attention"),
     "MaxPool": OpRule(_build_max_pool, _max_pool_is_safe, "F.max_pool2d"),
-    "AveragePool": OpRule(_build_average_pool, _never, "F.avg_pool2d"),
-    "GlobalAveragePool": OpRule(_build_global_average_pool, _never, "mean over H, W"),
+    "AveragePool": OpRule(
+        _build_average_pool,
+        _average_pool_is_safe,
+        "ops.avg_pool2d (no padding, stride >= kernel), else F.avg_pool2d",
+    ),
+    "GlobalAveragePool": OpRule(
+        _build_global_average_pool, _always, "ops.global_avg_pool (mean over H, W)"
+    ),
     "ReduceMean": OpRule(_build_reduce(torch.mean), _never, "torch.mean"),
     "ReduceSum": OpRule(_build_reduce(torch.sum), _never, "torch.sum"),
     # elementwise
@@ -585,8 +609,10 @@ SUPPORTED_OPS: dict[str, OpRule] = {
     "Where": _exact(torch.where, "select"),
     "Cast": OpRule(_build_cast, _always, "dtype conversion"),
     "CastLike": _moves(_build_cast_like, "dtype conversion"),
-    "Tanh": _plain(torch.tanh, "torch.tanh"),
-    "Sigmoid": _plain(torch.sigmoid, "torch.sigmoid"),
+    "Tanh": OpRule(lambda _v: lambda args, ctx: (ctx.ops.tanh(args[0]),), _always, "ops.tanh"),
+    "Sigmoid": OpRule(
+        lambda _v: lambda args, ctx: (ctx.ops.sigmoid(args[0]),), _always, "ops.sigmoid"
+    ),
     "Exp": _plain(torch.exp, "torch.exp"),
     "Log": _plain(torch.log, "torch.log"),
     "Sqrt": _plain(torch.sqrt, "torch.sqrt (MKL: not correctly rounded)"),

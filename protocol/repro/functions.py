@@ -8,6 +8,7 @@ residual adds) keep torch's autograd: their gradients are elementwise too.
 
 import math
 
+import torch
 from torch import Tensor
 from torch.autograd import Function
 
@@ -201,3 +202,99 @@ class MSELossFunction(Function):
     def backward(ctx, grad: Tensor):
         (diff,) = ctx.saved_tensors
         return diff * (grad * (2.0 / diff.numel())), None
+
+
+class TanhFunction(Function):
+    """tanh from exp (the contract's polynomial); backward grad·(1 − t²) from the output."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        out = get_backend(x.device).tanh(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (out,) = ctx.saved_tensors
+        return get_backend(grad.device).tanh_backward(grad, out)
+
+
+class SigmoidFunction(Function):
+    """sigmoid from exp of −|x| (stable); backward grad·(1 − s)·s from the output."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        out = get_backend(x.device).sigmoid(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (out,) = ctx.saved_tensors
+        return get_backend(grad.device).sigmoid_backward(grad, out)
+
+
+class SoftmaxFunction(Function):
+    """Softmax of every last-dim row: the attention kernel's softmax with scale 1 (x·1 = x), no
+    mask; backward the attention's softmax backward, scale 1."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        probs = get_backend(x.device).softmax_(
+            x.clone(memory_format=torch.contiguous_format), 1.0, False
+        )
+        ctx.save_for_backward(probs)
+        return probs
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (probs,) = ctx.saved_tensors
+        return get_backend(grad.device).softmax_backward(grad, probs, 1.0)
+
+
+class AvgPool2dFunction(Function):
+    """Average pool of (N, C, H, W), no padding, stride ≥ kernel, computed channels-last (free
+    for a convolution's output); the output is an NCHW view of channels-last memory."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+        ctx.geometry = (x.shape[2], x.shape[3], *kernel, *stride)
+        out = get_backend(x.device).avg_pool2d(x.permute(0, 2, 3, 1), *kernel, *stride)
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad_x = get_backend(grad.device).avg_pool2d_backward(
+            grad.permute(0, 2, 3, 1), *ctx.geometry
+        )
+        return grad_x.permute(0, 3, 1, 2), None, None
+
+
+def _channel_rows(x: Tensor) -> Tensor:
+    """(N, C, …) as the (N·…, C) rows of its channels-last view (free when x is one)."""
+    return x.movedim(1, -1).reshape(-1, x.shape[1])
+
+
+class BatchNormFunction(Function):
+    """Training-mode batch norm of (N, C, …) over every axis but C, on the channels-last rows.
+    Returns (output, batch mean, unbiased batch variance); the statistics are not differentiable
+    (the running statistics they update are state, not parameters)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float):
+        kernels = get_backend(x.device)
+        out, normalized, mean, inv_std, var = kernels.batch_norm_forward(
+            _channel_rows(x), weight, bias, eps
+        )
+        ctx.save_for_backward(normalized, inv_std, weight)
+        ctx.mark_non_differentiable(mean, var)
+        ctx.channels_last_shape = x.movedim(1, -1).shape
+        return out.reshape(ctx.channels_last_shape).movedim(-1, 1), mean, var
+
+    @staticmethod
+    def backward(ctx, grad: Tensor, _grad_mean, _grad_var):
+        normalized, inv_std, weight = ctx.saved_tensors
+        grad_x, grad_w, grad_b = get_backend(grad.device).batch_norm_backward(
+            _channel_rows(grad), normalized, inv_std, weight
+        )
+        return grad_x.reshape(ctx.channels_last_shape).movedim(-1, 1), grad_w, grad_b, None

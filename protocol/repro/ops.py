@@ -39,6 +39,49 @@ class ReproOps(NativeOps):
     def gelu(self, x: Tensor) -> Tensor:
         return F.GeluTanhFunction.apply(x)
 
+    def tanh(self, x: Tensor) -> Tensor:
+        return F.TanhFunction.apply(x)
+
+    def sigmoid(self, x: Tensor) -> Tensor:
+        return F.SigmoidFunction.apply(x)
+
+    def softmax(self, x: Tensor, dim: int = -1) -> Tensor:
+        return F.SoftmaxFunction.apply(x.movedim(dim, -1)).movedim(-1, dim)
+
+    def batch_norm(
+        self,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+        momentum: float,
+        eps: float,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        out, mean, var = F.BatchNormFunction.apply(x, weight, bias, eps)
+        return (
+            out,
+            reference.running_stat(running_mean.detach(), mean, momentum),
+            reference.running_stat(running_var.detach(), var, momentum),
+        )
+
+    def avg_pool2d(self, x: Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> Tensor:
+        """Windows that do not overlap only (stride >= kernel): each input's gradient is then one
+        value, never a sum."""
+        if stride[0] < kernel[0] or stride[1] < kernel[1]:
+            raise ValueError(f"repro avg_pool2d needs stride >= kernel, not {stride} < {kernel}")
+        return F.AvgPool2dFunction.apply(x, tuple(kernel), tuple(stride))
+
+    def global_avg_pool(self, x: Tensor) -> Tensor:
+        """The average pool whose one window is the whole (row-major) spatial extent."""
+        if x.dim() == 4:
+            size = (x.shape[2], x.shape[3])
+            return F.AvgPool2dFunction.apply(x, size, size)
+        flat = x.reshape(x.shape[0], x.shape[1], 1, -1)
+        size = (1, flat.shape[3])
+        out = F.AvgPool2dFunction.apply(flat, size, size)
+        return out.reshape(*x.shape[:2], *([1] * (x.dim() - 2)))
+
     def causal_attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return F.CausalAttentionFunction.apply(q, k, v)
 

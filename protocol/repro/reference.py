@@ -352,3 +352,86 @@ def relu(x: Tensor) -> Tensor:
 
 def relu_backward(grad: Tensor, out: Tensor) -> Tensor:
     return torch.where(out > 0, grad, torch.zeros_like(grad))
+
+
+# --- ONNX layers: tanh and sigmoid backwards, average pooling, batch normalisation -------------
+
+
+def tanh_backward(grad: Tensor, t: Tensor) -> Tensor:
+    """grad·(1 − t·t), t = tanh(x) from the forward."""
+    return grad * (1.0 - t * t)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    """(x ≥ 0 ? 1 : e) / (1 + e), e = exp(−|x|): the exponent is never positive, so nothing
+    overflows; below x = −87 the result is +0 (exp's flush), above 87 exactly 1."""
+    e = exp_nonpositive(-x.abs())
+    return torch.where(x >= 0, torch.ones_like(x), e) / (1.0 + e)
+
+
+def sigmoid_backward(grad: Tensor, s: Tensor) -> Tensor:
+    """grad·((1 − s)·s), s = sigmoid(x) from the forward."""
+    return grad * ((1.0 - s) * s)
+
+
+def avg_pool2d(x: Tensor, kh: int, kw: int, sh: int, sw: int) -> Tensor:
+    """Channels-last (N, H, W, C) → (N, Ho, Wo, C), no padding, stride ≥ kernel (windows that do
+    not overlap): sum16 of each window's kh·kw positions in row-major order, ÷ kh·kw."""
+    if sh < kh or sw < kw:
+        raise ValueError("the fixed-order average pool needs stride >= kernel")
+    n, h, w, c = x.shape
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    windows = [
+        x[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return _sum16_last(torch.stack(windows, dim=-1)) / float(kh * kw)
+
+
+def avg_pool2d_backward(grad: Tensor, h: int, w: int, kh: int, kw: int, sh: int, sw: int) -> Tensor:
+    """The adjoint, channels-last: every input in a window gets that window's gradient ÷ kh·kw
+    (a copy: the windows do not overlap), every other input +0."""
+    n, ho, wo, c = grad.shape
+    out = grad.new_zeros((n, h, w, c))
+    share = grad / float(kh * kw)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :] = share
+    return out
+
+
+def batch_norm_forward(
+    x: Tensor, weight: Tensor, bias: Tensor, eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Training-mode batch norm of the rows of x (M, C) — a channels-last view of (N, C, …), so a
+    channel's elements are in (n, position) order: per column, mean = sum16(x)/M, c = x − mean,
+    v = sum16(c·c), inv_std = 1/sqrt(v/M + eps), normalized = c·inv_std, out = normalized·w + b.
+    Returns (out, normalized, mean, inv_std, v/(M − 1)), the last the unbiased variance that the
+    running statistic follows (torch's convention)."""
+    m = x.shape[0]
+    mean = sum16_cols(x) / m
+    centered = x - mean
+    total = sum16_cols(centered * centered)
+    inv_std = torch.reciprocal(sqrt32(total / m + f32(eps)))
+    normalized = centered * inv_std
+    return normalized * weight + bias, normalized, mean, inv_std, total / (m - 1)
+
+
+def batch_norm_backward(
+    grad: Tensor, normalized: Tensor, inv_std: Tensor, weight: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(grad_x, grad_weight, grad_bias) for (M, C) rows: grad_bias = sum16(g), grad_weight =
+    sum16(g·normalized) per column; grad_x = ((g − grad_bias/M) − normalized·(grad_weight/M))·
+    (w·inv_std)."""
+    m = grad.shape[0]
+    grad_b = sum16_cols(grad)
+    grad_w = sum16_cols(grad * normalized)
+    grad_x = ((grad - grad_b / m) - normalized * (grad_w / m)) * (weight * inv_std)
+    return grad_x, grad_w, grad_b
+
+
+def running_stat(running: Tensor, batch: Tensor, momentum: float) -> Tensor:
+    """running·(1 − momentum) + batch·momentum, both scalars cast to float32 (torch's momentum:
+    the batch statistic's weight, = 1 − ONNX's momentum)."""
+    return running * f32(1.0 - momentum) + batch * f32(momentum)

@@ -54,18 +54,21 @@ def normalized_error(repro: torch.Tensor, native: torch.Tensor, floor: float) ->
 
 
 def run_op(name, fn, inputs, upstream_seed, record, errors, compare, floor=1e-30):
-    """Forward and gradients (against a seeded upstream gradient) for repro and native."""
+    """Forward and gradients (against a seeded upstream gradient) for repro and native. `fn` may
+    return a tuple: the first output is differentiated, the others (batch norm's running
+    statistics) are hashed and compared too."""
     outputs = {}
     for ops in (REPRO_OPS, NATIVE_OPS):
         leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
-        out = fn(ops, *leaves)
+        result = fn(ops, *leaves)
+        out, *extra = result if isinstance(result, tuple) else (result,)
         upstream = make_values(tuple(out.shape), upstream_seed, "normal", out.dtype)
         wanted = [t for t in leaves if t.requires_grad]
         grads = torch.autograd.grad(out, wanted, upstream, allow_unused=True)
         grads = [
             g if g is not None else torch.zeros_like(t) for g, t in zip(grads, wanted, strict=True)
         ]
-        outputs[ops.name] = (out, *grads)
+        outputs[ops.name] = (out, *extra, *grads)
     record.append(f"{name}:{digest(*outputs['repro'])}")
     if compare:
         error = max(
@@ -150,6 +153,7 @@ def check_case(dtype, m, k, n, seed, flavour, record, errors):
         compare,
         1.0,
     )
+    check_onnx_layers(v, m, k, n, seed, record, errors, compare)
     x = v((m, k))
     kernels = get_cpu_kernels()
     nonpositive = -(x * 30).abs()
@@ -164,10 +168,80 @@ def check_case(dtype, m, k, n, seed, flavour, record, errors):
         errors["exp"] = max(errors.get("exp", 0.0), relative)
 
 
+def batch_norm(ops, x, w, b, seed=0):
+    """Training-mode batch norm with running statistics that are not trivial."""
+    channels = x.shape[1]
+    running_mean = make_values((channels,), seed, "normal", x.dtype)
+    running_var = make_values((channels,), seed + 1, "normal", x.dtype).abs() + 0.5
+    return ops.batch_norm(x, w, b, running_mean, running_var, 0.1, 1e-5)
+
+
+def check_onnx_layers(v, m, k, n, seed, record, errors, compare):
+    """Tanh, sigmoid, softmax, batch norm (1-D and 2-D), average pools: the ONNX layers."""
+    run_op("tanh", lambda o, x: o.tanh(x), [v((m, k)) * 3], seed + 20, record, errors, compare)
+    run_op(
+        "sigmoid", lambda o, x: o.sigmoid(x), [v((m, k)) * 8], seed + 21, record, errors, compare
+    )
+    run_op(
+        "softmax",
+        lambda o, x: o.softmax(x, -1),
+        [v((m, n)) * 8],
+        seed + 22,
+        record,
+        errors,
+        compare,
+    )
+    run_op(
+        "softmax", lambda o, x: o.softmax(x, 0), [v((m, n)) * 8], seed + 23, record, errors, compare
+    )
+    # Below 8 rows per channel a batch's variance can be ~0 and the input gradient ill-conditioned
+    # (as for layer norm), so the error is compared from 8 rows up.
+    run_op(
+        "batch_norm",
+        lambda o, x, w, b: batch_norm(o, x, w, b, seed),
+        [v((m + 1, n)), v((n,), 1) + 2, v((n,), 2)],
+        seed + 24,
+        record,
+        errors,
+        compare and m >= 8,
+    )
+    run_op(
+        "batch_norm",
+        lambda o, x, w, b: batch_norm(o, x, w, b, seed),
+        [v((2, n % 5 + 1, m % 7 + 2, k % 5 + 2)), v((n % 5 + 1,), 1) + 2, v((n % 5 + 1,), 2)],
+        seed + 25,
+        record,
+        errors,
+        compare,
+    )
+    size = (m % 9 + 2, k % 7 + 2)
+    kernel = (min(1 + seed % 3, size[0]), min(1 + seed // 3 % 3, size[1]))
+    stride = (kernel[0] + seed // 9 % 2, kernel[1])
+    run_op(
+        "avg_pool2d",
+        lambda o, x: o.avg_pool2d(x, kernel, stride),
+        [v((2, n % 4 + 1, *size))],
+        seed + 26,
+        record,
+        errors,
+        compare,
+    )
+    run_op(
+        "global_avg_pool",
+        lambda o, x: o.global_avg_pool(x),
+        [v((2, n, m % 9 + 1, k % 8 + 1))],
+        seed + 27,
+        record,
+        errors,
+        compare,
+    )
+
+
 def check_large(record, errors):
     """Fixed float32 cases with long reductions, beyond what the hypothesis shapes reach: exact
     matmuls over several K blocks (forward K = 600, weight gradients over 1100 and 2048 rows),
-    column sums and segment sums over 1100 rows, a softmax over 600 classes."""
+    column sums and segment sums over 1100 rows, a softmax over 600 classes, batch-norm statistics
+    over 9216 rows per channel, a global average pool over 1024 positions."""
     for flavour in ("normal", "spread"):
         v = lambda shape, s=0, f=flavour: make_values(shape, 1000 + s, f, torch.float32)  # noqa: E731
         compare = flavour == "normal"
@@ -204,6 +278,33 @@ def check_large(record, errors):
             lambda o, x, w, b: o.layer_norm(x, w, b, 1e-5),
             [v((1100, 32)), v((32,), 1), v((32,), 2)],
             1006,
+            record,
+            errors,
+            compare,
+        )
+        run_op(
+            "batch_norm_large",
+            lambda o, x, w, b: batch_norm(o, x, w, b, 1009),
+            [v((16, 8, 24, 24)), v((8,), 1) + 2, v((8,), 2)],
+            1010,
+            record,
+            errors,
+            compare,
+        )
+        run_op(
+            "global_avg_pool_large",
+            lambda o, x: o.global_avg_pool(x),
+            [v((4, 16, 32, 32))],
+            1011,
+            record,
+            errors,
+            compare,
+        )
+        run_op(
+            "softmax_large",
+            lambda o, x: o.softmax(x, -1),
+            [v((64, 600)) * 8],
+            1012,
             record,
             errors,
             compare,

@@ -11,6 +11,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -243,3 +244,130 @@ def test_sqrt32_is_correctly_rounded_where_torch_sqrt_is_not():
     exact = torch.from_numpy(np.sqrt(x.numpy()))  # IEEE sqrt: correctly rounded
     assert torch.equal(R.sqrt32(x), exact)
     assert not torch.equal(torch.sqrt(x), exact), "torch.sqrt became exact: the workaround can go"
+
+
+# --- ONNX layers: tanh / sigmoid, softmax, average pooling, batch normalisation -----------------
+
+EDGES = torch.tensor(
+    [0.0, -0.0, 1e-45, -1e-45, 2.0**-130, 1e-8, -1e-8, 0.5, -0.5, 9.0, -9.0, 17.0, -17.0]
+    + [43.5, -43.5, 86.9, -86.9, 87.0, -87.0, 87.1, -87.1, 104.0, -104.0, 3.4e38, -3.4e38]
+    + [math.inf, -math.inf, math.nan]
+)
+
+
+def test_tanh_and_sigmoid_edge_values():
+    for x in (EDGES, EDGES * 0.5, EDGES * 0.125):
+        on_every_isa(lambda K, x=x: K.tanh(x))
+        on_every_isa(lambda K, x=x: K.sigmoid(x))
+        on_every_isa(lambda K, x=x: K.tanh_backward(torch.ones_like(x), R.tanh(x)))
+        on_every_isa(lambda K, x=x: K.sigmoid_backward(-torch.ones_like(x), R.sigmoid(x)))
+    s = R.sigmoid(EDGES)
+    assert s[math.inf == EDGES].item() == 1.0 and s[-math.inf == EDGES].item() == 0.0
+    assert s[EDGES.view(torch.int32) == 0].item() == 0.5 and s.isnan().sum().item() == 1
+    assert (s[EDGES.isfinite()] == torch.sigmoid(EDGES[EDGES.isfinite()])).float().mean() > 0.5
+    assert torch.equal(R.tanh(-EDGES[:2]).view(torch.int32), (-EDGES[:2]).view(torch.int32))
+
+
+@settings(max_examples=30)
+@given(n=st.integers(1, 300), **common)
+def test_tanh_sigmoid_kernels_match_reference(n, seed, flavour):
+    x, g = make((n,), seed, flavour), make((n,), seed + 1, flavour)
+    for scale in (1.0, 60.0):  # past ±87, where exp flushes to +0
+        on_every_isa(lambda K, s=scale: K.sigmoid(x * s))
+        on_every_isa(lambda K, s=scale: K.tanh(x * s))
+    on_every_isa(lambda K: K.tanh_backward(g, R.tanh(x * 4)))
+    on_every_isa(lambda K: K.sigmoid_backward(g, R.sigmoid(x * 4)))
+    planes = make((2, 3, n % 7 + 1, 5), seed + 2, flavour)
+    channels_last = planes.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    on_every_isa(lambda K: K.sigmoid(channels_last))  # a dense, strided view keeps its layout
+    on_every_isa(lambda K: K.sigmoid_backward(planes, R.sigmoid(channels_last)))
+
+
+@settings(max_examples=20)
+@given(rows=st.integers(1, 40), width=st.integers(1, 90), **common)
+def test_plain_softmax_matches_reference(rows, width, seed, flavour):
+    """The ONNX Softmax is the attention softmax with scale 1 (x·1 = x exactly), unmasked."""
+    x, g = make((rows, width), seed, flavour) * 8, make((rows, width), seed + 1, flavour)
+    on_every_isa(lambda K: K.softmax_(x.clone(), 1.0, False))
+    probs = R.softmax_(x.clone(), 1.0, False)
+    on_every_isa(lambda K: K.softmax_backward(g, probs, 1.0))
+
+
+@settings(max_examples=25)
+@given(
+    n=st.integers(1, 3),
+    c=st.integers(1, 40),
+    h=st.integers(1, 13),
+    w=st.integers(1, 13),
+    kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    gap=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    **common,
+)
+def test_average_pools_match_reference(n, c, h, w, kernel, gap, seed, flavour):
+    kh, kw = min(kernel[0], h), min(kernel[1], w)
+    sh, sw = kh + gap[0], kw + gap[1]  # windows apart (stride >= kernel)
+    x = make((n, h, w, c), seed, flavour)
+    on_every_isa(lambda K: K.avg_pool2d(x, kh, kw, sh, sw))
+    ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+    g = make((n, ho, wo, c), seed + 1, flavour)
+    on_every_isa(lambda K: K.avg_pool2d_backward(g, h, w, kh, kw, sh, sw))
+    # the global pool: one window of up to 169 positions (past the 16 lanes)
+    on_every_isa(lambda K: K.avg_pool2d(x, h, w, h, w))
+    on_every_isa(lambda K: K.avg_pool2d_backward(g[:, :1, :1], h, w, h, w, h, w))
+
+
+def test_average_pool_is_a_correctly_rounded_mean_and_refuses_overlap():
+    x = torch.rand(2, 6, 6, 5, generator=torch.Generator().manual_seed(3))
+    pooled = R.avg_pool2d(x, 6, 6, 6, 6)
+    exact = x.double().mean(dim=(1, 2), keepdim=True)
+    assert ((pooled.double() - exact).abs() / exact).max() < 1e-6
+    # a sum of 36 floats ÷ 36: the division is IEEE (float64's then rounded equals it here)
+    total = R._sum16_last(x.reshape(2, 36, 5).transpose(1, 2))
+    assert torch.equal(pooled.reshape(2, 5), (total.double() / 36).float())
+    for K in (R, KERNELS):
+        with pytest.raises(ValueError, match="stride >= kernel"):
+            K.avg_pool2d(x, 3, 3, 2, 2)
+
+
+@settings(max_examples=30)
+@given(rows=st.integers(1, 300), channels=st.integers(1, 40), **common)
+def test_batch_norm_matches_reference(rows, channels, seed, flavour):
+    x, w, b = (
+        make((rows, channels), seed, flavour),
+        make((channels,), seed + 1, flavour),
+        make((channels,), seed + 2, flavour),
+    )
+    on_every_isa(lambda K: K.batch_norm_forward(x, w, b, 1e-5))
+    on_every_isa(lambda K: K.batch_norm_forward(x * 1e3 + 7, w, b, 1e-3))
+    g, normalized = (
+        make((rows, channels), seed + 3, flavour),
+        make((rows, channels), seed + 4, flavour),
+    )
+    inv_std = make((channels,), seed + 5, flavour).abs()
+    on_every_isa(lambda K: K.batch_norm_backward(g, normalized, inv_std, w))
+
+
+def test_batch_norm_reference_is_batch_norm():
+    """Against torch's own (float64): output, batch statistics, running update and gradients."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.rand(300, 6, generator=gen) * 3 - 1
+    w, b = torch.rand(6, generator=gen) + 0.5, torch.rand(6, generator=gen)
+    out, normalized, mean, inv_std, var = R.batch_norm_forward(x, w, b, 1e-5)
+    wide = x.double()
+    assert torch.allclose(mean.double(), wide.mean(0), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(var.double(), wide.var(0, unbiased=True), rtol=1e-5)
+    expected = torch.nn.functional.batch_norm(
+        wide, None, None, w.double(), b.double(), True, 0.1, 1e-5
+    )
+    assert (out.double() - expected).abs().max() < 1e-5
+    g = torch.rand(300, 6, generator=gen) - 0.5
+    grad_x, grad_w, grad_b = R.batch_norm_backward(g, normalized, inv_std, w)
+    leaves = [t.clone().requires_grad_(True) for t in (wide, w.double(), b.double())]
+    ref = torch.nn.functional.batch_norm(
+        leaves[0], None, None, leaves[1], leaves[2], True, 0.1, 1e-5
+    )
+    expected_grads = torch.autograd.grad(ref, leaves, g.double())
+    for got, want in zip((grad_x, grad_w, grad_b), expected_grads, strict=True):
+        assert (got.double() - want).abs().max() / want.abs().max() < 1e-5
+    running = R.running_stat(torch.ones(6), mean, 0.1)
+    assert torch.allclose(running, 0.9 + 0.1 * mean)

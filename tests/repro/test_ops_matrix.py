@@ -30,6 +30,12 @@ ERROR_BOUNDS = {
     "cross_entropy": 1e-6,
     "mse_loss": 1e-6,
     "exp": 1e-6,
+    "tanh": 2e-6,
+    "sigmoid": 1e-6,
+    "softmax": 1e-6,
+    "batch_norm": 1e-6,
+    "avg_pool2d": 1e-6,
+    "global_avg_pool": 1e-6,
     # Long reductions (op_cell.check_large): native's own error against a float64
     # reference reaches ~1e-6 there (conv2d weight gradient over 2048 rows); the bound
     # is on the difference of the two.
@@ -38,6 +44,9 @@ ERROR_BOUNDS = {
     "embedding_large": 1e-6,
     "layer_norm_large": 2e-6,
     "cross_entropy_large": 1e-6,
+    "batch_norm_large": 2e-6,
+    "global_avg_pool_large": 1e-6,
+    "softmax_large": 1e-6,
 }
 
 

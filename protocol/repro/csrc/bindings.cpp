@@ -356,6 +356,96 @@ at::Tensor relu_backward(const at::Tensor& grad, const at::Tensor& out) {
   return grad_in;
 }
 
+// --- ONNX layers (fixed_order_layers.h) ---------------------------------------------------------
+
+at::Tensor sigmoid(const at::Tensor& x) {
+  at::Tensor d = dense(x, "x");
+  at::Tensor out = at::empty_like(d);
+  active->sigmoid(d.data_ptr<float>(), d.numel(), out.data_ptr<float>());
+  return out;
+}
+
+using Backward = void (*)(const float*, const float*, int64_t, float*);
+
+// grad · f'(saved) elementwise, on the saved tensor's dense layout.
+at::Tensor elementwise_backward(const at::Tensor& grad, const at::Tensor& saved, Backward fn, const char* what) {
+  at::Tensor s = dense(saved, "saved"), g = dense(grad, "grad");
+  same_shape(g, s, what);
+  if (g.strides() != s.strides()) g = at::empty_like(s).copy_(g);
+  at::Tensor out = at::empty_like(s);
+  fn(g.data_ptr<float>(), s.data_ptr<float>(), s.numel(), out.data_ptr<float>());
+  return out;
+}
+
+at::Tensor tanh_backward(const at::Tensor& grad, const at::Tensor& t) {
+  return elementwise_backward(grad, t, active->tanh_backward, "tanh_backward");
+}
+
+at::Tensor sigmoid_backward(const at::Tensor& grad, const at::Tensor& s) {
+  return elementwise_backward(grad, s, active->sigmoid_backward, "sigmoid_backward");
+}
+
+void check_pool(int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw) {
+  TORCH_CHECK_VALUE(kh > 0 && kw > 0 && h >= kh && w >= kw, "pooling window larger than the input");
+  TORCH_CHECK_VALUE(sh >= kh && sw >= kw, "the fixed-order average pool needs stride >= kernel (windows that do not overlap)");
+}
+
+// Channels-last average pool: x (N, H, W, C) → (N, Ho, Wo, C), no padding.
+at::Tensor avg_pool2d(const at::Tensor& x, int64_t kh, int64_t kw, int64_t sh, int64_t sw) {
+  at::Tensor c = floats(x, "x");
+  TORCH_CHECK_VALUE(c.dim() == 4, "avg_pool2d takes (N, H, W, C)");
+  int64_t n = c.size(0), h = c.size(1), w = c.size(2), ch = c.size(3);
+  check_pool(h, w, kh, kw, sh, sw);
+  at::Tensor out = at::empty({n, (h - kh) / sh + 1, (w - kw) / sw + 1, ch}, c.options());
+  if (out.numel() > 0) active->avg_pool2d(c.data_ptr<float>(), n, h, w, ch, kh, kw, sh, sw, out.data_ptr<float>());
+  return out;
+}
+
+at::Tensor avg_pool2d_backward(const at::Tensor& grad, int64_t h, int64_t w, int64_t kh, int64_t kw, int64_t sh,
+                               int64_t sw) {
+  at::Tensor g = floats(grad, "grad");
+  TORCH_CHECK_VALUE(g.dim() == 4, "avg_pool2d_backward takes (N, Ho, Wo, C)");
+  check_pool(h, w, kh, kw, sh, sw);
+  int64_t n = g.size(0), ch = g.size(3);
+  TORCH_CHECK_VALUE(g.size(1) == (h - kh) / sh + 1 && g.size(2) == (w - kw) / sw + 1, "grad has the wrong pooled size");
+  at::Tensor out = at::empty({n, h, w, ch}, g.options());
+  if (out.numel() > 0)
+    active->avg_pool2d_backward(g.data_ptr<float>(), n, h, w, ch, kh, kw, sh, sw, out.data_ptr<float>());
+  return out;
+}
+
+// Training-mode batch norm over the rows of x (M, C): (out, normalized, mean, inv_std, unbiased var).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_norm_forward(
+    const at::Tensor& x, const at::Tensor& w, const at::Tensor& b, double eps) {
+  at::Tensor c = floats(x, "x"), wc = floats(w, "weight"), bc = floats(b, "bias");
+  TORCH_CHECK_VALUE(c.dim() == 2 && c.size(0) > 0, "batch_norm_forward takes (M, C) with M > 0");
+  int64_t m = c.size(0), d = c.size(1);
+  TORCH_CHECK_VALUE(wc.numel() == d && bc.numel() == d, "weight and bias need ", d, " values");
+  at::Tensor out = at::empty_like(c), normalized = at::empty_like(c);
+  at::Tensor mean = at::empty({d}, c.options()), inv_std = at::empty({d}, c.options()), var = at::empty({d}, c.options());
+  if (d > 0)
+    active->batch_norm_forward(c.data_ptr<float>(), wc.data_ptr<float>(), bc.data_ptr<float>(), (float)eps, m, d,
+                               out.data_ptr<float>(), normalized.data_ptr<float>(), mean.data_ptr<float>(),
+                               inv_std.data_ptr<float>(), var.data_ptr<float>());
+  return {out, normalized, mean, inv_std, var};
+}
+
+// (grad_x, grad_weight, grad_bias).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_backward(const at::Tensor& grad, const at::Tensor& normalized,
+                                                                   const at::Tensor& inv_std, const at::Tensor& w) {
+  at::Tensor g = floats(grad, "grad"), nc = floats(normalized, "normalized"), ic = floats(inv_std, "inv_std"),
+             wc = floats(w, "weight");
+  same_shape(g, nc, "batch_norm_backward");
+  TORCH_CHECK_VALUE(nc.dim() == 2 && nc.size(0) > 0, "batch_norm_backward takes (M, C) with M > 0");
+  int64_t m = nc.size(0), d = nc.size(1);
+  TORCH_CHECK_VALUE(wc.numel() == d && ic.numel() == d, "batch_norm_backward: weight or inv_std size");
+  at::Tensor grad_x = at::empty_like(nc), grad_w = at::empty({d}, nc.options()), grad_b = at::empty({d}, nc.options());
+  if (d > 0)
+    active->batch_norm_backward(g.data_ptr<float>(), nc.data_ptr<float>(), ic.data_ptr<float>(), wc.data_ptr<float>(),
+                                m, d, grad_x.data_ptr<float>(), grad_w.data_ptr<float>(), grad_b.data_ptr<float>());
+  return {grad_x, grad_w, grad_b};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -384,4 +474,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("conv2d_input_grad", &conv2d_input_grad);
   m.def("relu", &relu);
   m.def("relu_backward", &relu_backward);
+  m.def("sigmoid", &sigmoid);
+  m.def("tanh_backward", &tanh_backward);
+  m.def("sigmoid_backward", &sigmoid_backward);
+  m.def("avg_pool2d", &avg_pool2d);
+  m.def("avg_pool2d_backward", &avg_pool2d_backward);
+  m.def("batch_norm_forward", &batch_norm_forward);
+  m.def("batch_norm_backward", &batch_norm_backward);
 }

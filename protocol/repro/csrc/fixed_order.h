@@ -396,6 +396,10 @@ static void relu_backward(const float* grad, const float* out, int64_t n, float*
   });
 }
 
+// --- ONNX layers: tanh/sigmoid backward, average pooling, batch norm ---------------------------
+
+#include "fixed_order_layers.h"
+
 // --- matrix product ---------------------------------------------------------------------------
 
 // One chain of an MR × NR tile of C: acc = init row (or +0); for k < kc: acc[r][j] =
@@ -578,4 +582,7 @@ static const vt::KernelTable TABLE = {
     log_, tanh_, gelu_forward, gelu_backward, layer_norm_forward, layer_norm_backward_rows,
     softmax_rows, softmax_backward_rows, cross_entropy_rows, cross_entropy_backward, adamw,
     sgd, im2col, conv_input_grad, relu, relu_backward,
+    // ONNX layers (fixed_order_layers.h)
+    sigmoid_, tanh_backward, sigmoid_backward, avg_pool2d, avg_pool2d_backward, batch_norm_forward,
+    batch_norm_backward,
 };

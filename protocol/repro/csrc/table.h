@@ -73,6 +73,20 @@ struct KernelTable {
                           int64_t o, int64_t kh, int64_t kw, int64_t stride, int64_t padding, float* out);
   void (*relu)(const float* x, int64_t n, float* out);
   void (*relu_backward)(const float* grad, const float* out, int64_t n, float* grad_in);
+  // ONNX layers (fixed_order_layers.h)
+  void (*sigmoid)(const float* x, int64_t n, float* out);
+  void (*tanh_backward)(const float* grad, const float* t, int64_t n, float* out);
+  void (*sigmoid_backward)(const float* grad, const float* s, int64_t n, float* out);
+  // channels-last (N, H, W, C), no padding, stride >= kernel
+  void (*avg_pool2d)(const float* x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh, int64_t kw,
+                     int64_t sh, int64_t sw, float* out);
+  void (*avg_pool2d_backward)(const float* grad, int64_t n, int64_t h, int64_t w, int64_t c, int64_t kh,
+                              int64_t kw, int64_t sh, int64_t sw, float* out);
+  // per column of an (M, C) matrix
+  void (*batch_norm_forward)(const float* x, const float* w, const float* b, float eps, int64_t m, int64_t d,
+                             float* out, float* normalized, float* mean, float* inv_std, float* var_unbiased);
+  void (*batch_norm_backward)(const float* grad, const float* normalized, const float* inv_std, const float* w,
+                              int64_t m, int64_t d, float* grad_x, float* grad_w, float* grad_b);
 };
 
 const KernelTable* table_scalar();
