@@ -81,12 +81,13 @@ class OnnxModel:
         return self.forward_with_buffers(params, self.buffers, inputs, ops, dropout)[0]
 
     def forward_with_buffers(
-        self, params, buffers, inputs: Tensor, ops, dropout
+        self, params, buffers, inputs: Tensor, ops, dropout, training: bool = True
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The output and the buffers' values after this forward pass (detached)."""
+        """The output and the buffers' values after this forward pass (detached). Not
+        `training`: batch norms normalise with their running statistics and keep them."""
         self._check_call(params, buffers, inputs)
         env = {**self.constants, **buffers, **params, self.input.name: inputs}
-        context = RunContext(ops, dropout)
+        context = RunContext(ops, dropout, training)
         for step in self.steps:
             values = step.kernel([env[name] if name else None for name in step.inputs], context)
             env.update(

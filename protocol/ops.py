@@ -70,6 +70,12 @@ class NativeOps:
         out = F.batch_norm(x, new_mean, new_var, weight, bias, True, momentum, eps)
         return out, new_mean, new_var
 
+    def batch_norm_frozen(
+        self, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, eps: float
+    ) -> Tensor:
+        """Batch norm with given statistics (evaluation): no batch statistics, nothing updated."""
+        return F.batch_norm(x, mean, var, weight, bias, False, 0.0, eps)
+
     def avg_pool2d(self, x: Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> Tensor:
         """Average pool of (N, C, H, W) without padding."""
         return F.avg_pool2d(x, kernel, stride)

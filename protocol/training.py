@@ -132,12 +132,13 @@ class TrainingProgram:
         dropout = (
             (lambda layer: make_generator(seed, "dropout", step, layer, *labels)) if train else None
         )
-        output, buffers = self._forward(params, buffers, inputs, dropout)
+        output, buffers = self._forward(params, buffers, inputs, dropout, training=True)
         return self._loss(output, targets), buffers
 
-    def _forward(self, params, buffers, inputs, dropout):
+    def _forward(self, params, buffers, inputs, dropout, training: bool):
         if self.buffers:
-            return self.model.forward_with_buffers(params, buffers, inputs, self.ops, dropout)
+            model = self.model
+            return model.forward_with_buffers(params, buffers, inputs, self.ops, dropout, training)
         return self.model.forward(params, self.config, inputs, self.ops, dropout), buffers
 
     def _loss(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -157,7 +158,7 @@ class TrainingProgram:
         with torch.no_grad():
             for first in range(0, self.held_out.size, batch):
                 inputs, targets = self.held_out.get_batch(torch.arange(first, first + batch))
-                output, _ = self._forward(params, buffers, inputs, None)
+                output, _ = self._forward(params, buffers, inputs, None, training=False)
                 total += float(self._loss(output, targets))
                 if self.dataset.task != "regression":
                     predicted = output.reshape(-1, output.shape[-1]).argmax(dim=-1)

@@ -28,6 +28,7 @@ ONNX_DTYPES = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool}
 class RunContext:
     ops: Any
     dropout: Callable[[str], torch.Generator] | None  # layer name → generator, None in eval
+    training: bool = True  # False: batch norms use their running statistics (evaluation)
 
 
 Kernel = Callable[[list[Tensor | None], RunContext], tuple[Tensor, ...]]
@@ -478,6 +479,8 @@ def _build_batch_norm(view: NodeView) -> Kernel:
 
     def run(args, ctx):
         x, scale, bias, mean, var = args
+        if not ctx.training:  # evaluation: the running statistics, left as they are
+            return ctx.ops.batch_norm_frozen(x, scale, bias, mean, var, eps), mean, var
         return ctx.ops.batch_norm(x, scale, bias, mean, var, 1.0 - keep, eps)
 
     return run

@@ -65,6 +65,16 @@ class ReproOps(NativeOps):
             reference.running_stat(running_var.detach(), var, momentum),
         )
 
+    def batch_norm_frozen(
+        self, x: Tensor, weight: Tensor, bias: Tensor, mean: Tensor, var: Tensor, eps: float
+    ) -> Tensor:
+        """(x − mean)·(1 / sqrt(var + eps))·weight + bias per channel: correctly rounded
+        elementwise steps in that order (a broadcast forward sums nothing), the square root the
+        contract's. Evaluation only: no gradient is defined through it."""
+        scale = 1.0 / reference.sqrt32(var + eps)
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - mean.view(shape)) * scale.view(shape) * weight.view(shape) + bias.view(shape)
+
     def avg_pool2d(self, x: Tensor, kernel: tuple[int, int], stride: tuple[int, int]) -> Tensor:
         """Windows that do not overlap only (stride >= kernel): each input's gradient is then one
         value, never a sum."""
