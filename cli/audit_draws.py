@@ -38,6 +38,7 @@ class _Job:
     verifier_fee: int = 0
     forced_error_ppm: int = 0
     state_bytes: int = 0  # 0: a job from before sizes were logged, drawn without a bound
+    audits_final_segment: bool = False  # its final state carries evaluation metrics
     solver: str = ""
     beacon_commitment: str = ""
     seed: bytes = b""
@@ -88,6 +89,7 @@ class DrawAuditor:
             data.get("verifier_fee", 0),
             data.get("forced_error_ppm", 0),
             data.get("state_bytes") or 0,
+            audits_final_segment=bool(data.get("audits_final_segment")),
         )
 
     def _awarded(self, data: dict, _balances: dict, _where: str) -> None:
@@ -117,7 +119,9 @@ class DrawAuditor:
         job.seed = compute_selection_seed(beacon, commitment.encode())
         if job.seed.hex() != data["seed"]:
             self.problems.append(f"{where}: the seed is not H(beacon ‖ commitment)")
-        segments = compute_segment_choice(job.seed, job.num_checkpoints - 1, job.num_segments)
+        segments = compute_segment_choice(
+            job.seed, job.num_checkpoints - 1, job.num_segments, job.audits_final_segment
+        )
         verifiers = compute_verifier_choice(job.seed, self._pool(job, balances), job.num_verifiers)
         if segments != data["segments"] or verifiers != data["verifiers"]:
             self.problems.append(f"{where}: the drawn segments or verifiers differ from the seed's")

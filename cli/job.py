@@ -4,7 +4,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -372,6 +372,12 @@ class JobStatus:
 
     job: JobView
     disputes: tuple[DisputeView, ...]
+    metrics: dict[str, float] = field(default_factory=dict)  # the final state's evaluation
+
+    @property
+    def metrics_verified(self) -> bool:
+        """Settled: the final segment, which computes the metrics, was replayed and upheld."""
+        return self.job.state is JobState.SETTLED
 
     @property
     def is_done(self) -> bool:
@@ -389,6 +395,8 @@ class JobStatus:
             "price": job.price,
             "outcome": job.outcome,
             "trajectory_root": job.trajectory_root,
+            "metrics": self.metrics,
+            "metrics_verified": bool(self.metrics) and self.metrics_verified,
             "disputes": [
                 {
                     "id": d.id,
@@ -410,7 +418,22 @@ def get_job_status(client, job_id: str) -> JobStatus:
         if job.solver
         else []
     )
-    return JobStatus(job, tuple(disputes))
+    return JobStatus(job, tuple(disputes), get_final_metrics(client, job))
+
+
+def get_final_metrics(client, job: JobView) -> dict[str, float]:
+    """The metrics in the job's final checkpoint once the coordinator holds it; {} before, or
+    for a job without an evaluation split."""
+    from sdk.client import CoordinatorError
+
+    if job.trajectory_root is None or '"evaluation"' not in json.dumps(job.spec):
+        return {}
+    try:
+        return client.read_checkpoint_metrics(job.job_id, job.num_checkpoints - 1)
+    except CoordinatorError as err:
+        if err.status == 404:
+            return {}
+        raise
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -422,6 +445,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"{job.job_id[:16]}… {job.state} solver={(job.solver or '-')[:12]} outcome={job.outcome or '-'}"
     )
+    if status.metrics:
+        values = " ".join(f"{k}={v:.6g}" for k, v in sorted(status.metrics.items()))
+        print(f"  metrics: {values} ({'verified' if status.metrics_verified else 'claimed'})")
     for d in status.disputes:
         print(
             f"  dispute {d.id}: {d.status} phase={d.phase} step={d.dispute_step} "
@@ -455,7 +481,14 @@ def cmd_download(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
     from protocol.errors import CheckpointCorrupt
-    from protocol.state import compute_model_root, compute_state_root, get_model_params
+    from protocol.state import (
+        BUFFER_PREFIX,
+        METRIC_PREFIX,
+        PARAM_PREFIX,
+        compute_model_root,
+        compute_state_root,
+        get_model_params,
+    )
     from sdk.state_files import read_state_file
 
     client = _market_client(args)
@@ -477,14 +510,24 @@ def cmd_download(args: argparse.Namespace) -> int:
         raise CheckpointCorrupt(
             "the model does not match the final-model root the solver committed to"
         )
-    save_file({k: v.contiguous() for k, v in get_model_params(state).items()}, args.out)
+    metrics = {
+        k[len(METRIC_PREFIX) :]: float(v) for k, v in state.items() if k.startswith(METRIC_PREFIX)
+    }
+    model = {k[len(PARAM_PREFIX) :]: v for k, v in get_model_params(state).items()}
+    model.update(
+        (k[len(BUFFER_PREFIX) :], v) for k, v in state.items() if k.startswith(BUFFER_PREFIX)
+    )
+    metadata = {"veritrain.job_id": args.job_id, "veritrain.metrics": json.dumps(metrics)}
+    save_file({k: v.contiguous() for k, v in model.items()}, args.out, metadata)
     result = {
         "job_id": args.job_id,
         "out": args.out,
         "final_model_root": job.final_model_root,
         "step": info.step,
+        "metrics": metrics,  # in the state the roots above were checked against
     }
+    values = "".join(f", {k} {v:.6g}" for k, v in sorted(metrics.items()))
     print_json(result) if args.json else print(
-        f"wrote {args.out} (model root {job.final_model_root[:16]}…)"
+        f"wrote {args.out} (model root {job.final_model_root[:16]}…{values})"
     )
     return 0

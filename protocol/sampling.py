@@ -87,13 +87,18 @@ def compute_secret_segment(seed: bytes, num_segments_total: int, seen: set[int])
     return fresh[_draw(seed, b"secret-segment", 0, len(fresh))] if fresh else None
 
 
-def compute_segment_choice(seed: bytes, num_segments_total: int, count: int) -> list[int]:
-    """`count` distinct segment indices out of `num_segments_total`, sorted."""
-    remaining = list(range(num_segments_total))
+def compute_segment_choice(
+    seed: bytes, num_segments_total: int, count: int, audit_last: bool = False
+) -> list[int]:
+    """`count` distinct segment indices out of `num_segments_total`, sorted. `audit_last`
+    (a job whose final state carries its evaluation metrics): the last segment always, the
+    other `count - 1` drawn from the rest, so a lie about the metrics is always replayed."""
+    last = [num_segments_total - 1] if audit_last and num_segments_total and count else []
+    remaining = list(range(num_segments_total - len(last)))
     picked = []
-    for counter in range(min(count, num_segments_total)):
+    for counter in range(min(count, num_segments_total) - len(last)):
         picked.append(remaining.pop(_draw(seed, b"segment", counter, len(remaining))))
-    return sorted(picked)
+    return sorted(picked + last)
 
 
 # --- forced errors ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ It imports no server code (no fastapi, no sqlalchemy, no coordinator).
 import hashlib
 import json
 import secrets
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from nacl.signing import SigningKey
 from protocol.errors import InvalidInput
 from protocol.signing import DOMAIN_REQUEST, get_public_key, sign
 from protocol.spec import JobSpec, get_job_file_hashes
+from protocol.state import METRIC_PREFIX
+from protocol.state_stream import parse_header_length, parse_state_header
 from protocol.wire import (
     HEADER_IDEMPOTENCY,
     HEADER_KEY,
@@ -588,6 +591,29 @@ class CoordinatorClient:
         if not finish_download(partial, path, sha256):
             raise InvalidResponse(f"the bytes of {url} do not match their SHA-256")
         return path
+
+    def read_checkpoint_metrics(self, job_id: str, index: int) -> dict[str, float]:
+        """The evaluation metrics (`metric/*` scalars) in a stored checkpoint, read with three
+        small range requests (header length, header, values) instead of the whole state. The
+        coordinator checked the file against its committed root at upload; `job download`
+        checks it again here."""
+        url = f"/v1/jobs/{job_id}/checkpoints/{index}"
+        size = self.get_checkpoint_info(job_id, index).size
+        length = parse_header_length(self._read_range(url, 0, 8), size)
+        tensors = parse_state_header(self._read_range(url, 8, length), 8 + length, size)
+        metrics = {}
+        for tensor in tensors:
+            if tensor.name.startswith(METRIC_PREFIX) and tensor.dtype == "F64" and not tensor.shape:
+                (value,) = struct.unpack("<d", self._read_range(url, tensor.begin, 8))
+                metrics[tensor.name[len(METRIC_PREFIX) :]] = value
+        return metrics
+
+    def _read_range(self, url: str, start: int, length: int) -> bytes:
+        headers = {"Range": f"bytes={start}-{start + length - 1}"}
+        data = self._checked(self._http.get(url, headers=headers)).content
+        if len(data) != length:
+            raise InvalidResponse(f"asked for {length} bytes at {start}, got {len(data)}")
+        return data
 
     def _receive_into(self, url: str, partial: Path) -> None:
         """Append what is missing from `partial` (a Range request from its size on)."""

@@ -111,6 +111,7 @@ def process_submit(
         "num_segments": req.num_segments,
         "num_checkpoints": checkpoints,
         "state_bytes": state_bytes,  # the draw passes over verifiers that take less
+        **({"audits_final_segment": True} if spec.evaluation else {}),
         "bidding_deadline": job.bidding_deadline,
         # what the verification buys and costs, shown at submission (protocol.assurance)
         "assurance": plan.level,

@@ -193,6 +193,12 @@ def _eligible_verifiers(session: Session, rt: Runtime, job: Job) -> list[tuple[s
     )
 
 
+def audits_final_segment(job: Job) -> bool:
+    """Its final state carries evaluation metrics (`spec.evaluation`): the last segment is
+    always among those replayed (`compute_segment_choice`)."""
+    return json.loads(job.spec_json).get("evaluation") is not None
+
+
 def process_draw_assignments(
     session: Session, rt: Runtime, job: Job, seed: bytes
 ) -> tuple[list[str], list[int]]:
@@ -200,7 +206,9 @@ def process_draw_assignments(
     verifiers = compute_verifier_choice(
         seed, _eligible_verifiers(session, rt, job), job.num_verifiers
     )
-    segments = compute_segment_choice(seed, job.num_checkpoints - 1, job.num_segments)
+    segments = compute_segment_choice(
+        seed, job.num_checkpoints - 1, job.num_segments, audits_final_segment(job)
+    )
     deadline = rt.clock.now() + rt.settings.move_timeout_s
     for verifier in verifiers:
         for segment in segments:
