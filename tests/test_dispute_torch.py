@@ -123,3 +123,33 @@ def test_referee_refuses_a_state_that_is_not_the_agreed_one(program):
     )  # same tensors, other header
     with pytest.raises(CheckpointCorrupt, match="canonical"):
         compute_referee_chunk(program, relabelled, right_root, 0)
+
+
+class FlatteringSolver:
+    """Trains honestly, then commits a final state whose evaluation looks better than it is:
+    a consistent lie (its roots and chunks all describe the flattering state)."""
+
+    name, role, honest, policy = "flattering-metrics", "solver", False, "follow"
+
+    def transform_step(self, program, before, after, step):
+        if step != program.spec.steps:
+            return after
+        better = {"metric/eval_loss": after["metric/eval_loss"] * 0.5}
+        better["metric/eval_accuracy"] = after["metric/eval_accuracy"] * 0 + 1.0
+        return {**after, **better}
+
+
+def test_a_solver_that_reports_a_better_evaluation_than_its_state_gives_loses():
+    spec = example_job_spec_json("mlp", steps=20)
+    spec.update(checkpoint_interval=20, evaluation={"examples": 64})
+    evaluated = build_program(parse_job_spec(spec))
+    honest = train(evaluated, load_behaviour("honest", "solver"))
+    liar = train(evaluated, FlatteringSolver())
+    assert float(liar[20]["metric/eval_loss"]) < float(honest[20]["metric/eval_loss"])
+    final, referee = play(evaluated, liar, honest, honest)
+    metric_chunks = {
+        c.index for c in compute_chunk_layout(honest[20]) if c.tensor.startswith("metric/")
+    }
+    assert (final.phase, final.lo, final.hi, final.winner) == (OVER, 19, 20, VERIFIER)
+    assert final.chunk in metric_chunks and "verifier's chunk" in final.reason
+    assert referee.steps_computed == 1  # the referee's one step includes the evaluation

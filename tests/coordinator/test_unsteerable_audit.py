@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl import bindings
 from nacl.signing import SigningKey
+from safetensors.torch import save
 
 from cli.audit_cmd import check_coordinator
 from coordinator import transitions
@@ -33,6 +34,7 @@ from coordinator.runtime import Runtime
 from coordinator.settings import tiny_preset
 from coordinator.verification.schemas import RegisterVerifierRequest
 from coordinator.verification.service import process_register_verifier
+from protocol.job_files import collect_job_files
 from protocol.sampling import compute_beacon_commitment, compute_selection_seed
 from protocol.signing import DOMAIN_COMMITMENT, compute_signing_digest, is_valid_signature
 from protocol.spec import compute_checkpoint_steps, compute_job_id, parse_job_spec
@@ -244,6 +246,39 @@ def test_a_planted_checkpoint_0_is_slashed_at_the_commitment(server, make_client
     assert evidence["initial_state_root"] == planted.hex()
     assert evidence["expected_initial_state_root"] != planted.hex()
     assert check_coordinator(submitter).ok
+
+
+def test_a_fine_tuning_solver_that_starts_from_other_weights_is_slashed(server, make_client):
+    """A spec naming initial weights: checkpoint 0 must be exactly them. A solver that starts
+    from the seeded initialisation instead (cheaper than fetching a large file, or a model of its
+    own) is slashed at its commitment, like any planted start."""
+    base = tiny_spec_json(seed=21)
+    params = build_program(parse_job_spec(base)).initial_state()
+    weights = save({k[len("param/") :]: v * 0.5 for k, v in params.items() if "param/" in k})
+    spec = {**base, "model": {**base["model"], "weights": hashlib.sha256(weights).hexdigest()}}
+    submitter, solver, verifier = (funded(make_client) for _ in range(3))
+    with pytest.raises(CoordinatorError) as not_yet:  # the file comes first
+        submitter.submit_job(spec, 1000, min_stake=400, verifier_fee=50, bidding_s=30)
+    assert "PUT /v1/datasets/" in not_yet.value.problem["detail"]
+    submitter.upload_dataset(weights)
+    profile = parse_job_spec(spec).profile.label
+    verifier.register_verifier([profile], 500)
+    job_id = compute_job_id(parse_job_spec(spec)).hex()
+    submitter.submit_job(spec, 1000, min_stake=400, verifier_fee=50, bidding_s=30)
+    solver.bid(job_id, 600, 400, profile)
+    solver.advance_clock(31)
+    solver.award(job_id)
+    seeded = bytes(compute_initial_state_root(parse_job_spec(base)))
+    _commit(solver, job_id, _fixed_trajectory(spec, first_root=seeded))
+    job = submitter.get_job(job_id)
+    assert (job.state, job.outcome) == (JobState.FAILED, "planted_initial_state")
+    assert solver.get_balance() == 10_000 - 400
+    given = compute_initial_state_root(parse_job_spec(spec), collect_job_files([weights]))
+    entries = [
+        json.loads(e.body) for e in submitter.iter_log_entries(submitter.get_tree_head().size)
+    ]
+    [evidence] = [e["data"] for e in entries if e["kind"] == "job.planted_initial_state"]
+    assert evidence["expected_initial_state_root"] == bytes(given).hex() != seeded.hex()
 
 
 def test_a_proof_that_does_not_open_leaf_0_is_refused(server, make_client):
