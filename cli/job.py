@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--profile",
         choices=PROFILE_KINDS,
         default=None,
-        help="default: repro for --onnx, pinned otherwise",
+        help="default: repro (any threads and ISA, so any verifier can check any solver); an"
+        " --onnx graph with a node that is not repro-safe: pinned",
     )
     example.add_argument(
         "--batch-blocks",
@@ -241,7 +242,7 @@ def cmd_example(args: argparse.Namespace) -> int:
     if args.onnx:
         spec = get_onnx_example(args)
     else:
-        spec = example_job_spec_json(args.model, args.steps, args.profile or "pinned")
+        spec = example_job_spec_json(args.model, args.steps, args.profile or "repro")
     if args.batch_blocks is not None:
         spec["profile"]["batch_blocks"] = args.batch_blocks
     parse_job_spec(spec)  # an example must always be valid (a bad --batch-blocks: one line)

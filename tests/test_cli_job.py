@@ -43,7 +43,11 @@ def write_example(tmp_path, model, steps, **changes):
 def test_job_example_prints_a_valid_spec():
     result = veritrain("job", "example", "--model", "gpt-tiny", "--steps", "7")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == example_job_spec_json("gpt-tiny", 7)
+    assert json.loads(result.stdout) == example_job_spec_json("gpt-tiny", 7, "repro")  # default
+    pinned = veritrain(
+        "job", "example", "--model", "gpt-tiny", "--steps", "7", "--profile", "pinned"
+    )
+    assert json.loads(pinned.stdout) == example_job_spec_json("gpt-tiny", 7, "pinned")
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn", "gpt-tiny"])
@@ -181,7 +185,10 @@ def test_job_example_cuts_a_repro_batch_into_blocks_and_refuses_bad_counts():
     assert result.returncode == 0, result.stderr
     spec = parse_job_spec(json.loads(result.stdout))
     assert spec.profile.batch_blocks == 4 and spec.profile.label.startswith("repro:fo2:")
-    one_line_error(veritrain("job", "example", "--model", "mlp", "--batch-blocks", "2"), "repro")
+    one_line_error(
+        veritrain("job", "example", "--model", "mlp", "--profile", "pinned", "--batch-blocks", "2"),
+        "repro",
+    )
     one_line_error(
         veritrain("job", "example", "--model", "mlp", "--profile", "repro", "--batch-blocks", "3"),
         "power of two",
