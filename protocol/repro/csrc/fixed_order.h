@@ -15,14 +15,15 @@
 //
 // This file is included inside `namespace VT_NS` by each ISA unit: nothing here may be shared
 // between units (no inline function or template outside that namespace). The including unit
-// provides <cstdint>, <cstdlib>, <cstring>, VT_ISA_NAME, the tile size MR × NR and `Vec`: its
-// vector type T of W floats with zero, load, store, set1, fma (one rounding) and add.
+// provides <cstdint>, <cstdlib>, <cstring>, VT_ISA_NAME, the tile size MR × NR, the matrix
+// product's blocking KC (a multiple of CHAIN), MC_PANELS and NC_PANELS, and `Vec`: its vector
+// type T of W floats with zero, load, store, set1, fma (one rounding) and add.
 
 using vt::MatmulArgs;
 
 static constexpr int64_t LANES = 16;
 static constexpr int64_t CHAIN = 64;         // terms per fma chain (part of the contract)
-static constexpr int64_t KC = 4 * CHAIN;     // K per packed A panel (a multiple of CHAIN)
+static_assert(KC > 0 && KC % CHAIN == 0, "a K block holds whole chains");
 static constexpr int64_t SMALL_WORK = 1 << 15;  // below this many element-steps: one thread
 
 template <class F>
@@ -400,8 +401,7 @@ static void relu_backward(const float* grad, const float* out, int64_t n, float*
 
 // One chain of an MR × NR tile of C: acc = init row (or +0); for k < kc: acc[r][j] =
 // fma(a[r·a_rows + k·a_cols], bp[k·NR + j], acc[r][j]); then C = C + acc (accumulate) or C = acc.
-// Full row panels read A in place (any strides); only a last partial panel is packed (zero rows)
-// into MR-wide columns.
+// Reads A in place (any strides): the convolution input gradient's kernel.
 static inline void micro_kernel(int64_t kc, const float* a, int64_t a_rows, int64_t a_cols, const float* bp,
                                 float* c, int64_t ldc, const float* init, bool accumulate) {
   constexpr int64_t W = Vec::W, NV = NR / Vec::W;
@@ -427,26 +427,50 @@ static int64_t packed_b_size(int64_t batches, int64_t n, int64_t k) {
   return batches * ((n + NR - 1) / NR) * k * NR;
 }
 
+// B is packed once per product, in NR-wide column panels: panel p holds B[k][p·NR + j] at
+// [k·NR + j] for all k (zero columns past N), so any KC rows of a panel are one contiguous
+// micro-panel.
 static void pack_b_panel(const MatmulArgs& g, int64_t batch, int64_t panel, float* dst) {
   const float* base = g.b.data + (batch / g.b2) * g.b.batch1 + (batch % g.b2) * g.b.batch2;
   int64_t j0 = panel * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
-  if (g.b.rows == 1 && g.b.cols != 1) {  // B = Wᵀ of a row-major W: read along k, contiguous
-    for (int64_t j = 0; j < NR; ++j) {
-      const float* col = base + (j0 + j) * g.b.cols;
-      for (int64_t k = 0; k < g.k; ++k) dst[k * NR + j] = j < jn ? col[k] : 0.0f;
+  if (g.b.rows == 1 && g.b.cols != 1) {  // B = Wᵀ of a row-major W: read along k, CHAIN k at a time
+    for (int64_t k0 = 0; k0 < g.k; k0 += CHAIN) {
+      const int64_t kn = g.k - k0 < CHAIN ? g.k - k0 : CHAIN;
+      float* d = dst + k0 * NR;
+      for (int64_t j = 0; j < NR; ++j) {
+        const float* col = base + (j0 + j) * g.b.cols + k0;
+        if (j < jn)
+          for (int64_t k = 0; k < kn; ++k) d[k * NR + j] = col[k];
+        else
+          for (int64_t k = 0; k < kn; ++k) d[k * NR + j] = 0.0f;
+      }
     }
     return;
   }
   for (int64_t k = 0; k < g.k; ++k) {
     const float* row = base + k * g.b.rows + j0 * g.b.cols;
     float* d = dst + k * NR;
-    for (int64_t j = 0; j < jn; ++j) d[j] = row[j * g.b.cols];
+    if (g.b.cols == 1)
+      for (int64_t j = 0; j < jn; ++j) d[j] = row[j];
+    else
+      for (int64_t j = 0; j < jn; ++j) d[j] = row[j * g.b.cols];
     for (int64_t j = jn; j < NR; ++j) d[j] = 0.0f;
   }
 }
 
+// A strided A panel of `rows` (≤ MR) rows, k0 .. k0+kc, into MR-wide columns (zero rows past
+// `rows`): dst[k·MR + r] = A[r][k0 + k].
 static void pack_a_panel(const float* base, const vt::Strided& a, int64_t rows, int64_t k0, int64_t kc,
                          float* dst) {
+  if (a.cols == 1 && a.rows != 1) {  // row-major rows: read each along k
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = base + r * a.rows + k0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * MR + r] = row[k];
+    }
+    for (int64_t r = rows; r < MR; ++r)
+      for (int64_t k = 0; k < kc; ++k) dst[k * MR + r] = 0.0f;
+    return;
+  }
   for (int64_t k = 0; k < kc; ++k) {
     const float* col = base + (k0 + k) * a.cols;
     float* d = dst + k * MR;
@@ -455,42 +479,140 @@ static void pack_a_panel(const float* base, const vt::Strided& a, int64_t rows, 
   }
 }
 
-static void matmul_tile_row(const MatmulArgs& g, int64_t batch, int64_t pm, int64_t p_begin, int64_t p_end) {
-  alignas(64) float ap[KC * MR];
+// An MR × NR tile of C over one K block [k0, k0 + kc) (k0 a multiple of KC, so of CHAIN) from
+// packed panels: for each CHAIN-long chain, acc = +0 (or the init row, for the chain at k = 0);
+// acc[r][j] = fma(ap[k·MR + r], bp[k·NR + j], acc[r][j]) for k in the chain, in order; then
+// C = acc (the chain at k = 0, `start`) or C = C + acc. So each element of C is the contract's
+// (((c_0) + c_1) + c_2) + ..., whatever the blocking around this call.
+static inline void micro_kernel_packed(int64_t kc, const float* __restrict ap, const float* __restrict bp,
+                                       float* c, int64_t ldc, const float* init, bool start) {
+  constexpr int64_t W = Vec::W, NV = NR / Vec::W;
+  for (int64_t s0 = 0; s0 < kc; s0 += CHAIN) {
+    const int64_t sc = kc - s0 < CHAIN ? kc - s0 : CHAIN;
+    const bool first = start && s0 == 0;
+    typename Vec::T acc[MR][NV];
+#pragma GCC unroll 16
+    for (int64_t r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+      for (int64_t v = 0; v < NV; ++v) acc[r][v] = (first && init) ? Vec::load(init + v * W) : Vec::zero();
+    const float* a = ap + s0 * MR;
+    const float* b = bp + s0 * NR;
+    for (int64_t k = 0; k < sc; ++k, a += MR, b += NR) {
+      typename Vec::T bv[NV];
+#pragma GCC unroll 16
+      for (int64_t v = 0; v < NV; ++v) bv[v] = Vec::load(b + v * W);
+#pragma GCC unroll 16
+      for (int64_t r = 0; r < MR; ++r) {
+        const typename Vec::T av = Vec::set1(a[r]);
+#pragma GCC unroll 16
+        for (int64_t v = 0; v < NV; ++v) acc[r][v] = Vec::fma(av, bv[v], acc[r][v]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int64_t r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+      for (int64_t v = 0; v < NV; ++v) {
+        float* out = c + r * ldc + v * W;
+        Vec::store(out, first ? acc[r][v] : Vec::add(Vec::load(out), acc[r][v]));
+      }
+  }
+}
+
+// One work item: the C block of row panels [pm0, pm1) × column panels [pn0, pn1) of one batch
+// entry. Goto/BLIS loops: column blocks of NC_PANELS; K blocks of KC in increasing k (the chunks
+// of every element are added in k order); row blocks of MC_PANELS with their A rows packed
+// (`ap`, MC_PANELS·MR·KC floats, stays in L2); then each B micro-panel (KC × NR, in L1) meets
+// every packed A panel of the block.
+static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_t pm1, int64_t pn0,
+                         int64_t pn1, float* ap) {
   alignas(64) float tile[MR * NR];
   alignas(64) float init[NR];
   const int64_t panels = (g.n + NR - 1) / NR;
-  const int64_t i0 = pm * MR, rows = g.m - i0 < MR ? g.m - i0 : MR;
-  const float* a_base = g.a.data + (batch / g.b2) * g.a.batch1 + (batch % g.b2) * g.a.batch2 + i0 * g.a.rows;
-  float* c_base = g.c.data + (batch / g.b2) * g.c.batch1 + (batch % g.b2) * g.c.batch2 + i0 * g.c.rows;
-  for (int64_t k0 = 0; k0 < g.k; k0 += KC) {
-    const int64_t kc = g.k - k0 < KC ? g.k - k0 : KC;
-    const bool packed = rows < MR;
-    if (packed) pack_a_panel(a_base, g.a, rows, k0, kc, ap);
-    const float* a = packed ? ap : a_base + k0 * g.a.cols;
-    const int64_t a_rows = packed ? 1 : g.a.rows, a_cols = packed ? MR : g.a.cols;
-    for (int64_t p = p_begin; p < p_end; ++p) {
-      const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
-      const float* bp = g.packed_b + ((batch * panels + p) * g.k + k0) * NR;
-      float* c = c_base + j0;
-      const bool edge = rows < MR || cols < NR;
-      float* target = edge ? tile : c;
-      const int64_t ld = edge ? NR : g.c.rows;
-      if (edge && k0 > 0)
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < cols; ++j) tile[r * NR + j] = c[r * g.c.rows + j];
-      for (int64_t s0 = 0; s0 < kc; s0 += CHAIN) {
-        const int64_t sc = kc - s0 < CHAIN ? kc - s0 : CHAIN;
-        const bool first = k0 + s0 == 0;
-        if (first)
-          for (int64_t j = 0; j < NR; ++j) init[j] = (g.bias && j < cols) ? g.bias[j0 + j] : 0.0f;
-        micro_kernel(sc, a + s0 * a_cols, a_rows, a_cols, bp + s0 * NR, target, ld, first ? init : nullptr, !first);
+  const float* a_base = g.a.data + (batch / g.b2) * g.a.batch1 + (batch % g.b2) * g.a.batch2;
+  float* c_base = g.c.data + (batch / g.b2) * g.c.batch1 + (batch % g.b2) * g.c.batch2;
+  for (int64_t jc = pn0; jc < pn1; jc += NC_PANELS) {
+    const int64_t jc1 = jc + NC_PANELS < pn1 ? jc + NC_PANELS : pn1;
+    for (int64_t k0 = 0; k0 < g.k; k0 += KC) {
+      const int64_t kc = g.k - k0 < KC ? g.k - k0 : KC;
+      const bool start = k0 == 0;
+      for (int64_t ic = pm0; ic < pm1; ic += MC_PANELS) {
+        const int64_t ic1 = ic + MC_PANELS < pm1 ? ic + MC_PANELS : pm1;
+        for (int64_t i = ic; i < ic1; ++i) {
+          const int64_t i0 = i * MR, rows = g.m - i0 < MR ? g.m - i0 : MR;
+          pack_a_panel(a_base + i0 * g.a.rows, g.a, rows, k0, kc, ap + (i - ic) * kc * MR);
+        }
+        for (int64_t p = jc; p < jc1; ++p) {
+          const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
+          const float* bp = g.packed_b + ((batch * panels + p) * g.k + k0) * NR;
+          const float* bias = nullptr;
+          if (start && g.bias) {
+            if (cols == NR) {
+              bias = g.bias + j0;
+            } else {
+              for (int64_t j = 0; j < NR; ++j) init[j] = j < cols ? g.bias[j0 + j] : 0.0f;
+              bias = init;
+            }
+          }
+          for (int64_t i = ic; i < ic1; ++i) {
+            const int64_t i0 = i * MR, rows = g.m - i0 < MR ? g.m - i0 : MR;
+            const float* a = ap + (i - ic) * kc * MR;
+            float* c = c_base + i0 * g.c.rows + j0;
+            if (rows == MR && cols == NR) {
+              micro_kernel_packed(kc, a, bp, c, g.c.rows, bias, start);
+              continue;
+            }
+            if (!start)
+              for (int64_t r = 0; r < rows; ++r)
+                for (int64_t j = 0; j < cols; ++j) tile[r * NR + j] = c[r * g.c.rows + j];
+            micro_kernel_packed(kc, a, bp, tile, NR, bias, start);
+            for (int64_t r = 0; r < rows; ++r)
+              for (int64_t j = 0; j < cols; ++j) c[r * g.c.rows + j] = tile[r * NR + j];
+          }
+        }
       }
-      if (edge)
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < cols; ++j) c[r * g.c.rows + j] = tile[r * NR + j];
     }
   }
+}
+
+// How the product is cut for the threads: each batch entry into tm × tn rectangles of panels
+// (even splits), items handed to `workers` in contiguous runs. Picks the cut whose slowest worker
+// has the least estimated work: tiles, plus the packing of its A rows (about a tile's cost per
+// row panel and column block), plus a little per item.
+struct MatmulSplit {
+  int64_t tm, tn, workers;
+};
+
+static double split_cost(int64_t batches, int64_t pm, int64_t pn, int64_t tm, int64_t tn, int64_t workers) {
+  const int64_t items = batches * tm * tn;
+  double worst = 0.0;
+  for (int64_t w = 0; w < workers; ++w) {
+    double sum = 0.0;
+    for (int64_t it = items * w / workers; it < items * (w + 1) / workers; ++it) {
+      const int64_t i = (it / tn) % tm, j = it % tn;
+      const int64_t mp = pm * (i + 1) / tm - pm * i / tm, np = pn * (j + 1) / tn - pn * j / tn;
+      sum += (double)(mp * np) + (double)(mp * ((np + NC_PANELS - 1) / NC_PANELS)) + 2.0;
+    }
+    worst = sum > worst ? sum : worst;
+  }
+  return worst;
+}
+
+static MatmulSplit choose_split(int64_t batches, int64_t pm, int64_t pn, int64_t threads) {
+  if (threads < 1) threads = 1;
+  MatmulSplit best{1, 1, batches < threads ? batches : threads};
+  if (threads == 1) return best;
+  double best_cost = split_cost(batches, pm, pn, 1, 1, best.workers);
+  const int64_t max_items = batches > 16 * threads ? batches : 16 * threads;
+  for (int64_t tm = 1; tm <= pm && batches * tm <= max_items; ++tm)
+    for (int64_t tn = 1; tn <= pn && batches * tm * tn <= max_items; ++tn) {
+      const int64_t items = batches * tm * tn, workers = items < threads ? items : threads;
+      const double cost = split_cost(batches, pm, pn, tm, tn, workers);
+      if (cost < best_cost * 0.999) {
+        best_cost = cost;
+        best = {tm, tn, workers};
+      }
+    }
+  return best;
 }
 
 static void matmul(const MatmulArgs& g) {
@@ -500,21 +622,21 @@ static void matmul(const MatmulArgs& g) {
     for (int64_t q = b; q < e; ++q) pack_b_panel(g, q / panels_n, q % panels_n, g.packed_b + q * g.k * NR);
   };
   run_parallel(batches * panels_n, grain_for(batches * panels_n, g.k * NR), pack);
-  // Enough tiles for every thread: split N into groups only when M panels are too few.
-  const int64_t rows_of_tiles = batches * panels_m;
-  int64_t groups = rows_of_tiles >= 4 * g.threads ? 1 : (4 * g.threads + rows_of_tiles - 1) / rows_of_tiles;
-  if (groups > panels_n) groups = panels_n;
-  const int64_t per_group = (panels_n + groups - 1) / groups;
-  groups = (panels_n + per_group - 1) / per_group;
+  const int64_t work = batches * panels_m * panels_n * MR * NR * g.k;
+  const MatmulSplit s = choose_split(batches, panels_m, panels_n, work < SMALL_WORK * 4 ? 1 : g.threads);
+  const int64_t items = batches * s.tm * s.tn;
   auto compute = [&](int64_t b, int64_t e) {
-    for (int64_t item = b; item < e; ++item) {
-      int64_t group = item % groups, rest = item / groups;
-      int64_t p0 = group * per_group, p1 = p0 + per_group < panels_n ? p0 + per_group : panels_n;
-      matmul_tile_row(g, rest / panels_m, rest % panels_m, p0, p1);
-    }
+    float* ap = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * MC_PANELS * MR * KC));
+    if (!ap) std::abort();
+    for (int64_t w = b; w < e; ++w)
+      for (int64_t it = items * w / s.workers; it < items * (w + 1) / s.workers; ++it) {
+        const int64_t batch = it / (s.tm * s.tn), i = (it / s.tn) % s.tm, j = it % s.tn;
+        matmul_block(g, batch, panels_m * i / s.tm, panels_m * (i + 1) / s.tm, panels_n * j / s.tn,
+                     panels_n * (j + 1) / s.tn, ap);
+      }
+    std::free(ap);
   };
-  const int64_t items = rows_of_tiles * groups;
-  run_parallel(items, grain_for(items, MR * per_group * NR * g.k), compute);
+  run_parallel(s.workers, 1, compute);
 }
 
 // One tap's MR × NR tile of g · w_rows, every chain complete (chunks added in the tile), as
