@@ -574,69 +574,62 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
   }
 }
 
-// How the product is cut for the threads: each batch entry into tm × tn rectangles of panels
-// (even splits), items handed to `workers` in contiguous runs. Picks the cut whose slowest worker
-// has the least estimated work: tiles, plus the packing of its A rows (about a tile's cost per
-// row panel and column block), plus a little per item.
-struct MatmulSplit {
-  int64_t tm, tn, workers;
-};
-
-static double split_cost(int64_t batches, int64_t pm, int64_t pn, int64_t tm, int64_t tn, int64_t workers) {
-  const int64_t items = batches * tm * tn;
-  double worst = 0.0;
-  for (int64_t w = 0; w < workers; ++w) {
-    double sum = 0.0;
-    for (int64_t it = items * w / workers; it < items * (w + 1) / workers; ++it) {
-      const int64_t i = (it / tn) % tm, j = it % tn;
-      const int64_t mp = pm * (i + 1) / tm - pm * i / tm, np = pn * (j + 1) / tn - pn * j / tn;
-      sum += (double)(mp * np) + (double)(mp * ((np + NC_PANELS - 1) / NC_PANELS)) + 2.0;
+// Items handed out one at a time from a shared counter (not in fixed runs): a thread that the
+// machine slows down takes fewer, so none waits at the join for a straggler. Which thread computes
+// an item never matters to its bits. body(item, scratch) with `scratch_floats` of 64-aligned
+// scratch per worker.
+template <class F>
+static void run_dynamic(int64_t items, int64_t threads, int64_t scratch_floats, F& body) {
+  if (items <= 0) return;
+  const int64_t workers = threads < 1 ? 1 : (threads < items ? threads : items);
+  int64_t next = 0;
+  auto work = [&](int64_t b, int64_t e) {
+    float* scratch = nullptr;
+    if (scratch_floats > 0) {
+      scratch = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * ((scratch_floats + 15) / 16 * 16)));
+      if (!scratch) std::abort();
     }
-    worst = sum > worst ? sum : worst;
-  }
-  return worst;
+    for (int64_t w = b; w < e; ++w)
+      for (int64_t it = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED); it < items;
+           it = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED))
+        body(it, scratch);
+    std::free(scratch);
+  };
+  run_parallel(workers, 1, work);
 }
 
+// The product's items: each batch entry cut into blocks of mcp row panels × ncp column panels.
+// Blocks of MC_PANELS × NC_PANELS, made smaller (rows first, down to 4 panels) until there are
+// at least 4 per thread for the counter to balance, then evened out.
+struct MatmulSplit {
+  int64_t mcp, ncp, mblocks, nblocks;
+};
+
 static MatmulSplit choose_split(int64_t batches, int64_t pm, int64_t pn, int64_t threads) {
-  if (threads < 1) threads = 1;
-  MatmulSplit best{1, 1, batches < threads ? batches : threads};
-  if (threads == 1) return best;
-  double best_cost = split_cost(batches, pm, pn, 1, 1, best.workers);
-  const int64_t max_items = batches > 16 * threads ? batches : 16 * threads;
-  for (int64_t tm = 1; tm <= pm && batches * tm <= max_items; ++tm)
-    for (int64_t tn = 1; tn <= pn && batches * tm * tn <= max_items; ++tn) {
-      const int64_t items = batches * tm * tn, workers = items < threads ? items : threads;
-      const double cost = split_cost(batches, pm, pn, tm, tn, workers);
-      if (cost < best_cost * 0.999) {
-        best_cost = cost;
-        best = {tm, tn, workers};
-      }
-    }
-  return best;
+  auto blocks = [](int64_t panels, int64_t per) { return (panels + per - 1) / per; };
+  int64_t mcp = MC_PANELS < pm ? MC_PANELS : pm, ncp = NC_PANELS < pn ? NC_PANELS : pn;
+  const int64_t want = threads > 1 ? 4 * threads : 1;
+  while (batches * blocks(pm, mcp) * blocks(pn, ncp) < want && mcp > 4) mcp = (mcp + 1) / 2;
+  while (batches * blocks(pm, mcp) * blocks(pn, ncp) < want && ncp > 4) ncp = (ncp + 1) / 2;
+  const int64_t mb = blocks(pm, mcp), nb = blocks(pn, ncp);
+  return {blocks(pm, mb), blocks(pn, nb), mb, nb};
 }
 
 static void matmul(const MatmulArgs& g) {
   const int64_t batches = g.b1 * g.b2;
   const int64_t panels_n = (g.n + NR - 1) / NR, panels_m = (g.m + MR - 1) / MR;
-  auto pack = [&](int64_t b, int64_t e) {
-    for (int64_t q = b; q < e; ++q) pack_b_panel(g, q / panels_n, q % panels_n, g.packed_b + q * g.k * NR);
-  };
-  run_parallel(batches * panels_n, grain_for(batches * panels_n, g.k * NR), pack);
   const int64_t work = batches * panels_m * panels_n * MR * NR * g.k;
-  const MatmulSplit s = choose_split(batches, panels_m, panels_n, work < SMALL_WORK * 4 ? 1 : g.threads);
-  const int64_t items = batches * s.tm * s.tn;
-  auto compute = [&](int64_t b, int64_t e) {
-    float* ap = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * MC_PANELS * MR * KC));
-    if (!ap) std::abort();
-    for (int64_t w = b; w < e; ++w)
-      for (int64_t it = items * w / s.workers; it < items * (w + 1) / s.workers; ++it) {
-        const int64_t batch = it / (s.tm * s.tn), i = (it / s.tn) % s.tm, j = it % s.tn;
-        matmul_block(g, batch, panels_m * i / s.tm, panels_m * (i + 1) / s.tm, panels_n * j / s.tn,
-                     panels_n * (j + 1) / s.tn, ap);
-      }
-    std::free(ap);
+  const int64_t threads = work < SMALL_WORK * 4 ? 1 : g.threads;
+  auto pack = [&](int64_t q, float*) { pack_b_panel(g, q / panels_n, q % panels_n, g.packed_b + q * g.k * NR); };
+  run_dynamic(batches * panels_n, threads, 0, pack);
+  const MatmulSplit s = choose_split(batches, panels_m, panels_n, threads);
+  auto compute = [&](int64_t it, float* ap) {
+    const int64_t batch = it / (s.mblocks * s.nblocks), i = (it / s.nblocks) % s.mblocks, j = it % s.nblocks;
+    const int64_t m1 = (i + 1) * s.mcp < panels_m ? (i + 1) * s.mcp : panels_m;
+    const int64_t n1 = (j + 1) * s.ncp < panels_n ? (j + 1) * s.ncp : panels_n;
+    matmul_block(g, batch, i * s.mcp, m1, j * s.ncp, n1, ap);
   };
-  run_parallel(s.workers, 1, compute);
+  run_dynamic(batches * s.mblocks * s.nblocks, threads, MC_PANELS * MR * KC, compute);
 }
 
 // One tap's MR × NR tile of g · w_rows, every chain complete (chunks added in the tile), as
