@@ -462,21 +462,53 @@ static void pack_b_panel(const MatmulArgs& g, int64_t batch, int64_t panel, floa
 // `rows`): dst[k·MR + r] = A[r][k0 + k].
 static void pack_a_panel(const float* base, const vt::Strided& a, int64_t rows, int64_t k0, int64_t kc,
                          float* dst) {
-  if (a.cols == 1 && a.rows != 1) {  // row-major rows: read each along k
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = base + r * a.rows + k0;
-      for (int64_t k = 0; k < kc; ++k) dst[k * MR + r] = row[k];
-    }
-    for (int64_t r = rows; r < MR; ++r)
-      for (int64_t k = 0; k < kc; ++k) dst[k * MR + r] = 0.0f;
-    return;
-  }
   for (int64_t k = 0; k < kc; ++k) {
     const float* col = base + (k0 + k) * a.cols;
     float* d = dst + k * MR;
     for (int64_t r = 0; r < rows; ++r) d[r] = col[r * a.rows];
     for (int64_t r = rows; r < MR; ++r) d[r] = 0.0f;
   }
+}
+
+// Rows [0, rows) of A (from `base`), k0 .. k0+kc, as consecutive MR-row panels of kc·MR floats
+// (the last one zero-padded). Read in the order memory holds them: along each row for row-major A
+// (rows a few ahead prefetched: each row gives only kc floats), along each k for a transposed one
+// (k a few ahead prefetched: each k row is a new page).
+static void pack_a_block(const float* base, const vt::Strided& a, int64_t rows, int64_t k0, int64_t kc,
+                         float* dst) {
+  const int64_t panels = (rows + MR - 1) / MR;
+  if (a.cols == 1 && a.rows != 1) {
+    constexpr int64_t AHEAD = 4;
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* row = base + i * a.rows + k0;
+      float* d = dst + (i / MR) * kc * MR + i % MR;
+      if (i + AHEAD < rows)
+        for (int64_t k = 0; k < kc; k += 16) __builtin_prefetch(row + AHEAD * a.rows + k);
+      for (int64_t k = 0; k < kc; ++k) d[k * MR] = row[k];
+    }
+  } else if (a.rows == 1 && a.cols != 1) {
+    constexpr int64_t AHEAD = 8;
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* col = base + (k0 + k) * a.cols;
+      float* d = dst + k * MR;
+      if (k0 + k + AHEAD < k0 + kc)
+        for (int64_t i = 0; i < rows; i += 16) __builtin_prefetch(col + AHEAD * a.cols + i);
+      for (int64_t p = 0; p < panels; ++p) {
+        const int64_t pr = rows - p * MR < MR ? rows - p * MR : MR;
+        for (int64_t r = 0; r < pr; ++r) d[p * kc * MR + r] = col[p * MR + r];
+      }
+    }
+  } else {
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t pr = rows - p * MR < MR ? rows - p * MR : MR;
+      pack_a_panel(base + p * MR * a.rows, a, pr, k0, kc, dst + p * kc * MR);
+    }
+    return;
+  }
+  const int64_t tail = rows - (panels - 1) * MR;  // zero rows of the last panel
+  float* last = dst + (panels - 1) * kc * MR;
+  for (int64_t k = 0; k < kc; ++k)
+    for (int64_t r = tail; r < MR; ++r) last[k * MR + r] = 0.0f;
 }
 
 // An MR × NR tile of C over one K block [k0, k0 + kc) (k0 a multiple of KC, so of CHAIN) from
@@ -537,10 +569,8 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
       const bool start = k0 == 0;
       for (int64_t ic = pm0; ic < pm1; ic += MC_PANELS) {
         const int64_t ic1 = ic + MC_PANELS < pm1 ? ic + MC_PANELS : pm1;
-        for (int64_t i = ic; i < ic1; ++i) {
-          const int64_t i0 = i * MR, rows = g.m - i0 < MR ? g.m - i0 : MR;
-          pack_a_panel(a_base + i0 * g.a.rows, g.a, rows, k0, kc, ap + (i - ic) * kc * MR);
-        }
+        const int64_t block_rows = (ic1 * MR < g.m ? ic1 * MR : g.m) - ic * MR;
+        pack_a_block(a_base + ic * MR * g.a.rows, g.a, block_rows, k0, kc, ap);
         for (int64_t p = jc; p < jc1; ++p) {
           const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
           const float* bp = g.packed_b + ((batch * panels + p) * g.k + k0) * NR;
