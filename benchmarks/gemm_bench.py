@@ -31,6 +31,8 @@ SHAPES = [
     ("forward x·Wᵀ", 2048, 2048, 512, "xwT"),
     ("grad_x g·W, linear 512→2048", 4096, 2048, 512, "gW"),
     ("grad_W gᵀ·x, linear 512→2048", 2048, 4096, 512, "gTx"),
+    ("grad_x g·W, linear 2048→512", 4096, 512, 2048, "gW"),
+    ("grad_W gᵀ·x, linear 2048→512", 512, 4096, 2048, "gTx"),
 ]
 
 

@@ -427,34 +427,46 @@ static int64_t packed_b_size(int64_t batches, int64_t n, int64_t k) {
   return batches * ((n + NR - 1) / NR) * k * NR;
 }
 
-// B is packed once per product, in NR-wide column panels: panel p holds B[k][p·NR + j] at
-// [k·NR + j] for all k (zero columns past N), so any KC rows of a panel are one contiguous
-// micro-panel.
-static void pack_b_panel(const MatmulArgs& g, int64_t batch, int64_t panel, float* dst) {
+// B is packed once per product, in NR-wide column panels cut into K blocks of `kblock` rows:
+// block [k0, k0 + kc) holds every panel's kc × NR micro-panel in turn (B[k][p·NR + j] at
+// k0·panels·NR + p·kc·NR + (k − k0)·NR, zero columns past N), so a K block of B is one
+// contiguous stream. This packs panels [p0, p1) of one K block; `dst` is the batch entry's
+// start (panels·K·NR floats). B is read in the order memory holds it: a transposed B (Wᵀ of a
+// row-major W) along k, any other along its rows (one pass per row, not one per panel: a panel
+// alone takes 64 bytes of each row, a page apart).
+static void pack_b_block(const MatmulArgs& g, int64_t batch, int64_t k0, int64_t kc, int64_t p0, int64_t p1,
+                         float* dst) {
   const float* base = g.b.data + (batch / g.b2) * g.b.batch1 + (batch % g.b2) * g.b.batch2;
-  int64_t j0 = panel * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
-  if (g.b.rows == 1 && g.b.cols != 1) {  // B = Wᵀ of a row-major W: read along k, CHAIN k at a time
-    for (int64_t k0 = 0; k0 < g.k; k0 += CHAIN) {
-      const int64_t kn = g.k - k0 < CHAIN ? g.k - k0 : CHAIN;
-      float* d = dst + k0 * NR;
-      for (int64_t j = 0; j < NR; ++j) {
-        const float* col = base + (j0 + j) * g.b.cols + k0;
-        if (j < jn)
-          for (int64_t k = 0; k < kn; ++k) d[k * NR + j] = col[k];
-        else
-          for (int64_t k = 0; k < kn; ++k) d[k * NR + j] = 0.0f;
+  const int64_t panels = (g.n + NR - 1) / NR;
+  float* block = dst + k0 * panels * NR;
+  if (g.b.rows == 1 && g.b.cols != 1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t j0 = p * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
+      for (int64_t s0 = 0; s0 < kc; s0 += CHAIN) {
+        const int64_t kn = kc - s0 < CHAIN ? kc - s0 : CHAIN;
+        float* d = block + p * kc * NR + s0 * NR;
+        for (int64_t j = 0; j < NR; ++j) {
+          const float* col = base + (j0 + j) * g.b.cols + k0 + s0;
+          if (j < jn)
+            for (int64_t k = 0; k < kn; ++k) d[k * NR + j] = col[k];
+          else
+            for (int64_t k = 0; k < kn; ++k) d[k * NR + j] = 0.0f;
+        }
       }
     }
     return;
   }
-  for (int64_t k = 0; k < g.k; ++k) {
-    const float* row = base + k * g.b.rows + j0 * g.b.cols;
-    float* d = dst + k * NR;
-    if (g.b.cols == 1)
-      for (int64_t j = 0; j < jn; ++j) d[j] = row[j];
-    else
-      for (int64_t j = 0; j < jn; ++j) d[j] = row[j * g.b.cols];
-    for (int64_t j = jn; j < NR; ++j) d[j] = 0.0f;
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* row = base + (k0 + k) * g.b.rows;
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t j0 = p * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
+      float* d = block + p * kc * NR + k * NR;
+      if (g.b.cols == 1)
+        for (int64_t j = 0; j < jn; ++j) d[j] = row[j0 + j];
+      else
+        for (int64_t j = 0; j < jn; ++j) d[j] = row[(j0 + j) * g.b.cols];
+      for (int64_t j = jn; j < NR; ++j) d[j] = 0.0f;
+    }
   }
 }
 
@@ -519,6 +531,8 @@ static void pack_a_block(const float* base, const vt::Strided& a, int64_t rows, 
 static inline void micro_kernel_packed(int64_t kc, const float* __restrict ap, const float* __restrict bp,
                                        float* c, int64_t ldc, const float* init, bool start) {
   constexpr int64_t W = Vec::W, NV = NR / Vec::W;
+  for (int64_t r = 0; r < MR; ++r)  // C is first read at the end of the first chain
+    for (int64_t j = 0; j < NR; j += 16) __builtin_prefetch(c + r * ldc + j, 1);
   for (int64_t s0 = 0; s0 < kc; s0 += CHAIN) {
     const int64_t sc = kc - s0 < CHAIN ? kc - s0 : CHAIN;
     const bool first = start && s0 == 0;
@@ -573,7 +587,7 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
         pack_a_block(a_base + ic * MR * g.a.rows, g.a, block_rows, k0, kc, ap);
         for (int64_t p = jc; p < jc1; ++p) {
           const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
-          const float* bp = g.packed_b + ((batch * panels + p) * g.k + k0) * NR;
+          const float* bp = g.packed_b + (batch * g.k + k0) * panels * NR + p * kc * NR;
           const float* bias = nullptr;
           if (start && g.bias) {
             if (cols == NR) {
@@ -583,9 +597,15 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
               bias = init;
             }
           }
+          // The next micro-panel follows this one in memory: bring it towards L2 a slice per tile.
+          const float* next = p + 1 < jc1 ? bp + kc * NR : nullptr;
+          const int64_t slice = ((kc * NR + 15) / 16 + (ic1 - ic) - 1) / (ic1 - ic) * 16;
           for (int64_t i = ic; i < ic1; ++i) {
             const int64_t i0 = i * MR, rows = g.m - i0 < MR ? g.m - i0 : MR;
             const float* a = ap + (i - ic) * kc * MR;
+            if (next)
+              for (int64_t q = (i - ic) * slice; q < (i - ic + 1) * slice && q < kc * NR; q += 16)
+                __builtin_prefetch(next + q, 0, 2);
             float* c = c_base + i0 * g.c.rows + j0;
             if (rows == MR && cols == NR) {
               micro_kernel_packed(kc, a, bp, c, g.c.rows, bias, start);
@@ -650,8 +670,15 @@ static void matmul(const MatmulArgs& g) {
   const int64_t panels_n = (g.n + NR - 1) / NR, panels_m = (g.m + MR - 1) / MR;
   const int64_t work = batches * panels_m * panels_n * MR * NR * g.k;
   const int64_t threads = work < SMALL_WORK * 4 ? 1 : g.threads;
-  auto pack = [&](int64_t q, float*) { pack_b_panel(g, q / panels_n, q % panels_n, g.packed_b + q * g.k * NR); };
-  run_dynamic(batches * panels_n, threads, 0, pack);
+  // B packing items: one K block × up to 64 panels.
+  const int64_t kblocks = (g.k + KC - 1) / KC, pgroups = (panels_n + 63) / 64;
+  auto pack = [&](int64_t q, float*) {
+    const int64_t batch = q / (kblocks * pgroups), kb = (q / pgroups) % kblocks, pg = q % pgroups;
+    const int64_t k0 = kb * KC, kc = g.k - k0 < KC ? g.k - k0 : KC;
+    const int64_t p0 = pg * 64, p1 = p0 + 64 < panels_n ? p0 + 64 : panels_n;
+    pack_b_block(g, batch, k0, kc, p0, p1, g.packed_b + batch * panels_n * g.k * NR);
+  };
+  run_dynamic(batches * kblocks * pgroups, threads, 0, pack);
   const MatmulSplit s = choose_split(batches, panels_m, panels_n, threads);
   auto compute = [&](int64_t it, float* ap) {
     const int64_t batch = it / (s.mblocks * s.nblocks), i = (it / s.nblocks) % s.mblocks, j = it % s.nblocks;
@@ -683,7 +710,7 @@ static void conv_input_grad(const float* g, const float* w_rows, int64_t n, int6
   MatmulArgs pack{{}, {const_cast<float*>(w_rows), 0, c, taps * c, 1}, {}, 1, taps, 0, c, o, nullptr, nullptr, 1};
   float* packed = static_cast<float*>(std::malloc(sizeof(float) * packed_b_size(taps, c, o)));
   if (!packed) std::abort();
-  for (int64_t q = 0; q < taps * panels; ++q) pack_b_panel(pack, q / panels, q % panels, packed + q * o * NR);
+  for (int64_t tap = 0; tap < taps; ++tap) pack_b_block(pack, tap, 0, o, 0, panels, packed + tap * panels * o * NR);
   auto body = [&](int64_t b, int64_t e) {
     float* plane = static_cast<float*>(std::malloc(sizeof(float) * (hp * wp * c + MR * o)));
     if (!plane) std::abort();
