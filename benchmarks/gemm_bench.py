@@ -1,17 +1,21 @@
 """The fixed-order matrix product against torch.mm (MKL sgemm) on the shapes a ~25M-parameter GPT
 trains with: writes benchmarks/results/gemm.md.
 
-Run:  python3 benchmarks/gemm_bench.py --json after.json [--before before.json]
+Run:  python3 benchmarks/gemm_bench.py [--base-so OLD.so] [--json after.json] [--before before.json]
 
 Each product is timed with the operands laid out as the repro training step passes them:
 forward x·Wᵀ (B a transposed view of the row-major weight), grad_x = g·W (both row-major) and
 grad_W = gᵀ·x (A a transposed view). 2 intra-op threads, the two implementations interleaved
-round by round so machine noise hits both; medians. `--before` adds the numbers of an earlier
-run (e.g. the base commit's build) to the table.
+round by round so machine noise hits both; medians. `--base-so` loads a second build of
+`protocol.repro._fixed_order` (e.g. the base commit's, built in a scratch checkout) and times it in
+the same rounds as BEFORE; `--before` instead takes the numbers of an earlier run's `--json`.
 """
 
 import argparse
+import importlib.util
 import json
+import sys
+import types
 import statistics
 import time
 from pathlib import Path
@@ -52,38 +56,58 @@ def time_once(fn) -> float:
     return time.perf_counter() - start
 
 
-def run(rounds: int) -> list[dict]:
+def load_build(path: Path):
+    """Another build of the extension, under a package of its own (its init symbol is fixed)."""
+    sys.modules["vt_base_build"] = types.ModuleType("vt_base_build")
+    spec = importlib.util.spec_from_file_location("vt_base_build._fixed_order", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def summary(case: dict, which: str) -> dict:
+    flops = 2 * case["m"] * case["k"] * case["n"]
+    seconds, mm = statistics.median(case["t_" + which]), statistics.median(case["t_mm"])
+    return {
+        "shape": f"{case['m']}×{case['k']}×{case['n']}",
+        "name": case["name"],
+        "fo_us": seconds * 1e6,
+        "mm_us": mm * 1e6,
+        "fo_gflops": flops / seconds / 1e9,
+        "mm_gflops": flops / mm / 1e9,
+        "ratio": seconds / mm,
+    }
+
+
+def run(rounds: int, base=None) -> tuple[list[dict], list[dict] | None]:
     torch.set_num_threads(THREADS)
     kernels = get_cpu_kernels()
+    if base is not None:
+        base.select_isa(kernels.active_isa())
     cases = []
     for name, m, k, n, layout in SHAPES:
         a, b = operands(m, k, n, layout)
-        out_fo, out_mm = torch.empty(m, n), torch.empty(m, n)
-        fo = lambda a=a, b=b, o=out_fo: kernels.matmul(a, b, None, o)  # noqa: E731
-        mm = lambda a=a, b=b, o=out_mm: torch.mm(a, b, out=o)  # noqa: E731
-        fo(), mm()  # warm-up
-        cases.append({"name": name, "m": m, "k": k, "n": n, "fo": fo, "mm": mm, "t_fo": [], "t_mm": []})
-    for i in range(rounds):
-        for case in cases:  # alternate which goes first, so neither always follows the other
-            order = ("fo", "mm") if i % 2 == 0 else ("mm", "fo")
-            for which in order:
-                case["t_" + which].append(time_once(case[which]))
-    rows = []
-    for case in cases:
-        flops = 2 * case["m"] * case["k"] * case["n"]
-        fo_s, mm_s = statistics.median(case["t_fo"]), statistics.median(case["t_mm"])
-        rows.append(
-            {
-                "shape": f"{case['m']}×{case['k']}×{case['n']}",
-                "name": case["name"],
-                "fo_us": fo_s * 1e6,
-                "mm_us": mm_s * 1e6,
-                "fo_gflops": flops / fo_s / 1e9,
-                "mm_gflops": flops / mm_s / 1e9,
-                "ratio": fo_s / mm_s,
-            }
+        out = torch.empty(m, n)
+        fns = {
+            "fo": lambda a=a, b=b, out=out: kernels.matmul(a, b, None, out),
+            "mm": lambda a=a, b=b, out=out: torch.mm(a, b, out=out),
+        }
+        if base is not None:
+            fns["base"] = lambda a=a, b=b, out=out: base.matmul(a, b, None, out)
+        for fn in fns.values():  # warm-up
+            fn()
+        cases.append(
+            {"name": name, "m": m, "k": k, "n": n, "fns": fns} | {"t_" + w: [] for w in fns}
         )
-    return rows
+    for i in range(rounds):
+        for case in cases:  # rotate which goes first, so none always follows another
+            order = list(case["fns"])
+            order = order[i % len(order) :] + order[: i % len(order)]
+            for which in order:
+                case["t_" + which].append(time_once(case["fns"][which]))
+    after = [summary(case, "fo") for case in cases]
+    before = [summary(case, "base") for case in cases] if base is not None else None
+    return after, before
 
 
 def table(after: list[dict], before: list[dict] | None, isa: str, rounds: int) -> str:
@@ -96,7 +120,7 @@ def table(after: list[dict], before: list[dict] | None, isa: str, rounds: int) -
         "operand layouts.",
         "",
         "```bash",
-        "python3 benchmarks/gemm_bench.py --json after.json --before before.json",
+        "python3 benchmarks/gemm_bench.py --base-so BASE/protocol/repro/_fixed_order.*.so",
         "```",
         "",
     ]
@@ -126,16 +150,21 @@ def table(after: list[dict], before: list[dict] | None, isa: str, rounds: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=11)
-    parser.add_argument("--json", type=Path, help="also write this run's numbers here")
+    parser.add_argument(
+        "--base-so", type=Path, help="another build, timed in the same rounds as BEFORE"
+    )
     parser.add_argument("--before", type=Path, help="an earlier run's --json, shown as BEFORE")
+    parser.add_argument("--json", type=Path, help="also write this run's numbers here")
     parser.add_argument("--no-write", action="store_true", help="print only, leave gemm.md")
     args = parser.parse_args()
-    rows = run(args.rounds)
-    before = json.loads(args.before.read_text()) if args.before else None
-    text = table(rows, before, get_cpu_kernels().active_isa(), args.rounds)
+    after, before = run(args.rounds, load_build(args.base_so) if args.base_so else None)
+    if args.before:
+        saved = json.loads(args.before.read_text())
+        before = saved["after"] if isinstance(saved, dict) else saved
+    text = table(after, before, get_cpu_kernels().active_isa(), args.rounds)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"after": after, "before": before}, indent=1))
     if not args.no_write:
         RESULTS.write_text(text)
 

@@ -564,6 +564,25 @@ static inline void micro_kernel_packed(int64_t kc, const float* __restrict ap, c
   }
 }
 
+// The cache lines of A's rows [r0, r0 + rows) × columns [k0, k0 + kc), in memory order: the
+// next A block, prefetched a few lines per tile while this one is computed, so packing it reads
+// L2 instead of memory (A is read once per item, and an N = 512 product does little work per
+// element of it). None for A without a unit stride.
+struct ALines {
+  const float* base;
+  int64_t outer, per, stride;
+  int64_t count() const { return outer * per; }
+  const float* line(int64_t q) const { return base + (q / per) * stride + (q % per) * 16; }
+};
+
+static ALines a_lines(const float* a_base, const vt::Strided& a, int64_t m, int64_t p0, int64_t p1, int64_t k0,
+                      int64_t kc) {
+  const int64_t r0 = p0 * MR, rows = (p1 * MR < m ? p1 * MR : m) - r0;
+  if (a.cols == 1 && a.rows != 1) return {a_base + r0 * a.rows + k0, rows, (kc + 15) / 16, a.rows};
+  if (a.rows == 1 && a.cols != 1) return {a_base + r0 + k0 * a.cols, kc, (rows + 15) / 16, a.cols};
+  return {a_base, 0, 1, 0};
+}
+
 // One work item: the C block of row panels [pm0, pm1) × column panels [pn0, pn1) of one batch
 // entry. Goto/BLIS loops: column blocks of NC_PANELS; K blocks of KC in increasing k (the chunks
 // of every element are added in k order); row blocks of MC_PANELS with their A rows packed
@@ -585,6 +604,15 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
         const int64_t ic1 = ic + MC_PANELS < pm1 ? ic + MC_PANELS : pm1;
         const int64_t block_rows = (ic1 * MR < g.m ? ic1 * MR : g.m) - ic * MR;
         pack_a_block(a_base + ic * MR * g.a.rows, g.a, block_rows, k0, kc, ap);
+        ALines next_a{a_base, 0, 1, 0};
+        if (ic1 < pm1) {
+          next_a = a_lines(a_base, g.a, g.m, ic1, ic1 + MC_PANELS < pm1 ? ic1 + MC_PANELS : pm1, k0, kc);
+        } else if (k0 + KC < g.k) {
+          const int64_t kn = g.k - k0 - KC < KC ? g.k - k0 - KC : KC;
+          next_a = a_lines(a_base, g.a, g.m, pm0, pm0 + MC_PANELS < pm1 ? pm0 + MC_PANELS : pm1, k0 + KC, kn);
+        }
+        const int64_t a_lines_per_tile = (next_a.count() + (ic1 - ic) * (jc1 - jc) - 1) / ((ic1 - ic) * (jc1 - jc));
+        int64_t a_line = 0;
         for (int64_t p = jc; p < jc1; ++p) {
           const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
           const float* bp = g.packed_b + (batch * g.k + k0) * panels * NR + p * kc * NR;
@@ -606,6 +634,9 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
             if (next)
               for (int64_t q = (i - ic) * slice; q < (i - ic + 1) * slice && q < kc * NR; q += 16)
                 __builtin_prefetch(next + q, 0, 2);
+            for (int64_t e = a_line + a_lines_per_tile < next_a.count() ? a_line + a_lines_per_tile : next_a.count();
+                 a_line < e; ++a_line)
+              __builtin_prefetch(next_a.line(a_line), 0, 2);
             float* c = c_base + i0 * g.c.rows + j0;
             if (rows == MR && cols == NR) {
               micro_kernel_packed(kc, a, bp, c, g.c.rows, bias, start);
@@ -648,21 +679,31 @@ static void run_dynamic(int64_t items, int64_t threads, int64_t scratch_floats, 
   run_parallel(workers, 1, work);
 }
 
-// The product's items: each batch entry cut into blocks of mcp row panels × ncp column panels.
-// Blocks of MC_PANELS × NC_PANELS, made smaller (rows first, down to 4 panels) until there are
-// at least 4 per thread for the counter to balance, then evened out.
+// The product's items: each batch entry cut into mb × nb blocks of panels, sizes within one
+// panel of each other (block i of mb: panels [pm·i/mb, pm·(i+1)/mb)). At most MC_PANELS ×
+// NC_PANELS; with several threads, cut finer (rows first, down to 4 panels) until there are 8
+// items a thread for the counter to balance, and to a multiple of the thread count when few.
 struct MatmulSplit {
-  int64_t mcp, ncp, mblocks, nblocks;
+  int64_t mb, nb;
 };
 
 static MatmulSplit choose_split(int64_t batches, int64_t pm, int64_t pn, int64_t threads) {
-  auto blocks = [](int64_t panels, int64_t per) { return (panels + per - 1) / per; };
-  int64_t mcp = MC_PANELS < pm ? MC_PANELS : pm, ncp = NC_PANELS < pn ? NC_PANELS : pn;
-  const int64_t want = threads > 1 ? 4 * threads : 1;
-  while (batches * blocks(pm, mcp) * blocks(pn, ncp) < want && mcp > 4) mcp = (mcp + 1) / 2;
-  while (batches * blocks(pm, mcp) * blocks(pn, ncp) < want && ncp > 4) ncp = (ncp + 1) / 2;
-  const int64_t mb = blocks(pm, mcp), nb = blocks(pn, ncp);
-  return {blocks(pm, mb), blocks(pn, nb), mb, nb};
+  auto ceil_div = [](int64_t x, int64_t y) { return (x + y - 1) / y; };
+  int64_t mb = ceil_div(pm, MC_PANELS), nb = ceil_div(pn, NC_PANELS);
+  if (threads <= 1) return {mb, nb};
+  const int64_t want = 8 * threads;
+  const int64_t mb_max = pm / 4 > mb ? pm / 4 : mb, nb_max = pn / 4 > nb ? pn / 4 : nb;
+  if (batches * mb * nb < want) {
+    const int64_t m_want = ceil_div(want, batches * nb);
+    mb = m_want < mb_max ? m_want : mb_max;
+  }
+  if (batches * mb * nb < want) {
+    const int64_t n_want = ceil_div(want, batches * mb);
+    nb = n_want < nb_max ? n_want : nb_max;
+  }
+  for (int64_t extra = 0; extra < threads && batches * mb * nb < 16 * threads; ++extra)
+    if ((batches * (mb + extra) * nb) % threads == 0 && mb + extra <= pm) return {mb + extra, nb};
+  return {mb, nb};
 }
 
 static void matmul(const MatmulArgs& g) {
@@ -681,12 +722,11 @@ static void matmul(const MatmulArgs& g) {
   run_dynamic(batches * kblocks * pgroups, threads, 0, pack);
   const MatmulSplit s = choose_split(batches, panels_m, panels_n, threads);
   auto compute = [&](int64_t it, float* ap) {
-    const int64_t batch = it / (s.mblocks * s.nblocks), i = (it / s.nblocks) % s.mblocks, j = it % s.nblocks;
-    const int64_t m1 = (i + 1) * s.mcp < panels_m ? (i + 1) * s.mcp : panels_m;
-    const int64_t n1 = (j + 1) * s.ncp < panels_n ? (j + 1) * s.ncp : panels_n;
-    matmul_block(g, batch, i * s.mcp, m1, j * s.ncp, n1, ap);
+    const int64_t batch = it / (s.mb * s.nb), i = (it / s.nb) % s.mb, j = it % s.nb;
+    matmul_block(g, batch, panels_m * i / s.mb, panels_m * (i + 1) / s.mb, panels_n * j / s.nb,
+                 panels_n * (j + 1) / s.nb, ap);
   };
-  run_dynamic(batches * s.mblocks * s.nblocks, threads, MC_PANELS * MR * KC, compute);
+  run_dynamic(batches * s.mb * s.nb, threads, MC_PANELS * MR * KC, compute);
 }
 
 // One tap's MR × NR tile of g · w_rows, every chain complete (chunks added in the tile), as
