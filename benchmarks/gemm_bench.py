@@ -14,10 +14,10 @@ the same rounds as BEFORE; `--before` instead takes the numbers of an earlier ru
 import argparse
 import importlib.util
 import json
-import sys
-import types
 import statistics
+import sys
 import time
+import types
 from pathlib import Path
 
 import torch
