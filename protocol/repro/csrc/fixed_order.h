@@ -399,30 +399,6 @@ static void relu_backward(const float* grad, const float* out, int64_t n, float*
 
 // --- matrix product ---------------------------------------------------------------------------
 
-// One chain of an MR × NR tile of C: acc = init row (or +0); for k < kc: acc[r][j] =
-// fma(a[r·a_rows + k·a_cols], bp[k·NR + j], acc[r][j]); then C = C + acc (accumulate) or C = acc.
-// Reads A in place (any strides): the convolution input gradient's kernel.
-static inline void micro_kernel(int64_t kc, const float* a, int64_t a_rows, int64_t a_cols, const float* bp,
-                                float* c, int64_t ldc, const float* init, bool accumulate) {
-  constexpr int64_t W = Vec::W, NV = NR / Vec::W;
-  typename Vec::T acc[MR][NV];
-  for (int64_t r = 0; r < MR; ++r)
-    for (int64_t v = 0; v < NV; ++v) acc[r][v] = init ? Vec::load(init + v * W) : Vec::zero();
-  for (int64_t k = 0; k < kc; ++k) {
-    typename Vec::T b[NV];
-    for (int64_t v = 0; v < NV; ++v) b[v] = Vec::load(bp + k * NR + v * W);
-    for (int64_t r = 0; r < MR; ++r) {
-      const typename Vec::T av = Vec::set1(a[r * a_rows + k * a_cols]);
-      for (int64_t v = 0; v < NV; ++v) acc[r][v] = Vec::fma(av, b[v], acc[r][v]);
-    }
-  }
-  for (int64_t r = 0; r < MR; ++r)
-    for (int64_t v = 0; v < NV; ++v) {
-      float* out = c + r * ldc + v * W;
-      Vec::store(out, accumulate ? Vec::add(Vec::load(out), acc[r][v]) : acc[r][v]);
-    }
-}
-
 static int64_t packed_b_size(int64_t batches, int64_t n, int64_t k) {
   return batches * ((n + NR - 1) / NR) * k * NR;
 }
@@ -456,15 +432,17 @@ static void pack_b_block(const MatmulArgs& g, int64_t batch, int64_t k0, int64_t
     }
     return;
   }
+  const int64_t full = g.b.cols == 1 ? (g.n / NR < p1 ? g.n / NR : p1) : p0;  // panels copied whole
   for (int64_t k = 0; k < kc; ++k) {
     const float* row = base + (k0 + k) * g.b.rows;
-    for (int64_t p = p0; p < p1; ++p) {
+    for (int64_t p = p0; p < full; ++p) {
+      float* d = block + p * kc * NR + k * NR;
+      for (int64_t v = 0; v < NR; v += Vec::W) Vec::store(d + v, Vec::load(row + p * NR + v));
+    }
+    for (int64_t p = full > p0 ? full : p0; p < p1; ++p) {
       const int64_t j0 = p * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
       float* d = block + p * kc * NR + k * NR;
-      if (g.b.cols == 1)
-        for (int64_t j = 0; j < jn; ++j) d[j] = row[j0 + j];
-      else
-        for (int64_t j = 0; j < jn; ++j) d[j] = row[(j0 + j) * g.b.cols];
+      for (int64_t j = 0; j < jn; ++j) d[j] = row[(j0 + j) * g.b.cols];
       for (int64_t j = jn; j < NR; ++j) d[j] = 0.0f;
     }
   }
@@ -523,14 +501,17 @@ static void pack_a_block(const float* base, const vt::Strided& a, int64_t rows, 
     for (int64_t r = tail; r < MR; ++r) last[k * MR + r] = 0.0f;
 }
 
-// An MR × NR tile of C over one K block [k0, k0 + kc) (k0 a multiple of KC, so of CHAIN) from
-// packed panels: for each CHAIN-long chain, acc = +0 (or the init row, for the chain at k = 0);
-// acc[r][j] = fma(ap[k·MR + r], bp[k·NR + j], acc[r][j]) for k in the chain, in order; then
-// C = acc (the chain at k = 0, `start`) or C = C + acc. So each element of C is the contract's
-// (((c_0) + c_1) + c_2) + ..., whatever the blocking around this call.
-static inline void micro_kernel_packed(int64_t kc, const float* __restrict ap, const float* __restrict bp,
-                                       float* c, int64_t ldc, const float* init, bool start) {
+// An MR × NR tile of C over one K block [k0, k0 + kc) (k0 a multiple of KC, so of CHAIN): for
+// each CHAIN-long chain, acc = +0 (or the init row, for the chain at k = 0); acc[r][j] =
+// fma(A[r][k], bp[k·NR + j], acc[r][j]) for k in the chain, in order; then C = acc (the chain at
+// k = 0, `start`) or C = C + acc. So each element of C is the contract's (((c_0) + c_1) + c_2) +
+// ..., whatever the blocking around this call. A[r][k] is a[r·a_rows + k·a_cols]: PACKED, an
+// MR-wide packed panel (a_rows = 1, a_cols = MR, known to the compiler); otherwise A in place.
+template <bool PACKED>
+static inline void tile_kernel(int64_t kc, const float* __restrict a, int64_t a_rows, int64_t a_cols,
+                               const float* __restrict bp, float* c, int64_t ldc, const float* init, bool start) {
   constexpr int64_t W = Vec::W, NV = NR / Vec::W;
+  const int64_t ar = PACKED ? 1 : a_rows, ac = PACKED ? MR : a_cols;
   for (int64_t r = 0; r < MR; ++r)  // C is first read at the end of the first chain
     for (int64_t j = 0; j < NR; j += 16) __builtin_prefetch(c + r * ldc + j, 1);
   for (int64_t s0 = 0; s0 < kc; s0 += CHAIN) {
@@ -541,15 +522,15 @@ static inline void micro_kernel_packed(int64_t kc, const float* __restrict ap, c
     for (int64_t r = 0; r < MR; ++r)
 #pragma GCC unroll 16
       for (int64_t v = 0; v < NV; ++v) acc[r][v] = (first && init) ? Vec::load(init + v * W) : Vec::zero();
-    const float* a = ap + s0 * MR;
+    const float* ak = a + s0 * ac;
     const float* b = bp + s0 * NR;
-    for (int64_t k = 0; k < sc; ++k, a += MR, b += NR) {
+    for (int64_t k = 0; k < sc; ++k, ak += ac, b += NR) {
       typename Vec::T bv[NV];
 #pragma GCC unroll 16
       for (int64_t v = 0; v < NV; ++v) bv[v] = Vec::load(b + v * W);
 #pragma GCC unroll 16
       for (int64_t r = 0; r < MR; ++r) {
-        const typename Vec::T av = Vec::set1(a[r]);
+        const typename Vec::T av = Vec::set1(ak[r * ar]);
 #pragma GCC unroll 16
         for (int64_t v = 0; v < NV; ++v) acc[r][v] = Vec::fma(av, bv[v], acc[r][v]);
       }
@@ -562,6 +543,20 @@ static inline void micro_kernel_packed(int64_t kc, const float* __restrict ap, c
         Vec::store(out, first ? acc[r][v] : Vec::add(Vec::load(out), acc[r][v]));
       }
   }
+}
+
+// Per-thread scratch that outlives a call (grown, never shrunk): a product's packing buffers
+// without a malloc, and the page faults of a trimmed heap, per call.
+static float* thread_scratch(int64_t floats) {
+  static thread_local float* buf = nullptr;
+  static thread_local int64_t cap = 0;
+  if (floats > cap) {
+    std::free(buf);
+    cap = (floats + 1023) / 1024 * 1024;
+    buf = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * cap));
+    if (!buf) std::abort();
+  }
+  return buf;
 }
 
 // The cache lines of A's rows [r0, r0 + rows) × columns [k0, k0 + kc), in memory order: the
@@ -584,15 +579,21 @@ static ALines a_lines(const float* a_base, const vt::Strided& a, int64_t m, int6
 }
 
 // One work item: the C block of row panels [pm0, pm1) × column panels [pn0, pn1) of one batch
-// entry. Goto/BLIS loops: column blocks of NC_PANELS; K blocks of KC in increasing k (the chunks
-// of every element are added in k order); row blocks of MC_PANELS with their A rows packed
-// (`ap`, MC_PANELS·MR·KC floats, stays in L2); then each B micro-panel (KC × NR, in L1) meets
-// every packed A panel of the block.
-static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_t pm1, int64_t pn0,
-                         int64_t pn1, float* ap) {
+// entry, from `pb`, its packed B. Goto/BLIS loops: column blocks of NC_PANELS; K blocks of KC in
+// increasing k (the chunks of every element are added in k order); row blocks of MC_PANELS,
+// their A rows packed into `ap` (MC_PANELS·MR·KC floats, stays in L2); then each B micro-panel
+// (KC × NR, in L1) meets every A panel of the block. An item of fewer than PACK_A_PANELS column
+// panels uses each A element too few times to pay for packing it: its full row panels read A in
+// place (any strides), only a last partial one is packed (zero rows).
+static constexpr int64_t PACK_A_PANELS = 8;
+static constexpr int64_t PRIVATE_B_FLOATS = 1 << 18;  // a batch entry's B packed by its own item
+
+static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_t pm1, int64_t pn0, int64_t pn1,
+                         const float* pb, float* ap) {
   alignas(64) float tile[MR * NR];
   alignas(64) float init[NR];
   const int64_t panels = (g.n + NR - 1) / NR;
+  const bool pack_a = pn1 - pn0 >= PACK_A_PANELS;
   const float* a_base = g.a.data + (batch / g.b2) * g.a.batch1 + (batch % g.b2) * g.a.batch2;
   float* c_base = g.c.data + (batch / g.b2) * g.c.batch1 + (batch % g.b2) * g.c.batch2;
   for (int64_t jc = pn0; jc < pn1; jc += NC_PANELS) {
@@ -603,19 +604,24 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
       for (int64_t ic = pm0; ic < pm1; ic += MC_PANELS) {
         const int64_t ic1 = ic + MC_PANELS < pm1 ? ic + MC_PANELS : pm1;
         const int64_t block_rows = (ic1 * MR < g.m ? ic1 * MR : g.m) - ic * MR;
-        pack_a_block(a_base + ic * MR * g.a.rows, g.a, block_rows, k0, kc, ap);
         ALines next_a{a_base, 0, 1, 0};
-        if (ic1 < pm1) {
-          next_a = a_lines(a_base, g.a, g.m, ic1, ic1 + MC_PANELS < pm1 ? ic1 + MC_PANELS : pm1, k0, kc);
-        } else if (k0 + KC < g.k) {
-          const int64_t kn = g.k - k0 - KC < KC ? g.k - k0 - KC : KC;
-          next_a = a_lines(a_base, g.a, g.m, pm0, pm0 + MC_PANELS < pm1 ? pm0 + MC_PANELS : pm1, k0 + KC, kn);
+        if (pack_a) {
+          pack_a_block(a_base + ic * MR * g.a.rows, g.a, block_rows, k0, kc, ap);
+          if (ic1 < pm1) {
+            next_a = a_lines(a_base, g.a, g.m, ic1, ic1 + MC_PANELS < pm1 ? ic1 + MC_PANELS : pm1, k0, kc);
+          } else if (k0 + KC < g.k) {
+            const int64_t kn = g.k - k0 - KC < KC ? g.k - k0 - KC : KC;
+            next_a = a_lines(a_base, g.a, g.m, pm0, pm0 + MC_PANELS < pm1 ? pm0 + MC_PANELS : pm1, k0 + KC, kn);
+          }
+        } else if (block_rows % MR != 0) {  // only the last partial panel, into the first slot
+          const int64_t last = (block_rows - 1) / MR;
+          pack_a_panel(a_base + (ic + last) * MR * g.a.rows, g.a, block_rows - last * MR, k0, kc, ap);
         }
         const int64_t a_lines_per_tile = (next_a.count() + (ic1 - ic) * (jc1 - jc) - 1) / ((ic1 - ic) * (jc1 - jc));
         int64_t a_line = 0;
         for (int64_t p = jc; p < jc1; ++p) {
           const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
-          const float* bp = g.packed_b + (batch * g.k + k0) * panels * NR + p * kc * NR;
+          const float* bp = pb + k0 * panels * NR + p * kc * NR;
           const float* bias = nullptr;
           if (start && g.bias) {
             if (cols == NR) {
@@ -630,7 +636,6 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
           const int64_t slice = ((kc * NR + 15) / 16 + (ic1 - ic) - 1) / (ic1 - ic) * 16;
           for (int64_t i = ic; i < ic1; ++i) {
             const int64_t i0 = i * MR, rows = g.m - i0 < MR ? g.m - i0 : MR;
-            const float* a = ap + (i - ic) * kc * MR;
             if (next)
               for (int64_t q = (i - ic) * slice; q < (i - ic + 1) * slice && q < kc * NR; q += 16)
                 __builtin_prefetch(next + q, 0, 2);
@@ -638,14 +643,22 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
                  a_line < e; ++a_line)
               __builtin_prefetch(next_a.line(a_line), 0, 2);
             float* c = c_base + i0 * g.c.rows + j0;
+            const bool in_place = !pack_a && rows == MR;
+            const float* a = pack_a ? ap + (i - ic) * kc * MR : in_place ? a_base + i0 * g.a.rows + k0 * g.a.cols : ap;
             if (rows == MR && cols == NR) {
-              micro_kernel_packed(kc, a, bp, c, g.c.rows, bias, start);
+              if (in_place)
+                tile_kernel<false>(kc, a, g.a.rows, g.a.cols, bp, c, g.c.rows, bias, start);
+              else
+                tile_kernel<true>(kc, a, 1, MR, bp, c, g.c.rows, bias, start);
               continue;
             }
             if (!start)
               for (int64_t r = 0; r < rows; ++r)
                 for (int64_t j = 0; j < cols; ++j) tile[r * NR + j] = c[r * g.c.rows + j];
-            micro_kernel_packed(kc, a, bp, tile, NR, bias, start);
+            if (in_place)
+              tile_kernel<false>(kc, a, g.a.rows, g.a.cols, bp, tile, NR, bias, start);
+            else
+              tile_kernel<true>(kc, a, 1, MR, bp, tile, NR, bias, start);
             for (int64_t r = 0; r < rows; ++r)
               for (int64_t j = 0; j < cols; ++j) c[r * g.c.rows + j] = tile[r * NR + j];
           }
@@ -657,24 +670,17 @@ static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_
 
 // Items handed out one at a time from a shared counter (not in fixed runs): a thread that the
 // machine slows down takes fewer, so none waits at the join for a straggler. Which thread computes
-// an item never matters to its bits. body(item, scratch) with `scratch_floats` of 64-aligned
-// scratch per worker.
+// an item never matters to its bits.
 template <class F>
-static void run_dynamic(int64_t items, int64_t threads, int64_t scratch_floats, F& body) {
+static void run_dynamic(int64_t items, int64_t threads, F& body) {
   if (items <= 0) return;
   const int64_t workers = threads < 1 ? 1 : (threads < items ? threads : items);
   int64_t next = 0;
   auto work = [&](int64_t b, int64_t e) {
-    float* scratch = nullptr;
-    if (scratch_floats > 0) {
-      scratch = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * ((scratch_floats + 15) / 16 * 16)));
-      if (!scratch) std::abort();
-    }
     for (int64_t w = b; w < e; ++w)
       for (int64_t it = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED); it < items;
            it = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED))
-        body(it, scratch);
-    std::free(scratch);
+        body(it);
   };
   run_parallel(workers, 1, work);
 }
@@ -711,31 +717,41 @@ static void matmul(const MatmulArgs& g) {
   const int64_t panels_n = (g.n + NR - 1) / NR, panels_m = (g.m + MR - 1) / MR;
   const int64_t work = batches * panels_m * panels_n * MR * NR * g.k;
   const int64_t threads = work < SMALL_WORK * 4 ? 1 : g.threads;
+  const MatmulSplit s = choose_split(batches, panels_m, panels_n, threads);
+  const int64_t a_floats = MC_PANELS * MR * (g.k < KC ? g.k : KC), b_floats = panels_n * g.k * NR;
+  if (s.mb == 1 && s.nb == 1 && batches > 1 && b_floats <= PRIVATE_B_FLOATS) {
+    // Each item is a whole small batch entry (attention): it packs its own B into its thread's
+    // scratch, so the product is one parallel region, not two.
+    auto compute = [&](int64_t batch) {
+      float* scratch = thread_scratch(b_floats + a_floats);
+      for (int64_t k0 = 0; k0 < g.k; k0 += KC)
+        pack_b_block(g, batch, k0, g.k - k0 < KC ? g.k - k0 : KC, 0, panels_n, scratch);
+      matmul_block(g, batch, 0, panels_m, 0, panels_n, scratch, scratch + b_floats);
+    };
+    run_dynamic(batches, threads, compute);
+    return;
+  }
   // B packing items: one K block × up to 64 panels.
   const int64_t kblocks = (g.k + KC - 1) / KC, pgroups = (panels_n + 63) / 64;
-  auto pack = [&](int64_t q, float*) {
+  auto pack = [&](int64_t q) {
     const int64_t batch = q / (kblocks * pgroups), kb = (q / pgroups) % kblocks, pg = q % pgroups;
     const int64_t k0 = kb * KC, kc = g.k - k0 < KC ? g.k - k0 : KC;
     const int64_t p0 = pg * 64, p1 = p0 + 64 < panels_n ? p0 + 64 : panels_n;
-    pack_b_block(g, batch, k0, kc, p0, p1, g.packed_b + batch * panels_n * g.k * NR);
+    pack_b_block(g, batch, k0, kc, p0, p1, g.packed_b + batch * b_floats);
   };
-  run_dynamic(batches * kblocks * pgroups, threads, 0, pack);
-  const MatmulSplit s = choose_split(batches, panels_m, panels_n, threads);
-  auto compute = [&](int64_t it, float* ap) {
+  run_dynamic(batches * kblocks * pgroups, threads, pack);
+  auto compute = [&](int64_t it) {
     const int64_t batch = it / (s.mb * s.nb), i = (it / s.nb) % s.mb, j = it % s.nb;
     matmul_block(g, batch, panels_m * i / s.mb, panels_m * (i + 1) / s.mb, panels_n * j / s.nb,
-                 panels_n * (j + 1) / s.nb, ap);
+                 panels_n * (j + 1) / s.nb, g.packed_b + batch * b_floats, thread_scratch(a_floats));
   };
-  run_dynamic(batches * s.mb * s.nb, threads, MC_PANELS * MR * KC, compute);
+  run_dynamic(batches * s.mb * s.nb, threads, compute);
 }
 
 // One tap's MR × NR tile of g · w_rows, every chain complete (chunks added in the tile), as
 // matmul computes that element of g · w_rows.
 static void conv_tap_tile(const float* a, int64_t a_rows, int64_t a_cols, const float* bp, int64_t k, float* tile) {
-  for (int64_t s0 = 0; s0 < k; s0 += CHAIN) {
-    const int64_t sc = k - s0 < CHAIN ? k - s0 : CHAIN;
-    micro_kernel(sc, a + s0 * a_cols, a_rows, a_cols, bp + s0 * NR, tile, NR, nullptr, s0 > 0);
-  }
+  tile_kernel<false>(k, a, a_rows, a_cols, bp, tile, NR, nullptr, true);
 }
 
 // The input gradient of a convolution, = col2im(g · w_rows) bit for bit (the reference's
