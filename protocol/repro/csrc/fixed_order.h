@@ -545,18 +545,23 @@ static inline void tile_kernel(int64_t kc, const float* __restrict a, int64_t a_
   }
 }
 
-// Per-thread scratch that outlives a call (grown, never shrunk): a product's packing buffers
-// without a malloc, and the page faults of a trimmed heap, per call.
+// Per-thread packing scratch kept between calls (grown, never shrunk): no malloc per product,
+// and no fresh pages to fault in when the heap was trimmed after the last one.
+struct ThreadScratch {
+  float* buf = nullptr;
+  int64_t cap = 0;
+  ~ThreadScratch() { std::free(buf); }
+};
+
 static float* thread_scratch(int64_t floats) {
-  static thread_local float* buf = nullptr;
-  static thread_local int64_t cap = 0;
-  if (floats > cap) {
-    std::free(buf);
-    cap = (floats + 1023) / 1024 * 1024;
-    buf = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * cap));
-    if (!buf) std::abort();
+  static thread_local ThreadScratch s;
+  if (floats > s.cap) {
+    std::free(s.buf);
+    s.cap = (floats + 1023) / 1024 * 1024;
+    s.buf = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * s.cap));
+    if (!s.buf) std::abort();
   }
-  return buf;
+  return s.buf;
 }
 
 // The cache lines of A's rows [r0, r0 + rows) × columns [k0, k0 + kc), in memory order: the
