@@ -1,12 +1,13 @@
 """The fixed-order matrix product against torch.mm (MKL sgemm) on the shapes a ~25M-parameter GPT
 trains with: writes benchmarks/results/gemm.md.
 
-Run:  python3 benchmarks/gemm_bench.py [--base-so OLD.so] [--json after.json] [--before before.json]
+Run:  python3 benchmarks/gemm_bench.py [--base-so OLD.so] [--threads 2,1] [--json after.json]
 
 Each product is timed with the operands laid out as the repro training step passes them:
 forward x·Wᵀ (B a transposed view of the row-major weight), grad_x = g·W (both row-major) and
-grad_W = gᵀ·x (A a transposed view). 2 intra-op threads, the two implementations interleaved
-round by round so machine noise hits both; medians. `--base-so` loads a second build of
+grad_W = gᵀ·x (A a transposed view). 2 intra-op threads (`--threads 2,1` adds a 1-thread
+table timed in process CPU time, which a shared machine's other load disturbs less), the
+implementations interleaved round by round so machine noise hits all; medians. `--base-so` loads a second build of
 `protocol.repro._fixed_order` (e.g. the base commit's, built in a scratch checkout) and times it in
 the same rounds as BEFORE; `--before` instead takes the numbers of an earlier run's `--json`.
 """
@@ -24,7 +25,6 @@ import torch
 
 from protocol.repro.backend import get_cpu_kernels
 
-THREADS = 2
 RESULTS = Path(__file__).parent / "results" / "gemm.md"
 
 # (name, M, K, N, layout): "xwT" = x (M,K) · W(N,K)ᵀ, "gW" = g (M,K) · W (K,N), "gTx" = g(K,M)ᵀ · x (K,N)
@@ -50,10 +50,10 @@ def operands(m: int, k: int, n: int, layout: str) -> tuple[torch.Tensor, torch.T
     return r(k, m).t(), r(k, n)
 
 
-def time_once(fn) -> float:
-    start = time.perf_counter()
+def time_once(fn, clock=time.perf_counter) -> float:
+    start = clock()
     fn()
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def load_build(path: Path):
@@ -79,8 +79,9 @@ def summary(case: dict, which: str) -> dict:
     }
 
 
-def run(rounds: int, base=None) -> tuple[list[dict], list[dict] | None]:
-    torch.set_num_threads(THREADS)
+def run(rounds: int, threads: int, base=None) -> tuple[list[dict], list[dict] | None]:
+    torch.set_num_threads(threads)
+    clock = time.process_time if threads == 1 else time.perf_counter
     kernels = get_cpu_kernels()
     if base is not None:
         base.select_isa(kernels.active_isa())
@@ -104,26 +105,15 @@ def run(rounds: int, base=None) -> tuple[list[dict], list[dict] | None]:
             order = list(case["fns"])
             order = order[i % len(order) :] + order[: i % len(order)]
             for which in order:
-                case["t_" + which].append(time_once(case["fns"][which]))
+                case["t_" + which].append(time_once(case["fns"][which], clock))
     after = [summary(case, "fo") for case in cases]
     before = [summary(case, "base") for case in cases] if base is not None else None
     return after, before
 
 
-def table(after: list[dict], before: list[dict] | None, isa: str, rounds: int) -> str:
-    lines = [
-        "# Fixed-order matrix product vs torch.mm",
-        "",
-        f"torch {torch.__version__}, {THREADS} intra-op threads, fixed-order kernels `{isa}`, "
-        f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; medians of {rounds} "
-        "interleaved rounds. Ratio = fixed-order time ÷ torch.mm time (MKL sgemm) on the same "
-        "operand layouts.",
-        "",
-        "```bash",
-        "python3 benchmarks/gemm_bench.py --base-so BASE/protocol/repro/_fixed_order.*.so",
-        "```",
-        "",
-    ]
+def table(after: list[dict], before: list[dict] | None, threads: int) -> list[str]:
+    clock = "process CPU time" if threads == 1 else "wall time"
+    lines = [f"## {threads} thread{'s' if threads > 1 else ''} ({clock})", ""]
     head = "| product | M×K×N | torch.mm µs | torch.mm GFLOP/s |"
     sep = "|---|---|---|---|"
     if before:
@@ -144,12 +134,29 @@ def table(after: list[dict], before: list[dict] | None, isa: str, rounds: int) -
             )
         row += f" {r['fo_us']:.0f} | {r['fo_gflops']:.0f} | **{r['ratio']:.2f}×** |"
         lines.append(row)
-    return "\n".join(lines) + "\n"
+    return lines + [""]
+
+
+def header(isa: str, rounds: int, command: str) -> list[str]:
+    return [
+        "# Fixed-order matrix product vs torch.mm",
+        "",
+        f"torch {torch.__version__}, fixed-order kernels `{isa}`, torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; medians of {rounds} interleaved rounds. "
+        "Ratio = fixed-order time ÷ torch.mm time (MKL sgemm) on the same operand layouts; "
+        "before = the build given by `--base-so`, timed in the same rounds.",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--threads", default="2", help="comma-separated thread counts, e.g. 2,1")
     parser.add_argument(
         "--base-so", type=Path, help="another build, timed in the same rounds as BEFORE"
     )
@@ -157,14 +164,23 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write this run's numbers here")
     parser.add_argument("--no-write", action="store_true", help="print only, leave gemm.md")
     args = parser.parse_args()
-    after, before = run(args.rounds, load_build(args.base_so) if args.base_so else None)
-    if args.before:
-        saved = json.loads(args.before.read_text())
-        before = saved["after"] if isinstance(saved, dict) else saved
-    text = table(after, before, get_cpu_kernels().active_isa(), args.rounds)
+    base = load_build(args.base_so) if args.base_so else None
+    saved = json.loads(args.before.read_text()) if args.before else {}
+    command = "python3 benchmarks/gemm_bench.py --threads " + args.threads
+    if args.base_so:
+        command += " --base-so BASE/protocol/repro/_fixed_order.*.so"
+    lines = header(get_cpu_kernels().active_isa(), args.rounds, command)
+    results = {}
+    for threads in (int(t) for t in args.threads.split(",")):
+        after, before = run(args.rounds, threads, base)
+        if str(threads) in saved:
+            before = saved[str(threads)]["after"]
+        results[str(threads)] = {"after": after, "before": before}
+        lines += table(after, before, threads)
+    text = "\n".join(lines)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps({"after": after, "before": before}, indent=1))
+        args.json.write_text(json.dumps(results, indent=1))
     if not args.no_write:
         RESULTS.write_text(text)
 

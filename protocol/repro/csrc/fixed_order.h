@@ -691,30 +691,44 @@ static void run_dynamic(int64_t items, int64_t threads, F& body) {
 }
 
 // The product's items: each batch entry cut into mb × nb blocks of panels, sizes within one
-// panel of each other (block i of mb: panels [pm·i/mb, pm·(i+1)/mb)). At most MC_PANELS ×
-// NC_PANELS; with several threads, cut finer (rows first, down to 4 panels) until there are 8
-// items a thread for the counter to balance, and to a multiple of the thread count when few.
+// panel of each other (block i of mb: panels [pm·i/mb, pm·(i+1)/mb)), at most MC_PANELS ×
+// NC_PANELS. With several threads: at least 8 items a thread where blocks of 4 panels allow it
+// (for the counter to balance; else any cut that keeps every thread busy), and among those the
+// cut with the least estimated time for the
+// busiest thread: its items' fmas (16 a step), plus per item packing its A rows (one step an
+// element) and streaming its B columns (half a step an element). Cutting rows re-reads B,
+// cutting columns re-packs A: a wide B (512 × 4096 · 4096 × 2048) is cut both ways.
 struct MatmulSplit {
   int64_t mb, nb;
 };
 
-static MatmulSplit choose_split(int64_t batches, int64_t pm, int64_t pn, int64_t threads) {
+static MatmulSplit choose_split(int64_t batches, int64_t pm, int64_t pn, int64_t k, int64_t threads) {
   auto ceil_div = [](int64_t x, int64_t y) { return (x + y - 1) / y; };
-  int64_t mb = ceil_div(pm, MC_PANELS), nb = ceil_div(pn, NC_PANELS);
-  if (threads <= 1) return {mb, nb};
-  const int64_t want = 8 * threads;
-  const int64_t mb_max = pm / 4 > mb ? pm / 4 : mb, nb_max = pn / 4 > nb ? pn / 4 : nb;
-  if (batches * mb * nb < want) {
-    const int64_t m_want = ceil_div(want, batches * nb);
-    mb = m_want < mb_max ? m_want : mb_max;
+  const int64_t mb0 = ceil_div(pm, MC_PANELS), nb0 = ceil_div(pn, NC_PANELS);
+  int64_t want = 8 * threads;
+  if (threads <= 1 || batches * mb0 * nb0 >= want) return {mb0, nb0};
+  int64_t mb_max = pm / 4 > mb0 ? pm / 4 : mb0, nb_max = pn / 4 > nb0 ? pn / 4 : nb0;
+  if (batches * mb_max * nb_max < want) {  // small: any block size, every thread busy
+    mb_max = pm;
+    nb_max = pn;
+    want = batches * pm * pn < threads ? batches * pm * pn : threads;
   }
-  if (batches * mb * nb < want) {
-    const int64_t n_want = ceil_div(want, batches * mb);
-    nb = n_want < nb_max ? n_want : nb_max;
-  }
-  for (int64_t extra = 0; extra < threads && batches * mb * nb < 16 * threads; ++extra)
-    if ((batches * (mb + extra) * nb) % threads == 0 && mb + extra <= pm) return {mb + extra, nb};
-  return {mb, nb};
+  MatmulSplit best{mb0, nb0};
+  double best_cost = -1.0;
+  for (int64_t mb = mb0; mb <= mb_max && mb <= mb0 + 64; ++mb)
+    for (int64_t nb = nb0; nb <= nb_max && nb <= nb0 + 64; ++nb) {
+      const int64_t items = batches * mb * nb;
+      if (items > 4 * want) break;
+      if (items < want) continue;
+      const double rows = (double)(ceil_div(pm, mb) * MR), cols = (double)(ceil_div(pn, nb) * NR);
+      const double item = (double)k * (rows * cols / 16.0 + rows + 0.5 * cols);
+      const double cost = (double)ceil_div(items, threads) * item;
+      if (best_cost < 0.0 || cost < best_cost * 0.999) {
+        best_cost = cost;
+        best = {mb, nb};
+      }
+    }
+  return best;
 }
 
 static void matmul(const MatmulArgs& g) {
@@ -722,7 +736,7 @@ static void matmul(const MatmulArgs& g) {
   const int64_t panels_n = (g.n + NR - 1) / NR, panels_m = (g.m + MR - 1) / MR;
   const int64_t work = batches * panels_m * panels_n * MR * NR * g.k;
   const int64_t threads = work < SMALL_WORK * 4 ? 1 : g.threads;
-  const MatmulSplit s = choose_split(batches, panels_m, panels_n, threads);
+  const MatmulSplit s = choose_split(batches, panels_m, panels_n, g.k, threads);
   const int64_t a_floats = MC_PANELS * MR * (g.k < KC ? g.k : KC), b_floats = panels_n * g.k * NR;
   if (s.mb == 1 && s.nb == 1 && batches > 1 && b_floats <= PRIVATE_B_FLOATS) {
     // Each item is a whole small batch entry (attention): it packs its own B into its thread's
