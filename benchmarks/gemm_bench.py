@@ -15,6 +15,7 @@ the same rounds as BEFORE; `--before` instead takes the numbers of an earlier ru
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -137,11 +138,21 @@ def table(after: list[dict], before: list[dict] | None, threads: int) -> list[st
     return lines + [""]
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} × {os.cpu_count()}"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs"
+
+
 def header(isa: str, rounds: int, command: str) -> list[str]:
     return [
         "# Fixed-order matrix product vs torch.mm",
         "",
-        f"torch {torch.__version__}, fixed-order kernels `{isa}`, torch CPU capability "
+        f"{cpu_model()}; torch {torch.__version__}, fixed-order kernels `{isa}`, torch CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}; medians of {rounds} interleaved rounds. "
         "Ratio = fixed-order time ÷ torch.mm time (MKL sgemm) on the same operand layouts; "
         "before = the build given by `--base-so`, timed in the same rounds.",
