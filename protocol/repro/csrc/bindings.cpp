@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -77,6 +78,10 @@ vt::Strided strided4(const at::Tensor& t) {
           t.stride(d - 2), t.stride(d - 1)};
 }
 
+std::mutex packed_mutex;
+at::Tensor packed_kept;
+constexpr int64_t PACKED_KEEP = int64_t(16) << 20;  // floats
+
 // a (..., M, K) @ b (..., K, N) with the same 0–2 batch dims, any strides; written into `out`
 // (any strides with unit column stride) or a new contiguous tensor. bias: N values that start
 // every dot product.
@@ -104,14 +109,19 @@ at::Tensor matmul(const at::Tensor& a, const at::Tensor& b, const c10::optional<
     if (bias.has_value()) c.copy_(bias_c.expand(shape)); else c.zero_();
     return c;
   }
-  // Packing B costs K·N; the transposed product Cᵀ = Bᵀ Aᵀ packs K·M instead and then copies M·N.
-  // Same bits either way: fma(a, b, c) = fma(b, a, c), and every chain keeps its k order.
-  if (!bias.has_value() && k * (n - m) > m * n) {
-    c.copy_(matmul(b.transpose(-2, -1), a.transpose(-2, -1), c10::nullopt, c10::nullopt).transpose(-2, -1));
-    return c;
-  }
   int64_t b1 = d == 4 ? a.size(0) : 1, b2 = d >= 3 ? a.size(d - 3) : 1;
-  at::Tensor packed = at::empty({active->packed_b_size(b1 * b2, n, k)}, a.options());
+  // The packed copy of B is scratch: one buffer (up to 64 MiB) is kept between products, so a
+  // training step does not map and zero fresh pages for every product. A concurrent product
+  // while it is in use gets its own.
+  const int64_t need = active->packed_b_size(b1 * b2, n, k);
+  std::unique_lock<std::mutex> lease(packed_mutex, std::try_to_lock);
+  at::Tensor packed;
+  if (lease.owns_lock() && need <= PACKED_KEEP) {
+    if (!packed_kept.defined() || packed_kept.numel() < need) packed_kept = at::empty({need}, a.options());
+    packed = packed_kept;
+  } else {
+    packed = at::empty({need}, a.options());
+  }
   vt::MatmulArgs args{strided4(a), strided4(b), strided4(c), b1, b2, m, n, k,
                       bias.has_value() ? bias_c.data_ptr<float>() : nullptr, packed.data_ptr<float>(),
                       at::get_num_threads()};

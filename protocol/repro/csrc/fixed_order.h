@@ -15,14 +15,15 @@
 //
 // This file is included inside `namespace VT_NS` by each ISA unit: nothing here may be shared
 // between units (no inline function or template outside that namespace). The including unit
-// provides <cstdint>, <cstdlib>, <cstring>, VT_ISA_NAME, the tile size MR × NR and `Vec`: its
-// vector type T of W floats with zero, load, store, set1, fma (one rounding) and add.
+// provides <cstdint>, <cstdlib>, <cstring>, VT_ISA_NAME, the tile size MR × NR, the matrix
+// product's blocking KC (a multiple of CHAIN), MC_PANELS and NC_PANELS, and `Vec`: its vector
+// type T of W floats with zero, load, store, set1, fma (one rounding) and add.
 
 using vt::MatmulArgs;
 
 static constexpr int64_t LANES = 16;
 static constexpr int64_t CHAIN = 64;         // terms per fma chain (part of the contract)
-static constexpr int64_t KC = 4 * CHAIN;     // K per packed A panel (a multiple of CHAIN)
+static_assert(KC > 0 && KC % CHAIN == 0, "a K block holds whole chains");
 static constexpr int64_t SMALL_WORK = 1 << 15;  // below this many element-steps: one thread
 
 template <class F>
@@ -402,53 +403,57 @@ static void relu_backward(const float* grad, const float* out, int64_t n, float*
 
 // --- matrix product ---------------------------------------------------------------------------
 
-// One chain of an MR × NR tile of C: acc = init row (or +0); for k < kc: acc[r][j] =
-// fma(a[r·a_rows + k·a_cols], bp[k·NR + j], acc[r][j]); then C = C + acc (accumulate) or C = acc.
-// Full row panels read A in place (any strides); only a last partial panel is packed (zero rows)
-// into MR-wide columns.
-static inline void micro_kernel(int64_t kc, const float* a, int64_t a_rows, int64_t a_cols, const float* bp,
-                                float* c, int64_t ldc, const float* init, bool accumulate) {
-  constexpr int64_t W = Vec::W, NV = NR / Vec::W;
-  typename Vec::T acc[MR][NV];
-  for (int64_t r = 0; r < MR; ++r)
-    for (int64_t v = 0; v < NV; ++v) acc[r][v] = init ? Vec::load(init + v * W) : Vec::zero();
-  for (int64_t k = 0; k < kc; ++k) {
-    typename Vec::T b[NV];
-    for (int64_t v = 0; v < NV; ++v) b[v] = Vec::load(bp + k * NR + v * W);
-    for (int64_t r = 0; r < MR; ++r) {
-      const typename Vec::T av = Vec::set1(a[r * a_rows + k * a_cols]);
-      for (int64_t v = 0; v < NV; ++v) acc[r][v] = Vec::fma(av, b[v], acc[r][v]);
-    }
-  }
-  for (int64_t r = 0; r < MR; ++r)
-    for (int64_t v = 0; v < NV; ++v) {
-      float* out = c + r * ldc + v * W;
-      Vec::store(out, accumulate ? Vec::add(Vec::load(out), acc[r][v]) : acc[r][v]);
-    }
-}
-
 static int64_t packed_b_size(int64_t batches, int64_t n, int64_t k) {
   return batches * ((n + NR - 1) / NR) * k * NR;
 }
 
-static void pack_b_panel(const MatmulArgs& g, int64_t batch, int64_t panel, float* dst) {
+// B is packed once per product, in NR-wide column panels cut into K blocks of `kblock` rows:
+// block [k0, k0 + kc) holds every panel's kc × NR micro-panel in turn (B[k][p·NR + j] at
+// k0·panels·NR + p·kc·NR + (k − k0)·NR, zero columns past N), so a K block of B is one
+// contiguous stream. This packs panels [p0, p1) of one K block; `dst` is the batch entry's
+// start (panels·K·NR floats). B is read in the order memory holds it: a transposed B (Wᵀ of a
+// row-major W) along k, any other along its rows (one pass per row, not one per panel: a panel
+// alone takes 64 bytes of each row, a page apart).
+static void pack_b_block(const MatmulArgs& g, int64_t batch, int64_t k0, int64_t kc, int64_t p0, int64_t p1,
+                         float* dst) {
   const float* base = g.b.data + (batch / g.b2) * g.b.batch1 + (batch % g.b2) * g.b.batch2;
-  int64_t j0 = panel * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
-  if (g.b.rows == 1 && g.b.cols != 1) {  // B = Wᵀ of a row-major W: read along k, contiguous
-    for (int64_t j = 0; j < NR; ++j) {
-      const float* col = base + (j0 + j) * g.b.cols;
-      for (int64_t k = 0; k < g.k; ++k) dst[k * NR + j] = j < jn ? col[k] : 0.0f;
+  const int64_t panels = (g.n + NR - 1) / NR;
+  float* block = dst + k0 * panels * NR;
+  if (g.b.rows == 1 && g.b.cols != 1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t j0 = p * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
+      for (int64_t s0 = 0; s0 < kc; s0 += CHAIN) {
+        const int64_t kn = kc - s0 < CHAIN ? kc - s0 : CHAIN;
+        float* d = block + p * kc * NR + s0 * NR;
+        for (int64_t j = 0; j < NR; ++j) {
+          const float* col = base + (j0 + j) * g.b.cols + k0 + s0;
+          if (j < jn)
+            for (int64_t k = 0; k < kn; ++k) d[k * NR + j] = col[k];
+          else
+            for (int64_t k = 0; k < kn; ++k) d[k * NR + j] = 0.0f;
+        }
+      }
     }
     return;
   }
-  for (int64_t k = 0; k < g.k; ++k) {
-    const float* row = base + k * g.b.rows + j0 * g.b.cols;
-    float* d = dst + k * NR;
-    for (int64_t j = 0; j < jn; ++j) d[j] = row[j * g.b.cols];
-    for (int64_t j = jn; j < NR; ++j) d[j] = 0.0f;
+  const int64_t full = g.b.cols == 1 ? (g.n / NR < p1 ? g.n / NR : p1) : p0;  // panels copied whole
+  for (int64_t k = 0; k < kc; ++k) {
+    const float* row = base + (k0 + k) * g.b.rows;
+    for (int64_t p = p0; p < full; ++p) {
+      float* d = block + p * kc * NR + k * NR;
+      for (int64_t v = 0; v < NR; v += Vec::W) Vec::store(d + v, Vec::load(row + p * NR + v));
+    }
+    for (int64_t p = full > p0 ? full : p0; p < p1; ++p) {
+      const int64_t j0 = p * NR, jn = g.n - j0 < NR ? g.n - j0 : NR;
+      float* d = block + p * kc * NR + k * NR;
+      for (int64_t j = 0; j < jn; ++j) d[j] = row[(j0 + j) * g.b.cols];
+      for (int64_t j = jn; j < NR; ++j) d[j] = 0.0f;
+    }
   }
 }
 
+// A strided A panel of `rows` (≤ MR) rows, k0 .. k0+kc, into MR-wide columns (zero rows past
+// `rows`): dst[k·MR + r] = A[r][k0 + k].
 static void pack_a_panel(const float* base, const vt::Strided& a, int64_t rows, int64_t k0, int64_t kc,
                          float* dst) {
   for (int64_t k = 0; k < kc; ++k) {
@@ -459,75 +464,317 @@ static void pack_a_panel(const float* base, const vt::Strided& a, int64_t rows, 
   }
 }
 
-static void matmul_tile_row(const MatmulArgs& g, int64_t batch, int64_t pm, int64_t p_begin, int64_t p_end) {
-  alignas(64) float ap[KC * MR];
+// Rows [0, rows) of A (from `base`), k0 .. k0+kc, as consecutive MR-row panels of kc·MR floats
+// (the last one zero-padded). Read in the order memory holds them: along each row for row-major A
+// (rows a few ahead prefetched: each row gives only kc floats), along each k for a transposed one
+// (k a few ahead prefetched: each k row is a new page).
+static void pack_a_block(const float* base, const vt::Strided& a, int64_t rows, int64_t k0, int64_t kc,
+                         float* dst) {
+  const int64_t panels = (rows + MR - 1) / MR;
+  if (a.cols == 1 && a.rows != 1) {
+    constexpr int64_t AHEAD = 4;
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* row = base + i * a.rows + k0;
+      float* d = dst + (i / MR) * kc * MR + i % MR;
+      if (i + AHEAD < rows)
+        for (int64_t k = 0; k < kc; k += 16) __builtin_prefetch(row + AHEAD * a.rows + k);
+      for (int64_t k = 0; k < kc; ++k) d[k * MR] = row[k];
+    }
+  } else if (a.rows == 1 && a.cols != 1) {
+    constexpr int64_t AHEAD = 8;
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* col = base + (k0 + k) * a.cols;
+      float* d = dst + k * MR;
+      if (k0 + k + AHEAD < k0 + kc)
+        for (int64_t i = 0; i < rows; i += 16) __builtin_prefetch(col + AHEAD * a.cols + i);
+      for (int64_t p = 0; p < panels; ++p) {
+        const int64_t pr = rows - p * MR < MR ? rows - p * MR : MR;
+        for (int64_t r = 0; r < pr; ++r) d[p * kc * MR + r] = col[p * MR + r];
+      }
+    }
+  } else {
+    for (int64_t p = 0; p < panels; ++p) {
+      const int64_t pr = rows - p * MR < MR ? rows - p * MR : MR;
+      pack_a_panel(base + p * MR * a.rows, a, pr, k0, kc, dst + p * kc * MR);
+    }
+    return;
+  }
+  const int64_t tail = rows - (panels - 1) * MR;  // zero rows of the last panel
+  float* last = dst + (panels - 1) * kc * MR;
+  for (int64_t k = 0; k < kc; ++k)
+    for (int64_t r = tail; r < MR; ++r) last[k * MR + r] = 0.0f;
+}
+
+// An MR × NR tile of C over one K block [k0, k0 + kc) (k0 a multiple of KC, so of CHAIN): for
+// each CHAIN-long chain, acc = +0 (or the init row, for the chain at k = 0); acc[r][j] =
+// fma(A[r][k], bp[k·NR + j], acc[r][j]) for k in the chain, in order; then C = acc (the chain at
+// k = 0, `start`) or C = C + acc. So each element of C is the contract's (((c_0) + c_1) + c_2) +
+// ..., whatever the blocking around this call. A[r][k] is a[r·a_rows + k·a_cols]: PACKED, an
+// MR-wide packed panel (a_rows = 1, a_cols = MR, known to the compiler); otherwise A in place.
+template <bool PACKED>
+static inline void tile_kernel(int64_t kc, const float* __restrict a, int64_t a_rows, int64_t a_cols,
+                               const float* __restrict bp, float* c, int64_t ldc, const float* init, bool start) {
+  constexpr int64_t W = Vec::W, NV = NR / Vec::W;
+  const int64_t ar = PACKED ? 1 : a_rows, ac = PACKED ? MR : a_cols;
+  for (int64_t r = 0; r < MR; ++r)  // C is first read at the end of the first chain
+    for (int64_t j = 0; j < NR; j += 16) __builtin_prefetch(c + r * ldc + j, 1);
+  for (int64_t s0 = 0; s0 < kc; s0 += CHAIN) {
+    const int64_t sc = kc - s0 < CHAIN ? kc - s0 : CHAIN;
+    const bool first = start && s0 == 0;
+    typename Vec::T acc[MR][NV];
+#pragma GCC unroll 16
+    for (int64_t r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+      for (int64_t v = 0; v < NV; ++v) acc[r][v] = (first && init) ? Vec::load(init + v * W) : Vec::zero();
+    const float* ak = a + s0 * ac;
+    const float* b = bp + s0 * NR;
+    for (int64_t k = 0; k < sc; ++k, ak += ac, b += NR) {
+      typename Vec::T bv[NV];
+#pragma GCC unroll 16
+      for (int64_t v = 0; v < NV; ++v) bv[v] = Vec::load(b + v * W);
+#pragma GCC unroll 16
+      for (int64_t r = 0; r < MR; ++r) {
+        const typename Vec::T av = Vec::set1(ak[r * ar]);
+#pragma GCC unroll 16
+        for (int64_t v = 0; v < NV; ++v) acc[r][v] = Vec::fma(av, bv[v], acc[r][v]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int64_t r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+      for (int64_t v = 0; v < NV; ++v) {
+        float* out = c + r * ldc + v * W;
+        Vec::store(out, first ? acc[r][v] : Vec::add(Vec::load(out), acc[r][v]));
+      }
+  }
+}
+
+// Per-thread packing scratch kept between calls (grown, never shrunk): no malloc per product,
+// and no fresh pages to fault in when the heap was trimmed after the last one.
+struct ThreadScratch {
+  float* buf = nullptr;
+  int64_t cap = 0;
+  ~ThreadScratch() { std::free(buf); }
+};
+
+static float* thread_scratch(int64_t floats) {
+  static thread_local ThreadScratch s;
+  if (floats > s.cap) {
+    std::free(s.buf);
+    s.cap = (floats + 1023) / 1024 * 1024;
+    s.buf = static_cast<float*>(std::aligned_alloc(64, sizeof(float) * s.cap));
+    if (!s.buf) std::abort();
+  }
+  return s.buf;
+}
+
+// The cache lines of A's rows [r0, r0 + rows) × columns [k0, k0 + kc), in memory order: the
+// next A block, prefetched a few lines per tile while this one is computed, so packing it reads
+// L2 instead of memory (A is read once per item, and an N = 512 product does little work per
+// element of it). None for A without a unit stride.
+struct ALines {
+  const float* base;
+  int64_t outer, per, stride;
+  int64_t count() const { return outer * per; }
+  const float* line(int64_t q) const { return base + (q / per) * stride + (q % per) * 16; }
+};
+
+static ALines a_lines(const float* a_base, const vt::Strided& a, int64_t m, int64_t p0, int64_t p1, int64_t k0,
+                      int64_t kc) {
+  const int64_t r0 = p0 * MR, rows = (p1 * MR < m ? p1 * MR : m) - r0;
+  if (a.cols == 1 && a.rows != 1) return {a_base + r0 * a.rows + k0, rows, (kc + 15) / 16, a.rows};
+  if (a.rows == 1 && a.cols != 1) return {a_base + r0 + k0 * a.cols, kc, (rows + 15) / 16, a.cols};
+  return {a_base, 0, 1, 0};
+}
+
+// One work item: the C block of row panels [pm0, pm1) × column panels [pn0, pn1) of one batch
+// entry, from `pb`, its packed B. Goto/BLIS loops: column blocks of NC_PANELS; K blocks of KC in
+// increasing k (the chunks of every element are added in k order); row blocks of MC_PANELS,
+// their A rows packed into `ap` (MC_PANELS·MR·KC floats, stays in L2); then each B micro-panel
+// (KC × NR, in L1) meets every A panel of the block. An item of fewer than PACK_A_PANELS column
+// panels uses each A element too few times to pay for packing it: its full row panels read A in
+// place (any strides), only a last partial one is packed (zero rows).
+static constexpr int64_t PACK_A_PANELS = 8;
+static constexpr int64_t PRIVATE_B_FLOATS = 1 << 18;  // a batch entry's B packed by its own item
+
+static void matmul_block(const MatmulArgs& g, int64_t batch, int64_t pm0, int64_t pm1, int64_t pn0, int64_t pn1,
+                         const float* pb, float* ap) {
   alignas(64) float tile[MR * NR];
   alignas(64) float init[NR];
   const int64_t panels = (g.n + NR - 1) / NR;
-  const int64_t i0 = pm * MR, rows = g.m - i0 < MR ? g.m - i0 : MR;
-  const float* a_base = g.a.data + (batch / g.b2) * g.a.batch1 + (batch % g.b2) * g.a.batch2 + i0 * g.a.rows;
-  float* c_base = g.c.data + (batch / g.b2) * g.c.batch1 + (batch % g.b2) * g.c.batch2 + i0 * g.c.rows;
-  for (int64_t k0 = 0; k0 < g.k; k0 += KC) {
-    const int64_t kc = g.k - k0 < KC ? g.k - k0 : KC;
-    const bool packed = rows < MR;
-    if (packed) pack_a_panel(a_base, g.a, rows, k0, kc, ap);
-    const float* a = packed ? ap : a_base + k0 * g.a.cols;
-    const int64_t a_rows = packed ? 1 : g.a.rows, a_cols = packed ? MR : g.a.cols;
-    for (int64_t p = p_begin; p < p_end; ++p) {
-      const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
-      const float* bp = g.packed_b + ((batch * panels + p) * g.k + k0) * NR;
-      float* c = c_base + j0;
-      const bool edge = rows < MR || cols < NR;
-      float* target = edge ? tile : c;
-      const int64_t ld = edge ? NR : g.c.rows;
-      if (edge && k0 > 0)
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < cols; ++j) tile[r * NR + j] = c[r * g.c.rows + j];
-      for (int64_t s0 = 0; s0 < kc; s0 += CHAIN) {
-        const int64_t sc = kc - s0 < CHAIN ? kc - s0 : CHAIN;
-        const bool first = k0 + s0 == 0;
-        if (first)
-          for (int64_t j = 0; j < NR; ++j) init[j] = (g.bias && j < cols) ? g.bias[j0 + j] : 0.0f;
-        micro_kernel(sc, a + s0 * a_cols, a_rows, a_cols, bp + s0 * NR, target, ld, first ? init : nullptr, !first);
+  const bool pack_a = pn1 - pn0 >= PACK_A_PANELS;
+  const float* a_base = g.a.data + (batch / g.b2) * g.a.batch1 + (batch % g.b2) * g.a.batch2;
+  float* c_base = g.c.data + (batch / g.b2) * g.c.batch1 + (batch % g.b2) * g.c.batch2;
+  for (int64_t jc = pn0; jc < pn1; jc += NC_PANELS) {
+    const int64_t jc1 = jc + NC_PANELS < pn1 ? jc + NC_PANELS : pn1;
+    for (int64_t k0 = 0; k0 < g.k; k0 += KC) {
+      const int64_t kc = g.k - k0 < KC ? g.k - k0 : KC;
+      const bool start = k0 == 0;
+      for (int64_t ic = pm0; ic < pm1; ic += MC_PANELS) {
+        const int64_t ic1 = ic + MC_PANELS < pm1 ? ic + MC_PANELS : pm1;
+        const int64_t block_rows = (ic1 * MR < g.m ? ic1 * MR : g.m) - ic * MR;
+        ALines next_a{a_base, 0, 1, 0};
+        if (pack_a) {
+          pack_a_block(a_base + ic * MR * g.a.rows, g.a, block_rows, k0, kc, ap);
+          if (ic1 < pm1) {
+            next_a = a_lines(a_base, g.a, g.m, ic1, ic1 + MC_PANELS < pm1 ? ic1 + MC_PANELS : pm1, k0, kc);
+          } else if (k0 + KC < g.k) {
+            const int64_t kn = g.k - k0 - KC < KC ? g.k - k0 - KC : KC;
+            next_a = a_lines(a_base, g.a, g.m, pm0, pm0 + MC_PANELS < pm1 ? pm0 + MC_PANELS : pm1, k0 + KC, kn);
+          }
+        } else if (block_rows % MR != 0) {  // only the last partial panel, into the first slot
+          const int64_t last = (block_rows - 1) / MR;
+          pack_a_panel(a_base + (ic + last) * MR * g.a.rows, g.a, block_rows - last * MR, k0, kc, ap);
+        }
+        const int64_t a_lines_per_tile = (next_a.count() + (ic1 - ic) * (jc1 - jc) - 1) / ((ic1 - ic) * (jc1 - jc));
+        int64_t a_line = 0;
+        for (int64_t p = jc; p < jc1; ++p) {
+          const int64_t j0 = p * NR, cols = g.n - j0 < NR ? g.n - j0 : NR;
+          const float* bp = pb + k0 * panels * NR + p * kc * NR;
+          const float* bias = nullptr;
+          if (start && g.bias) {
+            if (cols == NR) {
+              bias = g.bias + j0;
+            } else {
+              for (int64_t j = 0; j < NR; ++j) init[j] = j < cols ? g.bias[j0 + j] : 0.0f;
+              bias = init;
+            }
+          }
+          // The next micro-panel follows this one in memory: bring it towards L2 a slice per tile.
+          const float* next = p + 1 < jc1 ? bp + kc * NR : nullptr;
+          const int64_t slice = ((kc * NR + 15) / 16 + (ic1 - ic) - 1) / (ic1 - ic) * 16;
+          for (int64_t i = ic; i < ic1; ++i) {
+            const int64_t i0 = i * MR, rows = g.m - i0 < MR ? g.m - i0 : MR;
+            if (next)
+              for (int64_t q = (i - ic) * slice; q < (i - ic + 1) * slice && q < kc * NR; q += 16)
+                __builtin_prefetch(next + q, 0, 2);
+            for (int64_t e = a_line + a_lines_per_tile < next_a.count() ? a_line + a_lines_per_tile : next_a.count();
+                 a_line < e; ++a_line)
+              __builtin_prefetch(next_a.line(a_line), 0, 2);
+            float* c = c_base + i0 * g.c.rows + j0;
+            const bool in_place = !pack_a && rows == MR;
+            const float* a = pack_a ? ap + (i - ic) * kc * MR : in_place ? a_base + i0 * g.a.rows + k0 * g.a.cols : ap;
+            if (rows == MR && cols == NR) {
+              if (in_place)
+                tile_kernel<false>(kc, a, g.a.rows, g.a.cols, bp, c, g.c.rows, bias, start);
+              else
+                tile_kernel<true>(kc, a, 1, MR, bp, c, g.c.rows, bias, start);
+              continue;
+            }
+            if (!start)
+              for (int64_t r = 0; r < rows; ++r)
+                for (int64_t j = 0; j < cols; ++j) tile[r * NR + j] = c[r * g.c.rows + j];
+            if (in_place)
+              tile_kernel<false>(kc, a, g.a.rows, g.a.cols, bp, tile, NR, bias, start);
+            else
+              tile_kernel<true>(kc, a, 1, MR, bp, tile, NR, bias, start);
+            for (int64_t r = 0; r < rows; ++r)
+              for (int64_t j = 0; j < cols; ++j) c[r * g.c.rows + j] = tile[r * NR + j];
+          }
+        }
       }
-      if (edge)
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < cols; ++j) c[r * g.c.rows + j] = tile[r * NR + j];
     }
   }
+}
+
+// Items handed out one at a time from a shared counter (not in fixed runs): a thread that the
+// machine slows down takes fewer, so none waits at the join for a straggler. Which thread computes
+// an item never matters to its bits.
+template <class F>
+static void run_dynamic(int64_t items, int64_t threads, F& body) {
+  if (items <= 0) return;
+  const int64_t workers = threads < 1 ? 1 : (threads < items ? threads : items);
+  int64_t next = 0;
+  auto work = [&](int64_t b, int64_t e) {
+    for (int64_t w = b; w < e; ++w)
+      for (int64_t it = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED); it < items;
+           it = __atomic_fetch_add(&next, 1, __ATOMIC_RELAXED))
+        body(it);
+  };
+  run_parallel(workers, 1, work);
+}
+
+// The product's items: each batch entry cut into mb × nb blocks of panels, sizes within one
+// panel of each other (block i of mb: panels [pm·i/mb, pm·(i+1)/mb)), at most MC_PANELS ×
+// NC_PANELS. With several threads: at least 8 items a thread where blocks of 4 panels allow it
+// (for the counter to balance; else any cut that keeps every thread busy), and among those the
+// cut with the least estimated time for the
+// busiest thread: its items' fmas (16 a step), plus per item packing its A rows (one step an
+// element) and streaming its B columns (half a step an element). Cutting rows re-reads B,
+// cutting columns re-packs A: a wide B (512 × 4096 · 4096 × 2048) is cut both ways.
+struct MatmulSplit {
+  int64_t mb, nb;
+};
+
+static MatmulSplit choose_split(int64_t batches, int64_t pm, int64_t pn, int64_t k, int64_t threads) {
+  auto ceil_div = [](int64_t x, int64_t y) { return (x + y - 1) / y; };
+  const int64_t mb0 = ceil_div(pm, MC_PANELS), nb0 = ceil_div(pn, NC_PANELS);
+  int64_t want = 8 * threads;
+  if (threads <= 1 || batches * mb0 * nb0 >= want) return {mb0, nb0};
+  int64_t mb_max = pm / 4 > mb0 ? pm / 4 : mb0, nb_max = pn / 4 > nb0 ? pn / 4 : nb0;
+  if (batches * mb_max * nb_max < want) {  // small: any block size, every thread busy
+    mb_max = pm;
+    nb_max = pn;
+    want = batches * pm * pn < threads ? batches * pm * pn : threads;
+  }
+  MatmulSplit best{mb0, nb0};
+  double best_cost = -1.0;
+  for (int64_t mb = mb0; mb <= mb_max && mb <= mb0 + 64; ++mb)
+    for (int64_t nb = nb0; nb <= nb_max && nb <= nb0 + 64; ++nb) {
+      const int64_t items = batches * mb * nb;
+      if (items > 4 * want) break;
+      if (items < want) continue;
+      const double rows = (double)(ceil_div(pm, mb) * MR), cols = (double)(ceil_div(pn, nb) * NR);
+      const double item = (double)k * (rows * cols / 16.0 + rows + 0.5 * cols);
+      const double cost = (double)ceil_div(items, threads) * item;
+      if (best_cost < 0.0 || cost < best_cost * 0.999) {
+        best_cost = cost;
+        best = {mb, nb};
+      }
+    }
+  return best;
 }
 
 static void matmul(const MatmulArgs& g) {
   const int64_t batches = g.b1 * g.b2;
   const int64_t panels_n = (g.n + NR - 1) / NR, panels_m = (g.m + MR - 1) / MR;
-  auto pack = [&](int64_t b, int64_t e) {
-    for (int64_t q = b; q < e; ++q) pack_b_panel(g, q / panels_n, q % panels_n, g.packed_b + q * g.k * NR);
+  const int64_t work = batches * panels_m * panels_n * MR * NR * g.k;
+  const int64_t threads = work < SMALL_WORK * 4 ? 1 : g.threads;
+  const MatmulSplit s = choose_split(batches, panels_m, panels_n, g.k, threads);
+  const int64_t a_floats = MC_PANELS * MR * (g.k < KC ? g.k : KC), b_floats = panels_n * g.k * NR;
+  if (s.mb == 1 && s.nb == 1 && batches > 1 && b_floats <= PRIVATE_B_FLOATS) {
+    // Each item is a whole small batch entry (attention): it packs its own B into its thread's
+    // scratch, so the product is one parallel region, not two.
+    auto compute = [&](int64_t batch) {
+      float* scratch = thread_scratch(b_floats + a_floats);
+      for (int64_t k0 = 0; k0 < g.k; k0 += KC)
+        pack_b_block(g, batch, k0, g.k - k0 < KC ? g.k - k0 : KC, 0, panels_n, scratch);
+      matmul_block(g, batch, 0, panels_m, 0, panels_n, scratch, scratch + b_floats);
+    };
+    run_dynamic(batches, threads, compute);
+    return;
+  }
+  // B packing items: one K block × up to 64 panels.
+  const int64_t kblocks = (g.k + KC - 1) / KC, pgroups = (panels_n + 63) / 64;
+  auto pack = [&](int64_t q) {
+    const int64_t batch = q / (kblocks * pgroups), kb = (q / pgroups) % kblocks, pg = q % pgroups;
+    const int64_t k0 = kb * KC, kc = g.k - k0 < KC ? g.k - k0 : KC;
+    const int64_t p0 = pg * 64, p1 = p0 + 64 < panels_n ? p0 + 64 : panels_n;
+    pack_b_block(g, batch, k0, kc, p0, p1, g.packed_b + batch * b_floats);
   };
-  run_parallel(batches * panels_n, grain_for(batches * panels_n, g.k * NR), pack);
-  // Enough tiles for every thread: split N into groups only when M panels are too few.
-  const int64_t rows_of_tiles = batches * panels_m;
-  int64_t groups = rows_of_tiles >= 4 * g.threads ? 1 : (4 * g.threads + rows_of_tiles - 1) / rows_of_tiles;
-  if (groups > panels_n) groups = panels_n;
-  const int64_t per_group = (panels_n + groups - 1) / groups;
-  groups = (panels_n + per_group - 1) / per_group;
-  auto compute = [&](int64_t b, int64_t e) {
-    for (int64_t item = b; item < e; ++item) {
-      int64_t group = item % groups, rest = item / groups;
-      int64_t p0 = group * per_group, p1 = p0 + per_group < panels_n ? p0 + per_group : panels_n;
-      matmul_tile_row(g, rest / panels_m, rest % panels_m, p0, p1);
-    }
+  run_dynamic(batches * kblocks * pgroups, threads, pack);
+  auto compute = [&](int64_t it) {
+    const int64_t batch = it / (s.mb * s.nb), i = (it / s.nb) % s.mb, j = it % s.nb;
+    matmul_block(g, batch, panels_m * i / s.mb, panels_m * (i + 1) / s.mb, panels_n * j / s.nb,
+                 panels_n * (j + 1) / s.nb, g.packed_b + batch * b_floats, thread_scratch(a_floats));
   };
-  const int64_t items = rows_of_tiles * groups;
-  run_parallel(items, grain_for(items, MR * per_group * NR * g.k), compute);
+  run_dynamic(batches * s.mb * s.nb, threads, compute);
 }
 
 // One tap's MR × NR tile of g · w_rows, every chain complete (chunks added in the tile), as
 // matmul computes that element of g · w_rows.
 static void conv_tap_tile(const float* a, int64_t a_rows, int64_t a_cols, const float* bp, int64_t k, float* tile) {
-  for (int64_t s0 = 0; s0 < k; s0 += CHAIN) {
-    const int64_t sc = k - s0 < CHAIN ? k - s0 : CHAIN;
-    micro_kernel(sc, a + s0 * a_cols, a_rows, a_cols, bp + s0 * NR, tile, NR, nullptr, s0 > 0);
-  }
+  tile_kernel<false>(k, a, a_rows, a_cols, bp, tile, NR, nullptr, true);
 }
 
 // The input gradient of a convolution, = col2im(g · w_rows) bit for bit (the reference's
@@ -542,7 +789,7 @@ static void conv_input_grad(const float* g, const float* w_rows, int64_t n, int6
   MatmulArgs pack{{}, {const_cast<float*>(w_rows), 0, c, taps * c, 1}, {}, 1, taps, 0, c, o, nullptr, nullptr, 1};
   float* packed = static_cast<float*>(std::malloc(sizeof(float) * packed_b_size(taps, c, o)));
   if (!packed) std::abort();
-  for (int64_t q = 0; q < taps * panels; ++q) pack_b_panel(pack, q / panels, q % panels, packed + q * o * NR);
+  for (int64_t tap = 0; tap < taps; ++tap) pack_b_block(pack, tap, 0, o, 0, panels, packed + tap * panels * o * NR);
   auto body = [&](int64_t b, int64_t e) {
     float* plane = static_cast<float*>(std::malloc(sizeof(float) * (hp * wp * c + MR * o)));
     if (!plane) std::abort();

@@ -16,6 +16,9 @@ namespace isa_avx2 {
 #define VT_ISA_NAME "avx2"
 
 static constexpr int64_t MR = 6, NR = 16;
+// Blocking: K blocks of KC (a multiple of the 64-term chain; a 256 × 16 B micro-panel is 16 KiB,
+// L1), A blocks of MC_PANELS · MR rows (120 × 256: 120 KiB, L2), C column blocks of NC_PANELS · NR.
+static constexpr int64_t KC = 256, MC_PANELS = 20, NC_PANELS = 128;
 
 struct Vec {
   using T = __m256;

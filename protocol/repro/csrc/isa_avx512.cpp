@@ -1,4 +1,4 @@
-// Fixed-order kernels for AVX-512 (F, DQ, BW, VL: torch's AVX512 level): a 8 × 32 micro-kernel, the rest vectorised by the
+// Fixed-order kernels for AVX-512 (F, DQ, BW, VL: torch's AVX512 level): a 12 × 32 micro-kernel, the rest vectorised by the
 // compiler.
 #include <cstdint>
 #include <cstdlib>
@@ -15,7 +15,10 @@ namespace vt {
 namespace isa_avx512 {
 #define VT_ISA_NAME "avx512"
 
-static constexpr int64_t MR = 8, NR = 32;
+static constexpr int64_t MR = 12, NR = 32;  // 24 zmm accumulators, 2 for B, 1 broadcast
+// Blocking: K blocks of KC (a multiple of the 64-term chain; a 128 × 32 B micro-panel is 16 KiB,
+// L1), A blocks of MC_PANELS · MR rows (192 × 128: 96 KiB, L2), C column blocks of NC_PANELS · NR.
+static constexpr int64_t KC = 128, MC_PANELS = 16, NC_PANELS = 64;
 
 struct Vec {
   using T = __m512;

@@ -11,6 +11,7 @@ namespace isa_scalar {
 #define VT_ISA_NAME "scalar"
 
 static constexpr int64_t MR = 4, NR = 8;
+static constexpr int64_t KC = 256, MC_PANELS = 16, NC_PANELS = 128;  // matrix-product blocking
 
 struct Vec {
   using T = float;
