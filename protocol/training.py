@@ -298,7 +298,8 @@ def build_program(spec: JobSpec, files: JobFiles | None = None) -> TrainingProgr
     dataset, held_out = split_dataset(spec, load_dataset(spec, dataset_blob))
     model = load_model(spec, files)
     config = model.resolve_config(dict(spec.model.config), dataset)
-    if config.get("batch_size", spec.batch_size) != spec.batch_size // spec.profile.batch_blocks:
+    graph_batch = config.get("batch_size")  # a graph's batch dimension is fixed
+    if graph_batch is not None and graph_batch != spec.batch_size // spec.profile.batch_blocks:
         raise InvalidSpec(
             f"the graph's batch dimension is {config['batch_size']}: batch_size (per batch block)"
             " must equal it",

@@ -317,7 +317,9 @@ def test_audit_recomputes_every_draw_and_catches_a_forged_one(server, make_clien
     honest = sampling.compute_segment_choice
     monkeypatch.setattr(  # what a coordinator that bends the draw would publish
         "coordinator.verification.service.compute_segment_choice",
-        lambda seed, total, count: [(s + 1) % total for s in honest(seed, total, count)],
+        lambda seed, total, count, *last: [
+            (s + 1) % total for s in honest(seed, total, count, *last)
+        ],
     )
     spec2 = tiny_spec_json(seed=12)
     submitter2, solver2, _, job_id2 = _awarded(make_client, spec2)
