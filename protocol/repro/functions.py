@@ -82,19 +82,30 @@ class Conv2dFunction(Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-class ReluFunction(Function):
-    """ReLU as a select, on the storage of any dense layout (a channels-last view included)."""
+def _from_output(kernel: str, doc: str) -> type[Function]:
+    """An elementwise op whose backward reads only its output: the backend's `kernel` and
+    `kernel_backward(grad, out)`."""
 
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        out = get_backend(x.device).relu(x)
-        ctx.save_for_backward(out)
-        return out
+    class OutputFunction(Function):
+        @staticmethod
+        def forward(ctx, x: Tensor) -> Tensor:
+            out = getattr(get_backend(x.device), kernel)(x)
+            ctx.save_for_backward(out)
+            return out
 
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (out,) = ctx.saved_tensors
-        return get_backend(grad.device).relu_backward(grad, out)
+        @staticmethod
+        def backward(ctx, grad: Tensor):
+            (out,) = ctx.saved_tensors
+            return getattr(get_backend(grad.device), f"{kernel}_backward")(grad, out)
+
+    OutputFunction.__name__ = OutputFunction.__qualname__ = f"{kernel.title()}Function"
+    OutputFunction.__doc__ = doc
+    return OutputFunction
+
+
+ReluFunction = _from_output(
+    "relu", "ReLU as a select, on the storage of any dense layout (a channels-last view included)."
+)
 
 
 class EmbeddingFunction(Function):
@@ -204,34 +215,14 @@ class MSELossFunction(Function):
         return diff * (grad * (2.0 / diff.numel())), None
 
 
-class TanhFunction(Function):
-    """tanh from exp (the contract's polynomial); backward grad·(1 − t²) from the output."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        out = get_backend(x.device).tanh(x)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (out,) = ctx.saved_tensors
-        return get_backend(grad.device).tanh_backward(grad, out)
+TanhFunction = _from_output(
+    "tanh", "tanh from exp (the contract's polynomial); backward grad·(1 − t²) from the output."
+)
 
 
-class SigmoidFunction(Function):
-    """sigmoid from exp of −|x| (stable); backward grad·(1 − s)·s from the output."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        out = get_backend(x.device).sigmoid(x)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (out,) = ctx.saved_tensors
-        return get_backend(grad.device).sigmoid_backward(grad, out)
+SigmoidFunction = _from_output(
+    "sigmoid", "sigmoid from exp of −|x| (stable); backward grad·(1 − s)·s from the output."
+)
 
 
 class SoftmaxFunction(Function):
