@@ -239,7 +239,9 @@ class TrainingProgram:
         values = self.evaluate(new) if final else {}
         for name in self.metric_names():
             key = METRIC_PREFIX + name
-            new[key] = torch.tensor(values[name], dtype=torch.float64) if final else old[key]
+            new[key] = (
+                torch.tensor(_canonical(values[name]), dtype=torch.float64) if final else old[key]
+            )
 
     def _apply_update(
         self, old: TrainingState, new: TrainingState, name: str, *, grad, t: int, lr: float
@@ -282,6 +284,11 @@ class TrainingProgram:
         while get_step(state) < until_step:
             state = self.step(state)
         return state
+
+
+def _canonical(value: float) -> float:
+    """A diverged model's NaN as one bit pattern: hardware NaN payloads differ (docs/repro.md)."""
+    return math.nan if math.isnan(value) else value
 
 
 def get_param_names(state: TrainingState) -> list[str]:

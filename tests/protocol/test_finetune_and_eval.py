@@ -152,3 +152,16 @@ def test_an_evaluated_job_always_audits_its_last_segment(total, count):
         assert picked[-1] == total - 1 and len(set(picked)) == len(picked) == min(count, total)
     plain = {tuple(compute_segment_choice(bytes([s]) * 32, 5, 1)) for s in range(40)}
     assert len(plain) > 1  # without it the draw stays uniform over every segment
+
+
+def test_a_diverged_models_metrics_are_one_nan_bit_pattern():
+    """x86 makes negative NaNs, other hardware positive ones: the committed metric must not
+    depend on whose hardware computed it."""
+    spec = parse_job_spec(mlp_spec(steps=1, evaluation={"examples": 64}))
+    program = build_program(spec)
+    state = program.initial_state()
+    negative_nan = torch.tensor(-float("nan"))
+    state = {k: v * negative_nan if k.startswith("param/") else v for k, v in state.items()}
+    final = program.step(state)
+    bits = final["metric/eval_loss"].view(torch.int64).item()
+    assert bits == 0x7FF8000000000000
