@@ -29,6 +29,7 @@ from protocol.errors import InvalidInput, InvalidSpec
 from protocol.models import ModelDef
 from protocol.onnx.patterns import find_fusions
 from protocol.onnx.table import (
+    MAX_FOLDED_ELEMENTS,
     ONNX_DTYPES,
     ONNX_FIELD,
     SUPPORTED_OPS,
@@ -39,6 +40,10 @@ from protocol.onnx.table import (
 from protocol.ops import NATIVE_OPS
 
 MIN_OPSET, MAX_OPSET = 13, 22  # the default-domain opsets whose semantics the table follows
+MAX_NODES = 20_000  # a 33 M-parameter decoder exports ~600: bounds the load-time trace's work
+# Any value the graph computes: what one activation may make every solver allocate.
+MAX_VALUE_ELEMENTS = 2**30
+MAX_FOLDED_TOTAL = 4 * MAX_FOLDED_ELEMENTS  # all load-time constants together
 INPUT_DTYPES = (torch.float32, torch.int64)
 # Inputs whose metadata alone a node reads (shapes are fixed, dtypes known at load): such a node
 # is constant when its other inputs are, e.g. CastLike(constant, activation) in dynamo's exports.
@@ -241,6 +246,8 @@ def _check_structure(proto: onnx.ModelProto) -> None:
         raise _refuse(f"not a valid ONNX model ({_first_line(err)})") from err
     if not proto.graph.node:
         raise _refuse("not a valid ONNX model (the graph has no nodes)")
+    if len(proto.graph.node) > MAX_NODES:
+        raise _refuse(f"the graph has {len(proto.graph.node)} nodes (at most {MAX_NODES})")
     opsets = {o.domain or "ai.onnx": o.version for o in proto.opset_import}
     version = opsets.get("ai.onnx")
     if version is None or not MIN_OPSET <= version <= MAX_OPSET:
@@ -352,6 +359,7 @@ def _trace(analysis: GraphAnalysis) -> None:
     param_names = frozenset(analysis.params)
     graph = analysis.proto.graph
     consumed = {name for node in graph.node for name in node.input} | {analysis.output}
+    folded = 0
     for index, node in enumerate(graph.node):
         view = _view_of(node, index, analysis, param_names)
         _check_node(node, view, env)
@@ -363,6 +371,10 @@ def _trace(analysis: GraphAnalysis) -> None:
                 analysis.shapes[name] = _shape_of(value)
                 if static:
                     analysis.statics[name] = value
+        if static:
+            folded += sum(t.numel() for t in _tensors_of(values))
+            if folded > MAX_FOLDED_TOTAL:
+                raise view.refuse(f"load-time constants of over {MAX_FOLDED_TOTAL} values in all")
         if not static:
             analysis.dynamic.append(view)
 
@@ -422,14 +434,13 @@ def _run_traced(
 ) -> tuple[Tensor, ...]:
     kernel = SUPPORTED_OPS[view.op_type].build(view)
     args = [env[name] if name else None for name in view.inputs]
-    if not static:
-        args = [_to_meta(a) for a in args]
-    try:
-        values = kernel(args, RunContext(NATIVE_OPS, None))
-    except InvalidSpec:
-        raise
-    except Exception as err:  # noqa: BLE001 — torch reports bad shapes as many types
-        raise view.refuse(f"cannot run on its inputs ({_first_line(err)})") from err
+    if static:  # computed here: its size is checked on meta tensors before anything is allocated
+        _check_sizes(view, _shapes_only(kernel, args), MAX_FOLDED_ELEMENTS)
+        values = _call(view, kernel, args)
+        _check_sizes(view, values, MAX_FOLDED_ELEMENTS)
+    else:
+        values = _call(view, kernel, [_to_meta(a) for a in args])
+        _check_sizes(view, values, MAX_VALUE_ELEMENTS)
     missing = [name for name in view.outputs[len(values) :] if name in consumed]
     if missing:  # e.g. a Dropout mask or LayerNormalization's Mean, read by a later node
         raise view.refuse(f"outputs {missing} are not supported")
@@ -437,6 +448,32 @@ def _run_traced(
         if value.is_floating_point() and value.dtype != torch.float32:
             raise view.refuse(f"dtype {value.dtype} is not supported (float32 only)")
     return values
+
+
+def _call(view: NodeView, kernel, args) -> tuple[Tensor, ...]:
+    try:
+        return kernel(args, RunContext(NATIVE_OPS, None))
+    except InvalidSpec:
+        raise
+    except Exception as err:  # noqa: BLE001 — torch reports bad shapes as many types
+        raise view.refuse(f"cannot run on its inputs ({_first_line(err)})") from err
+
+
+def _shapes_only(kernel, args) -> tuple[Tensor, ...]:
+    """The outputs as meta tensors, or () when their shape depends on values (Range reads its
+    bounds: its builder refuses a range over the limit before allocating it)."""
+    try:
+        return kernel([_to_meta(a) for a in args], RunContext(NATIVE_OPS, None))
+    except InvalidSpec:
+        raise
+    except Exception:  # noqa: BLE001 — the real run below reports a genuine failure
+        return ()
+
+
+def _check_sizes(view: NodeView, values, limit: int) -> None:
+    for value in _tensors_of(values):
+        if value.numel() > limit:
+            raise view.refuse(f"a value of {value.numel()} elements (at most {limit})")
 
 
 # --- planning ----------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ from torch import Tensor
 from protocol.errors import InvalidSpec
 
 ONNX_FIELD = "model.onnx"  # the field every refusal names
+# A value computed at load from constants (the coordinator folds uploaded graphs): a few bytes
+# of file must not make it allocate gigabytes. 2**24 floats hold a 4096×4096 causal mask.
+MAX_FOLDED_ELEMENTS = 2**24
 ONNX_DTYPES = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool}
 
 
@@ -360,12 +363,24 @@ def _build_sequence_at(view: NodeView) -> Kernel:
     return lambda args, _ctx: (args[0][position],)
 
 
-def _build_range(_view: NodeView) -> Kernel:
-    return lambda args, _ctx: (torch.arange(args[0].item(), args[1].item(), args[2].item()),)
+def _build_range(view: NodeView) -> Kernel:
+    def run(args, _ctx):
+        start, limit, delta = (a.item() for a in args)
+        if delta == 0 or math.ceil((limit - start) / delta) > MAX_FOLDED_ELEMENTS:
+            raise view.refuse(
+                f"a range of over {MAX_FOLDED_ELEMENTS} values or of step 0 (at most {MAX_FOLDED_ELEMENTS})"
+            )
+        return (torch.arange(start, limit, delta),)
+
+    return run
 
 
 def _build_constant_of_shape(view: NodeView) -> Kernel:
     shape = view.static_ints(0, "the shape")
+    if math.prod(shape) > MAX_FOLDED_ELEMENTS:  # before torch.full allocates it
+        raise view.refuse(
+            f"a constant of {math.prod(shape)} values (at most {MAX_FOLDED_ELEMENTS})"
+        )
     fill = view.attrs.get("value", torch.zeros(1))
     return lambda _args, _ctx: (torch.full(shape, fill.reshape(-1)[0].item(), dtype=fill.dtype),)
 

@@ -152,3 +152,66 @@ def test_export_of_a_module_with_an_unsupported_op_is_refused(tmp_path):
     )
     assert_refused(result, "(CumSum)", "operator not supported")
     assert not out.exists()
+
+
+# --- a few bytes of file must not make a loader allocate gigabytes (the coordinator loads
+# every uploaded graph) ---------------------------------------------------------------------
+
+
+def _int64s(name: str, values: list[int]) -> onnx.TensorProto:
+    return numpy_helper.from_array(torch.tensor(values, dtype=torch.int64).numpy(), name)
+
+
+def _constant(name: str, tensor: onnx.TensorProto) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], name=f"make_{name}", value=tensor)
+
+
+def memory_bomb(kind: str) -> bytes:
+    """A tiny graph whose load-time folding or activations would need gigabytes."""
+    if kind == "constant-of-shape":  # 2^32 floats from 16 bytes of shape
+        nodes = [
+            _constant("shape", _int64s("shape", [65536, 65536])),
+            helper.make_node("ConstantOfShape", ["shape"], ["big"], name="bomb"),
+            helper.make_node("Relu", ["x"], ["y"], name="fine"),
+        ]
+    elif kind == "outer-product":  # two 8192-vectors of the file, their 2^26-value product
+        column = numpy_helper.from_array(torch.ones(8192, 1).numpy(), "column")
+        row = numpy_helper.from_array(torch.ones(1, 8192).numpy(), "row")
+        nodes = [
+            _constant("column", column),
+            _constant("row", row),
+            helper.make_node("MatMul", ["column", "row"], ["big"], name="bomb"),
+            helper.make_node("Relu", ["x"], ["y"], name="fine"),
+        ]
+    elif kind == "range":
+        nodes = [
+            _constant("start", numpy_helper.from_array(torch.tensor(0).numpy(), "start")),
+            _constant("limit", numpy_helper.from_array(torch.tensor(2**40).numpy(), "limit")),
+            _constant("delta", numpy_helper.from_array(torch.tensor(1).numpy(), "delta")),
+            helper.make_node("Range", ["start", "limit", "delta"], ["big"], name="bomb"),
+            helper.make_node("Relu", ["x"], ["y"], name="fine"),
+        ]
+    else:  # an activation: every solver would allocate 2^33 floats per step
+        nodes = [
+            _constant("shape", _int64s("shape", [2**16, 2**15, 2, 3])),
+            helper.make_node("Expand", ["x", "shape"], ["big"], name="bomb"),
+            helper.make_node("Relu", ["big"], ["y"], name="fine"),
+        ]
+    return make_model_bytes(make_graph(nodes))
+
+
+@pytest.mark.parametrize("kind", ["constant-of-shape", "outer-product", "range", "activation"])
+def test_a_graph_that_would_allocate_gigabytes_is_refused_before_it_does(kind):
+    blob = memory_bomb(kind)
+    assert len(blob) < 70_000
+    with pytest.raises(InvalidSpec) as refused:
+        load_onnx_model(blob)
+    assert "'bomb'" in str(refused.value) and "at most" in str(refused.value)
+
+
+def test_a_graph_with_too_many_nodes_is_refused():
+    nodes = [helper.make_node("Identity", ["x"], ["h0"], name="n0")]
+    nodes += [helper.make_node("Identity", [f"h{i}"], [f"h{i + 1}"]) for i in range(20_000)]
+    nodes.append(helper.make_node("Relu", ["h20000"], ["y"], name="last"))
+    with pytest.raises(InvalidSpec, match="20002 nodes"):
+        load_onnx_model(make_model_bytes(make_graph(nodes)))

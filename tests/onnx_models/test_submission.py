@@ -17,7 +17,7 @@ from protocol.wire import ProblemCode
 from sdk.responses import CoordinatorError
 from tests.coordinator.market import funded
 from tests.coordinator.server import client_factory, running_server
-from tests.onnx_models.test_refusals import make_model_bytes, unsupported_op_bytes
+from tests.onnx_models.test_refusals import make_model_bytes, memory_bomb, unsupported_op_bytes
 
 
 def exp_head_bytes() -> bytes:
@@ -74,3 +74,15 @@ def test_repro_needs_every_node_repro_safe_and_pinned_takes_the_graph(client):
     job = client.submit_job(spec, 100, min_stake=24, verifier_fee=5)
     assert job.job_id == compute_job_id(parse_job_spec(spec)).hex()
     assert json.loads(json.dumps(client.get_job(job.job_id).spec))["model"]["name"] == "onnx"
+
+
+def test_a_tiny_graph_that_would_make_the_coordinator_allocate_gigabytes_is_refused(client):
+    """16 bytes of shape asking for 2^32 floats: refused at upload by name, and the replica
+    still answers."""
+    with pytest.raises(CoordinatorError) as refused:
+        client.upload_dataset(memory_bomb("constant-of-shape"))
+    assert (
+        refused.value.status == 422
+        and "'bomb' (ConstantOfShape)" in refused.value.problem["detail"]
+    )
+    assert client.get_balance() > 0
