@@ -427,7 +427,7 @@ def get_final_metrics(client, job: JobView) -> dict[str, float]:
     for a job without an evaluation split."""
     from sdk.client import CoordinatorError
 
-    if job.trajectory_root is None or '"evaluation"' not in json.dumps(job.spec):
+    if job.trajectory_root is None or not job.spec.get("evaluation"):
         return {}
     try:
         return client.read_checkpoint_metrics(job.job_id, job.num_checkpoints - 1)
